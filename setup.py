@@ -1,0 +1,51 @@
+"""videorec-pipeline: raw micro-videos + interaction logs -> WebDataset shards -> VideoRec training.
+
+This file is also the ``--setup_file`` that Beam ships to Dataflow workers, so the
+default install stays lean: torch lives in the ``train`` extra only.
+"""
+
+from setuptools import find_packages, setup
+
+INGEST_REQUIRES = [
+    "apache-beam>=2.60,<3",
+    "av>=14",
+    "ffmpeg-python>=0.2",
+    "imageio-ffmpeg>=0.5",
+    "numpy>=1.24",
+    "pillow>=10",
+    "pyarrow>=14",
+    "webdataset>=0.2.100",
+    "google-cloud-storage>=2.10",
+    "tqdm>=4.60",
+]
+
+EXTRAS = {
+    "train": [
+        "torch>=2.4,<2.15",
+        "torchvision>=0.19,<0.30",
+    ],
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "gcp-storage-emulator>=2024.8",
+        "ruff>=0.6",
+    ],
+    "bench": [
+        "opencv-python-headless>=4.8",
+    ],
+}
+EXTRAS["dev"] = sorted(set(EXTRAS["train"] + EXTRAS["test"]))
+
+setup(
+    name="videorec-pipeline",
+    version="0.1.0",
+    description="Beam ingest of micro-videos into WebDataset shards and end-to-end VideoRec training",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "trainer", "trainer.*"]),
+    install_requires=INGEST_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["videorec=pipeline.cli:main"]},
+)
