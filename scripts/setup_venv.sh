@@ -10,5 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 echo "==> installing videorec-pipeline[$extras] into .venv (torch comes in the train/dev extras; first time takes a few minutes)"
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[$extras]"
+# This machine's pip config lists local wheel folders that may be absent; hide only that warning.
+quiet_pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+quiet_pip install --quiet --upgrade pip
+quiet_pip install --quiet -e ".[$extras]"
