@@ -1,0 +1,420 @@
+"""Dataset roots (pipeline/versions.py): validation, compare-and-swap publishing, leases, pruning.
+
+Racing and kill-midway behaviour is exercised with real OS processes on local paths (the GCS emulator
+ignores ``ifGenerationMatch``, so it cannot show the GCS precondition; the GCS tests cover the rest of
+the GCS code path against the emulator's real API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import versions
+from pipeline.versions import (
+    InvalidVersion,
+    LeaseLost,
+    PublishConflict,
+    RootBusy,
+    acquire_run_lease,
+    latest_version_id,
+    list_versions,
+    new_version_id,
+    prune,
+    publish,
+    read_lease,
+    release_run_lease,
+    renew_run_lease,
+    resolve_latest,
+    validate_manifest,
+    version_url,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: write a small but real dataset version (tar shards + parquet-named tables + manifest)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tar_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def version_files(tag: str, shards: int = 2, reuse_items_from: str | None = None) -> dict[str, bytes]:
+    """Every file of a version folder, keyed by relative path; manifest.json last."""
+    files = {"items.parquet": f"items {tag}".encode(), "sequences.parquet": f"seq {tag}".encode()}
+    listed = {"items": [], "train": []}
+    for kind in ("items", "train"):
+        shard_tag = reuse_items_from if kind == "items" and reuse_items_from else tag
+        for i in range(shards):
+            data = _tar_bytes({f"{kind}_{i}.json": json.dumps({"tag": shard_tag, "i": i}).encode()})
+            path = f"{kind}/{kind}-{i:06d}.tar"
+            entry = {
+                "path": path,
+                "samples": 1,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            if kind == "items" and reuse_items_from is not None:
+                entry["path"] = f"../{reuse_items_from}/{path}"
+            else:
+                files[path] = data
+            listed[kind].append(entry)
+    files["failures/failures-00000-of-00001.jsonl"] = b""
+    manifest = {
+        "format_version": 1,
+        "dataset_version": tag,
+        "tables": {"items": "items.parquet", "sequences": "sequences.parquet"},
+        "shards": listed,
+        "failures": ["failures/failures-00000-of-00001.jsonl"],
+    }
+    files["manifest.json"] = json.dumps(manifest, indent=1).encode()
+    return files
+
+
+def write_local_version(root: Path, version_id: str, **kwargs) -> Path:
+    folder = root / "versions" / version_id
+    for rel, data in version_files(version_id, **kwargs).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder
+
+
+def publish_new_version(root: Path, **kwargs) -> str:
+    lease = acquire_run_lease(root, ttl_s=60)
+    write_local_version(root, lease.version_id, **kwargs)
+    publish(root, lease.version_id, lease.base_version, lease=lease)
+    assert release_run_lease(lease)
+    return lease.version_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids, validation, publish
+# ---------------------------------------------------------------------------------------------
+
+
+def test_version_ids_are_unique_and_sort_by_creation_time():
+    ids = []
+    for _ in range(50):
+        ids.append(new_version_id())
+    assert len(set(ids)) == 50
+    assert ids == sorted(ids)
+    assert all("/" not in i for i in ids)
+
+
+def test_validate_manifest_accepts_a_complete_version_and_lists_every_defect(tmp_path):
+    folder = write_local_version(tmp_path, "v1")
+    manifest = validate_manifest(folder)
+    assert manifest["dataset_version"] == "v1"
+
+    (folder / "train/train-000001.tar").unlink()
+    with open(folder / "items/items-000000.tar", "ab") as handle:
+        handle.write(b"x")
+    data = bytearray((folder / "items/items-000001.tar").read_bytes())
+    data[600] ^= 0xFF  # same size, different bytes
+    (folder / "items/items-000001.tar").write_bytes(bytes(data))
+    (folder / "sequences.parquet").unlink()
+    with pytest.raises(InvalidVersion) as caught:
+        validate_manifest(folder)
+    problems = "\n".join(caught.value.problems)
+    assert "train shard train/train-000001.tar is missing" in problems
+    assert "items/items-000000.tar has" in problems
+    assert "items/items-000001.tar sha256 does not match" in problems
+    assert "sequences.parquet is missing" in problems
+    assert len(caught.value.problems) == 4
+    # Sizes alone do not catch same-size corruption.
+    (folder / "sequences.parquet").write_bytes(b"x")
+    with pytest.raises(InvalidVersion) as caught:
+        validate_manifest(folder, verify_sha256=False)
+    assert len(caught.value.problems) == 2
+
+
+def test_validate_manifest_rejects_missing_or_garbled_manifest(tmp_path):
+    with pytest.raises(InvalidVersion, match="manifest.json is missing"):
+        validate_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(InvalidVersion, match="not JSON"):
+        validate_manifest(tmp_path)
+
+
+def test_first_publish_then_incremental_publish_reusing_shards(tmp_path):
+    assert resolve_latest(tmp_path) is None
+    first = publish_new_version(tmp_path)
+    assert resolve_latest(tmp_path) == str(tmp_path / "versions" / first)
+    assert (tmp_path / "LATEST").read_text() == f"{first}\n"
+
+    second = publish_new_version(tmp_path, reuse_items_from=first)
+    assert latest_version_id(tmp_path) == second
+    assert not (tmp_path / "versions" / second / "items").exists()
+    validate_manifest(version_url(tmp_path, second))
+
+
+def test_publish_refuses_invalid_versions_and_stale_bases(tmp_path):
+    first = publish_new_version(tmp_path)
+    broken = new_version_id()
+    folder = write_local_version(tmp_path, broken)
+    (folder / "train/train-000000.tar").unlink()
+    with pytest.raises(InvalidVersion):
+        publish(tmp_path, broken, first)
+    assert latest_version_id(tmp_path) == first
+
+    late = new_version_id()
+    write_local_version(tmp_path, late)
+    with pytest.raises(PublishConflict, match="started from None"):
+        publish(tmp_path, late, None)
+    assert latest_version_id(tmp_path) == first
+
+
+# ---------------------------------------------------------------------------------------------
+# Leases
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lease_excludes_a_second_run_until_released_or_expired(tmp_path):
+    base = publish_new_version(tmp_path)
+    lease = acquire_run_lease(tmp_path, ttl_s=60)
+    assert lease.base_version == base
+    assert read_lease(tmp_path) == lease
+    with pytest.raises(RootBusy, match=lease.run_id):
+        acquire_run_lease(tmp_path)
+    renewed = renew_run_lease(lease, ttl_s=0.2)
+    assert renewed.run_id == lease.run_id and renewed.expires_at < lease.expires_at
+    time.sleep(0.3)
+    # Expired: a new run takes over, and the old run can no longer publish.
+    taker = acquire_run_lease(tmp_path, ttl_s=60)
+    write_local_version(tmp_path, lease.version_id)
+    with pytest.raises(LeaseLost):
+        publish(tmp_path, lease.version_id, lease.base_version, lease=lease)
+    assert release_run_lease(lease) is False
+    assert release_run_lease(taker) is True
+    assert read_lease(tmp_path) is None
+
+
+def test_lease_round_trips_as_json(tmp_path):
+    lease = acquire_run_lease(tmp_path, ttl_s=60)
+    assert versions.RunLease.from_json(lease.to_json()) == lease
+
+
+# ---------------------------------------------------------------------------------------------
+# Pruning
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prune_keeps_latest_recent_leased_and_referenced_versions(tmp_path):
+    oldest = publish_new_version(tmp_path)
+    old = publish_new_version(tmp_path)
+    middle = publish_new_version(tmp_path, reuse_items_from=oldest)
+    latest = publish_new_version(tmp_path)
+    abandoned = new_version_id()  # a run that died after writing: newer than LATEST, no lease
+    write_local_version(tmp_path, abandoned)
+
+    # 'middle' reads item shards from 'oldest', so keeping 'middle' keeps 'oldest'.
+    assert prune(tmp_path, keep=2) == [old, abandoned]
+    assert list_versions(tmp_path) == [oldest, middle, latest]
+    assert prune(tmp_path, keep=1) == [oldest, middle]
+    assert list_versions(tmp_path) == [latest]
+
+
+def test_prune_never_deletes_what_kept_versions_or_live_leases_use(tmp_path):
+    oldest = publish_new_version(tmp_path)
+    publish_new_version(tmp_path)
+    reusing = publish_new_version(tmp_path, reuse_items_from=oldest)
+    lease = acquire_run_lease(tmp_path, ttl_s=60)
+    write_local_version(tmp_path, lease.version_id)  # in progress, newer than LATEST
+
+    deleted = prune(tmp_path, keep=1)
+    assert set(list_versions(tmp_path)) == {oldest, reusing, lease.version_id}
+    assert len(deleted) == 1
+    validate_manifest(version_url(tmp_path, reusing))
+    with pytest.raises(ValueError):
+        prune(tmp_path, keep=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Racing runs: real processes
+# ---------------------------------------------------------------------------------------------
+
+
+def _race_publish(root: str, base: str | None, start, results) -> None:
+    version_id = new_version_id()
+    write_local_version(Path(root), version_id)
+    start.wait()
+    try:
+        publish(root, version_id, base)
+        results.put(("published", version_id))
+    except PublishConflict:
+        results.put(("conflict", version_id))
+
+
+def _race_lease(root: str, start, results) -> None:
+    start.wait()
+    try:
+        lease = acquire_run_lease(root, ttl_s=60)
+        results.put(("leased", lease.version_id))
+    except RootBusy:
+        results.put(("busy", None))
+
+
+def _run_racers(target, args, count: int) -> list[tuple[str, str | None]]:
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(count), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, start, results)) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+        assert proc.exitcode == 0
+    return outcomes
+
+
+def test_racing_publishers_from_the_same_base_publish_exactly_once(tmp_path):
+    base = None
+    for _ in range(3):  # several rounds: from an empty root, then from each winner
+        outcomes = _run_racers(_race_publish, (str(tmp_path), base), count=4)
+        winners = [v for status, v in outcomes if status == "published"]
+        assert len(winners) == 1, outcomes
+        assert latest_version_id(tmp_path) == winners[0]
+        validate_manifest(resolve_latest(tmp_path))
+        base = winners[0]
+    assert not list(tmp_path.glob(".swap.lock*")), "swap lock left behind"
+
+
+def test_racing_runs_get_one_lease(tmp_path):
+    outcomes = _run_racers(_race_lease, (str(tmp_path),), count=4)
+    assert sorted(status for status, _ in outcomes) == ["busy", "busy", "busy", "leased"]
+    (winner,) = [v for status, v in outcomes if status == "leased"]
+    assert read_lease(tmp_path).version_id == winner
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs killed with SIGKILL at every stage
+# ---------------------------------------------------------------------------------------------
+
+# A run as the ingest job does it, stopping (and announcing it) at the named stage so the test can kill it.
+_CHILD = r"""
+import os, sys, time
+from pathlib import Path
+sys.path[:0] = [sys.argv[3], sys.argv[4]]
+from pipeline import versions
+from test_versions import version_files
+
+root, stop_at = Path(sys.argv[1]), sys.argv[2]
+
+def stop(stage):
+    if stage == stop_at:
+        (root.parent / "reached").write_text(stage)
+        time.sleep(600)
+
+lease = versions.acquire_run_lease(root, ttl_s=1.0)
+stop("leased")
+folder = root / "versions" / lease.version_id
+files = list(version_files(lease.version_id).items())
+for i, (rel, data) in enumerate(files):
+    if i == len(files) // 2:
+        stop("half_written")
+    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+    (folder / rel).write_bytes(data)
+stop("manifest_written")
+if stop_at == "in_swap_lock":
+    with versions._swap_lock(root / versions.SWAP_LOCK):
+        (root / ".LATEST.partial.tmp").write_text(lease.version_id[:5])
+        stop("in_swap_lock")
+versions.publish(root, lease.version_id, lease.base_version, lease=lease)
+stop("published")
+versions.release_run_lease(lease)
+"""
+
+
+@pytest.mark.parametrize("stage", ["leased", "half_written", "manifest_written", "in_swap_lock", "published"])
+def test_run_killed_at_any_stage_leaves_latest_valid_and_the_root_usable(tmp_path, stage):
+    root = tmp_path / "root"
+    good = publish_new_version(root)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(root), stage, str(REPO_ROOT), str(REPO_ROOT / "tests")],
+    )
+    reached = tmp_path / "reached"
+    deadline = time.monotonic() + 60
+    while not reached.exists():
+        assert child.poll() is None, "the child run exited before reaching its stage"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+
+    latest = resolve_latest(root)
+    validate_manifest(latest)
+    assert latest_version_id(root) != good if stage == "published" else latest_version_id(root) == good
+
+    # The killed run's lease expires (ttl 1 s) and the next run publishes normally.
+    time.sleep(1.1)
+    after = publish_new_version(root)
+    assert latest_version_id(root) == after
+    validate_manifest(resolve_latest(root))
+    assert not (root / versions.SWAP_LOCK).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# GCS (emulator): the same API over gs://
+# ---------------------------------------------------------------------------------------------
+
+
+def _upload_version(bucket, root_prefix: str, version_id: str, **kwargs) -> None:
+    for rel, data in version_files(version_id, **kwargs).items():
+        bucket.blob(f"{root_prefix}/versions/{version_id}/{rel}").upload_from_string(data)
+
+
+@pytest.mark.gcs
+def test_gcs_root_publish_lease_validate_and_prune(gcs_emulator):
+    bucket = gcs_emulator.make_bucket("versions-test")
+    root = "gs://versions-test/datasets/microlens"
+    assert resolve_latest(root) is None
+
+    published = []
+    for i in range(3):
+        lease = acquire_run_lease(root, ttl_s=60)
+        with pytest.raises(RootBusy):
+            acquire_run_lease(root)
+        reuse = {"reuse_items_from": published[0]} if i == 2 else {}
+        _upload_version(bucket, "datasets/microlens", lease.version_id, **reuse)
+        publish(root, lease.version_id, lease.base_version, lease=lease)
+        assert release_run_lease(lease)
+        published.append(lease.version_id)
+    assert resolve_latest(root) == f"{root}/versions/{published[-1]}"
+    assert bucket.blob("datasets/microlens/LATEST").download_as_text() == f"{published[-1]}\n"
+    assert list_versions(root) == published
+
+    with pytest.raises(PublishConflict):
+        stale = new_version_id()
+        _upload_version(bucket, "datasets/microlens", stale)
+        publish(root, stale, published[0])
+
+    broken = new_version_id()
+    _upload_version(bucket, "datasets/microlens", broken)
+    bucket.blob(f"datasets/microlens/versions/{broken}/train/train-000000.tar").upload_from_string(b"short")
+    with pytest.raises(InvalidVersion, match="train-000000.tar has 5 bytes"):
+        validate_manifest(version_url(root, broken))
+
+    deleted = prune(root, keep=1)
+    assert set(deleted) == {published[1], stale, broken}
+    assert list_versions(root) == [published[0], published[2]]  # [0]'s item shards are reused by [2]
+    validate_manifest(resolve_latest(root))
