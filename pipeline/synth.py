@@ -88,8 +88,9 @@ class SynthConfig:
     """Chance, before each interaction, that one preferred category is swapped for another."""
     off_preference_probability: float = 0.1
     """Chance that an interaction ignores the user's preferences (uniform category)."""
-    popularity_exponent: float = 1.1
-    """Zipf exponent of item popularity within a category; larger means a longer tail of rare items."""
+    popularity_exponent: float = 2.0
+    """Zipf exponent of item popularity; larger means a longer tail of rare items. Users never repeat
+    an item, which flattens the head, hence the steep default (median item: a third of the mean count)."""
     start_ms: int = 1_672_531_200_000
     """Earliest first interaction (epoch ms; 2023-01-01 UTC)."""
     span_days: int = 30
