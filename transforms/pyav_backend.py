@@ -1,0 +1,564 @@
+"""PyAV backend: decode only what the sampling window needs, exactly as a full decode would show it.
+
+Fast path ("seek"):
+  1. Seek to the keyframe before the window and demux (no decoding) until enough frames past the
+     middle; the packets' presentation times say where the window is, by the same rule as
+     :func:`transforms.sampling_window.choose_window`.
+  2. Decode from that keyframe with ``skip_frame = "NONREF"`` for packets shown before the window
+     (nothing references them, so the window decodes bit-exactly) and ``"DEFAULT"`` from the window on.
+  3. Check that the decoder showed exactly the frames the packets promised; if a seek overshot
+     (MPEG-TS) or landed on leading pictures, seek earlier and repeat.
+
+Slow path ("linear"), for what the fast path cannot trust (false or missing duration, packets
+without timestamps, a check that fails): decode everything once to learn the times, choose, decode
+again keeping the chosen frames.
+
+Kept frames go through one colour conversion + resize straight to the target size, then rotation,
+crop or pad, and JPEG (:func:`render_jpeg`). Errors become :class:`transforms.sampler.VideoError`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from transforms.sampler import SAMPLER_VERSION, FrameSample, SamplerConfig, VideoError
+from transforms.sampling_window import (
+    NeedEarlierFrames,
+    NeedLaterFrames,
+    choose_window,
+    claimed_middle,
+    decoded_end,
+    locate_window,
+)
+from transforms.video_source import CountingReader, open_video
+
+# Packets demuxed past the middle beyond the window, so B-frame reordering cannot hide a window frame.
+REORDER_SLACK = 16
+SEEK_ATTEMPTS = 6
+JPEG_QUALITY_FLOOR = 1
+
+
+class _Untrusted(Exception):
+    """The fast path cannot be trusted for this stream; use the linear path."""
+
+
+@dataclass
+class VideoInfo:
+    """What the container says about the chosen video stream, before decoding."""
+
+    stream_index: int
+    codec: str
+    container: str
+    coded_width: int
+    coded_height: int
+    sample_aspect: float
+    fps: float | None
+    start_s: float
+    duration_s: float | None
+    time_base: Fraction
+    pix_fmt: str | None
+
+
+@dataclass
+class DecodedWindow:
+    """The chosen frames, still as decoder output (stored orientation, native pixel format)."""
+
+    frames: list[av.VideoFrame]
+    times: list[float]
+    info: VideoInfo
+    rotation: int
+    padded: bool
+    fallback: bool
+    index_timing: bool
+    path: str
+    frames_decoded: int
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- opening and probing
+
+
+def open_container(source: io.RawIOBase, uri: str):
+    try:
+        return av.open(source, mode="r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise VideoError("corrupt", f"FFmpeg cannot open the container of {uri}: {exc}") from exc
+
+
+def mp4_box_overrun(source: io.RawIOBase) -> int | None:
+    """Offset of a top-level ISO-BMFF box that claims to run past the end of the file, if any."""
+    size = source.seek(0, io.SEEK_END)
+    offset = 0
+    while offset + 8 <= size:
+        source.seek(offset)
+        header = source.read(16)
+        box_size = int.from_bytes(header[:4], "big")
+        if box_size == 1 and len(header) >= 16:
+            box_size = int.from_bytes(header[8:16], "big")
+        if box_size == 0:
+            return None
+        if box_size < 8 or offset + box_size > size:
+            return offset
+        offset += box_size
+    return None
+
+
+def choose_stream(container, source: io.RawIOBase, uri: str):
+    """The first video stream that is not cover art."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    if "mp4" in container.format.name:
+        overrun = mp4_box_overrun(source)
+        if overrun is not None:
+            raise VideoError(
+                "corrupt", f"{uri} is truncated: the MP4 box at byte {overrun} runs past the end"
+            )
+    kinds = sorted({s.type for s in container.streams}) or ["no streams at all"]
+    raise VideoError("no_video_stream", f"{uri} has no video stream (found: {', '.join(kinds)})")
+
+
+def probe(container, stream, uri: str, config: SamplerConfig) -> VideoInfo:
+    ctx = stream.codec_context
+    codec_name = ctx.name if ctx is not None else None
+    if ctx is None or not codec_name or codec_name == "none":
+        raise VideoError("unsupported_codec", f"{uri}: no decoder for this video codec in the bundled FFmpeg")
+    width, height = ctx.width, ctx.height
+    if width * height > config.max_pixels:
+        raise VideoError(
+            "too_large", f"{uri}: frames are {width}x{height}, above max_pixels={config.max_pixels}"
+        )
+    if width <= 0 or height <= 0:
+        raise VideoError("corrupt", f"{uri}: the video stream declares no frame size")
+    tb = stream.time_base
+    start_s = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    duration_s = None
+    if stream.duration is not None and stream.duration > 0:
+        duration_s = float(stream.duration * tb)
+    elif container.duration is not None and container.duration > 0:
+        duration_s = container.duration / av.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    sar = ctx.sample_aspect_ratio
+    return VideoInfo(
+        stream_index=stream.index,
+        codec=codec_name,
+        container=container.format.name,
+        coded_width=width,
+        coded_height=height,
+        sample_aspect=float(sar) if sar else 1.0,
+        fps=float(rate) if rate else None,
+        start_s=start_s,
+        duration_s=duration_s,
+        time_base=tb,
+        pix_fmt=ctx.format.name if ctx.format else None,
+    )
+
+
+def _time_of(pts: int, tb: Fraction) -> float:
+    return float(pts * tb)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+class _ErrorCount:
+    """Packets the decoder rejected; skipped as the ffmpeg CLI skips them."""
+
+    def __init__(self):
+        self.count = 0
+
+
+def _decode_packet(ctx, packet, errors: _ErrorCount) -> list[av.VideoFrame]:
+    try:
+        return ctx.decode(packet)
+    except av.error.InvalidDataError:
+        errors.count += 1
+        return []
+
+
+def _decode_all(container, stream, deadline, errors: _ErrorCount):
+    """Every frame of ``stream`` in output order, skipping packets the decoder rejects."""
+    ctx = stream.codec_context
+    for packet in container.demux(stream):
+        deadline.check()
+        yield from _decode_packet(ctx, packet, errors)
+
+
+# ---------------------------------------------------------------- fast path
+
+
+class _Deadline:
+    def __init__(self, uri: str, timeout_s: float):
+        self.uri = uri
+        self.timeout_s = timeout_s
+        self.at = time.monotonic() + timeout_s
+
+    def check(self) -> None:
+        if time.monotonic() > self.at:
+            raise VideoError("timeout", f"{self.uri}: decoding took longer than {self.timeout_s:g} s")
+
+
+def _frame_interval(info: VideoInfo) -> float:
+    if info.fps and 1.0 <= info.fps <= 240.0:
+        return 1.0 / info.fps
+    return 1.0 / 30
+
+
+def _demux_run(container, stream, middle_s: float, frames_after: int, at_beginning: bool, deadline):
+    """Packets from the keyframe the seek landed on until ``frames_after`` are shown after the middle."""
+    packets = []
+    after = 0
+    reached_end = True
+    for packet in container.demux(stream):
+        deadline.check()
+        if packet.size == 0 and packet.pts is None:
+            continue
+        if not packets and not at_beginning and not packet.is_keyframe:
+            continue
+        if packet.pts is None:
+            raise _Untrusted("packets without presentation timestamps")
+        packets.append(packet)
+        if _time_of(packet.pts, stream.time_base) > middle_s:
+            after += 1
+            if after >= frames_after:
+                reached_end = False
+                break
+    return packets, reached_end
+
+
+def _decode_run(
+    stream, packets, window_times: list[float], deadline, errors: _ErrorCount
+) -> tuple[dict[float, av.VideoFrame], int, list[float]]:
+    """Decode ``packets``, skipping non-reference frames shown before the window; keep the window's frames."""
+    ctx = stream.codec_context
+    tb = stream.time_base
+    start, end = window_times[0], window_times[-1]
+    wanted = set(window_times)
+    kept: dict[float, av.VideoFrame] = {}
+    shown: list[float] = []
+    decoded = 0
+
+    def take(frames):
+        nonlocal decoded
+        for frame in frames:
+            decoded += 1
+            if frame.pts is None:
+                raise _Untrusted("decoded frame without timestamp")
+            t = _time_of(frame.pts, tb)
+            if start <= t <= end:
+                shown.append(t)
+                if t in wanted:
+                    kept[t] = frame
+
+    for packet in packets:
+        deadline.check()
+        ctx.skip_frame = "NONREF" if _time_of(packet.pts, tb) < start else "DEFAULT"
+        take(_decode_packet(ctx, packet, errors))
+        if len(kept) == len(wanted):
+            break
+    else:
+        ctx.skip_frame = "DEFAULT"
+        take(_decode_packet(ctx, None, errors))
+    return kept, decoded, shown
+
+
+def _seek_window(
+    container, stream, info: VideoInfo, config: SamplerConfig, deadline, errors
+) -> DecodedWindow:
+    middle = claimed_middle(info.start_s, info.duration_s)
+    if middle is None:
+        raise _Untrusted("no claimed duration")
+    n, s = config.num_frames, config.stride
+    interval = _frame_interval(info)
+    lookback = (s * (n // 2) + 1) * interval
+    frames_after = s * (n - n // 2) + REORDER_SLACK
+    seek_to = middle - lookback
+    decoded_total = 0
+    for attempt in range(SEEK_ATTEMPTS):
+        at_beginning = seek_to <= info.start_s or attempt == SEEK_ATTEMPTS - 1
+        if at_beginning:
+            container.seek(0, backward=True, any_frame=False)
+        else:
+            container.seek(int(seek_to / info.time_base), stream=stream, backward=True, any_frame=False)
+        stream.codec_context.flush_buffers()
+        packets, reached_end = _demux_run(container, stream, middle, frames_after, at_beginning, deadline)
+        if not packets:
+            if at_beginning:
+                raise _Untrusted("nothing to demux from the start")
+            seek_to -= lookback * 2 ** (attempt + 1)
+            continue
+        times = sorted(_time_of(p.pts, info.time_base) for p in packets)
+        if len(set(times)) != len(times):
+            raise _Untrusted("duplicate presentation timestamps")
+        if reached_end and middle >= decoded_end(times, _time_of(packets[-1].duration or 0, info.time_base)):
+            raise _Untrusted("the claimed duration runs past the last frame")
+        keyframe_time = _time_of(packets[0].pts, info.time_base)
+        try:
+            positions = locate_window(
+                times, middle, n, s, starts_at_beginning=at_beginning, reaches_end=reached_end
+            )
+        except NeedEarlierFrames:
+            seek_to = min(seek_to, keyframe_time) - lookback * 2 ** (attempt + 1)
+            continue
+        except NeedLaterFrames:
+            frames_after *= 4
+            continue
+        window_times = [times[p] for p in positions]
+        if window_times[0] < keyframe_time and not at_beginning:
+            seek_to = keyframe_time - lookback * 2 ** (attempt + 1)
+            continue
+        kept, decoded, shown = _decode_run(stream, packets, sorted(set(window_times)), deadline, errors)
+        decoded_total += decoded
+        expected = times[positions[0] : positions[-1] + 1]
+        if shown != expected or len(kept) != len(set(window_times)):
+            if at_beginning:
+                raise _Untrusted("the decoder did not show the frames the packets promised")
+            seek_to = min(seek_to, keyframe_time) - lookback * 2 ** (attempt + 1)
+            continue
+        padded = positions[-1] == positions[-2] if len(positions) > 1 else False
+        return DecodedWindow(
+            frames=[kept[t] for t in window_times],
+            times=window_times,
+            info=info,
+            rotation=_rotation(kept[window_times[0]]),
+            padded=padded,
+            fallback=False,
+            index_timing=False,
+            path="seek",
+            frames_decoded=decoded_total,
+            extra={"seeks": attempt + 1},
+        )
+    raise _Untrusted("no seek produced the window")
+
+
+# ---------------------------------------------------------------- linear path
+
+
+def _rewind(container, stream) -> None:
+    container.seek(0, backward=True, any_frame=False)
+    stream.codec_context.flush_buffers()
+    stream.codec_context.skip_frame = "DEFAULT"
+
+
+def _linear_times(container, stream, deadline, errors) -> tuple[list[float], float, int]:
+    tb = stream.time_base
+    times: list[float] = []
+    last_duration = 0.0
+    for index, frame in enumerate(_decode_all(container, stream, deadline, errors)):
+        deadline.check()
+        times.append(_time_of(frame.pts, tb) if frame.pts is not None else float(index))
+        last_duration = _time_of(frame.duration or 0, tb)
+    return times, last_duration, len(times)
+
+
+def _linear_window(
+    container, stream, info: VideoInfo, config: SamplerConfig, deadline, errors
+) -> DecodedWindow:
+    _rewind(container, stream)
+    times, last_duration, count = _linear_times(container, stream, deadline, errors)
+    if not times:
+        raise VideoError("corrupt", "no frame of the video stream decodes")
+    window = choose_window(
+        times, last_duration, info.start_s, info.duration_s, config.num_frames, config.stride
+    )
+    wanted = set(window.indices)
+    kept: dict[int, av.VideoFrame] = {}
+    _rewind(container, stream)
+    for index, frame in enumerate(_decode_all(container, stream, deadline, _ErrorCount())):
+        if index in wanted:
+            kept[index] = frame
+            if len(kept) == len(wanted):
+                break
+    if len(kept) != len(wanted):
+        raise VideoError("corrupt", "the video decodes differently on a second pass")
+    frames = [kept[i] for i in window.indices]
+    return DecodedWindow(
+        frames=frames,
+        times=[times[i] for i in window.indices],
+        info=info,
+        rotation=_rotation(frames[0]),
+        padded=window.padded,
+        fallback=window.fallback,
+        index_timing=window.index_timing,
+        path="linear",
+        frames_decoded=count + max(window.indices) + 1,
+    )
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    rotation = frame.rotation or 0
+    return int(round(rotation / 90.0)) * 90 % 360
+
+
+def _classify_ffmpeg_error(exc: Exception, uri: str) -> VideoError:
+    if isinstance(exc, av.error.MemoryError | MemoryError):
+        return VideoError("memory", f"{uri}: out of memory while decoding: {exc}")
+    if isinstance(exc, av.error.PatchWelcomeError | av.error.DecoderNotFoundError):
+        return VideoError("unsupported_codec", f"{uri}: the decoder does not support this stream: {exc}")
+    return VideoError("corrupt", f"{uri}: decoding failed: {exc}")
+
+
+def decode_window(uri: str, config: SamplerConfig, source: CountingReader | None = None) -> DecodedWindow:
+    """The chosen frames of ``uri`` as decoder output, before any conversion (used by tests too)."""
+    deadline = _Deadline(uri, config.timeout_s)
+    own_source = source is None
+    if own_source:
+        try:
+            source = open_video(uri)
+        except FileNotFoundError as exc:
+            raise VideoError("not_found", str(exc)) from exc
+        except OSError as exc:
+            raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
+    try:
+        container = open_container(source, uri)
+        with container:
+            stream = choose_stream(container, source, uri)
+            info = probe(container, stream, uri, config)
+            stream.thread_type = "AUTO" if config.threads > 1 else "SLICE"
+            stream.codec_context.thread_count = config.threads
+            for other in container.streams:
+                if other.index != stream.index:
+                    other.discard = av.stream.Discard.all
+            try:
+                errors = _ErrorCount()
+                try:
+                    window = _seek_window(container, stream, info, config, deadline, errors)
+                except _Untrusted as reason:
+                    window = _linear_window(container, stream, info, config, deadline, errors)
+                    window.extra["linear_because"] = str(reason)
+                window.extra["rejected_packets"] = errors.count
+                return window
+            except VideoError:
+                raise
+            except (av.error.FFmpegError, MemoryError) as exc:
+                raise _classify_ffmpeg_error(exc, uri) from exc
+    finally:
+        if own_source:
+            source.close()
+
+
+def _target_geometry(width: int, height: int, sar: float, rotation: int, config: SamplerConfig):
+    """Scale size in stored orientation, and the crop/pad placement after rotation."""
+    out_h, out_w = config.size
+    quarter = rotation in (90, 270)
+    disp_w, disp_h = width * (sar if sar > 0 else 1.0), float(height)
+    if quarter:
+        disp_w, disp_h = disp_h, disp_w
+    if config.resize == "squash":
+        scaled_w, scaled_h = out_w, out_h
+    else:
+        pick = max if config.resize == "center-crop" else min
+        factor = pick(out_w / disp_w, out_h / disp_h)
+        scaled_w = max(1, round(disp_w * factor))
+        scaled_h = max(1, round(disp_h * factor))
+        if config.resize == "center-crop":
+            scaled_w, scaled_h = max(scaled_w, out_w), max(scaled_h, out_h)
+        else:
+            scaled_w, scaled_h = min(scaled_w, out_w), min(scaled_h, out_h)
+    if quarter:
+        return scaled_h, scaled_w
+    return scaled_w, scaled_h
+
+
+def rotate_upright(array: np.ndarray, rotation: int) -> np.ndarray:
+    """Turn a stored-orientation image as a viewer sees it (``rotation`` counter-clockwise degrees)."""
+    turns = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
+
+
+def frame_to_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    """Full-size upright RGB image of a decoded frame (the exactness tests compare these)."""
+    return rotate_upright(frame.to_ndarray(format="rgb24"), rotation)
+
+
+def render_rgb(frame: av.VideoFrame, rotation: int, sar: float, config: SamplerConfig) -> np.ndarray:
+    """One colour conversion + resize to the target, then rotation and centre crop or pad."""
+    scaled_w, scaled_h = _target_geometry(frame.width, frame.height, sar, rotation, config)
+    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24", interpolation="BILINEAR")
+    image = rotate_upright(rgb.to_ndarray(), rotation)
+    out_h, out_w = config.size
+    height, width = image.shape[:2]
+    if config.resize == "center-crop":
+        top, left = (height - out_h) // 2, (width - out_w) // 2
+        return np.ascontiguousarray(image[top : top + out_h, left : left + out_w])
+    if config.resize == "pad":
+        canvas = np.zeros((out_h, out_w, 3), dtype=np.uint8)
+        top, left = (out_h - height) // 2, (out_w - width) // 2
+        canvas[top : top + height, left : left + width] = image
+        return canvas
+    return image
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=max(quality, JPEG_QUALITY_FLOOR))
+    return buffer.getvalue()
+
+
+def to_frame_sample(
+    window: DecodedWindow, config: SamplerConfig, source: CountingReader, started
+) -> FrameSample:
+    """Render a decoded window into JPEGs and the metadata record."""
+    info = window.info
+    frames = [
+        encode_jpeg(render_rgb(frame, window.rotation, info.sample_aspect, config), config.jpeg_quality)
+        for frame in window.frames
+    ]
+    display_w = round(info.coded_width * info.sample_aspect)
+    display_h = info.coded_height
+    if window.rotation in (90, 270):
+        display_w, display_h = display_h, display_w
+    wall0, cpu0 = started
+    meta = {
+        "codec": info.codec,
+        "container": info.container,
+        "pix_fmt": info.pix_fmt,
+        "coded_width": info.coded_width,
+        "coded_height": info.coded_height,
+        "width": display_w,
+        "height": display_h,
+        "rotation": window.rotation,
+        "fps": info.fps,
+        "duration_s": info.duration_s,
+        "start_s": info.start_s,
+        "pts_s": [round(t, 6) for t in window.times],
+        "frames_decoded": window.frames_decoded,
+        "padded": window.padded,
+        "fallback": window.fallback,
+        "index_timing": window.index_timing,
+        "decode_path": window.path,
+        "backend": config.backend,
+        "sampler_version": SAMPLER_VERSION,
+        "config_hash": config.config_hash(),
+        "bytes_read": source.bytes_read,
+        "file_size": source.size,
+        "timing": {
+            "cpu_s": round(time.process_time() - cpu0, 6),
+            "wall_s": round(time.monotonic() - wall0, 6),
+        },
+    }
+    return FrameSample(frames=frames, meta=meta)
+
+
+def sample_with_pyav(uri: str, config: SamplerConfig) -> FrameSample:
+    started = (time.monotonic(), time.process_time())
+    try:
+        source = open_video(uri)
+    except FileNotFoundError as exc:
+        raise VideoError("not_found", str(exc)) from exc
+    except OSError as exc:
+        raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
+    with source:
+        window = decode_window(uri, config, source)
+        return to_frame_sample(window, config, source, started)
