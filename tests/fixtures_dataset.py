@@ -1,0 +1,167 @@
+"""A small, test-only writer of the dataset format in docs/FORMAT.md.
+
+The trainer's tests use it to build exact, hand-controlled datasets (and corrupt ones)
+without running the Beam ingest job. It follows the format contract field by field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from transforms.keys import sanitize_key
+
+FrameMaker = Callable[[str], list[np.ndarray]]
+
+
+def solid_frames(size: int = 16, num_frames: int = 2) -> FrameMaker:
+    """Frames whose colour is a hash of the item id (distinct items look distinct)."""
+
+    def make(item_id: str) -> list[np.ndarray]:
+        digest = hashlib.sha256(item_id.encode()).digest()
+        colour = np.frombuffer(digest[:3], dtype=np.uint8)
+        return [np.broadcast_to(colour, (size, size, 3)).copy() for _ in range(num_frames)]
+
+    return make
+
+
+def jpeg(frame: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(frame).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _write_shards(
+    folder: Path, kind: str, samples: list[list[tuple[str, bytes]]], per_shard: int
+) -> list[dict]:
+    (folder / kind).mkdir(parents=True, exist_ok=True)
+    shards = []
+    for number, start in enumerate(range(0, len(samples), per_shard)):
+        relative = f"{kind}/{kind}-{number:06d}.tar"
+        with tarfile.open(folder / relative, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for members in samples[start : start + per_shard]:
+                for name, data in members:
+                    _add(tar, name, data)
+        content = (folder / relative).read_bytes()
+        shards.append(
+            {
+                "path": relative,
+                "samples": len(samples[start : start + per_shard]),
+                "bytes": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+            }
+        )
+    return shards
+
+
+def write_dataset(
+    folder: Path,
+    sequences: dict[str, list[str]],
+    *,
+    frames: FrameMaker | None = None,
+    max_seq_len: int = 10,
+    per_shard: int = 8,
+    version: str = "test-v1",
+) -> Path:
+    """Write a FORMAT.md dataset for full, time-ordered ``sequences`` (user id -> item ids); returns folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    item_ids = sorted(
+        {i for seq in sequences.values() for i in seq}, key=lambda i: (int(i), i) if i.isdigit() else (0, i)
+    )
+    index = {item: n + 1 for n, item in enumerate(item_ids)}
+    users = sorted(sequences, key=lambda u: (int(u), u) if u.isdigit() else (0, u))
+    popularity = dict.fromkeys(item_ids, 0)
+    for seq in sequences.values():
+        for item in seq[:-2]:
+            popularity[item] += 1
+    item_frames = {item: frames(item) for item in item_ids} if frames else {}
+
+    item_samples = []
+    for item in item_ids if frames else []:
+        key = sanitize_key(item)
+        meta = {
+            "item_id": item,
+            "item_index": index[item],
+            "title": None,
+            "frames": len(item_frames[item]),
+            "sampler": {},
+        }
+        item_samples.append(
+            [(f"{key}.json", json.dumps(meta).encode())]
+            + [(f"{key}.{j}.jpg", jpeg(f)) for j, f in enumerate(item_frames[item])]
+        )
+    train_samples = []
+    for user_index, user in enumerate(users):
+        window = sequences[user][:-2][-(max_seq_len + 1) :]
+        if len(window) < 2:
+            continue
+        key = sanitize_key(user)
+        meta = {
+            "user_id": user,
+            "user_index": user_index,
+            "item_ids": window,
+            "item_indices": [index[i] for i in window],
+            "timestamps": list(range(len(window))),
+        }
+        members = [(f"{key}.json", json.dumps(meta).encode())]
+        for item in dict.fromkeys(window) if frames else []:
+            members += [(f"{key}.{index[item]}.{j}.jpg", jpeg(f)) for j, f in enumerate(item_frames[item])]
+        train_samples.append(members)
+
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": pa.array(item_ids, pa.string()),
+                "item_index": pa.array([index[i] for i in item_ids], pa.int32()),
+                "popularity": pa.array([popularity[i] for i in item_ids], pa.int64()),
+                "status": pa.array(["ok"] * len(item_ids), pa.string()),
+            }
+        ),
+        folder / "items.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": pa.array(users, pa.string()),
+                "user_index": pa.array(range(len(users)), pa.int32()),
+                "item_indices": pa.array(
+                    [[index[i] for i in sequences[u]] for u in users], pa.list_(pa.int32())
+                ),
+                "item_ids": pa.array([sequences[u] for u in users], pa.list_(pa.string())),
+            }
+        ),
+        folder / "sequences.parquet",
+    )
+    num_frames = len(next(iter(item_frames.values()))) if item_frames else 0
+    manifest = {
+        "format_version": 1,
+        "dataset_version": version,
+        "created_by": "tests/fixtures_dataset.py",
+        "sampler": {"num_frames": num_frames},
+        "has_frames": bool(frames),
+        "num_items": len(item_ids),
+        "num_users": len(users),
+        "max_seq_len": max_seq_len,
+        "tables": {"items": "items.parquet", "sequences": "sequences.parquet"},
+        "shards": {
+            "items": _write_shards(folder, "items", item_samples, per_shard),
+            "train": _write_shards(folder, "train", train_samples, per_shard),
+        },
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder

@@ -1,0 +1,204 @@
+"""Training configuration: documented dataclasses and named presets.
+
+A run is described by one :class:`TrainConfig`. Presets give the starting values
+(``tiny`` for CPU tests and demos, ``paper`` for the MicroLens VideoRec setting,
+``sasrec-ml`` for the standard MovieLens SASRec setting); command-line flags override
+single fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is streamed."""
+
+    data: str = ""
+    """Dataset folder, its ``manifest.json``, or a dataset root holding ``LATEST`` (local, gs://, http(s)://)."""
+    train_shards: str | None = None
+    """Optional brace pattern / ``::``-separated URL list overriding the manifest's train shards."""
+    batch_size: int = 32
+    """Users per batch on each rank."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank (0 = read in the training process)."""
+    shuffle_shards: bool = True
+    """Shuffle the shard order each epoch (seeded by ``seed`` and the epoch)."""
+    shuffle_buffer: int = 256
+    """Sample shuffle buffer size; 0 or 1 disables sample shuffling."""
+    frame_size: int = 112
+    """Side of the square frames given to the encoder."""
+    squash: bool = False
+    """Resize frames to ``frame_size`` ignoring aspect (the paper's code); else resize + crop."""
+    augment: bool = True
+    """Train-time random crop and horizontal flip (evaluation always centre-crops)."""
+    decode_device: str = "cpu"
+    """``cpu``: loader workers decode JPEGs; ``cuda``: the trainer decodes on the GPU with nvjpeg."""
+
+
+@dataclass
+class ModelConfig:
+    """VideoRec = item encoder (video / id / frozen features) + SASRec user encoder."""
+
+    encoder: str = "tiny"
+    """Item encoder: a video registry name (see ``trainer.models.video_encoders``), ``id`` or ``frozen``."""
+    encoder_weights: str | None = None
+    """Backbone weights: a local ``.pt`` state dict, or a torchvision weights name (e.g. ``KINETICS400_V1``)."""
+    features: str | None = None
+    """For ``frozen``: the ``.npy`` feature table written by ``videorec extract``."""
+    freeze: str = "top-k"
+    """Encoder freezing policy: ``frozen``, ``top-k`` (last ``trainable_blocks`` blocks train) or ``all``."""
+    trainable_blocks: int = 2
+    """Number of top encoder blocks that train under ``top-k``."""
+    activation_checkpointing: bool = False
+    """Recompute encoder block activations in the backward pass to save memory."""
+    dim: int = 512
+    """Model width d: item embedding size and SASRec hidden size."""
+    num_blocks: int = 2
+    """SASRec transformer blocks."""
+    num_heads: int = 2
+    """SASRec attention heads."""
+    ffn_dim: int = 2048
+    """SASRec feed-forward width."""
+    dropout: float = 0.1
+    """Dropout in SASRec (embeddings, attention, feed-forward)."""
+    max_seq_len: int = 10
+    """Input sequence length L (the window holds L+1 items)."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with separate encoder / recommender groups, warmup + cosine schedule."""
+
+    epochs: int = 10
+    """Passes over the training shards."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides ``epochs`` when smaller)."""
+    steps_per_epoch: int | None = None
+    """Optimizer steps per epoch on each rank; default: train samples // (world * batch * accumulation)."""
+    encoder_lr: float = 1e-4
+    """Learning rate of the video/frozen encoder parameters."""
+    encoder_weight_decay: float = 0.0
+    """Weight decay of the encoder parameters."""
+    lr: float = 1e-4
+    """Learning rate of the recommender (SASRec, id embeddings, projection)."""
+    weight_decay: float = 0.1
+    """Weight decay of the recommender parameters."""
+    grad_clip: float = 5.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    warmup_steps: int = 0
+    """Linear warmup steps before the cosine decay."""
+    min_lr_ratio: float = 0.0
+    """Cosine decays to ``lr * min_lr_ratio``."""
+    grad_accumulation: int = 1
+    """Micro-batches per optimizer step."""
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+
+
+@dataclass
+class LossConfig:
+    """Next-item softmax loss."""
+
+    candidates: str = "in-batch"
+    """``in-batch``: all items in the batch (the paper); ``full``: every item (id encoder only)."""
+    logq: bool = True
+    """Subtract log popularity from in-batch logits (sampling-bias correction)."""
+    gather_negatives: bool = False
+    """Add the other DDP ranks' batch items as negatives."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    output: str = "runs/videorec"
+    """Run folder: checkpoints, metrics.jsonl, results.json."""
+    seed: int = 0
+    """Seeds model init, shard/sample shuffles and augmentation."""
+    eval_batch_size: int = 256
+    """Users (and items, when encoding) per evaluation batch."""
+    eval_every_epoch: bool = True
+    """Evaluate on validation after every epoch (keeps the best checkpoint)."""
+    checkpoint_every: int = 0
+    """Also checkpoint every N optimizer steps (0: only at epoch ends)."""
+    log_every: int = 1
+    """Write a metrics.jsonl line every N optimizer steps."""
+    progress: bool = True
+    """Show a progress bar (rank 0)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        return cls(
+            data=DataConfig(**values["data"]),
+            model=ModelConfig(**values["model"]),
+            optim=OptimConfig(**values["optim"]),
+            loss=LossConfig(**values["loss"]),
+            **{k: v for k, v in values.items() if k not in ("data", "model", "optim", "loss")},
+        )
+
+
+def _tiny() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(batch_size=16, frame_size=32, shuffle_buffer=64),
+        model=ModelConfig(encoder="tiny", freeze="all", dim=32, ffn_dim=64, dropout=0.1, max_seq_len=10),
+        optim=OptimConfig(epochs=5, encoder_lr=1e-3, lr=1e-3, weight_decay=0.01, warmup_steps=5),
+        eval_batch_size=64,
+    )
+
+
+def _paper() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(batch_size=64, frame_size=224, squash=True, num_workers=8),
+        model=ModelConfig(
+            encoder="r3d_18",
+            freeze="top-k",
+            trainable_blocks=2,
+            dim=512,
+            num_blocks=2,
+            num_heads=2,
+            ffn_dim=2048,
+            dropout=0.1,
+            max_seq_len=10,
+        ),
+        optim=OptimConfig(
+            epochs=20,
+            encoder_lr=1e-4,
+            encoder_weight_decay=0.0,
+            lr=1e-4,
+            weight_decay=0.1,
+            grad_clip=5.0,
+            warmup_steps=500,
+        ),
+    )
+
+
+def _sasrec_ml() -> TrainConfig:
+    return TrainConfig(
+        data=DataConfig(batch_size=256, shuffle_buffer=4096),
+        model=ModelConfig(
+            encoder="id", dim=64, num_blocks=2, num_heads=2, ffn_dim=256, dropout=0.2, max_seq_len=50
+        ),
+        optim=OptimConfig(epochs=200, lr=1e-3, weight_decay=0.0, encoder_lr=1e-3, grad_clip=5.0),
+        loss=LossConfig(candidates="full", logq=False),
+        eval_batch_size=1024,
+    )
+
+
+PRESETS = {"tiny": _tiny, "paper": _paper, "sasrec-ml": _sasrec_ml}
+
+
+def preset(name: str) -> TrainConfig:
+    """A fresh copy of the named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]()

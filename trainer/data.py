@@ -1,0 +1,230 @@
+"""Streaming training data: WebDataset train shards -> batches of user windows (+ frames).
+
+Stages, per rank and per loader worker (all stock webdataset pieces except the shard
+order and the batch decode):
+
+    shard list (seeded shuffle per epoch and pass) -> split by node -> split by worker
+      -> tar samples -> sample shuffle buffer -> raw batches -> skip already-trained batches
+      -> decode JSON + JPEG (corrupt samples dropped and counted) -> tensors
+
+Every rank yields exactly ``batches_per_epoch`` batches per epoch (its shards are
+re-read in new passes when they run out), so DDP ranks never wait on each other.
+Global batch ``b`` of an epoch comes from logical worker ``b % num_workers``; a run
+resumed at batch ``b`` renumbers the DataLoader's workers so the same order continues,
+and each worker skips its already-trained raw batches *before* decoding them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from trainer import storage
+from trainer.config import DataConfig
+from trainer.frames import FrameTransform, decode_clip, frames_of, sample_generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamPosition:
+    """Where a rank's training stream stands: batches of ``epoch`` already trained."""
+
+    epoch: int = 0
+    batches: int = 0
+    num_workers: int = 0
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches": self.batches, "num_workers": self.num_workers}
+
+
+def expand_shard_urls(pattern: str) -> list[str]:
+    """``pattern`` as a URL list: brace patterns (``train-{000000..000009}.tar``) and ``::`` separators."""
+    return wds.shardlists.expand_urls(pattern)
+
+
+def _warn_and_continue(exn: Exception) -> bool:
+    log.warning("skipping unreadable shard data: %r", exn)
+    return True
+
+
+def decode_window(sample: dict, max_seq_len: int) -> list[int]:
+    """The last ``max_seq_len + 1`` item indices of a train sample's JSON (raises on bad content)."""
+    meta = json.loads(sample["json"])
+    items = [int(i) for i in meta["item_indices"]][-(max_seq_len + 1) :]
+    if len(items) < 2:
+        raise ValueError(f"{sample.get('__key__')}: window of {len(items)} items has no training target")
+    if min(items) < 1:
+        raise ValueError(f"{sample.get('__key__')}: item index < 1 in window")
+    return items
+
+
+class TrainStream(IterableDataset):
+    """One rank's training batches for one epoch, starting after ``position.batches`` batches.
+
+    Yields dicts: ``items`` long ``[B, L+1]`` (right-padded with 0), ``unique_items`` long
+    ``[U]``, ``frames`` uint8 ``[U, T, 3, S, S]`` (or ``jpegs``: per unique item, its JPEG
+    bytes, when decoding on the GPU; neither without frames), ``skipped`` (corrupt samples
+    dropped from this batch) and ``batch_index`` (global batch number within the epoch).
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        config: DataConfig,
+        *,
+        seed: int,
+        max_seq_len: int,
+        batches_per_epoch: int,
+        with_frames: bool,
+        position: StreamPosition,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if not urls:
+            raise ValueError("no train shards to read")
+        self.urls = list(urls)
+        self.config = config
+        self.seed = seed
+        self.max_seq_len = max_seq_len
+        self.batches_per_epoch = batches_per_epoch
+        self.with_frames = with_frames
+        self.position = position
+        self.rank = rank
+        self.world_size = world_size
+        self.transform = FrameTransform(
+            config.frame_size, squash=config.squash, train=True, augment=config.augment
+        )
+
+    def __iter__(self) -> Iterator[dict]:
+        storage.register_webdataset_openers()
+        info = get_worker_info()
+        num_workers = info.num_workers if info else 1
+        worker = ((info.id if info else 0) + self.position.batches) % num_workers
+        group, groups = self.rank * num_workers + worker, self.world_size * num_workers
+        skip = len(range(worker, self.position.batches, num_workers))
+        todo = range(worker + skip * num_workers, self.batches_per_epoch, num_workers)
+        raw_batches = wds.filters.batched(self.config.batch_size, collation_fn=list, partial=False)(
+            self._shuffled_samples(group, groups)
+        )
+        for batch_index, raw in zip(todo, itertools.islice(raw_batches, skip, None), strict=False):
+            yield self._decode_batch(raw, batch_index)
+
+    def _shuffled_samples(self, group: int, groups: int) -> Iterator[dict]:
+        epoch = self.position.epoch
+        samples = self._samples(group, groups, epoch)
+        if self.config.shuffle_buffer > 1:
+            rng = random.Random(f"samples/{self.seed}/{epoch}/{group}")
+            samples = wds.filters.shuffle(
+                self.config.shuffle_buffer, initial=self.config.shuffle_buffer, rng=rng
+            )(samples)
+        return samples
+
+    def _samples(self, group: int, groups: int, epoch: int) -> Iterator[dict]:
+        """Endless passes over this group's share of the shards (each pass reshuffled)."""
+        split_shards = len(self.urls) >= groups
+        select = None if self.with_frames else (lambda name: name.endswith(".json"))
+        for repeat in itertools.count():
+            urls = list(self.urls)
+            if self.config.shuffle_shards:
+                random.Random(f"shards/{self.seed}/{epoch}/{repeat}").shuffle(urls)
+            if split_shards:
+                urls = urls[group::groups]
+            samples = wds.tariterators.tarfile_samples(
+                ({"url": url} for url in urls), handler=_warn_and_continue, select_files=select
+            )
+            if not split_shards:
+                samples = itertools.islice(samples, group, None, groups)
+            produced = 0
+            for sample in samples:
+                produced += 1
+                yield sample
+            if not produced:
+                raise RuntimeError(f"train shards yielded no samples for worker group {group}/{groups}")
+
+    def _decode_batch(self, raw: list[dict], batch_index: int) -> dict:
+        windows, item_frames, skipped = [], {}, 0
+        for sample in raw:
+            try:
+                window = decode_window(sample, self.max_seq_len)
+                frames = self._frames(sample, window, item_frames) if self.with_frames else {}
+            except Exception as exn:  # a corrupt sample must never stop training
+                log.warning("skipping corrupt train sample %s: %r", sample.get("__key__"), exn)
+                skipped += 1
+                continue
+            windows.append(window)
+            item_frames.update(frames)
+        width = self.max_seq_len + 1
+        items = torch.zeros(len(windows), width, dtype=torch.long)
+        for row, window in enumerate(windows):
+            items[row, : len(window)] = torch.tensor(window)
+        unique = torch.unique(items[items > 0])
+        batch = {"items": items, "unique_items": unique, "skipped": skipped, "batch_index": batch_index}
+        if self.with_frames and len(unique):
+            ordered = [item_frames[int(i)] for i in unique]
+            if self.config.decode_device == "cpu":
+                batch["frames"] = torch.stack(ordered)
+            else:
+                batch["jpegs"] = ordered
+        return batch
+
+    def _frames(self, sample: dict, window: list[int], known: dict) -> dict:
+        """Frames of the window's items not yet in ``known`` (decoded unless decoding on the GPU)."""
+        found = {}
+        for item in dict.fromkeys(window):
+            if item in known or item in found:
+                continue
+            jpegs = frames_of(sample, f"{item}.")
+            if self.config.decode_device != "cpu":
+                found[item] = jpegs
+                continue
+            generator = sample_generator(self.seed, self.position.epoch, f"{sample['__key__']}/{item}")
+            found[item] = self.transform(decode_clip(jpegs), generator)
+        return found
+
+
+def train_loader(stream: TrainStream, config: DataConfig, pin_memory: bool) -> DataLoader:
+    """A DataLoader over ``stream`` (already batched)."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=config.num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if config.num_workers else None,
+    )
+
+
+def item_batches(
+    urls: list[str], transform: FrameTransform, batch_size: int, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Item shards -> (item indices ``[n]``, uint8 clips ``[n, T, 3, S, S]``) for this rank's items.
+
+    Items whose frames cannot be decoded are logged and left out (they score as padding).
+    """
+    storage.register_webdataset_openers()
+    samples = wds.tariterators.tarfile_samples(({"url": url} for url in urls), handler=_warn_and_continue)
+    indices, clips = [], []
+    for position, sample in enumerate(samples):
+        if position % world_size != rank:
+            continue
+        try:
+            meta = json.loads(sample["json"])
+            clip = transform(decode_clip(frames_of(sample, "")))
+        except Exception as exn:
+            log.warning("skipping corrupt item sample %s: %r", sample.get("__key__"), exn)
+            continue
+        indices.append(int(meta["item_index"]))
+        clips.append(clip)
+        if len(indices) == batch_size:
+            yield torch.tensor(indices), torch.stack(clips)
+            indices, clips = [], []
+    if indices:
+        yield torch.tensor(indices), torch.stack(clips)

@@ -1,0 +1,135 @@
+"""Resolve ``--data`` to one dataset version and load its manifest and tables.
+
+Everything is found through ``manifest.json`` (see docs/FORMAT.md); the trainer never
+guesses shard paths. A dataset root holding ``LATEST`` is resolved once, at start, so
+a nightly ingest that moves ``LATEST`` mid-run cannot mix two versions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from trainer import storage
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FORMAT_VERSIONS = (1,)
+
+
+@dataclass
+class UserSequences:
+    """Every user's full time-ordered item sequence (leave-one-out splits are taken from it)."""
+
+    user_index: np.ndarray
+    """int64 [num_users]."""
+    offsets: np.ndarray
+    """int64 [num_users + 1]: user u's items are ``items[offsets[u]:offsets[u + 1]]``."""
+    items: np.ndarray
+    """int64 [total interactions]: item indices, concatenated."""
+
+    def __len__(self) -> int:
+        return len(self.user_index)
+
+    def sequence(self, row: int) -> np.ndarray:
+        return self.items[self.offsets[row] : self.offsets[row + 1]]
+
+
+@dataclass
+class DatasetInfo:
+    """One resolved dataset version."""
+
+    root: str
+    """Folder URL holding manifest.json."""
+    manifest: dict
+    popularity: np.ndarray
+    """int64 [num_items + 1]: training interactions per item index (index 0 = padding = 0)."""
+    sequences: UserSequences
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("dataset_version", ""))
+
+    @property
+    def num_items(self) -> int:
+        return int(self.manifest["num_items"])
+
+    @property
+    def has_frames(self) -> bool:
+        return bool(self.manifest.get("has_frames"))
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.manifest.get("sampler", {}).get("num_frames", 0))
+
+    @property
+    def max_seq_len(self) -> int:
+        return int(self.manifest["max_seq_len"])
+
+    def shard_urls(self, kind: str) -> list[str]:
+        return [storage.join_url(self.root, shard["path"]) for shard in self.manifest["shards"].get(kind, [])]
+
+    def shard_samples(self, kind: str) -> int:
+        return sum(int(shard["samples"]) for shard in self.manifest["shards"].get(kind, []))
+
+
+def resolve_manifest_url(data: str) -> str:
+    """The manifest URL for ``data``: a manifest, a dataset folder, or a root with ``LATEST``."""
+    if not data:
+        raise ValueError("--data is required: a dataset folder, its manifest.json, or a root holding LATEST")
+    if data.endswith(".json"):
+        return data
+    latest = storage.join_url(data, "LATEST")
+    if storage.exists(latest):
+        version = storage.read_bytes(latest).decode("utf-8").strip()
+        if not version or "/" in version or version.startswith("."):
+            raise ValueError(f"{latest}: does not name a dataset version: {version!r}")
+        log.info("%s -> version %s", latest, version)
+        return storage.join_url(data, f"versions/{version}/manifest.json")
+    manifest = storage.join_url(data, "manifest.json")
+    if not storage.exists(manifest):
+        raise FileNotFoundError(f"{data}: neither {manifest} nor {latest} exists")
+    return manifest
+
+
+def _read_parquet(url: str, columns: list[str]):
+    return pq.read_table(io.BytesIO(storage.read_bytes(url)), columns=columns)
+
+
+def load_dataset(data: str) -> DatasetInfo:
+    """Load manifest, item popularity and user sequences of the dataset named by ``data``."""
+    manifest_url = resolve_manifest_url(data)
+    manifest = json.loads(storage.read_bytes(manifest_url))
+    version = manifest.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ValueError(
+            f"{manifest_url}: format_version {version!r} is not supported ({SUPPORTED_FORMAT_VERSIONS})"
+        )
+    root = storage.parent_url(manifest_url)
+    tables = manifest.get("tables", {})
+    num_items = int(manifest["num_items"])
+
+    items = _read_parquet(
+        storage.join_url(root, tables.get("items", "items.parquet")), ["item_index", "popularity"]
+    )
+    popularity = np.zeros(num_items + 1, dtype=np.int64)
+    indices = items.column("item_index").to_numpy().astype(np.int64)
+    if len(indices) and (indices.min() < 1 or indices.max() > num_items):
+        raise ValueError(f"{root}: items.parquet has item_index outside 1..{num_items}")
+    popularity[indices] = items.column("popularity").to_numpy()
+
+    table = _read_parquet(
+        storage.join_url(root, tables.get("sequences", "sequences.parquet")), ["user_index", "item_indices"]
+    )
+    column = table.column("item_indices").combine_chunks()
+    sequences = UserSequences(
+        user_index=table.column("user_index").to_numpy().astype(np.int64),
+        offsets=column.offsets.to_numpy().astype(np.int64) - int(column.offsets[0].as_py()),
+        items=column.flatten().to_numpy().astype(np.int64),
+    )
+    return DatasetInfo(root=root, manifest=manifest, popularity=popularity, sequences=sequences)

@@ -1,0 +1,85 @@
+"""Frame decoding and augmentation: JPEG bytes -> uint8 clips ``[T, 3, S, S]``.
+
+Training uses a random crop (the same crop and flip for every frame of an item, so
+motion stays consistent) and evaluation a centre crop; ``squash`` reproduces the
+paper's code, which resizes to ``S x S`` ignoring aspect. Random choices come from a
+generator seeded by (run seed, epoch, sample key), so a resumed run sees the same crops.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
+
+RESIZE_MARGIN = 8 / 7
+"""Train/eval crops take ``S`` out of a shorter side resized to ``S * 8/7`` (the usual 256 -> 224)."""
+
+
+@dataclass(frozen=True)
+class FrameTransform:
+    """How decoded frames become encoder input."""
+
+    size: int
+    squash: bool = False
+    train: bool = False
+    augment: bool = True
+
+    def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``clip``: uint8 ``[T, 3, H, W]`` -> uint8 ``[T, 3, size, size]``."""
+        if self.squash:
+            clip = F.resize(clip, [self.size, self.size], antialias=True)
+        else:
+            clip = F.resize(clip, round(self.size * RESIZE_MARGIN), antialias=True)
+            clip = self._crop(clip, generator)
+        if self.train and self.augment and torch.rand((), generator=generator) < 0.5:
+            clip = F.horizontal_flip(clip)
+        return clip.contiguous()
+
+    def _crop(self, clip: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        height, width = clip.shape[-2:]
+        if self.train and self.augment:
+            top = int(torch.randint(0, height - self.size + 1, (), generator=generator))
+            left = int(torch.randint(0, width - self.size + 1, (), generator=generator))
+            return F.crop(clip, top, left, self.size, self.size)
+        return F.center_crop(clip, [self.size, self.size])
+
+
+def sample_generator(seed: int, epoch: int, key: str) -> torch.Generator:
+    """A generator for one sample's augmentation, independent of reading order and worker."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{epoch}/{key}".encode()) + (seed << 32))
+
+
+def jpeg_tensor(data: bytes) -> torch.Tensor:
+    """Raw JPEG bytes as the uint8 tensor torchvision's decoders take."""
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_clip(jpegs: list[bytes], device: str = "cpu") -> torch.Tensor:
+    """Decode one item's JPEG frames to uint8 ``[T, 3, H, W]`` (nvjpeg when ``device`` is CUDA)."""
+    tensors = [jpeg_tensor(data) for data in jpegs]
+    if device == "cpu":
+        frames = [decode_jpeg(t, mode=ImageReadMode.RGB) for t in tensors]
+    else:
+        frames = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
+    return torch.stack(frames)
+
+
+def frames_of(sample: dict, prefix: str) -> list[bytes]:
+    """The JPEG frames ``{prefix}0.jpg, {prefix}1.jpg, ...`` of a webdataset sample, in frame order."""
+    found = {}
+    for name, value in sample.items():
+        if name.startswith(prefix) and name.endswith(".jpg"):
+            index = name[len(prefix) : -len(".jpg")]
+            if index.isdigit():
+                found[int(index)] = value
+    if not found:
+        raise ValueError(f"{sample.get('__key__')}: no frames named {prefix}N.jpg")
+    if sorted(found) != list(range(len(found))):
+        raise ValueError(
+            f"{sample.get('__key__')}: frames {prefix}N.jpg are not numbered 0..{len(found) - 1}"
+        )
+    return [found[i] for i in range(len(found))]

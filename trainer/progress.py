@@ -1,0 +1,100 @@
+"""Run observability: a progress bar, ``metrics.jsonl``, TensorBoard when installed, a summary table.
+
+Only rank 0 reports; other ranks get a reporter that does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def truncate_metrics(path: Path, keep_lines: int) -> None:
+    """Keep the first ``keep_lines`` records: the ones a resumed checkpoint had seen written."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    path.write_text("".join(lines[:keep_lines]))
+
+
+class ProgressReporter:
+    """Progress bar with loss, samples/s, items/s and ETA; JSONL (and TensorBoard) metrics."""
+
+    def __init__(
+        self, run_dir: Path, total_steps: int, first_step: int, enabled: bool, show_bar: bool = True
+    ):
+        self.enabled = enabled
+        self.run_dir = run_dir
+        self.bar = tqdm(
+            total=total_steps,
+            initial=first_step,
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (enabled and show_bar),
+        )
+        self.writer = self._tensorboard() if enabled else None
+        self.window_start = time.perf_counter()
+        self.window_samples = 0
+        self.window_items = 0
+        self.lines_written = 0
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        """Append one JSON record to metrics.jsonl (and scalars to TensorBoard)."""
+        if not self.enabled:
+            return
+        with open(self.run_dir / METRICS_FILE, "a") as out:
+            out.write(json.dumps(record, sort_keys=True) + "\n")
+        self.lines_written += 1
+        if self.writer is not None:
+            prefix = record.get("split", record.get("type", "run"))
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"{prefix}/{key}", value, record.get("step", 0))
+
+    def step(self, record: dict, samples: int, items: int) -> dict:
+        """Account one optimizer step; returns ``record`` with throughput added."""
+        self.window_samples += samples
+        self.window_items += items
+        elapsed = max(time.perf_counter() - self.window_start, 1e-9)
+        record = dict(
+            record, samples_per_s=self.window_samples / elapsed, items_per_s=self.window_items / elapsed
+        )
+        self.bar.update(1)
+        self.bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            samples_s=f"{record['samples_per_s']:.1f}",
+            items_s=f"{record['items_per_s']:.1f}",
+        )
+        return record
+
+    def reset_window(self) -> None:
+        """Restart throughput measurement (after evaluation pauses)."""
+        self.window_start, self.window_samples, self.window_items = time.perf_counter(), 0, 0
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+def summary_table(results: dict[str, dict[str, float]]) -> str:
+    """``{split: {metric: value}}`` as an aligned text table."""
+    metrics = sorted({k for values in results.values() for k in values if k != "users"})
+    header = ["split", *metrics, "users"]
+    rows = [
+        [split, *(f"{values.get(m, float('nan')):.4f}" for m in metrics), f"{int(values.get('users', 0))}"]
+        for split, values in results.items()
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])

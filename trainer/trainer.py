@@ -1,0 +1,373 @@
+"""The training loop: optimizer steps over the shard stream, evaluation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from trainer import checkpoint
+from trainer.config import TrainConfig
+from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
+from trainer.dataset import DatasetInfo
+from trainer.evaluate import evaluate
+from trainer.frames import FrameTransform, decode_clip
+from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
+from trainer.models.videorec import build_model
+from trainer.progress import METRICS_FILE, ProgressReporter, summary_table, truncate_metrics
+
+log = logging.getLogger(__name__)
+
+SELECTION_METRIC = "NDCG@10"
+RESULTS_FILE = "results.json"
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float):
+    """LR multiplier: linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class Trainer:
+    """Trains one VideoRec on one dataset version, on one rank of a (possibly 1-process) group."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: DatasetInfo,
+        *,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.config, self.dataset = config, dataset
+        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
+        self.run_dir = Path(config.output)
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model, dataset.num_items).to(self.device)
+        self.module = (
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+            if world_size > 1
+            else self.model
+        )
+        torch.manual_seed(config.seed * 1000 + rank)
+        self.use_frames = self.model.needs_frames
+        if self.use_frames and not dataset.has_frames:
+            raise ValueError(
+                f"encoder {config.model.encoder!r} needs frames but dataset {dataset.root} has none"
+            )
+        if config.loss.candidates == "full" and self.use_frames:
+            raise ValueError(
+                "full-softmax candidates need an id or frozen encoder (video items are encoded per batch)"
+            )
+        optim = config.optim
+        groups = [
+            {
+                "params": self.model.recommender_parameters(),
+                "lr": optim.lr,
+                "weight_decay": optim.weight_decay,
+            }
+        ]
+        if self.model.encoder_parameters():
+            groups.append(
+                {
+                    "params": self.model.encoder_parameters(),
+                    "lr": optim.encoder_lr,
+                    "weight_decay": optim.encoder_weight_decay,
+                }
+            )
+        self.optimizer = torch.optim.AdamW(groups)
+        self.urls = (
+            expand_shard_urls(config.data.train_shards)
+            if config.data.train_shards
+            else dataset.shard_urls("train")
+        )
+        per_step = world_size * config.data.batch_size * optim.grad_accumulation
+        self.steps_per_epoch = optim.steps_per_epoch or max(1, dataset.shard_samples("train") // per_step)
+        self.total_steps = optim.epochs * self.steps_per_epoch
+        if optim.max_steps is not None:
+            self.total_steps = min(self.total_steps, optim.max_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(optim.warmup_steps, self.total_steps, optim.min_lr_ratio)
+        )
+        self.autocast = optim.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no loss scaling
+        self.log_q = log_popularity(torch.from_numpy(dataset.popularity)).to(self.device)
+        self.train_transform = FrameTransform(
+            config.data.frame_size, config.data.squash, train=True, augment=config.data.augment
+        )
+        self.step = 0
+        self.position = StreamPosition(num_workers=config.data.num_workers)
+        self.best = {"step": -1, SELECTION_METRIC: -1.0}
+        self.skipped_samples = 0
+        self.metrics_lines = 0
+        self.reporter: ProgressReporter | None = None
+
+    # --- one optimizer step -------------------------------------------------------------------
+
+    def _frames(self, batch: dict) -> torch.Tensor | None:
+        if not self.use_frames:
+            return None
+        if "jpegs" in batch:
+            clips = [decode_clip(jpegs, device=str(self.device)) for jpegs in batch["jpegs"]]
+            return torch.stack([self.train_transform(clip) for clip in clips])
+        return batch["frames"].to(self.device, non_blocking=True)
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        items = batch["items"].to(self.device, non_blocking=True)
+        unique = batch["unique_items"].to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            states, embeddings = self.module(items, unique, self._frames(batch))
+            if self.config.loss.candidates == "full":
+                table = self.model.item_encoder(torch.arange(self.dataset.num_items + 1, device=self.device))
+                return full_softmax_loss(states, items, table)
+            if self.config.loss.gather_negatives and self.world_size > 1:
+                unique, embeddings = gather_candidates(unique, embeddings)
+            return in_batch_softmax_loss(
+                states, items, unique, embeddings, self.log_q if self.config.loss.logq else None
+            )
+
+    def train_step(self, micro_batches: list[dict]) -> float:
+        """One optimizer step over gradient-accumulation micro-batches; returns the mean loss."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for i, batch in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            sync = self.module.no_sync() if (self.world_size > 1 and not last) else nullcontext()
+            with sync:
+                loss = self._loss(batch) / len(micro_batches)
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        self.scaler.unscale_(self.optimizer)
+        if self.config.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        return total
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def _evaluate(self, split: str) -> dict[str, float]:
+        return evaluate(
+            self.model,
+            self.dataset,
+            split,
+            max_seq_len=self.config.model.max_seq_len,
+            frame_size=self.config.data.frame_size,
+            squash=self.config.data.squash,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+
+    def _batches(self):
+        """This epoch's remaining batches (the stream starts after the batches already trained)."""
+        batches_per_epoch = self.steps_per_epoch * self.config.optim.grad_accumulation
+        stream = TrainStream(
+            self.urls,
+            self.config.data,
+            seed=self.config.seed,
+            max_seq_len=self.config.model.max_seq_len,
+            batches_per_epoch=batches_per_epoch,
+            with_frames=self.use_frames,
+            position=StreamPosition(**self.position.to_dict()),
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
+
+    def train(self) -> dict[str, dict[str, float]]:
+        """Train to ``total_steps``, evaluating each epoch; returns validation and test metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        reporter = self.reporter = ProgressReporter(
+            self.run_dir, self.total_steps, self.step, self.rank == 0, self.config.progress
+        )
+        if self.rank == 0:
+            truncate_metrics(self.run_dir / METRICS_FILE, self.metrics_lines)
+            reporter.lines_written = self.metrics_lines
+            reporter.write(
+                {
+                    "type": "run",
+                    "step": self.step,
+                    "dataset_version": self.dataset.version,
+                    "dataset_root": self.dataset.root,
+                    "world_size": self.world_size,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "total_steps": self.total_steps,
+                }
+            )
+        accumulation = self.config.optim.grad_accumulation
+        last_eval_step = -1
+        while self.step < self.total_steps:
+            batches = self._batches()
+            while (
+                self.step < self.total_steps and self.position.batches < self.steps_per_epoch * accumulation
+            ):
+                micro = [next(batches) for _ in range(accumulation)]
+                loss = self.train_step(micro)
+                self.position.batches += accumulation
+                self._account(micro)
+                record = reporter.step(
+                    {
+                        "type": "train",
+                        "step": self.step,
+                        "epoch": self.position.epoch,
+                        "loss": loss,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "skipped_samples": self.skipped_samples,
+                    },
+                    samples=sum(len(b["items"]) for b in micro) * self.world_size,
+                    items=sum(len(b["unique_items"]) for b in micro) * self.world_size,
+                )
+                if self.step % self.config.log_every == 0:
+                    reporter.write(record)
+                if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+                    self.save(checkpoint.LAST)
+            del batches
+            if self.position.batches >= self.steps_per_epoch * accumulation:
+                self.position = StreamPosition(self.position.epoch + 1, 0, self.config.data.num_workers)
+                if self.config.eval_every_epoch:
+                    self._validate(reporter)
+                    last_eval_step = self.step
+                self.save(checkpoint.LAST)
+                reporter.reset_window()
+        if last_eval_step != self.step:
+            self._validate(reporter)
+        self.save(checkpoint.LAST)
+        results = self._test(reporter)
+        reporter.close()
+        return results
+
+    def _account(self, micro: list[dict]) -> None:
+        skipped = sum(int(b["skipped"]) for b in micro)
+        if skipped:
+            self.skipped_samples += skipped
+            log.warning("skipped %d corrupt samples (%d so far)", skipped, self.skipped_samples)
+
+    def _validate(self, reporter: ProgressReporter) -> None:
+        metrics = self._evaluate("valid")
+        reporter.write(
+            {"type": "eval", "split": "valid", "step": self.step, "epoch": self.position.epoch, **metrics}
+        )
+        if metrics[SELECTION_METRIC] > self.best[SELECTION_METRIC]:
+            self.best = {"step": self.step, SELECTION_METRIC: metrics[SELECTION_METRIC]}
+            if self.rank == 0:
+                checkpoint.save_atomic(
+                    {
+                        "model": self.model.state_dict(),
+                        "step": self.step,
+                        "valid": metrics,
+                        "config": self.config.to_dict(),
+                        "dataset_root": self.dataset.root,
+                        "dataset_version": self.dataset.version,
+                    },
+                    self.run_dir / "checkpoints" / checkpoint.BEST,
+                )
+        _barrier(self.world_size)
+
+    def _test(self, reporter: ProgressReporter) -> dict[str, dict[str, float]]:
+        best = checkpoint.load(self.run_dir / "checkpoints" / checkpoint.BEST)
+        self.model.load_state_dict(best["model"])
+        results = {"valid": best["valid"], "test": self._evaluate("test")}
+        reporter.write(
+            {"type": "eval", "split": "test", "step": self.step, "best_step": best["step"], **results["test"]}
+        )
+        if self.rank == 0:
+            summary = {
+                "best_step": best["step"],
+                "steps": self.step,
+                "dataset_version": self.dataset.version,
+                "dataset_root": self.dataset.root,
+                "encoder": self.config.model.encoder,
+                "skipped_samples": self.skipped_samples,
+                **results,
+            }
+            (self.run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            print(summary_table(results))
+        return results
+
+    # --- state --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run exactly (this rank's RNG state included)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "step": self.step,
+            "position": self.position.to_dict(),
+            "best": dict(self.best),
+            "skipped_samples": self.skipped_samples,
+            "metrics_lines": self.reporter.lines_written if self.reporter else self.metrics_lines,
+            "config": self.config.to_dict(),
+            "dataset_root": self.dataset.root,
+            "dataset_version": self.dataset.version,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["dataset_version"] != self.dataset.version:
+            raise ValueError(
+                f"checkpoint is for dataset version {state['dataset_version']!r}, "
+                f"not {self.dataset.version!r}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.position = StreamPosition(**state["position"])
+        if self.position.num_workers != self.config.data.num_workers:
+            log.warning(
+                "resuming with %d loader workers instead of %d: batch order after resume differs",
+                self.config.data.num_workers,
+                self.position.num_workers,
+            )
+            self.position.num_workers = self.config.data.num_workers
+        self.best = dict(state["best"])
+        self.skipped_samples = int(state["skipped_samples"])
+        self.metrics_lines = int(state["metrics_lines"])
+
+    def save(self, name: str) -> None:
+        """Checkpoint the run (rank 0 writes; every rank's RNG state is gathered into it)."""
+        state = self.state_dict()
+        if self.world_size > 1:
+            rng_states = [None] * self.world_size
+            dist.all_gather_object(rng_states, state["rng"])
+            state["rng"] = rng_states[0]
+            state["rank_rng"] = rng_states
+        if self.rank == 0:
+            checkpoint.save_atomic(state, self.run_dir / "checkpoints" / name)
+        _barrier(self.world_size)
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`save`."""
+        state = checkpoint.load(path)
+        if "rank_rng" in state and self.rank < len(state["rank_rng"]):
+            state["rng"] = state["rank_rng"][self.rank]
+        self.load_state_dict(state)
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
