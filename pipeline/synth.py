@@ -32,7 +32,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -128,6 +128,8 @@ class SynthConfig:
         """Raise ``ValueError`` naming the first inconsistent field."""
         if self.users < 1 or self.items < 1:
             raise ValueError("users and items must be at least 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must not be negative, got {self.seed}")
         if not 1 <= self.categories <= self.items:
             raise ValueError(f"categories must be in 1..items ({self.items}), got {self.categories}")
         if not 1 <= self.categories_per_user <= self.categories:
@@ -593,10 +595,10 @@ def generate(
     interactions = generate_interactions(config, categories)
     faults = plant_video_faults(config, interactions)
     fault_of = {item: kind for kind, items in faults.items() for item in items}
-    specs = []
-    for item in range(1, config.items + 1):
-        spec = video_spec(config, item, int(categories[item - 1]))
-        specs.append(VideoSpec(**{**asdict(spec), "fault": fault_of.get(item)}))
+    specs = [
+        replace(video_spec(config, item, int(categories[item - 1])), fault=fault_of.get(item))
+        for item in range(1, config.items + 1)
+    ]
     bad_rows = write_tables(out_dir, config, interactions)
     details = write_videos(out_dir / "videos", specs, workers or os.cpu_count() or 1, progress)
     summary = ground_truth(config, interactions, specs, faults, details, bad_rows)
@@ -634,6 +636,8 @@ def ground_truth(
             "rotation": "counter-clockwise degrees as PyAV's VideoFrame.rotation reads it; stored frames are "
             "the displayed picture turned the other way, so applying the rotation shows it upright",
             "timestamps": "epoch milliseconds; no two interactions of one user share a timestamp",
+            "bad_rows": "line is the 1-based line number in pairs.csv, whose line 1 is the header",
+            "faults": "faulty videos are all referenced by pairs.csv; their interactions are left in the log",
         },
         "counts": {
             "users": len(interactions.sequences),

@@ -292,6 +292,7 @@ def test_sequences_follow_the_users_preferred_categories():
         {"min_interactions": 30},
         {"sizes": ((63, 64),)},
         {"hevc_fraction": 1.5},
+        {"seed": -1},
     ],
 )
 def test_inconsistent_configs_are_rejected(tmp_path, change):
