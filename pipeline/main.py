@@ -1,0 +1,312 @@
+"""The ingest job: interaction logs + raw videos -> one dataset version (docs/FORMAT.md).
+
+``videorec ingest ...`` and ``python -m pipeline.main ...`` both call :func:`main`; tests call
+:func:`run` with a list of arguments. Only IDs and small records move through shuffles: frames go
+from the decoder to fragment files, into item shards, and from item shards into train shards.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+
+from pipeline.options import IngestConfig, parse
+from pipeline.summary import format_summary
+from transforms import storage
+from transforms.failures import CountFailures, write_failures
+from transforms.interactions import FAILED, ReadInteractions, resolve_inputs
+from transforms.item_shards import (
+    DescribeItemsWithoutFrames,
+    EncodeItems,
+    WriteItemShards,
+    build_catalog,
+    parse_titles,
+)
+from transforms.manifest import RUN_STATS_FILE, build_manifest, read_manifest, write_manifest
+from transforms.sequences import (
+    BuildUserSequences,
+    CountItemInteractions,
+    DroppedItemRecords,
+    GroupIntoHistories,
+    NeededItems,
+    effective_min_length,
+    rare_items,
+    sort_ids,
+)
+from transforms.tables import ITEMS_FILE, SEQUENCES_FILE, items_table, sequences_table, write_table
+from transforms.train_shards import WriteTrainShards, make_train_sample
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What a finished run wrote: the dataset folder, its manifest and the run's timing."""
+
+    output: str
+    manifest: dict
+    stats: dict
+
+
+def sampler_settings(config: IngestConfig):
+    """``(SamplerConfig, manifest "sampler" section)``, or ``(None, None)`` for ID-only datasets."""
+    if not config.has_videos:
+        return None, None
+    from transforms.sampler import SAMPLER_VERSION, SamplerConfig
+
+    sampler = SamplerConfig(**config.sampler)
+    section = {
+        "version": SAMPLER_VERSION,
+        "config_hash": sampler.config_hash(),
+        "num_frames": sampler.num_frames,
+        "size": list(sampler.size),
+        "config": {
+            k: v for k, v in sampler.to_dict().items() if k not in ("threads", "timeout_s", "max_memory_mb")
+        },
+    }
+    return sampler, section
+
+
+def index_ids(ids: list[str], start: int) -> dict[str, int]:
+    return {item: index for index, item in enumerate(sort_ids(ids), start=start)}
+
+
+def finish_dataset(
+    _,
+    *,
+    config: IngestConfig,
+    sampler_section,
+    item_shards,
+    train_shards,
+    items_info,
+    sequences_info,
+    failures,
+    valid_rows,
+    users_seen,
+    items_seen,
+):
+    """Write the failures file, then the manifest (last), then remove the work folder."""
+    failures_info = write_failures(config.output, failures)
+    read_failures = sum(1 for f in failures if f["kind"] == "row" and f["stage"] == "read")
+    by_reason = {kind: {} for kind in ("row", "item", "user")}
+    for record in failures:
+        reasons = by_reason[record["kind"]]
+        reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
+    counts = {
+        "rows_read": valid_rows + read_failures,
+        "rows_used": sequences_info["interactions"],
+        "rows_dropped": dict(sorted(by_reason["row"].items())),
+        "items_seen": items_seen,
+        "items_encoded": items_info["rows"],
+        "items_failed": dict(sorted(by_reason["item"].items())),
+        "users_seen": users_seen,
+        "users_kept": sequences_info["rows"],
+        "users_dropped": dict(sorted(by_reason["user"].items())),
+    }
+    manifest = build_manifest(
+        config=config.content_config(),
+        sampler=sampler_section,
+        num_items=items_info["rows"],
+        num_users=sequences_info["rows"],
+        max_seq_len=config.max_seq_len,
+        item_shards=item_shards,
+        train_shards=train_shards,
+        tables={"items": items_info, "sequences": sequences_info},
+        counts=counts,
+        failures=failures_info,
+    )
+    write_manifest(config.output, manifest)
+    storage.delete_tree(work_dir(config))
+    return manifest["dataset_version"]
+
+
+def work_dir(config: IngestConfig) -> str:
+    return config.work_dir or storage.join(config.output, "_work")
+
+
+def write_sequences_table(sequences, user_index, item_index, dataset_dir):
+    info = write_table(dataset_dir, SEQUENCES_FILE, sequences_table(sequences, user_index, item_index))
+    return {**info, "interactions": sum(len(s.item_ids) for s in sequences)}
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline, config: IngestConfig, sources: list[tuple[int, str, str]]
+) -> None:
+    """Add the whole ingest job to ``pipeline``."""
+    sampler_config, sampler_section = sampler_settings(config)
+    source_files = [path for _, path, _ in sources]
+    min_length = effective_min_length(config.min_user_interactions)
+    singleton = beam.pvalue.AsSingleton
+
+    rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
+    histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
+    item_counts = histories.histories | "CountItemInteractions" >> CountItemInteractions()
+    rare = item_counts | "RareItems" >> beam.FlatMap(rare_items, config.min_item_interactions)
+    needed = histories.histories | "NeededItems" >> NeededItems(rare, min_length)
+    undecoded_failures = (item_counts, needed) | "DroppedItems" >> DroppedItemRecords(
+        config.min_item_interactions
+    )
+
+    if config.has_videos:
+        encoded, video_failures = needed | "EncodeItems" >> EncodeItems(
+            config.videos, config.video_pattern, config.video_map, sampler_config, work_dir(config)
+        )
+    else:
+        encoded = needed | "DescribeItems" >> DescribeItemsWithoutFrames()
+        video_failures = pipeline | "NoVideoFailures" >> beam.Create([])
+    excluded = (
+        rare,
+        video_failures | "FailedItemReasons" >> beam.Map(lambda f: (f["item_id"], f["reason"])),
+    ) | "ExcludedItems" >> beam.Flatten()
+
+    sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
+        excluded, min_length, source_files
+    )
+    popularity = (
+        sequences.sequences
+        | "TrainingItems" >> beam.FlatMap(lambda s: s.item_ids[:-2])
+        | "Popularity" >> beam.combiners.Count.PerElement()
+    )
+    titles = (
+        pipeline
+        | "TitlesFile" >> beam.Create([config.titles] if config.titles else [])
+        | "ReadTitles"
+        >> beam.FlatMap(lambda path: parse_titles(storage.read_bytes(path).decode("utf-8"), path).items())
+    )
+    catalog = (
+        encoded
+        | "AllEncodedItems" >> beam.combiners.ToList()
+        | "BuildCatalog"
+        >> beam.Map(
+            build_catalog,
+            beam.pvalue.AsDict(titles),
+            beam.pvalue.AsDict(popularity),
+            config.shard_max_samples,
+            config.shard_max_bytes,
+        )
+    )
+    placed_items, item_shards = catalog | "WriteItemShards" >> WriteItemShards(config.output)
+    items_by_id = placed_items | "KeyItemRows" >> beam.Map(lambda row: (row.item_id, row))
+    item_index = placed_items | "ItemIndex" >> beam.Map(lambda row: (row.item_id, row.item_index))
+    user_index = (
+        sequences.sequences
+        | "KeptUsers" >> beam.Map(lambda s: s.user_id)
+        | "AllKeptUsers" >> beam.combiners.ToList()
+        | "IndexUsers" >> beam.Map(index_ids, 0)
+    )
+
+    train_shards = (
+        sequences.sequences
+        | "TrainSamples"
+        >> beam.FlatMap(
+            lambda s, users, items: [
+                x for x in [make_train_sample(s, users[s.user_id], items, config.max_seq_len)] if x
+            ],
+            singleton(user_index),
+            beam.pvalue.AsDict(item_index),
+        )
+        | "WriteTrainShards"
+        >> WriteTrainShards(items_by_id, config.output, config.shard_max_samples, config.shard_max_bytes)
+    )
+    items_info = (
+        placed_items
+        | "AllItemRows" >> beam.combiners.ToList()
+        | "WriteItemsTable"
+        >> beam.Map(lambda rows: write_table(config.output, ITEMS_FILE, items_table(rows)))
+    )
+    sequences_info = (
+        sequences.sequences
+        | "AllSequences" >> beam.combiners.ToList()
+        | "WriteSequencesTable"
+        >> beam.Map(
+            write_sequences_table, singleton(user_index), beam.pvalue.AsDict(item_index), config.output
+        )
+    )
+    failures = (
+        (rows[FAILED], histories[FAILED], undecoded_failures, video_failures, sequences[FAILED])
+        | "AllFailures" >> beam.Flatten()
+        | "CountFailures" >> CountFailures()
+    )
+    count = beam.combiners.Count.Globally
+    (
+        pipeline
+        | "Finish" >> beam.Create([None])
+        | "WriteManifestLast"
+        >> beam.Map(
+            finish_dataset,
+            config=config,
+            sampler_section=sampler_section,
+            item_shards=beam.pvalue.AsList(item_shards),
+            train_shards=beam.pvalue.AsList(train_shards),
+            items_info=singleton(items_info),
+            sequences_info=singleton(sequences_info),
+            failures=beam.pvalue.AsList(failures),
+            valid_rows=singleton(rows.rows | "CountValidRows" >> count()),
+            users_seen=singleton(histories.histories | "CountUsers" >> count()),
+            items_seen=singleton(item_counts | "CountItems" >> count()),
+        )
+    )
+
+
+def run(argv: list[str]) -> IngestResult:
+    """Run the ingest job with command-line arguments; return what it wrote."""
+    config, beam_args, quiet = parse(argv)
+    options = PipelineOptions(beam_args)
+    FileSystems.set_options(options)
+    sources = resolve_inputs(config.interactions, config.format)
+    if not quiet:
+        kinds = sorted({fmt for _, _, fmt in sources})
+        mode = "with videos" if config.has_videos else "ID-only"
+        print(
+            f"ingest: {len(sources)} interaction file(s) ({', '.join(kinds)}), {mode} -> {config.output}",
+            file=sys.stderr,
+        )
+    started = time.monotonic()
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(pipeline, config, sources)
+    wall = time.monotonic() - started
+    manifest = read_manifest(config.output)
+    counts = manifest["counts"]
+    videos = (
+        counts["items_encoded"]
+        + sum(
+            n
+            for reason, n in counts["items_failed"].items()
+            if reason not in ("too_few_interactions", "no_eligible_users")
+        )
+        if manifest["has_frames"] or config.has_videos
+        else 0
+    )
+    stats = {
+        "wall_s": round(wall, 3),
+        "videos": videos,
+        "videos_per_s": round(videos / wall, 3) if wall > 0 else 0.0,
+        "workers": options.view_as(DirectOptions).direct_num_workers or 1,
+        "runner": beam_args[0].split("=", 1)[1]
+        if beam_args and beam_args[0].startswith("--runner=")
+        else None,
+    }
+    storage.write_bytes(
+        storage.join(config.output, RUN_STATS_FILE), (json.dumps(stats, indent=2) + "\n").encode()
+    )
+    if not quiet:
+        print(format_summary(manifest, stats))
+    return IngestResult(config.output, manifest, stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        run(argv)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"videorec ingest: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Interaction logs in, validated rows out.
+
+Supported formats (``FORMATS``):
+
+- ``microlens-csv``: CSV with a header naming the user, item and timestamp columns
+  (``user,item,timestamp``; ``user_id``/``userId``, ``item_id``/``movieId``... are accepted too).
+- ``microlens-tsv``: ``user<TAB>item item item ...`` in time order, no timestamps; an item's
+  timestamp is its position in the line (0, 1, 2...).
+- ``parquet``: columns named as for CSV; timestamps integer.
+- ``movielens``: MovieLens ``u.data``, ``user<TAB>item<TAB>rating<TAB>unix_ts``, no header.
+
+Every row gets a position ``(file_index, row, column)``: files in sorted path order, the 1-based
+line number (Parquet: row index + 1) and, for TSV, the item's place in the line. Positions are
+unique, so they break timestamp ties deterministically. A row that fails validation becomes a
+failure record (stage ``read``) with one of the reasons in ``ROW_REASONS``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms import storage
+from transforms.failures import failure
+
+FORMATS = ("microlens-csv", "microlens-tsv", "parquet", "movielens")
+ROW_REASONS = ("missing_field", "bad_timestamp", "empty_user", "empty_item", "bad_encoding")
+FAILED = "failed"
+
+USER_COLUMNS = ("user", "user_id", "userid", "uid")
+ITEM_COLUMNS = ("item", "item_id", "itemid", "movieid", "video", "video_id")
+TIME_COLUMNS = ("timestamp", "time", "ts", "unix_ts")
+
+
+class Interaction(NamedTuple):
+    """One valid interaction. ``file_index, row, column`` is its unique position in the input."""
+
+    user_id: str
+    item_id: str
+    timestamp: int
+    file_index: int
+    row: int
+    column: int = 0
+
+
+class RowError(ValueError):
+    """A row that cannot become an :class:`Interaction`; ``reason`` is one of ``ROW_REASONS``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def detect_format(path: str, head: bytes) -> str:
+    """Guess the format of ``path`` from its extension and first line (``head``: its first bytes)."""
+    lower = path.lower()
+    if lower.endswith((".parquet", ".pq")) or head.startswith(b"PAR1"):
+        return "parquet"
+    first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
+    if lower.endswith(".csv"):
+        return "microlens-csv"
+    fields = first_line.split("\t")
+    if len(fields) == 4 and all(f.strip().lstrip("-").replace(".", "", 1).isdigit() for f in fields):
+        return "movielens"
+    if lower.endswith(".tsv") or len(fields) == 2:
+        return "microlens-tsv"
+    if "," in first_line:
+        return "microlens-csv"
+    raise ValueError(
+        f"cannot tell the format of {path} from its name or first line {first_line[:80]!r}; "
+        f"pass --format with one of {', '.join(FORMATS)}"
+    )
+
+
+def parse_timestamp(text: str) -> int:
+    """An integer timestamp from ``text``; integral floats (``"881250949.0"``) are accepted."""
+    value = text.strip()
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        number = float(value)
+    except ValueError:
+        raise RowError("bad_timestamp", f"timestamp {value!r} is not a number") from None
+    if not number.is_integer():
+        raise RowError("bad_timestamp", f"timestamp {value!r} is not an integer")
+    return int(number)
+
+
+def make_interaction(user: object, item: object, timestamp: object, position: tuple[int, int, int]):
+    """Validate one row's fields; return an :class:`Interaction` or raise :class:`RowError`."""
+    user_id = "" if user is None else str(user).strip()
+    item_id = "" if item is None else str(item).strip()
+    if not user_id:
+        raise RowError("empty_user", "user ID is empty")
+    if not item_id:
+        raise RowError("empty_item", "item ID is empty")
+    if timestamp is None or (isinstance(timestamp, str) and not timestamp.strip()):
+        raise RowError("bad_timestamp", "timestamp is empty")
+    ts = timestamp if isinstance(timestamp, int) else parse_timestamp(str(timestamp))
+    return Interaction(user_id, item_id, ts, *position)
+
+
+def find_column(header: list[str], names: tuple[str, ...], what: str, path: str) -> int:
+    normalised = [h.strip().lower().lstrip("\ufeff") for h in header]
+    for name in names:
+        if name in normalised:
+            return normalised.index(name)
+    raise ValueError(f"{path}: header {header} has no {what} column (expected one of {names})")
+
+
+def _decoded_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, str | None, bytes]]:
+    """``(line_number, text or None if not UTF-8, raw)`` for each non-blank line."""
+    for number, raw in enumerate(lines, start=1):
+        stripped = raw.rstrip(b"\r\n")
+        if not stripped.strip():
+            continue
+        try:
+            yield number, stripped.decode("utf-8"), stripped
+        except UnicodeDecodeError:
+            yield number, None, stripped
+
+
+def parse_text(lines: Iterable[bytes], fmt: str, file_index: int, path: str) -> Iterator[Interaction | dict]:
+    """Interactions and failure records from the lines of one text file, in file order."""
+    columns: tuple[int, int, int] | None = None
+    for number, text, raw in _decoded_lines(lines):
+        where = {"file": path, "row": number}
+        if text is None:
+            yield failure("row", "read", "bad_encoding", "line is not UTF-8", **where, text=repr(raw))
+            continue
+        if fmt == "microlens-csv" and columns is None:
+            header = next(csv.reader([text]))
+            columns = tuple(
+                find_column(header, names, what, path)
+                for names, what in (
+                    (USER_COLUMNS, "user"),
+                    (ITEM_COLUMNS, "item"),
+                    (TIME_COLUMNS, "timestamp"),
+                )
+            )
+            continue
+        try:
+            yield from _parse_line(text, fmt, columns, (file_index, number))
+        except RowError as err:
+            yield failure("row", "read", err.reason, str(err), **where, text=text)
+
+
+def _parse_line(text: str, fmt: str, columns, position: tuple[int, int]) -> Iterator[Interaction]:
+    file_index, number = position
+    if fmt == "microlens-csv":
+        fields = next(csv.reader([text]))
+        if len(fields) <= max(columns):
+            raise RowError("missing_field", f"expected at least {max(columns) + 1} fields, got {len(fields)}")
+        user, item, ts = (fields[c] for c in columns)
+        yield make_interaction(user, item, ts, (file_index, number, 0))
+    elif fmt == "movielens":
+        fields = text.split("\t")
+        if len(fields) != 4:
+            raise RowError("missing_field", f"expected 4 tab-separated fields, got {len(fields)}")
+        yield make_interaction(fields[0], fields[1], fields[3], (file_index, number, 0))
+    elif fmt == "microlens-tsv":
+        fields = text.split("\t")
+        if len(fields) != 2:
+            raise RowError(
+                "missing_field", f"expected user<TAB>items, got {len(fields)} tab-separated fields"
+            )
+        items = fields[1].split()
+        if not items:
+            raise RowError("empty_item", "the line lists no items")
+        user = make_interaction(fields[0], items[0], 0, (file_index, number, 0)).user_id
+        for column, item in enumerate(items):
+            yield Interaction(user, item, column, file_index, number, column)
+    else:
+        raise ValueError(f"unknown text format {fmt!r}")
+
+
+def parse_parquet(reader, file_index: int, path: str) -> Iterator[Interaction | dict]:
+    """Interactions and failure records from one Parquet file, in row order, one row group at a time."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(reader)
+    names = parquet.schema_arrow.names
+    columns = [
+        names[find_column(names, aliases, what, path)]
+        for aliases, what in ((USER_COLUMNS, "user"), (ITEM_COLUMNS, "item"), (TIME_COLUMNS, "timestamp"))
+    ]
+    number = 0
+    for batch in parquet.iter_batches(columns=columns):
+        users, items, times = (batch.column(i).to_pylist() for i in range(3))
+        for user, item, ts in zip(users, items, times, strict=True):
+            number += 1
+            try:
+                yield make_interaction(user, item, ts, (file_index, number, 0))
+            except RowError as err:
+                yield failure(
+                    "row", "read", err.reason, str(err), file=path, row=number, text=repr((user, item, ts))
+                )
+
+
+def read_head(path: str, size: int = 4096) -> bytes:
+    with storage.open_read(path) as reader:
+        return reader.read(size)
+
+
+def resolve_inputs(pattern: str, fmt: str | None) -> list[tuple[int, str, str]]:
+    """``(file_index, path, format)`` for each file matching ``pattern`` (comma-separated globs allowed)."""
+    paths = sorted({p for part in pattern.split(",") if part for p in storage.match(part.strip())})
+    if not paths:
+        raise FileNotFoundError(f"no interaction files match {pattern!r}")
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return [(index, path, fmt or detect_format(path, read_head(path))) for index, path in enumerate(paths)]
+
+
+class ParseInteractionFile(beam.DoFn):
+    """``(file_index, path, format)`` -> Interaction (main) and failure dicts (tag ``failed``)."""
+
+    def __init__(self):
+        self.rows_read = Metrics.counter("videorec", "rows_read")
+
+    def process(self, source: tuple[int, str, str]):
+        file_index, path, fmt = source
+        with storage.open_read(path) as reader:
+            parsed = (
+                parse_parquet(reader, file_index, path)
+                if fmt == "parquet"
+                else parse_text(reader, fmt, file_index, path)
+            )
+            for result in parsed:
+                self.rows_read.inc()
+                if isinstance(result, Interaction):
+                    yield result
+                else:
+                    yield beam.pvalue.TaggedOutput(FAILED, result)
+
+
+class ReadInteractions(beam.PTransform):
+    """PBegin -> tagged outputs: main = Interaction, ``failed`` = failure dicts for invalid rows.
+
+    ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
+    """
+
+    def __init__(self, sources: list[tuple[int, str, str]]):
+        super().__init__()
+        self.sources = sources
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListInputFiles" >> beam.Create(self.sources)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ParseRows" >> beam.ParDo(ParseInteractionFile()).with_outputs(FAILED, main="rows")
+        )

@@ -1,0 +1,330 @@
+"""Items: where their videos are, their decoded frames, the item catalogue and the item shards.
+
+Frames never go through a shuffle. Each decoded item's JPEGs are written straight from the
+decoding worker to a small fragment file (a run of tar members) under the job's work folder;
+only its path and frame sizes travel on. Once every item's fate is known, the catalogue assigns
+dense indices and cuts shards by exact byte size and count; then each item shard is assembled
+in parallel by copying fragments in, and the byte offset of every sample is recorded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms import storage
+from transforms.failures import failure
+from transforms.keys import sanitize_key
+from transforms.sequences import sort_ids
+from transforms.tar_shards import TarShardWriter, cut_shards, encode_members, read_members, sample_size
+
+FAILED = "failed"
+ITEM_SHARD_PATTERN = "items/items-{:06d}.tar"
+
+
+class EncodedItem(NamedTuple):
+    """An item that made it into the dataset; ``fragment`` is None in ID-only datasets."""
+
+    item_id: str
+    fragment: str | None = None
+    frame_sizes: tuple[int, ...] = ()
+    sampler_meta: dict | None = None
+
+
+class ItemRow(NamedTuple):
+    """An item's catalogue entry: everything items.parquet and the shard writers need."""
+
+    item_id: str
+    item_index: int
+    title: str | None
+    popularity: int
+    fragment: str | None
+    frame_sizes: tuple[int, ...]
+    sampler_meta: dict | None
+    shard: str | None
+    offset: int | None = None
+    size: int | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Where videos are
+# --------------------------------------------------------------------------------------------------
+
+
+def video_uri(root: str, pattern: str, item_id: str) -> str:
+    """``root/pattern`` with ``{item}`` replaced by the item ID (``{key}``: its sanitised key)."""
+    return storage.join(root, pattern.format(item=item_id, key=sanitize_key(item_id)))
+
+
+def parse_video_mapping(text: str, mapping_path: str) -> dict[str, str]:
+    """``item -> uri`` from a CSV with a header naming ``item`` and ``uri`` (or ``video``/``path``) columns.
+
+    Relative URIs are resolved against the mapping file's folder.
+    """
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower().lstrip("\ufeff") for h in next(reader, [])]
+    try:
+        item_col = next(header.index(n) for n in ("item", "item_id") if n in header)
+        uri_col = next(header.index(n) for n in ("uri", "video", "path", "url") if n in header)
+    except StopIteration:
+        raise ValueError(f"{mapping_path}: header {header} needs an item column and a uri column") from None
+    folder = mapping_path.rsplit("/", 1)[0] if "/" in mapping_path else "."
+    mapping = {}
+    for fields in reader:
+        if len(fields) > max(item_col, uri_col) and fields[item_col].strip():
+            uri = fields[uri_col].strip()
+            mapping[fields[item_col].strip()] = (
+                uri if storage.is_remote(uri) or uri.startswith("/") else storage.join(folder, uri)
+            )
+    return mapping
+
+
+def parse_titles(text: str, titles_path: str) -> dict[str, str]:
+    """``item -> title`` from a CSV with ``item`` and ``title`` columns (CSV quoting, any UTF-8)."""
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower().lstrip("\ufeff") for h in next(reader, [])]
+    if "title" not in header or not ({"item", "item_id"} & set(header)):
+        raise ValueError(f"{titles_path}: header {header} needs item and title columns")
+    item_col = header.index("item") if "item" in header else header.index("item_id")
+    title_col = header.index("title")
+    return {
+        fields[item_col].strip(): fields[title_col]
+        for fields in reader
+        if len(fields) > max(item_col, title_col) and fields[item_col].strip()
+    }
+
+
+class LocateVideos(beam.PTransform):
+    """PCollection[item_id] -> (item_id, uri) (main) + failure dicts (``failed``) for unmapped items.
+
+    Either ``root`` + ``pattern`` (every item gets a URI; a missing file fails later as
+    ``not_found``) or ``mapping_path``, a CSV of item -> uri.
+    """
+
+    def __init__(self, root: str | None, pattern: str, mapping_path: str | None):
+        super().__init__()
+        self.root, self.pattern, self.mapping_path = root, pattern, mapping_path
+
+    def expand(self, item_ids):
+        if self.mapping_path is None:
+            root, pattern = self.root, self.pattern
+            return item_ids | "ApplyPattern" >> beam.Map(
+                lambda item: (item, video_uri(root, pattern, item))
+            ).with_outputs(FAILED, main="located")
+        mapping_path = self.mapping_path
+        mapping = (
+            item_ids.pipeline
+            | "MappingFile" >> beam.Create([mapping_path])
+            | "ReadMapping"
+            >> beam.FlatMap(
+                lambda path: parse_video_mapping(storage.read_bytes(path).decode("utf-8"), path).items()
+            )
+        )
+        return (
+            {"needed": item_ids | "KeyNeeded" >> beam.Map(lambda item: (item, None)), "uri": mapping}
+            | "JoinMapping" >> beam.CoGroupByKey()
+            | "KeepNeeded" >> beam.FlatMap(_mapped_uri).with_outputs(FAILED, main="located")
+        )
+
+
+def _mapped_uri(joined: tuple[str, dict]):
+    item_id, sides = joined
+    if not sides["needed"]:
+        return
+    if sides["uri"]:
+        yield item_id, sorted(sides["uri"])[0]
+    else:
+        yield beam.pvalue.TaggedOutput(
+            FAILED,
+            failure(
+                "item", "locate", "no_video", "the video mapping has no entry for this item", item_id=item_id
+            ),
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Frames -> fragments
+# --------------------------------------------------------------------------------------------------
+
+
+def frame_member_names(key: str, count: int) -> list[str]:
+    return [f"{key}.{j}.jpg" for j in range(count)]
+
+
+def fragment_path(work_dir: str, item_id: str) -> str:
+    return storage.join(work_dir, "fragments", sanitize_key(item_id) + ".tar")
+
+
+class WriteFrameFragments(beam.DoFn):
+    """(item_id, FrameSample) -> EncodedItem, after writing the frames to ``work_dir/fragments/``."""
+
+    def __init__(self, work_dir: str):
+        self.work_dir = work_dir
+        self.items_encoded = Metrics.counter("videorec", "items_encoded")
+
+    def process(self, sampled):
+        item_id, sample = sampled
+        names = frame_member_names(sanitize_key(item_id), len(sample.frames))
+        path = fragment_path(self.work_dir, item_id)
+        storage.write_bytes(path, encode_members(zip(names, sample.frames, strict=True)))
+        self.items_encoded.inc()
+        yield EncodedItem(item_id, path, tuple(len(f) for f in sample.frames), sample.deterministic_meta())
+
+
+def sampler_failure(record: dict) -> dict:
+    """A sampler ``failed`` output as a failure record of kind ``item``."""
+    extras = {k: v for k, v in record.items() if k not in ("stage", "reason", "message")}
+    return failure(
+        "item", record.get("stage", "decode"), record["reason"], record.get("message", ""), **extras
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Catalogue and item shards
+# --------------------------------------------------------------------------------------------------
+
+
+def item_json(row: ItemRow) -> bytes:
+    document = {
+        "item_id": row.item_id,
+        "item_index": row.item_index,
+        "title": row.title,
+        "frames": len(row.frame_sizes),
+        "sampler": row.sampler_meta or {},
+    }
+    return json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def item_sample_members(row: ItemRow) -> list[tuple[str, int]]:
+    key = sanitize_key(row.item_id)
+    return [(f"{key}.json", len(item_json(row)))] + list(
+        zip(frame_member_names(key, len(row.frame_sizes)), row.frame_sizes, strict=True)
+    )
+
+
+def build_catalog(
+    encoded: Iterable[EncodedItem],
+    titles: Mapping[str, str],
+    popularity: Mapping[str, int],
+    max_samples: int,
+    max_bytes: int,
+) -> list[ItemRow]:
+    """Dense indices (1..n in ID order), titles, popularity and item-shard assignment for every item."""
+    by_id = {item.item_id: item for item in encoded}
+    rows = [
+        ItemRow(
+            item_id,
+            index,
+            titles.get(item_id),
+            int(popularity.get(item_id, 0)),
+            by_id[item_id].fragment,
+            tuple(by_id[item_id].frame_sizes),
+            by_id[item_id].sampler_meta,
+            None,
+        )
+        for index, item_id in enumerate(sort_ids(by_id), start=1)
+    ]
+    framed = [row for row in rows if row.fragment is not None]
+    starts = cut_shards([sample_size(item_sample_members(r)) for r in framed], max_samples, max_bytes)
+    shard_of = {}
+    for number, start in enumerate(starts):
+        end = starts[number + 1] if number + 1 < len(starts) else len(framed)
+        for row in framed[start:end]:
+            shard_of[row.item_id] = ITEM_SHARD_PATTERN.format(number)
+    return [row._replace(shard=shard_of.get(row.item_id)) for row in rows]
+
+
+class _AssembleItemShard(beam.DoFn):
+    """(shard path, rows) -> ("shard", ShardInfo dict) and ("item", ItemRow with offset/size)."""
+
+    def __init__(self, dataset_dir: str):
+        self.dataset_dir = dataset_dir
+
+    def process(self, grouped: tuple[str, Iterable[ItemRow]]):
+        shard_path, rows = grouped
+        placed = []
+        with TarShardWriter(self.dataset_dir, shard_path) as shard:
+            for row in sorted(rows, key=lambda r: r.item_index):
+                start = shard.offset()
+                shard.add(f"{sanitize_key(row.item_id)}.json", item_json(row))
+                for name, data in read_members(storage.read_bytes(row.fragment)):
+                    shard.add(name, data)
+                shard.end_sample()
+                placed.append(row._replace(offset=start, size=shard.offset() - start))
+        yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())
+        yield from placed
+
+
+class WriteItemShards(beam.PTransform):
+    """PCollection[list[ItemRow]] (the one catalogue) -> ItemRow with offsets + ``shards`` (ShardInfo dicts).
+
+    Rows without a shard (ID-only datasets) pass through unchanged.
+    """
+
+    def __init__(self, dataset_dir: str):
+        super().__init__()
+        self.dataset_dir = dataset_dir
+
+    def expand(self, catalog):
+        rows = catalog | "EachItem" >> beam.FlatMap(lambda rows: rows)
+        unsharded = rows | "WithoutFrames" >> beam.Filter(lambda row: row.shard is None)
+        assembled = (
+            rows
+            | "WithFrames" >> beam.Filter(lambda row: row.shard is not None)
+            | "KeyByShard" >> beam.Map(lambda row: (row.shard, row))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "AssembleShard"
+            >> beam.ParDo(_AssembleItemShard(self.dataset_dir)).with_outputs("shards", main="items")
+        )
+        placed = (assembled.items, unsharded) | "AllItems" >> beam.Flatten()
+        return placed, assembled.shards
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------------
+
+
+class DescribeItemsWithoutFrames(beam.PTransform):
+    """PCollection[item_id] -> EncodedItem without frames (ID-only datasets)."""
+
+    def expand(self, item_ids):
+        encoded = Metrics.counter("videorec", "items_encoded")
+
+        def describe(item_id: str) -> EncodedItem:
+            encoded.inc()
+            return EncodedItem(item_id)
+
+        return item_ids | "NoFrames" >> beam.Map(describe)
+
+
+class EncodeItems(beam.PTransform):
+    """PCollection[item_id] -> (EncodedItem, failure dicts): locate, decode once, write frame fragments.
+
+    A ``Reshuffle`` of the IDs spreads the decoding over all workers; frames go straight from the
+    decoder to a fragment file, never into a shuffle.
+    """
+
+    def __init__(
+        self, videos: str | None, pattern: str, video_map: str | None, sampler_config, work_dir: str
+    ):
+        super().__init__()
+        self.locate = LocateVideos(videos, pattern, video_map)
+        self.sampler_config = sampler_config
+        self.work_dir = work_dir
+
+    def expand(self, item_ids):
+        from transforms.sample_frames import SampleMidFrames
+
+        located = item_ids | "LocateVideos" >> self.locate
+        sampled = located.located | "SampleMidFrames" >> SampleMidFrames(self.sampler_config)
+        encoded = sampled.sampled | "WriteFrameFragments" >> beam.ParDo(WriteFrameFragments(self.work_dir))
+        sampler_failures = sampled.failed | "AsFailureRecords" >> beam.Map(sampler_failure)
+        failures = (located[FAILED], sampler_failures) | "AllItemFailures" >> beam.Flatten()
+        return encoded, failures

@@ -1,0 +1,94 @@
+"""The dataset manifest: counts that reconcile, every shard with its checksum, written last and atomically."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+from transforms import storage
+
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+RUN_STATS_FILE = "run_stats.json"
+CREATED_BY = "videorec-pipeline 0.1.0"
+
+
+class ReconciliationError(AssertionError):
+    """The job's counts do not add up: an input was lost or counted twice (a bug, never bad input)."""
+
+
+def reconcile(counts: Mapping) -> None:
+    """Raise :class:`ReconciliationError` unless rows, items and users each add up exactly."""
+    checks = [
+        ("rows", counts["rows_read"], counts["rows_used"] + sum(counts["rows_dropped"].values())),
+        ("items", counts["items_seen"], counts["items_encoded"] + sum(counts["items_failed"].values())),
+        ("users", counts["users_seen"], counts["users_kept"] + sum(counts["users_dropped"].values())),
+    ]
+    broken = [
+        f"{name}: {total} seen != {parts} accounted for" for name, total, parts in checks if total != parts
+    ]
+    if broken:
+        raise ReconciliationError("counts do not reconcile: " + "; ".join(broken))
+
+
+def content_hash(document: Mapping) -> str:
+    """sha256 of the canonical JSON of ``document`` (the dataset version when none is given)."""
+    return hashlib.sha256(
+        json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    ).hexdigest()
+
+
+def build_manifest(
+    *,
+    config: Mapping,
+    sampler: Mapping | None,
+    num_items: int,
+    num_users: int,
+    max_seq_len: int,
+    item_shards: list[dict],
+    train_shards: list[dict],
+    tables: Mapping[str, dict],
+    counts: Mapping,
+    failures: dict,
+    dataset_version: str | None = None,
+) -> dict:
+    """The manifest document (see docs/FORMAT.md); checks the counts first."""
+    reconcile(counts)
+    document = {
+        "format_version": FORMAT_VERSION,
+        "created_by": CREATED_BY,
+        "config": dict(config),
+        "sampler": dict(sampler) if sampler else None,
+        "has_frames": bool(item_shards),
+        "num_items": num_items,
+        "num_users": num_users,
+        "max_seq_len": max_seq_len,
+        "tables": {name: info["path"] for name, info in tables.items()},
+        "table_files": {name: dict(info) for name, info in tables.items()},
+        "shards": {
+            "items": sorted(item_shards, key=lambda s: s["path"]),
+            "train": sorted(train_shards, key=lambda s: s["path"]),
+        },
+        "counts": dict(counts),
+        "failures": [failures["path"]],
+        "failure_files": [dict(failures)],
+    }
+    return {"dataset_version": dataset_version or content_hash(document)[:16], **document}
+
+
+def encode_manifest(manifest: Mapping) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_manifest(dataset_dir: str, manifest: Mapping) -> str:
+    """Atomically write ``dataset_dir/manifest.json``; return its path."""
+    path = storage.join(dataset_dir, MANIFEST_FILE)
+    storage.write_bytes(path, encode_manifest(manifest))
+    return path
+
+
+def read_manifest(dataset_dir: str) -> dict:
+    """The manifest of the dataset at ``dataset_dir`` (a folder, or the manifest.json itself)."""
+    path = dataset_dir if dataset_dir.endswith(".json") else storage.join(dataset_dir, MANIFEST_FILE)
+    return json.loads(storage.read_bytes(path).decode("utf-8"))

@@ -1,0 +1,299 @@
+"""Per-user histories and leave-one-out sequences, as plain functions and the Beam transforms over them.
+
+Ordering: a user's interactions are sorted by ``(timestamp, file_index, row, column)``, so equal
+timestamps keep the order they have in the input (files in sorted path order, then line, then
+place in a TSV line). Exact duplicates (same user, item and timestamp) keep their first occurrence.
+
+Split: with the full filtered sequence ``s``, ``s[-1]`` is test, ``s[-2]`` validation and ``s[:-2]``
+training; the training window is the last ``max_seq_len + 1`` training items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.failures import failure
+from transforms.interactions import Interaction
+
+FAILED = "failed"
+MIN_SEQUENCE_LENGTH = 3  # one training item, one validation item, one test item
+
+
+class UserSequence(NamedTuple):
+    """A kept user's full time-ordered sequence after filtering."""
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    timestamps: tuple[int, ...]
+
+
+def order_key(row: Interaction) -> tuple[int, int, int, int]:
+    return (row.timestamp, row.file_index, row.row, row.column)
+
+
+def dedupe_history(rows: Iterable[Interaction]) -> tuple[list[Interaction], list[Interaction]]:
+    """``(unique rows in time order, exact duplicates)``; the first occurrence of a duplicate is kept."""
+    unique, duplicates, seen = [], [], set()
+    for row in sorted(rows, key=lambda r: (r.file_index, r.row, r.column)):
+        key = (row.item_id, row.timestamp)
+        if key in seen:
+            duplicates.append(row)
+        else:
+            seen.add(key)
+            unique.append(row)
+    unique.sort(key=order_key)
+    return unique, duplicates
+
+
+def effective_min_length(min_user_interactions: int) -> int:
+    """Users need at least three items for leave-one-out, whatever the configured minimum."""
+    return max(min_user_interactions, MIN_SEQUENCE_LENGTH)
+
+
+def surviving_rows(history: Sequence[Interaction], excluded_items: Mapping[str, str]) -> list[Interaction]:
+    return [row for row in history if row.item_id not in excluded_items]
+
+
+def items_of_eligible_user(
+    history: Sequence[Interaction], excluded_items: Mapping[str, str], min_length: int
+) -> list[str]:
+    """The distinct items of a user who still has ``min_length`` interactions without excluded items."""
+    rows = surviving_rows(history, excluded_items)
+    return sorted({row.item_id for row in rows}) if len(rows) >= min_length else []
+
+
+def row_ids(row: Interaction, source_files: Sequence[str]) -> dict:
+    """Failure-record fields that locate a row in its input file."""
+    return {
+        "file": source_files[row.file_index] if row.file_index < len(source_files) else row.file_index,
+        "row": row.row,
+        **({"column": row.column} if row.column else {}),
+        "user_id": row.user_id,
+        "item_id": row.item_id,
+        "timestamp": row.timestamp,
+    }
+
+
+def build_sequence(
+    user_id: str,
+    history: Sequence[Interaction],
+    excluded_items: Mapping[str, str],
+    min_length: int,
+    source_files: Sequence[str] = (),
+) -> tuple[UserSequence | None, list[dict]]:
+    """Filter one user's deduplicated, ordered history into a sequence.
+
+    Rows of excluded items are dropped with ``item_<reason>``; if fewer than ``min_length`` rows
+    remain, the user and those rows are dropped as ``user_too_few_interactions``.
+    """
+    failures = [
+        failure(
+            "row",
+            "sequence",
+            f"item_{excluded_items[row.item_id]}",
+            f"item {row.item_id!r} was dropped ({excluded_items[row.item_id]})",
+            **row_ids(row, source_files),
+        )
+        for row in history
+        if row.item_id in excluded_items
+    ]
+    kept = surviving_rows(history, excluded_items)
+    if len(kept) < min_length:
+        message = f"{len(kept)} usable interactions, fewer than the minimum {min_length}"
+        failures += [
+            failure("row", "sequence", "user_too_few_interactions", message, **row_ids(row, source_files))
+            for row in kept
+        ]
+        failures.append(failure("user", "sequence", "too_few_interactions", message, user_id=user_id))
+        return None, failures
+    return UserSequence(user_id, tuple(r.item_id for r in kept), tuple(r.timestamp for r in kept)), failures
+
+
+def train_window(sequence: UserSequence, max_seq_len: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Item IDs and timestamps of the last ``max_seq_len + 1`` training items (everything but the last two)."""
+    start = max(0, len(sequence.item_ids) - 2 - (max_seq_len + 1))
+    end = len(sequence.item_ids) - 2
+    return sequence.item_ids[start:end], sequence.timestamps[start:end]
+
+
+def sort_ids(ids: Iterable[str]) -> list[str]:
+    """IDs in numeric order when every one is an integer, else lexicographic (the index order)."""
+    unique = set(ids)
+    if all(_is_int(i) for i in unique):
+        return sorted(unique, key=lambda i: (int(i), i))
+    return sorted(unique)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+class _GroupedHistory(beam.DoFn):
+    def __init__(self, source_files: Sequence[str]):
+        self.source_files = list(source_files)
+        self.users_seen = Metrics.counter("videorec", "users_seen")
+
+    def process(self, keyed: tuple[str, Iterable[Interaction]]):
+        user_id, rows = keyed
+        unique, duplicates = dedupe_history(rows)
+        self.users_seen.inc()
+        for row in duplicates:
+            yield beam.pvalue.TaggedOutput(
+                FAILED,
+                failure(
+                    "row",
+                    "dedupe",
+                    "duplicate",
+                    "same user, item and timestamp as an earlier row",
+                    **row_ids(row, self.source_files),
+                ),
+            )
+        yield user_id, unique
+
+
+class GroupIntoHistories(beam.PTransform):
+    """PCollection[Interaction] -> (user_id, list[Interaction] time-ordered, deduplicated) + ``failed``."""
+
+    def __init__(self, source_files: Sequence[str]):
+        super().__init__()
+        self.source_files = source_files
+
+    def expand(self, rows):
+        return (
+            rows
+            | "KeyByUser" >> beam.Map(lambda row: (row.user_id, row))
+            | "GroupByUser" >> beam.GroupByKey()
+            | "OrderAndDedupe"
+            >> beam.ParDo(_GroupedHistory(self.source_files)).with_outputs(FAILED, main="histories")
+        )
+
+
+class _BuildSequence(beam.DoFn):
+    def __init__(self, min_length: int, source_files: Sequence[str]):
+        self.min_length = min_length
+        self.source_files = list(source_files)
+        self.users_kept = Metrics.counter("videorec", "users_kept")
+        self.rows_used = Metrics.counter("videorec", "rows_used")
+
+    def process(self, history: tuple[str, list[Interaction]], excluded_items: Mapping[str, str]):
+        user_id, rows = history
+        sequence, failures = build_sequence(user_id, rows, excluded_items, self.min_length, self.source_files)
+        for record in failures:
+            yield beam.pvalue.TaggedOutput(FAILED, record)
+        if sequence is not None:
+            self.users_kept.inc()
+            self.rows_used.inc(len(sequence.item_ids))
+            yield sequence
+
+
+class BuildUserSequences(beam.PTransform):
+    """(user_id, history) -> UserSequence (main) + failure dicts (``failed``) for dropped rows and users.
+
+    ``excluded_items`` is a side input ``(item_id, reason)`` of items removed before splitting
+    (too few interactions, video failed...).
+    """
+
+    def __init__(self, excluded_items, min_length: int, source_files: Sequence[str]):
+        super().__init__()
+        self.excluded_items = excluded_items
+        self.min_length = min_length
+        self.source_files = source_files
+
+    def expand(self, histories):
+        return histories | "FilterAndSplit" >> beam.ParDo(
+            _BuildSequence(self.min_length, self.source_files), beam.pvalue.AsDict(self.excluded_items)
+        ).with_outputs(FAILED, main="sequences")
+
+
+class _EligibleItems(beam.DoFn):
+    def __init__(self, min_length: int):
+        self.min_length = min_length
+
+    def process(self, history: tuple[str, list[Interaction]], excluded_items: Mapping[str, str]):
+        yield from items_of_eligible_user(history[1], excluded_items, self.min_length)
+
+
+class NeededItems(beam.PTransform):
+    """(user_id, history) -> distinct item_id of users who pass the length filter before decoding."""
+
+    def __init__(self, excluded_items, min_length: int):
+        super().__init__()
+        self.excluded_items = excluded_items
+        self.min_length = min_length
+
+    def expand(self, histories):
+        return (
+            histories
+            | "ItemsOfEligibleUsers"
+            >> beam.ParDo(_EligibleItems(self.min_length), beam.pvalue.AsDict(self.excluded_items))
+            | "Distinct" >> beam.Distinct()
+        )
+
+
+RARE_ITEM = "too_few_interactions"
+UNUSED_ITEM = "no_eligible_users"
+
+
+class CountItemInteractions(beam.PTransform):
+    """(user_id, history) -> (item_id, number of deduplicated interactions)."""
+
+    def expand(self, histories):
+        return (
+            histories
+            | "ItemsOfHistory" >> beam.FlatMap(lambda history: [row.item_id for row in history[1]])
+            | "CountPerItem" >> beam.combiners.Count.PerElement()
+        )
+
+
+def rare_items(item_count: tuple[str, int], min_item_interactions: int):
+    """``(item_id, RARE_ITEM)`` for an item with fewer than the minimum interactions."""
+    item_id, count = item_count
+    if count < min_item_interactions:
+        yield item_id, RARE_ITEM
+
+
+def undecoded_item_failure(joined: tuple[str, dict], min_item_interactions: int):
+    """The failure record of an item that is never decoded: too rare, or only in users dropped anyway."""
+    item_id, sides = joined
+    count = sum(sides["count"])
+    if count < min_item_interactions:
+        yield failure(
+            "item",
+            "filter",
+            RARE_ITEM,
+            f"{count} interactions, fewer than {min_item_interactions}",
+            item_id=item_id,
+        )
+    elif not sides["needed"]:
+        yield failure(
+            "item", "filter", UNUSED_ITEM, "every user of this item has too few interactions", item_id=item_id
+        )
+
+
+class DroppedItemRecords(beam.PTransform):
+    """(item_counts, needed item_ids) -> failure dicts for the items filtered out before decoding."""
+
+    def __init__(self, min_item_interactions: int):
+        super().__init__()
+        self.min_item_interactions = min_item_interactions
+
+    def expand(self, inputs):
+        item_counts, needed = inputs
+        seen = Metrics.counter("videorec", "items_seen")
+
+        def count_seen(item_count):
+            seen.inc()
+            return item_count[0], item_count[1]
+
+        return (
+            {
+                "count": item_counts | "CountSeen" >> beam.Map(count_seen),
+                "needed": needed | "KeyNeeded" >> beam.Map(lambda item: (item, True)),
+            }
+            | "JoinNeeded" >> beam.CoGroupByKey()
+            | "Undecoded" >> beam.FlatMap(undecoded_item_failure, self.min_item_interactions)
+        )

@@ -1,0 +1,137 @@
+"""Deterministic POSIX tar shards: byte-exact member sizes, a streaming writer, and the shard cut.
+
+Members are written with fixed metadata (mtime 0, mode 0644, uid/gid 0, no user names), so the
+same samples always give the same bytes. Sizes are computed exactly before writing, which lets
+the job cut shards by bytes and by count before any frame moves.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from transforms import storage
+
+BLOCK = tarfile.BLOCKSIZE
+END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
+_FORMAT = tarfile.PAX_FORMAT
+
+
+def member_header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info.tobuf(_FORMAT, "utf-8", "strict")
+
+
+def padded(size: int) -> int:
+    return -(-size // BLOCK) * BLOCK
+
+
+def member_size(name: str, size: int) -> int:
+    """Bytes a member named ``name`` with ``size`` data bytes takes in the archive (header included)."""
+    return len(member_header(name, size)) + padded(size)
+
+
+def sample_size(members: Iterable[tuple[str, int]]) -> int:
+    """Bytes of a sample made of ``(name, data_size)`` members."""
+    return sum(member_size(name, size) for name, size in members)
+
+
+def cut_shards(sizes: list[int], max_samples: int, max_bytes: int) -> list[int]:
+    """Start positions of each shard when samples of ``sizes`` are packed in order.
+
+    A shard closes before the sample that would take it past ``max_samples`` samples or
+    ``max_bytes`` bytes (end-of-archive marker included); a single sample larger than
+    ``max_bytes`` gets a shard of its own.
+    """
+    if max_samples < 1 or max_bytes < 1:
+        raise ValueError("shard limits must be positive")
+    starts: list[int] = []
+    count = used = 0
+    for position, size in enumerate(sizes):
+        if not starts or count >= max_samples or (count and used + size + len(END_OF_ARCHIVE) > max_bytes):
+            starts.append(position)
+            count = used = 0
+        count += 1
+        used += size
+    return starts
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A written shard: ``path`` relative to the dataset folder."""
+
+    path: str
+    samples: int
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "samples": self.samples, "bytes": self.bytes, "sha256": self.sha256}
+
+
+class TarShardWriter:
+    """Writes one shard atomically: ``with TarShardWriter(root, rel) as shard: shard.add(name, data)``.
+
+    ``add`` returns the member's header offset; ``shard.info`` is set on a clean exit.
+    """
+
+    def __init__(self, dataset_dir: str, relative_path: str):
+        self.dataset_dir = dataset_dir
+        self.relative_path = relative_path
+        self.samples = 0
+        self.info: ShardInfo | None = None
+
+    def __enter__(self) -> TarShardWriter:
+        self._context = storage.atomic_writer(storage.join(self.dataset_dir, self.relative_path))
+        self._writer = self._context.__enter__()
+        return self
+
+    def offset(self) -> int:
+        return self._writer.tell()
+
+    def add(self, name: str, data: bytes) -> int:
+        start = self._writer.tell()
+        self._writer.write(member_header(name, len(data)))
+        self._writer.write(data)
+        self._writer.write(b"\0" * (padded(len(data)) - len(data)))
+        return start
+
+    def end_sample(self) -> None:
+        self.samples += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._writer.write(END_OF_ARCHIVE)
+        self._context.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self.info = ShardInfo(
+                self.relative_path, self.samples, self._writer.bytes_written, self._writer.hexdigest()
+            )
+        return False
+
+
+def read_members(data: bytes) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of every file member in ``data`` (tar bytes, with or without the end marker)."""
+    members = []
+    with tarfile.open(fileobj=io.BytesIO(data + END_OF_ARCHIVE), mode="r:") as archive:
+        for info in archive:
+            if info.isfile():
+                members.append((info.name, archive.extractfile(info).read()))
+    return members
+
+
+def encode_members(members: Iterable[tuple[str, bytes]]) -> bytes:
+    """Tar bytes of the members (no end-of-archive marker): a fragment to read back with :func:`read_members`."""
+    out = io.BytesIO()
+    for name, data in members:
+        out.write(member_header(name, len(data)))
+        out.write(data)
+        out.write(b"\0" * (padded(len(data)) - len(data)))
+    return out.getvalue()
