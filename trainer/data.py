@@ -119,17 +119,8 @@ class TrainStream(IterableDataset):
             yield self._decode_batch(raw, batch_index)
 
     def _shuffled_samples(self, group: int, groups: int) -> Iterator[dict]:
+        """Endless passes over this group's share of the shards, each pass shuffled on its own."""
         epoch = self.position.epoch
-        samples = self._samples(group, groups, epoch)
-        if self.config.shuffle_buffer > 1:
-            rng = random.Random(f"samples/{self.seed}/{epoch}/{group}")
-            samples = wds.filters.shuffle(
-                self.config.shuffle_buffer, initial=self.config.shuffle_buffer, rng=rng
-            )(samples)
-        return samples
-
-    def _samples(self, group: int, groups: int, epoch: int) -> Iterator[dict]:
-        """Endless passes over this group's share of the shards (each pass reshuffled)."""
         split_shards = len(self.urls) >= groups
         select = None if self.with_frames else (lambda name: name.endswith(".json"))
         for repeat in itertools.count():
@@ -143,6 +134,10 @@ class TrainStream(IterableDataset):
             )
             if not split_shards:
                 samples = itertools.islice(samples, group, None, groups)
+            if self.config.shuffle_buffer > 1:
+                rng = random.Random(f"samples/{self.seed}/{epoch}/{repeat}/{group}")
+                buffer = self.config.shuffle_buffer
+                samples = wds.filters.shuffle(buffer, initial=buffer, rng=rng)(samples)
             produced = 0
             for sample in samples:
                 produced += 1
@@ -187,7 +182,7 @@ class TrainStream(IterableDataset):
                 found[item] = jpegs
                 continue
             generator = sample_generator(self.seed, self.position.epoch, f"{sample['__key__']}/{item}")
-            found[item] = self.transform(decode_clip(jpegs), generator)
+            found[item] = self.transform(decode_clip(jpegs, min_size=self.transform.decode_size), generator)
         return found
 
 
@@ -217,7 +212,7 @@ def item_batches(
             continue
         try:
             meta = json.loads(sample["json"])
-            clip = transform(decode_clip(frames_of(sample, "")))
+            clip = transform(decode_clip(frames_of(sample, ""), min_size=transform.decode_size))
         except Exception as exn:
             log.warning("skipping corrupt item sample %s: %r", sample.get("__key__"), exn)
             continue

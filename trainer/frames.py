@@ -8,12 +8,15 @@ generator seeded by (run seed, epoch, sample key), so a resumed run sees the sam
 
 from __future__ import annotations
 
+import io
+import warnings
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
-from torchvision.io import ImageReadMode, decode_jpeg
+from PIL import Image
 
 RESIZE_MARGIN = 8 / 7
 """Train/eval crops take ``S`` out of a shorter side resized to ``S * 8/7`` (the usual 256 -> 224)."""
@@ -27,6 +30,11 @@ class FrameTransform:
     squash: bool = False
     train: bool = False
     augment: bool = True
+
+    @property
+    def decode_size(self) -> int:
+        """Smallest frame side this transform needs (lets the JPEG decoder downscale for free)."""
+        return self.size if self.squash else round(self.size * RESIZE_MARGIN)
 
     def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``clip``: uint8 ``[T, 3, H, W]`` -> uint8 ``[T, 3, size, size]``."""
@@ -53,19 +61,30 @@ def sample_generator(seed: int, epoch: int, key: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{epoch}/{key}".encode()) + (seed << 32))
 
 
-def jpeg_tensor(data: bytes) -> torch.Tensor:
-    """Raw JPEG bytes as the uint8 tensor torchvision's decoders take."""
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+def _decode_cpu(data: bytes, min_size: int | None) -> torch.Tensor:
+    with Image.open(io.BytesIO(data)) as image:
+        if image.format != "JPEG":
+            raise ValueError(f"frame is {image.format}, not JPEG")
+        if min_size:
+            image.draft("RGB", (min_size, min_size))  # DCT-domain downscale, never below min_size
+        array = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
-def decode_clip(jpegs: list[bytes], device: str = "cpu") -> torch.Tensor:
-    """Decode one item's JPEG frames to uint8 ``[T, 3, H, W]`` (nvjpeg when ``device`` is CUDA)."""
-    tensors = [jpeg_tensor(data) for data in jpegs]
+def decode_clip(jpegs: list[bytes], device: str = "cpu", min_size: int | None = None) -> torch.Tensor:
+    """Decode one item's JPEG frames to uint8 ``[T, 3, H, W]``.
+
+    On the CPU with Pillow (downscaled while decoding when ``min_size`` allows); on a CUDA
+    device with nvjpeg through ``torchvision.io.decode_jpeg``.
+    """
     if device == "cpu":
-        frames = [decode_jpeg(t, mode=ImageReadMode.RGB) for t in tensors]
-    else:
-        frames = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
-    return torch.stack(frames)
+        return torch.stack([_decode_cpu(data, min_size) for data in jpegs])
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29 points to torchcodec
+        return torch.stack(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
 
 
 def frames_of(sample: dict, prefix: str) -> list[bytes]:

@@ -1,0 +1,205 @@
+"""The training stream: local, HTTP and GCS shards, node/worker splits, resume position, corrupt data."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from tests.fixtures_dataset import solid_frames, write_dataset
+from trainer.config import DataConfig
+from trainer.data import StreamPosition, TrainStream, expand_shard_urls, item_batches
+from trainer.dataset import load_dataset
+from trainer.frames import FrameTransform
+
+NUM_USERS = 24
+
+
+def _sequences() -> dict[str, list[str]]:
+    # user u's window is unique: it starts with the item "100+u"
+    return {str(u): [str(100 + u), str(u % 5 + 1), str(u % 7 + 1), "50", "51"] for u in range(NUM_USERS)}
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    return write_dataset(
+        tmp_path_factory.mktemp("ds"), _sequences(), frames=solid_frames(12, 2), max_seq_len=4, per_shard=5
+    )
+
+
+def _stream(urls, *, batch_size=4, batches=None, shuffle=False, position=None, rank=0, world=1, frames=True):
+    config = DataConfig(
+        batch_size=batch_size, shuffle_shards=shuffle, shuffle_buffer=8 if shuffle else 0, frame_size=8
+    )
+    return TrainStream(
+        urls,
+        config,
+        seed=3,
+        max_seq_len=4,
+        batches_per_epoch=batches or NUM_USERS // batch_size,
+        with_frames=frames,
+        position=position or StreamPosition(),
+        rank=rank,
+        world_size=world,
+    )
+
+
+def _first_items(batches) -> list[int]:
+    return [int(row[0]) for batch in batches for row in batch["items"]]
+
+
+def _users(batches, dataset) -> set[int]:
+    first = {
+        int(seq[0]): row for row, seq in enumerate(dataset.sequences.sequence(r) for r in range(NUM_USERS))
+    }
+    return {first[i] for i in _first_items(batches)}
+
+
+def test_one_epoch_reads_every_user_once_with_frames(dataset_dir):
+    dataset = load_dataset(str(dataset_dir))
+    batches = list(_stream(dataset.shard_urls("train"), shuffle=True))
+    assert len(batches) == NUM_USERS // 4
+    assert _users(batches, dataset) == set(range(NUM_USERS))
+    batch = batches[0]
+    assert batch["frames"].dtype == torch.uint8
+    assert batch["frames"].shape == (len(batch["unique_items"]), 2, 3, 8, 8)
+    assert batch["items"].shape == (4, 5)
+
+
+def test_ranks_and_workers_split_the_users(dataset_dir):
+    dataset = load_dataset(str(dataset_dir))
+    seen = []
+    for rank in range(2):
+        stream = _stream(
+            dataset.shard_urls("train"),
+            batch_size=2,
+            batches=NUM_USERS // 4,
+            rank=rank,
+            world=2,
+            frames=False,
+        )
+        loader = DataLoader(stream, batch_size=None, num_workers=2)
+        seen.append(_users(list(loader), dataset))
+    assert seen[0].isdisjoint(seen[1])
+    assert len(seen[0]) + len(seen[1]) >= NUM_USERS - 8  # each rank reads all but its last partial batches
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_stream_continues_the_same_order(dataset_dir, workers):
+    urls = load_dataset(str(dataset_dir)).shard_urls("train")
+    position = StreamPosition(epoch=1, num_workers=workers)
+    full = list(
+        DataLoader(
+            _stream(urls, shuffle=True, position=position, frames=False), batch_size=None, num_workers=workers
+        )
+    )
+    resumed_at = StreamPosition(epoch=1, batches=3, num_workers=workers)
+    tail = list(
+        DataLoader(
+            _stream(urls, shuffle=True, position=resumed_at, frames=False),
+            batch_size=None,
+            num_workers=workers,
+        )
+    )
+    assert [b["batch_index"] for b in tail] == [3, 4, 5]
+    assert [b["items"].tolist() for b in tail] == [b["items"].tolist() for b in full[3:]]
+
+
+def test_epochs_reshuffle(dataset_dir):
+    urls = load_dataset(str(dataset_dir)).shard_urls("train")
+    first = _first_items(_stream(urls, shuffle=True, position=StreamPosition(epoch=0), frames=False))
+    second = _first_items(_stream(urls, shuffle=True, position=StreamPosition(epoch=1), frames=False))
+    assert sorted(first) == sorted(second) and first != second
+
+
+def test_brace_patterns_expand():
+    assert expand_shard_urls("gs://b/train-{000000..000002}.tar") == [
+        "gs://b/train-000000.tar",
+        "gs://b/train-000001.tar",
+        "gs://b/train-000002.tar",
+    ]
+
+
+def _rewrite_member(tar_path: Path, member_suffix: str, data: bytes) -> None:
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    target = next(m.name for m, _ in members if m.name.endswith(member_suffix))
+    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, content in members:
+            content = data if member.name == target else content
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+
+
+def test_corrupt_samples_are_skipped_and_counted(tmp_path, caplog):
+    folder = write_dataset(
+        tmp_path / "ds", _sequences(), frames=solid_frames(12, 2), max_seq_len=4, per_shard=5
+    )
+    _rewrite_member(folder / "train/train-000000.tar", ".json", b"{not json")
+    _rewrite_member(folder / "train/train-000001.tar", ".0.jpg", b"\xff\xd8 definitely not a jpeg")
+    dataset = load_dataset(str(folder))
+    batches = list(_stream(dataset.shard_urls("train"), batch_size=4))
+    assert sum(b["skipped"] for b in batches) == 2
+    assert sum(len(b["items"]) for b in batches) == NUM_USERS - 2
+    assert "skipping corrupt train sample" in caplog.text
+
+
+def test_latest_is_resolved_once_to_a_version(tmp_path):
+    write_dataset(tmp_path / "root/versions/v2", _sequences(), max_seq_len=4, version="v2")
+    (tmp_path / "root/LATEST").write_text("v2\n")
+    dataset = load_dataset(str(tmp_path / "root"))
+    assert dataset.version == "v2"
+    assert dataset.root == str(tmp_path / "root/versions/v2")
+    assert not dataset.has_frames
+
+
+def _read_everything(base_url: str) -> None:
+    dataset = load_dataset(base_url)
+    assert dataset.root == base_url
+    assert dataset.shard_urls("train")[0].startswith(base_url)
+    batches = list(_stream(dataset.shard_urls("train"), shuffle=True))
+    assert _users(batches, dataset) == set(range(NUM_USERS))
+    indices = torch.cat([i for i, _ in item_batches(dataset.shard_urls("items"), FrameTransform(8), 16)])
+    assert sorted(indices.tolist()) == list(range(1, dataset.num_items + 1))
+
+
+def test_reads_shards_over_http(dataset_dir):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(dataset_dir.parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _read_everything(f"http://127.0.0.1:{server.server_port}/{dataset_dir.name}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.gcs
+def test_reads_shards_from_gcs(dataset_dir, gcs_emulator):
+    bucket = gcs_emulator.make_bucket("videorec-train")
+    for path in dataset_dir.rglob("*"):
+        if path.is_file():
+            bucket.blob(f"datasets/ds/{path.relative_to(dataset_dir)}").upload_from_filename(str(path))
+    bucket.blob("datasets/LATEST").upload_from_string(b"ds")
+    manifest = json.loads(bucket.blob("datasets/ds/manifest.json").download_as_bytes())
+    assert manifest["num_users"] == NUM_USERS
+    _read_everything("gs://videorec-train/datasets/ds")
+    # a root holding LATEST also resolves over GCS (the layout is ROOT/versions/<id>)
+    bucket.blob("root/LATEST").upload_from_string(b"v9")
+    bucket.blob("root/versions/v9/manifest.json").upload_from_filename(str(dataset_dir / "manifest.json"))
+    from trainer.dataset import resolve_manifest_url
+
+    assert (
+        resolve_manifest_url("gs://videorec-train/root")
+        == "gs://videorec-train/root/versions/v9/manifest.json"
+    )
