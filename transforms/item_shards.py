@@ -177,14 +177,6 @@ class WriteFrameFragments(beam.DoFn):
         yield EncodedItem(item_id, path, tuple(len(f) for f in sample.frames), sample.deterministic_meta())
 
 
-def sampler_failure(record: dict) -> dict:
-    """A sampler ``failed`` output as a failure record of kind ``item``."""
-    extras = {k: v for k, v in record.items() if k not in ("stage", "reason", "message")}
-    return failure(
-        "item", record.get("stage", "decode"), record["reason"], record.get("message", ""), **extras
-    )
-
-
 # --------------------------------------------------------------------------------------------------
 # Catalogue and item shards
 # --------------------------------------------------------------------------------------------------
@@ -304,11 +296,29 @@ class DescribeItemsWithoutFrames(beam.PTransform):
         return item_ids | "NoFrames" >> beam.Map(describe)
 
 
+class SampleVideos(beam.DoFn):
+    """(item_id, uri) -> (item_id, FrameSample) (main) + failure dicts (``failed``) for unusable videos."""
+
+    def __init__(self, sampler_config):
+        self.sampler_config = sampler_config
+
+    def process(self, located: tuple[str, str]):
+        from transforms.sampler import VideoError, sample_video
+
+        item_id, uri = located
+        try:
+            yield item_id, sample_video(uri, self.sampler_config)
+        except VideoError as err:
+            yield beam.pvalue.TaggedOutput(
+                FAILED, failure("item", "decode", err.kind, err.message, item_id=item_id, uri=uri)
+            )
+
+
 class EncodeItems(beam.PTransform):
     """PCollection[item_id] -> (EncodedItem, failure dicts): locate, decode once, write frame fragments.
 
     A ``Reshuffle`` of the IDs spreads the decoding over all workers; frames go straight from the
-    decoder to a fragment file, never into a shuffle.
+    decoder to a fragment file in the same fused stage, never into a shuffle.
     """
 
     def __init__(
@@ -320,11 +330,13 @@ class EncodeItems(beam.PTransform):
         self.work_dir = work_dir
 
     def expand(self, item_ids):
-        from transforms.sample_frames import SampleMidFrames
-
         located = item_ids | "LocateVideos" >> self.locate
-        sampled = located.located | "SampleMidFrames" >> SampleMidFrames(self.sampler_config)
+        sampled = (
+            located.located
+            | "SpreadVideos" >> beam.Reshuffle()
+            | "SampleVideos"
+            >> beam.ParDo(SampleVideos(self.sampler_config)).with_outputs(FAILED, main="sampled")
+        )
         encoded = sampled.sampled | "WriteFrameFragments" >> beam.ParDo(WriteFrameFragments(self.work_dir))
-        sampler_failures = sampled.failed | "AsFailureRecords" >> beam.Map(sampler_failure)
-        failures = (located[FAILED], sampler_failures) | "AllItemFailures" >> beam.Flatten()
+        failures = (located[FAILED], sampled[FAILED]) | "AllItemFailures" >> beam.Flatten()
         return encoded, failures

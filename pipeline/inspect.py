@@ -1,0 +1,137 @@
+"""``videorec inspect DATASET``: print a dataset version's summary and check it is whole.
+
+Checks: every file the manifest lists exists with the recorded size and sha256; every shard opens
+as a tar and holds the recorded number of samples; the tables have ``num_items`` / ``num_users``
+rows; the counts reconcile; the failures file holds one record per dropped row, item and user.
+``--sample N --out DIR`` also writes the frames of the first N item samples (train samples for
+datasets without item shards) as JPEG files for a person to look at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+from collections import Counter
+
+from pipeline.summary import format_summary
+from transforms import storage
+from transforms.manifest import ReconciliationError, read_manifest, reconcile
+from transforms.tables import read_table
+
+
+def _check_file(dataset: str, entry: dict) -> tuple[list[str], bytes | None]:
+    path = storage.join(dataset, entry["path"])
+    if not storage.exists(path):
+        return [f"{entry['path']}: missing"], None
+    data = storage.read_bytes(path)
+    problems = []
+    if len(data) != entry["bytes"]:
+        problems.append(f"{entry['path']}: {len(data)} bytes, manifest says {entry['bytes']}")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        problems.append(f"{entry['path']}: sha256 differs from the manifest")
+    return problems, data
+
+
+def count_tar_samples(data: bytes) -> int:
+    """Distinct WebDataset keys (member name up to the first dot) in a tar archive."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        return len({m.name.split(".", 1)[0] for m in archive if m.isfile()})
+
+
+def verify_dataset(dataset: str) -> list[str]:
+    """Everything wrong with the dataset at ``dataset`` (an empty list means it is whole)."""
+    manifest = read_manifest(dataset)
+    problems = []
+    try:
+        reconcile(manifest["counts"])
+    except ReconciliationError as err:
+        problems.append(str(err))
+    for kind in ("items", "train"):
+        for shard in manifest["shards"][kind]:
+            found, data = _check_file(dataset, shard)
+            problems += found
+            if data is None:
+                continue
+            try:
+                samples = count_tar_samples(data)
+            except tarfile.TarError as err:
+                problems.append(f"{shard['path']}: does not open as tar ({err})")
+                continue
+            if samples != shard["samples"]:
+                problems.append(f"{shard['path']}: {samples} samples, manifest says {shard['samples']}")
+    for name, entry in manifest.get("table_files", {}).items():
+        found, data = _check_file(dataset, entry)
+        problems += found
+        expected = manifest["num_items"] if name == "items" else manifest["num_users"]
+        if data is not None and read_table(dataset, entry["path"]).num_rows != expected:
+            problems.append(f"{entry['path']}: row count differs from the manifest ({expected})")
+    for entry in manifest.get("failure_files", []):
+        found, data = _check_file(dataset, entry)
+        problems += found
+        if data is not None:
+            problems += _check_failures(data, manifest["counts"], entry["path"])
+    return problems
+
+
+def _check_failures(data: bytes, counts: dict, path: str) -> list[str]:
+    records = [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
+    found = Counter((r["kind"], r["reason"]) for r in records)
+    expected = Counter()
+    for kind, key in (("row", "rows_dropped"), ("item", "items_failed"), ("user", "users_dropped")):
+        expected.update({(kind, reason): n for reason, n in counts[key].items()})
+    if found != expected:
+        return [
+            f"{path}: failure records by kind and reason {dict(found)} differ from the counts {dict(expected)}"
+        ]
+    return []
+
+
+def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
+    """Write the frames (and JSON) of the first ``count`` samples to ``out_dir``; return the file paths."""
+    manifest = read_manifest(dataset)
+    shards = manifest["shards"]["items"] or manifest["shards"]["train"]
+    os.makedirs(out_dir, exist_ok=True)
+    written, keys = [], set()
+    for shard in shards:
+        data = storage.read_bytes(storage.join(dataset, shard["path"]))
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive:
+                key = member.name.split(".", 1)[0]
+                if key not in keys and len(keys) == count:
+                    return written
+                keys.add(key)
+                target = os.path.join(out_dir, os.path.basename(member.name))
+                with open(target, "wb") as out:
+                    out.write(archive.extractfile(member).read())
+                written.append(target)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="videorec inspect", description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="dataset folder or its manifest.json (local or gs://)")
+    parser.add_argument("--sample", type=int, default=0, metavar="N", help="dump the frames of N samples")
+    parser.add_argument("--out", default="inspect-samples", metavar="DIR", help="folder for --sample output")
+    args = parser.parse_args(argv)
+    dataset = (
+        args.dataset[: -len("/manifest.json")] if args.dataset.endswith("/manifest.json") else args.dataset
+    )
+    try:
+        manifest = read_manifest(dataset)
+    except (FileNotFoundError, OSError, ValueError) as err:
+        print(f"videorec inspect: cannot read the manifest of {dataset}: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(manifest))
+    problems = verify_dataset(dataset)
+    if args.sample:
+        files = dump_samples(dataset, args.sample, args.out)
+        print(f"wrote {len(files)} files of {args.sample} sample(s) to {args.out}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print("dataset OK" if not problems else f"dataset has {len(problems)} problem(s)")
+    return 0 if not problems else 1
