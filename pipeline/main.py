@@ -252,6 +252,16 @@ def build_pipeline(
     )
 
 
+def videos_attempted(manifest: dict) -> int:
+    """Videos the sampler was run on: encoded ones plus those it rejected."""
+    if manifest["sampler"] is None:
+        return 0
+    from transforms.sampler import ERROR_KINDS
+
+    failed = manifest["counts"]["items_failed"]
+    return manifest["counts"]["items_encoded"] + sum(failed.get(kind, 0) for kind in ERROR_KINDS)
+
+
 def run(argv: list[str]) -> IngestResult:
     """Run the ingest job with command-line arguments; return what it wrote."""
     config, beam_args, quiet = parse(argv)
@@ -270,22 +280,13 @@ def run(argv: list[str]) -> IngestResult:
         build_pipeline(pipeline, config, sources)
     wall = time.monotonic() - started
     manifest = read_manifest(config.output)
-    counts = manifest["counts"]
-    videos = (
-        counts["items_encoded"]
-        + sum(
-            n
-            for reason, n in counts["items_failed"].items()
-            if reason not in ("too_few_interactions", "no_eligible_users")
-        )
-        if manifest["has_frames"] or config.has_videos
-        else 0
-    )
+    videos = videos_attempted(manifest)
     stats = {
         "wall_s": round(wall, 3),
         "videos": videos,
         "videos_per_s": round(videos / wall, 3) if wall > 0 else 0.0,
         "workers": options.view_as(DirectOptions).direct_num_workers or 1,
+        "running_mode": options.view_as(DirectOptions).direct_running_mode,
         "runner": beam_args[0].split("=", 1)[1]
         if beam_args and beam_args[0].startswith("--runner=")
         else None,
