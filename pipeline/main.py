@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from pipeline.options import IngestConfig, parse
@@ -45,11 +46,12 @@ from transforms.train_shards import WriteTrainShards, make_train_sample
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What a finished run wrote: the dataset folder, its manifest and the run's timing."""
+    """What a finished run wrote: the dataset folder, its manifest, the run's timing and Beam counters."""
 
     output: str
     manifest: dict
     stats: dict
+    counters: dict
 
 
 def sampler_settings(config: IngestConfig):
@@ -252,6 +254,14 @@ def build_pipeline(
     )
 
 
+def job_counters(outcome) -> dict[str, int]:
+    """The job's ``videorec`` Beam counters by name (committed values, summed over steps)."""
+    totals: dict[str, int] = {}
+    for counter in outcome.metrics().query(MetricsFilter().with_namespace("videorec"))["counters"]:
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+    return dict(sorted(totals.items()))
+
+
 def videos_attempted(manifest: dict) -> int:
     """Videos the sampler was run on: encoded ones plus those it rejected."""
     if manifest["sampler"] is None:
@@ -276,8 +286,10 @@ def run(argv: list[str]) -> IngestResult:
             file=sys.stderr,
         )
     started = time.monotonic()
-    with beam.Pipeline(options=options) as pipeline:
-        build_pipeline(pipeline, config, sources)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, config, sources)
+    outcome = pipeline.run()
+    outcome.wait_until_finish()
     wall = time.monotonic() - started
     manifest = read_manifest(config.output)
     videos = videos_attempted(manifest)
@@ -296,7 +308,7 @@ def run(argv: list[str]) -> IngestResult:
     )
     if not quiet:
         print(format_summary(manifest, stats))
-    return IngestResult(config.output, manifest, stats)
+    return IngestResult(config.output, manifest, stats, job_counters(outcome))
 
 
 def main(argv: list[str] | None = None) -> int:

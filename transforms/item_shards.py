@@ -302,6 +302,9 @@ class SampleVideos(beam.DoFn):
     def __init__(self, sampler_config):
         self.sampler_config = sampler_config
 
+    def setup(self):
+        storage.use_emulator_credentials_if_configured()
+
     def process(self, located: tuple[str, str]):
         from transforms.sampler import VideoError, sample_video
 
