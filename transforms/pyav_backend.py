@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -67,9 +69,9 @@ class VideoInfo:
 
 @dataclass
 class DecodedWindow:
-    """The chosen frames, still as decoder output (stored orientation, native pixel format)."""
+    """The chosen frames, each converted by the caller's function the moment the decoder showed it."""
 
-    frames: list[av.VideoFrame]
+    frames: list[Any]
     times: list[float]
     info: VideoInfo
     rotation: int
@@ -232,15 +234,30 @@ def _demux_run(container, stream, middle_s: float, frames_after: int, at_beginni
     return packets, reached_end
 
 
+class _Keeper:
+    """Converts each chosen frame as soon as the decoder shows it: a damaged stream's decoder may
+    still write into a frame's buffer afterwards, and nothing may be read once the container closes."""
+
+    def __init__(self, convert: Callable[[av.VideoFrame, int, VideoInfo], Any], info: VideoInfo):
+        self.convert = convert
+        self.info = info
+        self.rotation: int | None = None
+
+    def __call__(self, frame: av.VideoFrame) -> Any:
+        if self.rotation is None:
+            self.rotation = frame_rotation(frame)
+        return self.convert(frame, self.rotation, self.info)
+
+
 def _decode_run(
-    stream, packets, window_times: list[float], deadline, errors: _ErrorCount
-) -> tuple[dict[float, av.VideoFrame], int, list[float]]:
+    stream, packets, window_times: list[float], deadline, errors: _ErrorCount, keep: _Keeper
+) -> tuple[dict[float, Any], int, list[float]]:
     """Decode ``packets``, skipping non-reference frames shown before the window; keep the window's frames."""
     ctx = stream.codec_context
     tb = stream.time_base
     start, end = window_times[0], window_times[-1]
     wanted = set(window_times)
-    kept: dict[float, av.VideoFrame] = {}
+    kept: dict[float, Any] = {}
     shown: list[float] = []
     decoded = 0
 
@@ -254,7 +271,7 @@ def _decode_run(
             if start <= t <= end:
                 shown.append(t)
                 if t in wanted:
-                    kept[t] = frame
+                    kept[t] = keep(frame)
 
     for packet in packets:
         deadline.check()
@@ -269,7 +286,7 @@ def _decode_run(
 
 
 def _seek_window(
-    container, stream, info: VideoInfo, config: SamplerConfig, deadline, errors
+    container, stream, info: VideoInfo, config: SamplerConfig, deadline, errors, keep: _Keeper
 ) -> DecodedWindow:
     middle = claimed_middle(info.start_s, info.duration_s)
     if middle is None:
@@ -313,7 +330,7 @@ def _seek_window(
         if window_times[0] < keyframe_time and not at_beginning:
             seek_to = keyframe_time - lookback * 2 ** (attempt + 1)
             continue
-        kept, decoded, shown = _decode_run(stream, packets, sorted(set(window_times)), deadline, errors)
+        kept, decoded, shown = _decode_run(stream, packets, sorted(set(window_times)), deadline, errors, keep)
         decoded_total += decoded
         expected = times[positions[0] : positions[-1] + 1]
         if shown != expected or len(kept) != len(set(window_times)):
@@ -326,7 +343,7 @@ def _seek_window(
             frames=[kept[t] for t in window_times],
             times=window_times,
             info=info,
-            rotation=_rotation(kept[window_times[0]]),
+            rotation=keep.rotation,
             padded=padded,
             fallback=False,
             index_timing=False,
@@ -338,12 +355,6 @@ def _seek_window(
 
 
 # ---------------------------------------------------------------- linear path
-
-
-def _rewind(container, stream) -> None:
-    container.seek(0, backward=True, any_frame=False)
-    stream.codec_context.flush_buffers()
-    stream.codec_context.skip_frame = "DEFAULT"
 
 
 def _linear_times(container, stream, deadline, errors) -> tuple[list[float], float, int]:
@@ -358,31 +369,38 @@ def _linear_times(container, stream, deadline, errors) -> tuple[list[float], flo
 
 
 def _linear_window(
-    container, stream, info: VideoInfo, config: SamplerConfig, deadline, errors
+    source, info: VideoInfo, config: SamplerConfig, deadline, errors, keep: _Keeper
 ) -> DecodedWindow:
-    _rewind(container, stream)
-    times, last_duration, count = _linear_times(container, stream, deadline, errors)
+    """Two fresh linear decodes: the first learns every frame's time, the second keeps the chosen ones."""
+    container, stream = open_video_stream(source, deadline.uri, config)
+    with container:
+        times, last_duration, count = _linear_times(container, stream, deadline, errors)
     if not times:
-        raise VideoError("corrupt", "no frame of the video stream decodes")
+        raise VideoError(
+            "corrupt",
+            f"{deadline.uri}: no frame of the {info.codec} stream decodes ({errors.count} packets rejected; "
+            "the media data is missing, external or damaged)",
+        )
     window = choose_window(
         times, last_duration, info.start_s, info.duration_s, config.num_frames, config.stride
     )
     wanted = set(window.indices)
-    kept: dict[int, av.VideoFrame] = {}
-    _rewind(container, stream)
-    for index, frame in enumerate(_decode_all(container, stream, deadline, _ErrorCount())):
-        if index in wanted:
-            kept[index] = frame
-            if len(kept) == len(wanted):
-                break
+    kept: dict[int, Any] = {}
+    container, stream = open_video_stream(source, deadline.uri, config)
+    with container:
+        for index, frame in enumerate(_decode_all(container, stream, deadline, _ErrorCount())):
+            if index in wanted:
+                kept[index] = keep(frame)
+                if len(kept) == len(wanted):
+                    break
     if len(kept) != len(wanted):
-        raise VideoError("corrupt", "the video decodes differently on a second pass")
+        raise VideoError("corrupt", f"{deadline.uri}: the video decodes differently on a second pass")
     frames = [kept[i] for i in window.indices]
     return DecodedWindow(
         frames=frames,
         times=[times[i] for i in window.indices],
         info=info,
-        rotation=_rotation(frames[0]),
+        rotation=keep.rotation,
         padded=window.padded,
         fallback=window.fallback,
         index_timing=window.index_timing,
@@ -394,7 +412,8 @@ def _linear_window(
 # ---------------------------------------------------------------- orchestration
 
 
-def _rotation(frame: av.VideoFrame) -> int:
+def frame_rotation(frame: av.VideoFrame) -> int:
+    """Counter-clockwise degrees (0, 90, 180, 270) to turn the stored image upright."""
     rotation = frame.rotation or 0
     return int(round(rotation / 90.0)) * 90 % 360
 
@@ -407,43 +426,77 @@ def _classify_ffmpeg_error(exc: Exception, uri: str) -> VideoError:
     return VideoError("corrupt", f"{uri}: decoding failed: {exc}")
 
 
-def decode_window(uri: str, config: SamplerConfig, source: CountingReader | None = None) -> DecodedWindow:
-    """The chosen frames of ``uri`` as decoder output, before any conversion (used by tests too)."""
+def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig):
+    """A freshly opened container and its video stream, set up for decoding (other streams discarded)."""
+    source.seek(0)
+    container = open_container(source, uri)
+    try:
+        stream = choose_stream(container, source, uri)
+    except VideoError:
+        container.close()
+        raise
+    if config.threads > 1:
+        stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = config.threads
+    for other in container.streams:
+        if other.index != stream.index:
+            other.discard = av.stream.Discard.all
+    return container, stream
+
+
+def _decode_window(source: CountingReader, uri: str, config: SamplerConfig, convert) -> DecodedWindow:
     deadline = _Deadline(uri, config.timeout_s)
+    errors = _ErrorCount()
+    container, stream = open_video_stream(source, uri, config)
+    with container:
+        info = probe(container, stream, uri, config)
+        keep = _Keeper(convert, info)
+        try:
+            window = _seek_window(container, stream, info, config, deadline, errors, keep)
+        except _Untrusted as reason:
+            window = None
+            linear_because = str(reason)
+    if window is None:
+        window = _linear_window(source, info, config, deadline, errors, keep)
+        window.extra["linear_because"] = linear_because
+    window.extra["rejected_packets"] = errors.count
+    return window
+
+
+def decode_window(
+    uri: str,
+    config: SamplerConfig,
+    convert: Callable[[av.VideoFrame, int, VideoInfo], Any] | None = None,
+    source: CountingReader | None = None,
+) -> DecodedWindow:
+    """The chosen frames of ``uri``, each passed through ``convert(frame, rotation, info)``.
+
+    The default ``convert`` gives full-size upright RGB arrays (what the exactness tests compare).
+
+    Raises:
+        VideoError: the video cannot be sampled.
+    """
     own_source = source is None
     if own_source:
-        try:
-            source = open_video(uri)
-        except FileNotFoundError as exc:
-            raise VideoError("not_found", str(exc)) from exc
-        except OSError as exc:
-            raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
+        source = _open_source(uri)
     try:
-        container = open_container(source, uri)
-        with container:
-            stream = choose_stream(container, source, uri)
-            info = probe(container, stream, uri, config)
-            stream.thread_type = "AUTO" if config.threads > 1 else "SLICE"
-            stream.codec_context.thread_count = config.threads
-            for other in container.streams:
-                if other.index != stream.index:
-                    other.discard = av.stream.Discard.all
-            try:
-                errors = _ErrorCount()
-                try:
-                    window = _seek_window(container, stream, info, config, deadline, errors)
-                except _Untrusted as reason:
-                    window = _linear_window(container, stream, info, config, deadline, errors)
-                    window.extra["linear_because"] = str(reason)
-                window.extra["rejected_packets"] = errors.count
-                return window
-            except VideoError:
-                raise
-            except (av.error.FFmpegError, MemoryError) as exc:
-                raise _classify_ffmpeg_error(exc, uri) from exc
+        return _decode_window(source, uri, config, convert or frame_to_rgb)
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, MemoryError) as exc:
+        raise _classify_ffmpeg_error(exc, uri) from exc
     finally:
         if own_source:
             source.close()
+
+
+def _open_source(uri: str) -> CountingReader:
+    try:
+        return open_video(uri)
+    except FileNotFoundError as exc:
+        raise VideoError("not_found", str(exc)) from exc
+    except OSError as exc:
+        raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
 
 
 def _target_geometry(width: int, height: int, sar: float, rotation: int, config: SamplerConfig):
@@ -475,7 +528,7 @@ def rotate_upright(array: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
 
 
-def frame_to_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame, rotation: int, info: VideoInfo | None = None) -> np.ndarray:
     """Full-size upright RGB image of a decoded frame (the exactness tests compare these)."""
     return rotate_upright(frame.to_ndarray(format="rgb24"), rotation)
 
@@ -506,15 +559,20 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg_renderer(config: SamplerConfig) -> Callable[[av.VideoFrame, int, VideoInfo], bytes]:
+    """``convert`` for :func:`decode_window` that renders output JPEGs."""
+
+    def render(frame: av.VideoFrame, rotation: int, info: VideoInfo) -> bytes:
+        return encode_jpeg(render_rgb(frame, rotation, info.sample_aspect, config), config.jpeg_quality)
+
+    return render
+
+
 def to_frame_sample(
     window: DecodedWindow, config: SamplerConfig, source: CountingReader, started
 ) -> FrameSample:
     """Render a decoded window into JPEGs and the metadata record."""
     info = window.info
-    frames = [
-        encode_jpeg(render_rgb(frame, window.rotation, info.sample_aspect, config), config.jpeg_quality)
-        for frame in window.frames
-    ]
     display_w = round(info.coded_width * info.sample_aspect)
     display_h = info.coded_height
     if window.rotation in (90, 270):
@@ -548,17 +606,11 @@ def to_frame_sample(
             "wall_s": round(time.monotonic() - wall0, 6),
         },
     }
-    return FrameSample(frames=frames, meta=meta)
+    return FrameSample(frames=list(window.frames), meta=meta)
 
 
 def sample_with_pyav(uri: str, config: SamplerConfig) -> FrameSample:
     started = (time.monotonic(), time.process_time())
-    try:
-        source = open_video(uri)
-    except FileNotFoundError as exc:
-        raise VideoError("not_found", str(exc)) from exc
-    except OSError as exc:
-        raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
-    with source:
-        window = decode_window(uri, config, source)
+    with _open_source(uri) as source:
+        window = decode_window(uri, config, jpeg_renderer(config), source)
         return to_frame_sample(window, config, source, started)
