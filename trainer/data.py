@@ -194,6 +194,9 @@ def train_loader(stream: TrainStream, config: DataConfig, pin_memory: bool) -> D
         num_workers=config.num_workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if config.num_workers else None,
+        # its own generator: starting an epoch must not draw from the global RNG (dropout), or a
+        # resumed run, which starts its loader at another step, would diverge
+        generator=torch.Generator().manual_seed(stream.seed),
     )
 
 

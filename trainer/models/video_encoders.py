@@ -102,10 +102,10 @@ ENCODERS: dict[str, Callable[[str | None], Backbone]] = {
     "mc3_18": _torchvision_video("mc3_18", "fc", 512, _RESNET3D_BLOCKS),
     "s3d": _torchvision_video("s3d", "classifier", 1024, [f"features.{i}" for i in range(16)]),
     "mvit_v2_s": _torchvision_video(
-        "mvit_v2_s", "head", 768, ["conv_proj"] + [f"blocks.{i}" for i in range(16)]
+        "mvit_v2_s", "head", 768, ["conv_proj"] + [f"blocks.{i}" for i in range(16)] + ["norm"]
     ),
     "swin3d_t": _torchvision_video(
-        "swin3d_t", "head", 768, ["patch_embed"] + [f"features.{i}" for i in range(8)]
+        "swin3d_t", "head", 768, ["patch_embed"] + [f"features.{i}" for i in range(7)] + ["norm"]
     ),
     "resnet18": _per_frame("resnet18", 512),
     "resnet50": _per_frame("resnet50", 2048),

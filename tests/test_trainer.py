@@ -1,0 +1,254 @@
+"""Trainer pieces with real torch steps: loss, encoders, freezing, configs, and short training runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures_dataset import solid_frames, write_dataset
+from trainer import checkpoint
+from trainer.config import ModelConfig, preset
+from trainer.extract import main as extract_main
+from trainer.loss import full_softmax_loss, in_batch_softmax_loss, log_popularity
+from trainer.models.video_encoders import ENCODERS, VideoItemEncoder, apply_freezing, build_backbone
+from trainer.models.videorec import build_model
+from trainer.train import build_parser, config_from_args
+from trainer.train import main as train_main
+
+
+def test_in_batch_loss_masks_own_window_items_except_the_label():
+    torch.manual_seed(0)
+    items = torch.tensor([[1, 2, 3], [2, 4, 0]])
+    candidates = torch.tensor([1, 2, 3, 4])
+    embeddings = torch.randn(4, 8)
+    states = torch.randn(2, 2, 8)
+    log_q = log_popularity(torch.tensor([0, 5, 1, 1, 3]))
+    loss = in_batch_softmax_loss(states, items, candidates, embeddings, log_q)
+
+    def term(state, allowed, label):  # allowed: candidate positions left unmasked
+        logits = embeddings[allowed] @ state - log_q[candidates[allowed]]
+        return -(logits[allowed.index(label)] - torch.logsumexp(logits, 0))
+
+    # user 0 (window 1,2,3): target 2 sees {2, 4}; target 3 sees {3, 4}; user 1 (window 2,4): target 4 sees {1,3,4}
+    expected = (
+        term(states[0, 0], [1, 3], 1) + term(states[0, 1], [2, 3], 2) + term(states[1, 0], [0, 2, 3], 3)
+    ) / 3
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_in_batch_loss_ignores_duplicate_and_empty_candidate_slots():
+    torch.manual_seed(1)
+    items = torch.tensor([[1, 2]])
+    states, embeddings = torch.randn(1, 1, 4), torch.randn(3, 4)
+    base = in_batch_softmax_loss(states, items, torch.tensor([1, 2, 3]), embeddings)
+    padded = in_batch_softmax_loss(
+        states, items, torch.tensor([1, 2, 3, 2, 0]), torch.cat([embeddings, torch.randn(2, 4)])
+    )
+    assert padded.item() == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_full_softmax_loss_is_cross_entropy_over_all_items():
+    torch.manual_seed(2)
+    items = torch.tensor([[3, 1, 0]])
+    table, states = torch.randn(5, 4), torch.randn(1, 2, 4)
+    logits = states[0, 0] @ table[1:].T
+    expected = -(logits[0] - torch.logsumexp(logits, 0))
+    assert full_softmax_loss(states, items, table).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_encoder_registry_builds_every_backbone_with_its_blocks():
+    for name in ENCODERS:
+        backbone = build_backbone(name)
+        for block in backbone.block_names:
+            backbone.module.get_submodule(block)
+
+
+@pytest.mark.parametrize("name", ["tiny", "r3d_18", "resnet18"])
+def test_video_encoders_embed_uint8_clips(name):
+    encoder = VideoItemEncoder(build_backbone(name), dim=16).eval()
+    clips = torch.randint(0, 255, (2, 3, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert encoder(torch.tensor([1, 2]), clips).shape == (2, 16)
+
+
+def test_freezing_policies():
+    backbone = build_backbone("r3d_18")
+    apply_freezing(backbone, "top-k", 1)
+    trainable = {n.split(".")[0] for n, p in backbone.module.named_parameters() if p.requires_grad}
+    assert trainable == {"layer4"}
+    backbone = build_backbone("tiny")
+    apply_freezing(backbone, "frozen", 0)
+    assert not any(p.requires_grad for p in backbone.module.parameters())
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    clips = torch.randint(0, 255, (2, 3, 3, 16, 16), dtype=torch.uint8)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        encoder = VideoItemEncoder(build_backbone("tiny"), dim=8, activation_checkpointing=checkpointing)
+        encoder(torch.tensor([1, 2]), clips).square().sum().backward()
+        grads.append(encoder.projection.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_presets_and_overrides():
+    paper = preset("paper")
+    assert (paper.model.num_blocks, paper.model.num_heads, paper.model.dim, paper.model.ffn_dim) == (
+        2,
+        2,
+        512,
+        2048,
+    )
+    assert (paper.model.dropout, paper.model.max_seq_len, paper.optim.grad_clip) == (0.1, 10, 5.0)
+    assert (
+        paper.optim.encoder_lr,
+        paper.optim.encoder_weight_decay,
+        paper.optim.lr,
+        paper.optim.weight_decay,
+    ) == (1e-4, 0.0, 1e-4, 0.1)
+    ml = preset("sasrec-ml")
+    assert (ml.model.max_seq_len, ml.model.dim, ml.model.num_blocks, ml.model.num_heads) == (50, 64, 2, 2)
+    assert (ml.model.dropout, ml.optim.lr, ml.model.encoder) == (0.2, 1e-3, "id")
+    args = build_parser().parse_args(
+        [
+            "--data",
+            "d",
+            "--output",
+            "o",
+            "--preset",
+            "paper",
+            "--encoder",
+            "mc3_18",
+            "--lr",
+            "0.5",
+            "--no-logq",
+            "--squash",
+        ]
+    )
+    config = config_from_args(args)
+    assert (config.model.encoder, config.optim.lr, config.loss.logq, config.data.squash) == (
+        "mc3_18",
+        0.5,
+        False,
+        True,
+    )
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+
+
+def _shifted_sequences(num_users: int, num_items: int) -> dict[str, list[str]]:
+    """User u watches u, u+1, u+2, ... (mod num_items): the next item is always the current one + 1."""
+    return {str(u): [str((u + t) % num_items + 1) for t in range(8)] for u in range(num_users)}
+
+
+def test_id_sasrec_learns_a_deterministic_next_item_rule(tmp_path):
+    data = write_dataset(tmp_path / "ds", _shifted_sequences(64, 30), max_seq_len=5)
+    run = tmp_path / "run"
+    train_main(
+        [
+            "--data",
+            str(data),
+            "--preset",
+            "tiny",
+            "--encoder",
+            "id",
+            "--output",
+            str(run),
+            "--epochs",
+            "60",
+            "--lr",
+            "0.01",
+            "--batch-size",
+            "16",
+            "--no-progress",
+        ]
+    )
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["HR@10"] > 0.9
+    assert results["dataset_version"] == "test-v1"
+
+
+def test_tiny_video_run_writes_checkpoints_metrics_and_results(tmp_path):
+    data = write_dataset(
+        tmp_path / "ds", _shifted_sequences(24, 12), frames=solid_frames(12, 2), max_seq_len=5
+    )
+    run = tmp_path / "run"
+    train_main(
+        [
+            "--data",
+            str(data),
+            "--preset",
+            "tiny",
+            "--output",
+            str(run),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--frame-size",
+            "8",
+            "--no-progress",
+        ]
+    )
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["type"] for r in records].count("train") == 6
+    assert [r.get("split") for r in records if r["type"] == "eval"] == ["valid", "valid", "test"]
+    assert all(math.isfinite(r["loss"]) for r in records if r["type"] == "train")
+    state = checkpoint.load(run / "checkpoints" / "last.pt")  # weights_only=True
+    assert state["step"] == 6 and state["position"]["epoch"] == 2
+    assert state["dataset_version"] == "test-v1"
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["test"]) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "users"}
+
+
+def test_frozen_baseline_uses_extracted_features(tmp_path):
+    data = write_dataset(
+        tmp_path / "ds", _shifted_sequences(16, 10), frames=solid_frames(12, 2), max_seq_len=5
+    )
+    features = tmp_path / "features.npy"
+    assert (
+        extract_main(
+            ["--data", str(data), "--encoder", "tiny", "--frame-size", "8", "--output", str(features)]
+        )
+        == 0
+    )
+    table = np.load(features, allow_pickle=False)
+    assert table.shape == (11, 64) and not table[0].any() and table[1:].any(axis=1).all()
+    model = build_model(
+        ModelConfig(encoder="frozen", features=str(features), dim=8, ffn_dim=16), num_items=10
+    )
+    assert torch.equal(model.item_encoder.features, torch.from_numpy(table))
+    run = tmp_path / "run"
+    train_main(
+        [
+            "--data",
+            str(data),
+            "--preset",
+            "tiny",
+            "--encoder",
+            "frozen",
+            "--features",
+            str(features),
+            "--output",
+            str(run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--no-progress",
+        ]
+    )
+    assert (run / "results.json").exists()
+
+
+def test_video_encoder_on_an_id_only_dataset_is_a_clear_error(tmp_path):
+    data = write_dataset(tmp_path / "ds", _shifted_sequences(8, 6), max_seq_len=5)
+    with pytest.raises(ValueError, match="needs frames"):
+        train_main(
+            ["--data", str(data), "--preset", "tiny", "--output", str(tmp_path / "run"), "--no-progress"]
+        )
