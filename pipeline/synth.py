@@ -31,8 +31,9 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import av
@@ -54,7 +55,16 @@ MOTIONS = (
     "shifting_checkerboard",
 )
 VIDEO_FAULTS = ("missing_videos", "truncated_videos", "no_video_stream", "corrupt_videos")
-BAD_ROW_KINDS = ("missing_field", "non_numeric_timestamp", "empty_user", "empty_item")
+BAD_ROW_KINDS = ("missing_field", "bad_timestamp", "empty_user", "empty_item")
+# What a reader should make of each planted fault: the failure reason (ingest's names), or for truncated
+# files, that they decode only in part.
+EXPECTED_OUTCOMES = {
+    "missing_videos": "not_found",
+    "truncated_videos": "decodes only the frames before the cut; a sampler falls back to their middle",
+    "no_video_stream": "no_video_stream",
+    "corrupt_videos": "corrupt",
+    "bad_rows": "the row's kind (missing_field, bad_timestamp, empty_user or empty_item)",
+}
 CODEC_ENCODERS = {"h264": "libx264", "hevc": "libx265"}
 
 _MUXER_OPTIONS = {"movflags": "+faststart", "fflags": "+bitexact"}
@@ -100,7 +110,7 @@ class SynthConfig:
     max_seconds: float = 8.0
     """Longest video duration."""
     sizes: tuple[tuple[int, int], ...] = ((64, 64), (96, 64), (128, 96), (160, 120), (240, 160), (320, 240))
-    """Landscape (width, height) choices, all even; portrait videos swap them."""
+    """Landscape (width, height) choices, all even; portrait videos swap them. At least 64x64 with HEVC."""
     fps_choices: tuple[int, ...] = (10, 15, 24, 30)
     """Frame rates to draw from."""
     gop_choices: tuple[int, ...] = (12, 30, 60)
@@ -142,12 +152,26 @@ class SynthConfig:
             raise ValueError("need 0 < min_seconds <= max_seconds")
         if not (self.sizes and self.fps_choices and self.gop_choices):
             raise ValueError("sizes, fps_choices and gop_choices must not be empty")
+        if min(self.fps_choices) < 1 or min(self.gop_choices) < 1 or not 0 <= self.b_frames <= 16:
+            raise ValueError("frame rates and GOPs must be positive, b_frames in 0..16")
         for width, height in self.sizes:
             if width < 16 or height < 16 or width % 2 or height % 2:
                 raise ValueError(f"video sizes must be even and at least 16x16, got {width}x{height}")
+            if self.hevc_fraction > 0 and min(width, height) < 64:
+                # The libx265 bundled with PyAV 18.1 corrupts its heap on frames narrower than 64 pixels
+                # (48x32 aborts the process); portrait and rotated videos may put either side across.
+                raise ValueError(
+                    f"HEVC videos need both sides >= 64, got {width}x{height}; or set hevc_fraction 0"
+                )
         if any(count < 0 for count in (*self.video_fault_counts().values(), self.bad_rows)):
             raise ValueError("fault counts must not be negative")
-        for name in ("drift_probability", "off_preference_probability", "hevc_fraction"):
+        for name in (
+            "drift_probability",
+            "off_preference_probability",
+            "hevc_fraction",
+            "portrait_fraction",
+            "rotation_fraction",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
 
@@ -485,11 +509,15 @@ def write_videos(
     workers: int,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, dict]:
-    """Write every spec's file, in ``workers`` processes (inline when 1); return details by item."""
+    """Write every spec's file, in ``workers`` processes (inline when 1); return details by item.
+
+    Workers start fresh (forkserver or spawn, never a fork of a possibly threaded caller); a worker that
+    dies raises ``BrokenProcessPool`` here instead of hanging.
+    """
     jobs = [(str(videos_dir), spec) for spec in specs]
     details: dict[int, dict] = {}
 
-    def collect(results: Iterator[tuple[int, dict]]) -> None:
+    def collect(results: Iterable[tuple[int, dict]]) -> None:
         for item, info in results:
             details[item] = info
             if progress:
@@ -497,10 +525,11 @@ def write_videos(
 
     if workers <= 1 or len(jobs) <= 1:
         collect(map(write_video, jobs))
-    else:
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        with multiprocessing.get_context(method).Pool(min(workers, len(jobs))) as pool:
-            collect(pool.imap_unordered(write_video, jobs, chunksize=4))
+        return details
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        collect(future.result() for future in as_completed([pool.submit(write_video, job) for job in jobs]))
     return details
 
 
@@ -513,7 +542,7 @@ def bad_row(kind: str, user: int, item: int, timestamp: int) -> str:
     """One malformed ``pairs.csv`` line of the given kind (see ``BAD_ROW_KINDS``)."""
     return {
         "missing_field": f"{user},{item}",
-        "non_numeric_timestamp": f"{user},{item},not-a-time",
+        "bad_timestamp": f"{user},{item},not-a-time",
         "empty_user": f",{item},{timestamp}",
         "empty_item": f"{user},,{timestamp}",
     }[kind]
@@ -639,6 +668,7 @@ def ground_truth(
             "bad_rows": "line is the 1-based line number in pairs.csv, whose line 1 is the header",
             "faults": "faulty videos are all referenced by pairs.csv; their interactions are left in the log",
         },
+        "expected_outcomes": EXPECTED_OUTCOMES,
         "counts": {
             "users": len(interactions.sequences),
             "items": len(specs),
@@ -685,28 +715,59 @@ def ground_truth(
     }
 
 
+def _size(text: str) -> tuple[int, int]:
+    width, _, height = text.lower().partition("x")
+    try:
+        return int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
+    """Content options use the ``SynthConfig`` field names as destinations."""
     defaults = SynthConfig()
     parser = argparse.ArgumentParser(
         prog="videorec synth",
         description="Generate a synthetic MicroLens-format dataset: pairs.csv, pairs.tsv, titles.csv, "
         "videos/{item}.mp4 and the ground truth synth.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", required=True, help="output folder (created if absent)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder, created if absent")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier synth output in --out")
-    parser.add_argument("--workers", type=int, default=None, help="encoding processes (default: all CPUs)")
+    parser.add_argument(
+        "--workers", type=int, help="encoding processes, all CPUs if unset; never changes the output"
+    )
     content = parser.add_argument_group("content (changes the files)")
-    content.add_argument("--users", type=int, default=defaults.users)
-    content.add_argument("--items", type=int, default=defaults.items)
-    content.add_argument("--seed", type=int, default=defaults.seed)
+    content.add_argument("--users", type=int, default=defaults.users, help="user IDs 1..N")
+    content.add_argument("--items", type=int, default=defaults.items, help="item IDs 1..N, one video each")
+    content.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same bytes")
     content.add_argument("--categories", type=int, default=defaults.categories, help="hidden item categories")
-    content.add_argument("--min-interactions", type=int, default=defaults.min_interactions)
-    content.add_argument("--max-interactions", type=int, default=defaults.max_interactions)
+    content.add_argument("--min-interactions", type=int, default=defaults.min_interactions, help="per user")
+    content.add_argument("--max-interactions", type=int, default=defaults.max_interactions, help="per user")
     content.add_argument("--min-seconds", type=float, default=defaults.min_seconds, help="shortest video")
     content.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest video")
-    content.add_argument("--fps", type=int, nargs="+", default=list(defaults.fps_choices), help="frame rates")
-    content.add_argument("--gop", type=int, nargs="+", default=list(defaults.gop_choices), help="GOP lengths")
-    content.add_argument("--hevc-fraction", type=float, default=defaults.hevc_fraction)
+    content.add_argument(
+        "--sizes", type=_size, nargs="+", default=defaults.sizes, metavar="WxH", help="landscape sizes"
+    )
+    content.add_argument(
+        "--fps", dest="fps_choices", type=int, nargs="+", default=defaults.fps_choices, help="frame rates"
+    )
+    content.add_argument(
+        "--gop",
+        dest="gop_choices",
+        type=int,
+        nargs="+",
+        default=defaults.gop_choices,
+        help="keyframe intervals",
+    )
+    content.add_argument("--b-frames", type=int, default=defaults.b_frames, help="consecutive B-frames")
+    content.add_argument("--hevc-fraction", type=float, default=defaults.hevc_fraction, help="share of HEVC")
+    content.add_argument(
+        "--portrait-fraction", type=float, default=defaults.portrait_fraction, help="portrait"
+    )
+    content.add_argument(
+        "--rotation-fraction", type=float, default=defaults.rotation_fraction, help="with display rotation"
+    )
     faults = parser.add_argument_group("planted faults (recorded in synth.json)")
     faults.add_argument("--missing-videos", type=int, default=0, metavar="N", help="videos not written")
     faults.add_argument("--truncated-videos", type=int, default=0, metavar="N", help="files cut inside mdat")
@@ -716,43 +777,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def config_from_args(args: argparse.Namespace) -> SynthConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(SynthConfig) if hasattr(args, f.name)}
+    return SynthConfig(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
+
+
+def _print_progress(done: int, total: int) -> None:
+    """One updating line on a terminal; every tenth in logs."""
+    if sys.stderr.isatty():
+        print(
+            f"\rsynth: videos {done}/{total}", end="\n" if done == total else "", file=sys.stderr, flush=True
+        )
+    elif done == total or done % max(1, total // 10) == 0:
+        print(f"synth: videos {done}/{total}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    config = SynthConfig(
-        users=args.users,
-        items=args.items,
-        seed=args.seed,
-        categories=args.categories,
-        min_interactions=args.min_interactions,
-        max_interactions=args.max_interactions,
-        min_seconds=args.min_seconds,
-        max_seconds=args.max_seconds,
-        fps_choices=tuple(args.fps),
-        gop_choices=tuple(args.gop),
-        hevc_fraction=args.hevc_fraction,
-        missing_videos=args.missing_videos,
-        truncated_videos=args.truncated_videos,
-        no_video_stream=args.no_video_stream,
-        corrupt_videos=args.corrupt_videos,
-        bad_rows=args.bad_rows,
-    )
     started = time.perf_counter()
-
-    interactive = sys.stderr.isatty()
-
-    def show(done: int, total: int) -> None:
-        if interactive:
-            print(
-                f"\rsynth: videos {done}/{total}",
-                end="\n" if done == total else "",
-                file=sys.stderr,
-                flush=True,
-            )
-        elif done == total or done % max(1, total // 10) == 0:
-            print(f"synth: videos {done}/{total}", file=sys.stderr, flush=True)
-
     try:
-        summary = generate(args.out, config, workers=args.workers, overwrite=args.overwrite, progress=show)
+        config = config_from_args(args)
+        summary = generate(
+            args.out, config, workers=args.workers, overwrite=args.overwrite, progress=_print_progress
+        )
     except (ValueError, FileExistsError) as error:
         print(f"videorec synth: {error}", file=sys.stderr)
         return 2

@@ -291,6 +291,7 @@ def test_sequences_follow_the_users_preferred_categories():
         {"items": 5, "missing_videos": 3, "truncated_videos": 3},
         {"min_interactions": 30},
         {"sizes": ((63, 64),)},
+        {"sizes": ((48, 32),)},  # too narrow for libx265
         {"hevc_fraction": 1.5},
         {"seed": -1},
     ],
@@ -302,25 +303,27 @@ def test_inconsistent_configs_are_rejected(tmp_path, change):
 
 def test_cli_writes_the_dataset_and_reports_it(tmp_path, capsys):
     out = tmp_path / "cli"
-    argv = ["--out", str(out), "--users", "6", "--items", "6", "--categories", "3", "--seed", "2"]
-    argv += [
-        "--min-seconds",
-        "0.5",
-        "--max-seconds",
-        "0.5",
-        "--fps",
-        "10",
-        "--bad-rows",
-        "2",
-        "--workers",
-        "1",
-    ]
+    options = (
+        "--users 6 --items 6 --categories 3 --seed 2 --workers 1 --min-seconds 0.5 --max-seconds 0.5 --fps 10"
+    )
+    options += " --sizes 48x32 --b-frames 0 --portrait-fraction 0 --rotation-fraction 0 --hevc-fraction 0"
+    argv = ["--out", str(out), *options.split(), "--bad-rows", "2"]
     assert synth.main(argv) == 0
     summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
     assert summary["config"]["seed"] == 2 and summary["counts"]["bad_rows"] == 2
     assert "6 users, 6 items" in capsys.readouterr().out
+    for item in range(1, 7):
+        frames = decode_all(out / "videos" / f"{item}.mp4")
+        assert len(frames) == 5 and (frames[0].width, frames[0].height) == (48, 32)
+        assert all(frame.pict_type != av.video.frame.PictureType.B for frame in frames)
     assert synth.main(argv) == 2
     assert "already holds synth output" in capsys.readouterr().err
+
+
+def test_cli_rejects_a_malformed_size(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        synth.main(["--out", str(tmp_path), "--sizes", "64by48"])
+    assert exit_.value.code == 2
 
 
 def test_pixels_beat_ids_on_items_rare_in_training(tmp_path):
