@@ -176,6 +176,7 @@ class SynthConfig:
                 raise ValueError(f"{name} must be in [0, 1]")
 
     def video_fault_counts(self) -> dict[str, int]:
+        """``{fault kind: number of items}`` for the kinds in ``VIDEO_FAULTS``."""
         return {kind: getattr(self, kind) for kind in VIDEO_FAULTS}
 
 
@@ -184,8 +185,11 @@ class VideoSpec:
     """How one item's file is made; everything a worker process needs, picklable."""
 
     item: int
+    """Item ID; the file is ``videos/{item}.mp4``."""
     category: int
+    """Hidden category: decides the palette and motion pattern."""
     codec: str
+    """``h264`` or ``hevc`` (keys of ``CODEC_ENCODERS``)."""
     width: int
     """Displayed width (after rotation)."""
     height: int
@@ -193,12 +197,19 @@ class VideoSpec:
     rotation: int
     """Display-matrix rotation as PyAV reads it back (``VideoFrame.rotation``), counter-clockwise degrees."""
     fps: int
+    """Constant frame rate."""
     frames: int
+    """Number of frames encoded."""
     gop: int
+    """Largest keyframe interval, in frames."""
     b_frames: int
+    """Consecutive B-frames allowed."""
     seed: int
+    """The dataset seed; the frames draw from ``(seed, item)``."""
     categories: int
+    """Number of categories in the dataset (spaces the category hues)."""
     fault: str | None = None
+    """One of ``VIDEO_FAULTS`` to plant, or None for a healthy file."""
 
     @property
     def coded_size(self) -> tuple[int, int]:
@@ -206,6 +217,7 @@ class VideoSpec:
         return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
     def describe(self) -> dict:
+        """The JSON-able facts a reader can check in the file (``synth.json`` items[].video)."""
         coded_width, coded_height = self.coded_size
         return {
             "codec": self.codec,
@@ -231,6 +243,7 @@ class Interactions:
 
 
 def _rng(seed: int, purpose: int, *ids: int) -> np.random.Generator:
+    """An independent generator per (seed, purpose, ids): results never depend on call order."""
     return np.random.default_rng([seed, purpose, *ids])
 
 
