@@ -70,6 +70,9 @@ def open_video(uri: str) -> CountingReader:
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
+    from transforms.storage import use_emulator_credentials_if_configured
+
+    use_emulator_credentials_if_configured()
     matches = FileSystems.match([uri])[0].metadata_list
     if not matches:
         raise FileNotFoundError(f"no such video object: {uri}")
