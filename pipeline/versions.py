@@ -413,8 +413,10 @@ def validate_manifest(version: str | Path, *, verify_sha256: bool = True) -> dic
     """Check a dataset version folder against its ``manifest.json``; return the parsed manifest.
 
     Checks: the manifest exists and parses, ``format_version`` is 1, the tables and failure files it
-    names exist, and every shard it lists exists with the listed byte size and (when
-    ``verify_sha256``) sha256. Sizes come from one listing; hashing reads every shard.
+    names exist, and every file it records with a size (shards, ``table_files``, ``failure_files``)
+    exists with that byte size and (when ``verify_sha256``) sha256. Sizes come from one listing per
+    folder; hashing reads every such file. Deeper checks (tar sample counts, table row counts,
+    reconciled counts) are ``videorec inspect``'s.
 
     Raises ``InvalidVersion`` listing every problem found.
     """
@@ -434,16 +436,23 @@ def validate_manifest(version: str | Path, *, verify_sha256: bool = True) -> dic
     files = _ManifestFiles(folder)
     named = list((manifest.get("tables") or {}).values()) + list(manifest.get("failures") or [])
     problems += [f"{path} is missing" for path in named if files.size(path) is None]
-    for kind, shards in (manifest.get("shards") or {}).items():
-        for shard in shards:
-            path = shard.get("path", "")
-            size = files.size(path)
-            if size is None:
-                problems.append(f"{kind} shard {path} is missing")
-            elif size != shard.get("bytes"):
-                problems.append(f"{kind} shard {path} has {size} bytes, manifest says {shard.get('bytes')}")
-            elif verify_sha256 and files.sha256(path) != shard.get("sha256"):
-                problems.append(f"{kind} shard {path} sha256 does not match the manifest")
+    recorded = [
+        (f"{kind} shard", entry)
+        for kind, shards in (manifest.get("shards") or {}).items()
+        for entry in shards
+    ]
+    recorded += [("table", entry) for entry in (manifest.get("table_files") or {}).values()]
+    recorded += [("failures file", entry) for entry in manifest.get("failure_files") or []]
+    for what, entry in recorded:
+        path = entry.get("path", "")
+        size = files.size(path)
+        if size is None:
+            if path not in named:
+                problems.append(f"{what} {path} is missing")
+        elif size != entry.get("bytes"):
+            problems.append(f"{what} {path} has {size} bytes, manifest says {entry.get('bytes')}")
+        elif verify_sha256 and files.sha256(path) != entry.get("sha256"):
+            problems.append(f"{what} {path} sha256 does not match the manifest")
     if problems:
         raise InvalidVersion(folder.url, problems)
     return manifest

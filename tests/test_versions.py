@@ -80,12 +80,18 @@ def version_files(tag: str, shards: int = 2, reuse_items_from: str | None = None
                 files[path] = data
             listed[kind].append(entry)
     files["failures/failures-00000-of-00001.jsonl"] = b""
+
+    def recorded(path):
+        return {"path": path, "bytes": len(files[path]), "sha256": hashlib.sha256(files[path]).hexdigest()}
+
     manifest = {
         "format_version": 1,
         "dataset_version": tag,
         "tables": {"items": "items.parquet", "sequences": "sequences.parquet"},
+        "table_files": {"items": recorded("items.parquet"), "sequences": recorded("sequences.parquet")},
         "shards": listed,
         "failures": ["failures/failures-00000-of-00001.jsonl"],
+        "failure_files": [recorded("failures/failures-00000-of-00001.jsonl")],
     }
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     return files
@@ -141,11 +147,17 @@ def test_validate_manifest_accepts_a_complete_version_and_lists_every_defect(tmp
     assert "items/items-000001.tar sha256 does not match" in problems
     assert "sequences.parquet is missing" in problems
     assert len(caught.value.problems) == 4
-    # Sizes alone do not catch same-size corruption.
     (folder / "sequences.parquet").write_bytes(b"x")
+    (folder / "items.parquet").write_bytes(b"items v2")  # same size as recorded, other bytes
+    with pytest.raises(InvalidVersion) as caught:
+        validate_manifest(folder)
+    problems = "\n".join(caught.value.problems)
+    assert "table sequences.parquet has 1 bytes" in problems
+    assert "table items.parquet sha256 does not match" in problems
+    # Sizes alone do not catch same-size corruption.
     with pytest.raises(InvalidVersion) as caught:
         validate_manifest(folder, verify_sha256=False)
-    assert len(caught.value.problems) == 2
+    assert len(caught.value.problems) == 3
 
 
 def test_validate_manifest_rejects_missing_or_garbled_manifest(tmp_path):
