@@ -297,24 +297,36 @@ class DescribeItemsWithoutFrames(beam.PTransform):
 
 
 class SampleVideos(beam.DoFn):
-    """(item_id, uri) -> (item_id, FrameSample) (main) + failure dicts (``failed``) for unusable videos."""
+    """(item_id, uri) -> (item_id, FrameSample) (main) + failure dicts (``failed``) for unusable videos.
+
+    Each DoFn instance decodes in its own :class:`IsolatedSampler` worker process, which enforces the
+    sampler's time and memory limits and survives decoder crashes.
+    """
 
     def __init__(self, sampler_config):
         self.sampler_config = sampler_config
+        self.sampler = None
 
     def setup(self):
+        from transforms.isolated_sampler import IsolatedSampler
+
         storage.use_emulator_credentials_if_configured()
+        self.sampler = IsolatedSampler(self.sampler_config).__enter__()
 
     def process(self, located: tuple[str, str]):
-        from transforms.sampler import VideoError, sample_video
+        from transforms.sampler import VideoError
 
         item_id, uri = located
         try:
-            yield item_id, sample_video(uri, self.sampler_config)
+            yield item_id, self.sampler.sample(uri)
         except VideoError as err:
             yield beam.pvalue.TaggedOutput(
                 FAILED, failure("item", "decode", err.kind, err.message, item_id=item_id, uri=uri)
             )
+
+    def teardown(self):
+        if self.sampler is not None:
+            self.sampler.close()
 
 
 class EncodeItems(beam.PTransform):
