@@ -1,0 +1,126 @@
+"""Histories, filtering, leave-one-out and shard cutting: plain functions, then the Beam transforms."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.interactions import Interaction
+from transforms.sequences import (
+    BuildUserSequences,
+    GroupIntoHistories,
+    UserSequence,
+    build_sequence,
+    dedupe_history,
+    effective_min_length,
+    items_of_eligible_user,
+    sort_ids,
+    train_window,
+)
+from transforms.tar_shards import cut_shards, member_size, sample_size
+from transforms.train_shards import shard_of, shard_starts
+
+
+def row(item, ts, line, user="u", column=0, file_index=0):
+    return Interaction(user, item, ts, file_index, line, column)
+
+
+def test_ties_keep_file_order_and_exact_duplicates_keep_the_first():
+    rows = [row("b", 5, 3), row("a", 5, 2), row("c", 1, 9), row("a", 5, 7), row("d", 5, 1, file_index=1)]
+    unique, duplicates = dedupe_history(rows)
+    assert [r.item_id for r in unique] == ["c", "a", "b", "d"]
+    assert duplicates == [row("a", 5, 7)]
+
+
+def test_excluded_items_are_removed_before_the_length_check():
+    history = [row(i, t, t) for t, i in enumerate("abcdef")]
+    sequence, failures = build_sequence("u", history, {"b": "corrupt"}, 5)
+    assert sequence == UserSequence("u", tuple("acdef"), (0, 2, 3, 4, 5))
+    assert [(f["reason"], f["item_id"]) for f in failures] == [("item_corrupt", "b")]
+
+    sequence, failures = build_sequence("u", history, {"b": "corrupt", "c": "not_found"}, 5)
+    assert sequence is None
+    reasons = sorted(f["reason"] for f in failures)
+    assert reasons == [
+        "item_corrupt",
+        "item_not_found",
+        "too_few_interactions",
+        *["user_too_few_interactions"] * 4,
+    ]
+    assert [f["kind"] for f in failures].count("user") == 1
+
+
+def test_leave_one_out_window_is_the_last_training_items():
+    sequence = UserSequence("u", tuple("abcdefgh"), tuple(range(8)))
+    assert train_window(sequence, 3) == (tuple("cdef"), (2, 3, 4, 5))
+    assert train_window(sequence, 10) == (tuple("abcdef"), tuple(range(6)))
+    assert effective_min_length(1) == 3 and effective_min_length(5) == 5
+
+
+def test_eligible_users_name_the_items_to_decode():
+    history = [row(i, t, t) for t, i in enumerate("abca")]
+    assert items_of_eligible_user(history, {}, 4) == ["a", "b", "c"]
+    assert items_of_eligible_user(history, {"c": "too_few_interactions"}, 4) == []
+
+
+def test_ids_sort_numerically_only_when_all_are_integers():
+    assert sort_ids(["10", "9", "100"]) == ["9", "10", "100"]
+    assert sort_ids(["10", "9", "x"]) == ["10", "9", "x"]
+
+
+def test_shards_are_cut_by_count_and_by_bytes():
+    assert cut_shards([10] * 7, max_samples=3, max_bytes=10**6) == [0, 3, 6]
+    assert cut_shards([600, 600, 600], max_samples=100, max_bytes=2000) == [0, 1, 2]
+    assert cut_shards([600, 600, 600], max_samples=100, max_bytes=2300) == [0, 2]  # end marker counted
+    assert cut_shards([5000, 10], max_samples=100, max_bytes=1000) == [
+        0,
+        1,
+    ]  # an oversized sample stands alone
+    starts = shard_starts([(4, 10), (0, 10), (2, 10), (7, 10)], max_samples=2, max_bytes=10**6)
+    assert starts == [0, 4]
+    assert [shard_of(i, starts) for i in (0, 2, 4, 7)] == ["train/train-000000.tar"] * 2 + [
+        "train/train-000001.tar"
+    ] * 2
+
+
+def test_member_sizes_are_exact_tar_sizes():
+    assert member_size("a.json", 1) == 1024
+    assert member_size("a.json", 512) == 1024
+    assert member_size("x" * 150 + ".jpg", 10) > 1024  # long names need a PAX header
+    assert sample_size([("a.json", 1), ("a.0.jpg", 513)]) == 1024 + 1536
+
+
+def test_beam_histories_and_sequences():
+    rows = [row(i, t, t, user=u) for u in ("u1", "u2") for t, i in enumerate("abcde")]
+    rows.append(row("a", 0, 99, user="u1"))  # exact duplicate of u1's first row
+    rows += [row("z", 1, 50, user="u3")]
+    with BeamTestPipeline() as p:
+        grouped = p | beam.Create(rows) | GroupIntoHistories(["log"])
+        excluded = p | "Excluded" >> beam.Create([("e", "corrupt")])
+        built = grouped.histories | BuildUserSequences(excluded, 4, ["log"])
+        assert_that(
+            built.sequences,
+            equal_to([UserSequence(u, tuple("abcd"), (0, 1, 2, 3)) for u in ("u1", "u2")]),
+            label="Sequences",
+        )
+        assert_that(
+            grouped.failed | beam.Map(lambda f: (f["reason"], f["row"])),
+            equal_to([("duplicate", 99)]),
+            label="Dups",
+        )
+        assert_that(
+            built.failed | beam.Map(lambda f: (f["kind"], f["reason"])),
+            equal_to(
+                [("row", "item_corrupt")] * 2
+                + [("row", "user_too_few_interactions"), ("user", "too_few_interactions")]
+            ),
+            label="Dropped",
+        )
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_cut_rejects_bad_limits(bad):
+    with pytest.raises(ValueError):
+        cut_shards([1], bad, 10)
