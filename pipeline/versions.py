@@ -195,10 +195,18 @@ class _GcsFolder:
         return _GcsFolder(f"{self.url.rpartition('/')[0]}/{name}", client=self._client)
 
     def read_pointer(self, name: str) -> tuple[str | None, int]:
-        blob = self.bucket.get_blob(self._name(name))
-        if blob is None:
-            return None, 0
-        return blob.download_as_bytes(if_generation_match=blob.generation).decode("utf-8"), blob.generation
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        for _ in range(5):  # the object may be replaced between reading its metadata and its bytes
+            blob = self.bucket.get_blob(self._name(name))
+            if blob is None:
+                return None, 0
+            try:
+                data = blob.download_as_bytes(if_generation_match=blob.generation)
+            except (PreconditionFailed, NotFound):
+                continue
+            return data.decode("utf-8"), blob.generation
+        raise VersionError(f"{self.url}/{name} keeps changing while being read")
 
     def swap_pointer(self, name: str, new_text: str | None, expected_token: int) -> bool:
         from google.api_core.exceptions import NotFound, PreconditionFailed
@@ -298,8 +306,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _swap_lock(lock_path: Path, timeout_s: float = 30.0) -> Iterator[None]:
-    """Hold ``lock_path`` (created with O_EXCL) for a few milliseconds; break it if its owner is gone."""
+def _swap_lock(lock_path: Path, timeout_s: float = 2 * SWAP_LOCK_STALE_S) -> Iterator[None]:
+    """Hold ``lock_path`` (created with O_EXCL) for a few milliseconds; break it if its owner is gone.
+
+    Waits up to ``timeout_s``, longer than a lock takes to go stale, so an abandoned lock is always broken
+    before waiters give up."""
     owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": secrets.token_hex(8)})
     deadline = time.monotonic() + timeout_s
     while True:

@@ -318,6 +318,29 @@ def test_racing_runs_get_one_lease(tmp_path):
     assert read_lease(tmp_path).version_id == winner
 
 
+def _foreign_swap_lock(root: Path, age_s: float) -> Path:
+    """A swap lock left by a process on another host (its pid cannot be checked), ``age_s`` old."""
+    lock = root / versions.SWAP_LOCK
+    lock.write_text(json.dumps({"host": "another-host", "pid": 1, "token": "abc"}))
+    past = time.time() - age_s
+    os.utime(lock, (past, past))
+    return lock
+
+
+def test_swap_lock_of_another_host_is_broken_only_once_stale(tmp_path):
+    base = publish_new_version(tmp_path)
+    lock = _foreign_swap_lock(tmp_path, age_s=5)
+    versions._break_if_abandoned(lock)
+    assert lock.exists(), "a fresh lock of a live process elsewhere must be respected"
+
+    _foreign_swap_lock(tmp_path, age_s=versions.SWAP_LOCK_STALE_S + 1)
+    version_id = new_version_id()
+    write_local_version(tmp_path, version_id)
+    publish(tmp_path, version_id, base)
+    assert latest_version_id(tmp_path) == version_id
+    assert not lock.exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # Runs killed with SIGKILL at every stage
 # ---------------------------------------------------------------------------------------------
