@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.failures import failure, write_failures
 from transforms.fingerprint import (
     FingerprintVideos,
     PreviousItem,
@@ -18,10 +20,13 @@ from transforms.fingerprint import (
     fingerprint_video,
     gcs_change_token,
     plan_decodes,
+    previous_items,
     stat_tree,
     stat_video,
 )
+from transforms.item_shards import ItemRow
 from transforms.sampler import SamplerConfig
+from transforms.tables import ITEMS_FILE, items_table, write_table
 
 SAMPLER = SamplerConfig().config_hash()
 
@@ -172,3 +177,37 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
             equal_to([("2", "missing_video", "fingerprint")]),
             label="missing",
         )
+
+
+def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
+    version = str(tmp_path / "v1")
+    rows = [
+        ItemRow("a", 1, None, 3, None, (), None, "items/items-000000.tar", 0, 100),
+        ItemRow("b", 2, None, 2, None, (), None, "items/items-000000.tar", 100, 100),
+    ]
+    tables = {
+        "items": write_table(version, ITEMS_FILE, items_table(rows, {"a": "fp-a", "b": "fp-b"}))["path"],
+    }
+    records = [
+        failure("item", "decode", "decode_error", "bad stream", item_id="c", uri="c.mp4", fingerprint="fp-c"),
+        failure(
+            "item", "decode", "timeout", "slow", item_id="d", uri="d.mp4", fingerprint="fp-d", attempts=2
+        ),
+        failure("item", "filter", "too_few_interactions", "1 interaction", item_id="e"),
+    ]
+    failures_info = write_failures(version, records)
+    (tmp_path / "v1" / "manifest.json").write_text(
+        json.dumps({"format_version": 1, "tables": tables, "failures": [failures_info["path"]]})
+    )
+
+    previous = previous_items(version)
+    assert previous == {
+        "a": PreviousItem("fp-a", "ok", 1),
+        "b": PreviousItem("fp-b", "ok", 1),
+        "c": PreviousItem("fp-c", "decode_error", 1),
+        "d": PreviousItem("fp-d", "timeout", 2),
+    }
+    plan = plan_decodes(previous, {"a": "fp-a", "b": "fp-b2", "c": "fp-c", "d": "fp-d", "e": "fp-e"})
+    assert plan.to_reuse == ("a",)
+    assert plan.reasons == {"b": "changed", "c": "retry", "d": "retry", "e": "new"}
+    assert plan.retries == {"c": 2, "d": 3}
