@@ -28,6 +28,7 @@ from pipeline.versions import (
     PublishConflict,
     RootBusy,
     acquire_run_lease,
+    gcs_client,
     latest_version_id,
     list_versions,
     new_version_id,
@@ -37,6 +38,7 @@ from pipeline.versions import (
     release_run_lease,
     renew_run_lease,
     resolve_latest,
+    split_gcs_url,
     validate_manifest,
     version_url,
 )
@@ -97,17 +99,32 @@ def version_files(tag: str, shards: int = 2, reuse_items_from: str | None = None
     return files
 
 
-def write_local_version(root: Path, version_id: str, **kwargs) -> Path:
+def write_local_version(root: Path, version_id: str, only: dict | None = None, **kwargs) -> Path:
     folder = root / "versions" / version_id
-    for rel, data in version_files(version_id, **kwargs).items():
+    for rel, data in (only or version_files(version_id, **kwargs)).items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
     return folder
 
 
-def publish_new_version(root: Path, **kwargs) -> str:
+def upload_version(root: str, version_id: str, only: dict | None = None, **kwargs) -> None:
+    bucket_name, prefix = split_gcs_url(root)
+    bucket = gcs_client().bucket(bucket_name)
+    for rel, data in (only or version_files(version_id, **kwargs)).items():
+        bucket.blob(f"{prefix}/versions/{version_id}/{rel}").upload_from_string(data)
+
+
+def write_version(root: str | Path, version_id: str, **kwargs) -> None:
+    """Write a version under a local or gs:// root, manifest.json last."""
+    if str(root).startswith("gs://"):
+        upload_version(str(root), version_id, **kwargs)
+    else:
+        write_local_version(Path(root), version_id, **kwargs)
+
+
+def publish_new_version(root: str | Path, **kwargs) -> str:
     lease = acquire_run_lease(root, ttl_s=60)
-    write_local_version(root, lease.version_id, **kwargs)
+    write_version(root, lease.version_id, **kwargs)
     publish(root, lease.version_id, lease.base_version, lease=lease)
     assert release_run_lease(lease)
     return lease.version_id
@@ -347,32 +364,30 @@ def test_swap_lock_of_another_host_is_broken_only_once_stale(tmp_path):
 
 # A run as the ingest job does it, stopping (and announcing it) at the named stage so the test can kill it.
 _CHILD = r"""
-import os, sys, time
+import sys, time
 from pathlib import Path
-sys.path[:0] = [sys.argv[3], sys.argv[4]]
+sys.path[:0] = [sys.argv[4], sys.argv[5]]
 from pipeline import versions
-from test_versions import version_files
+from test_versions import version_files, write_version
 
-root, stop_at = Path(sys.argv[1]), sys.argv[2]
+root, stop_at, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 
 def stop(stage):
     if stage == stop_at:
-        (root.parent / "reached").write_text(stage)
+        marker.write_text(stage)
         time.sleep(600)
 
 lease = versions.acquire_run_lease(root, ttl_s=1.0)
 stop("leased")
-folder = root / "versions" / lease.version_id
 files = list(version_files(lease.version_id).items())
-for i, (rel, data) in enumerate(files):
-    if i == len(files) // 2:
-        stop("half_written")
-    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-    (folder / rel).write_bytes(data)
+half = dict(files[: len(files) // 2])
+write_version(root, lease.version_id, only=half)
+stop("half_written")
+write_version(root, lease.version_id)
 stop("manifest_written")
 if stop_at == "in_swap_lock":
-    with versions._swap_lock(root / versions.SWAP_LOCK):
-        (root / ".LATEST.partial.tmp").write_text(lease.version_id[:5])
+    with versions._swap_lock(Path(root) / versions.SWAP_LOCK):
+        (Path(root) / ".LATEST.partial.tmp").write_text(lease.version_id[:5])
         stop("in_swap_lock")
 versions.publish(root, lease.version_id, lease.base_version, lease=lease)
 stop("published")
@@ -380,42 +395,52 @@ versions.release_run_lease(lease)
 """
 
 
-@pytest.mark.parametrize("stage", ["leased", "half_written", "manifest_written", "in_swap_lock", "published"])
-def test_run_killed_at_any_stage_leaves_latest_valid_and_the_root_usable(tmp_path, stage):
-    root = tmp_path / "root"
-    good = publish_new_version(root)
+def kill_run_at(root: str, stage: str, tmp_path: Path) -> None:
+    """Start a run in a child process, SIGKILL it when it reaches ``stage``, and reap it."""
+    marker = tmp_path / f"reached-{stage}"
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(root), stage, str(REPO_ROOT), str(REPO_ROOT / "tests")],
+        [sys.executable, "-c", _CHILD, root, stage, str(marker), str(REPO_ROOT), str(REPO_ROOT / "tests")]
     )
-    reached = tmp_path / "reached"
     deadline = time.monotonic() + 60
-    while not reached.exists():
+    while not marker.exists():
         assert child.poll() is None, "the child run exited before reaching its stage"
         assert time.monotonic() < deadline
         time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
 
-    latest = resolve_latest(root)
-    validate_manifest(latest)
-    assert latest_version_id(root) != good if stage == "published" else latest_version_id(root) == good
 
-    # The killed run's lease expires (ttl 1 s) and the next run publishes normally.
-    time.sleep(1.1)
+def assert_latest_valid_then_next_run_publishes(root: str, good: str, killed_after_publish: bool) -> None:
+    validate_manifest(resolve_latest(root))
+    assert (latest_version_id(root) != good) if killed_after_publish else (latest_version_id(root) == good)
+    time.sleep(1.1)  # the killed run's lease (ttl 1 s) expires
     after = publish_new_version(root)
     assert latest_version_id(root) == after
     validate_manifest(resolve_latest(root))
+
+
+@pytest.mark.parametrize("stage", ["leased", "half_written", "manifest_written", "in_swap_lock", "published"])
+def test_run_killed_at_any_stage_leaves_latest_valid_and_the_root_usable(tmp_path, stage):
+    root = tmp_path / "root"
+    good = publish_new_version(root)
+    kill_run_at(str(root), stage, tmp_path)
+    assert_latest_valid_then_next_run_publishes(str(root), good, killed_after_publish=stage == "published")
     assert not (root / versions.SWAP_LOCK).exists()
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("stage", ["half_written", "manifest_written", "published"])
+def test_gcs_run_killed_midway_leaves_latest_valid(gcs_emulator, tmp_path, stage):
+    gcs_emulator.make_bucket("kill-test")
+    root = f"gs://kill-test/{stage}"
+    good = publish_new_version(root)
+    kill_run_at(root, stage, tmp_path)
+    assert_latest_valid_then_next_run_publishes(root, good, killed_after_publish=stage == "published")
 
 
 # ---------------------------------------------------------------------------------------------
 # GCS (emulator): the same API over gs://
 # ---------------------------------------------------------------------------------------------
-
-
-def _upload_version(bucket, root_prefix: str, version_id: str, **kwargs) -> None:
-    for rel, data in version_files(version_id, **kwargs).items():
-        bucket.blob(f"{root_prefix}/versions/{version_id}/{rel}").upload_from_string(data)
 
 
 @pytest.mark.gcs
@@ -430,7 +455,7 @@ def test_gcs_root_publish_lease_validate_and_prune(gcs_emulator):
         with pytest.raises(RootBusy):
             acquire_run_lease(root)
         reuse = {"reuse_items_from": published[0]} if i == 2 else {}
-        _upload_version(bucket, "datasets/microlens", lease.version_id, **reuse)
+        upload_version(root, lease.version_id, **reuse)
         publish(root, lease.version_id, lease.base_version, lease=lease)
         assert release_run_lease(lease)
         published.append(lease.version_id)
@@ -440,11 +465,11 @@ def test_gcs_root_publish_lease_validate_and_prune(gcs_emulator):
 
     with pytest.raises(PublishConflict):
         stale = new_version_id()
-        _upload_version(bucket, "datasets/microlens", stale)
+        upload_version(root, stale)
         publish(root, stale, published[0])
 
     broken = new_version_id()
-    _upload_version(bucket, "datasets/microlens", broken)
+    upload_version(root, broken)
     bucket.blob(f"datasets/microlens/versions/{broken}/train/train-000000.tar").upload_from_string(b"short")
     with pytest.raises(InvalidVersion, match="train-000000.tar has 5 bytes"):
         validate_manifest(version_url(root, broken))
