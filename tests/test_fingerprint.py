@@ -174,7 +174,7 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
         assert_that(results.fingerprints, equal_to([("1", expected)]), label="fingerprints")
         assert_that(
             results.missing | beam.Map(lambda r: (r["item_id"], r["reason"], r["stage"])),
-            equal_to([("2", "missing_video", "fingerprint")]),
+            equal_to([("2", "not_found", "fingerprint")]),
             label="missing",
         )
 

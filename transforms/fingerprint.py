@@ -229,7 +229,7 @@ class _FingerprintFn(beam.DoFn):
         self._sampler_config_hash = sampler_config_hash
         self._client = None
         self._fingerprinted = Metrics.counter("videorec", "videos_fingerprinted")
-        self._missing = Metrics.counter("videorec", "items_failed.missing_video")
+        self._missing = Metrics.counter("videorec", "videos_fingerprint_not_found")
 
     def setup(self):
         self._client = None  # a GCS client is made on the first gs:// URI only (local runs need none)
@@ -247,7 +247,7 @@ class _FingerprintFn(beam.DoFn):
         except FileNotFoundError as exc:
             self._missing.inc()
             yield pvalue.TaggedOutput(
-                MISSING, failure("item", "fingerprint", "missing_video", str(exc), item_id=item_id, uri=uri)
+                MISSING, failure("item", "fingerprint", "not_found", str(exc), item_id=item_id, uri=uri)
             )
             return
         self._fingerprinted.inc()
@@ -257,8 +257,9 @@ class _FingerprintFn(beam.DoFn):
 class FingerprintVideos(beam.PTransform):
     """PCollection[(item_id, video uri)] -> PCollection[(item_id, fingerprint)], plus tag ``missing``.
 
-    ``missing`` holds one failure record (``transforms.failures.failure``) per item whose video does
-    not exist. Counters: ``videos_fingerprinted``, ``items_failed.missing_video``.
+    ``missing`` holds one failure record (``transforms.failures.failure``, reason ``not_found`` as the
+    sampler reports it) per item whose video does not exist. Counters: ``videos_fingerprinted``,
+    ``videos_fingerprint_not_found`` (``CountFailures`` downstream counts the records by reason).
     """
 
     def __init__(self, sampler_config_hash: str):
