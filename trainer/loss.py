@@ -31,6 +31,22 @@ def _first_occurrence(values: torch.Tensor) -> torch.Tensor:
     return first[inverse] == positions
 
 
+class _AllGather(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient for this rank's tensor."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        gathered = [torch.zeros_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, tensor.contiguous())
+        return tuple(gathered)
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor) -> torch.Tensor:
+        stacked = torch.stack(grads).contiguous()
+        dist.all_reduce(stacked)
+        return stacked[dist.get_rank()]
+
+
 def gather_candidates(items: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's candidates followed by every other rank's (gradients flow to this rank's copy).
 
@@ -45,7 +61,7 @@ def gather_candidates(items: torch.Tensor, embeddings: torch.Tensor) -> tuple[to
     padded_embeddings = F.pad(embeddings, (0, 0, 0, width - len(items)))
     all_items = [torch.zeros_like(padded_items) for _ in range(world)]
     dist.all_gather(all_items, padded_items)
-    all_embeddings = list(torch.distributed.nn.functional.all_gather(padded_embeddings))
+    all_embeddings = list(_AllGather.apply(padded_embeddings))
     others = [r for r in range(world) if r != rank]
     items_out = torch.cat([items] + [all_items[r] for r in others])
     embeddings_out = torch.cat([embeddings] + [all_embeddings[r] for r in others])
