@@ -169,14 +169,18 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
     present = _write(tmp_path / "v1.mp4", b"abc")
     absent = str(tmp_path / "v2.mp4")
     expected = fingerprint_video(present, SAMPLER)
-    with TestPipeline() as pipeline:
-        results = pipeline | beam.Create([("1", present), ("2", absent)]) | FingerprintVideos(SAMPLER)
-        assert_that(results.fingerprints, equal_to([("1", expected)]), label="fingerprints")
-        assert_that(
-            results.missing | beam.Map(lambda r: (r["item_id"], r["reason"], r["stage"])),
-            equal_to([("2", "not_found", "fingerprint")]),
-            label="missing",
-        )
+    pipeline = TestPipeline()
+    results = pipeline | beam.Create([("1", present), ("2", absent)]) | FingerprintVideos(SAMPLER)
+    assert_that(results.fingerprints, equal_to([("1", expected)]), label="fingerprints")
+    assert_that(
+        results.missing | beam.Map(lambda r: (r["item_id"], r["reason"], r["stage"])),
+        equal_to([("2", "not_found", "fingerprint")]),
+        label="missing",
+    )
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
+    assert counters["videos_fingerprinted"] == 1 and counters["videos_fingerprint_not_found"] == 1
 
 
 def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
