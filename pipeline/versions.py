@@ -634,6 +634,22 @@ def _replace_lease(folder, lease: RunLease, **changes) -> RunLease:
     return updated
 
 
+def finish_run(lease: RunLease | str, *, keep: int | None = None, verify_sha256: bool = True) -> list[str]:
+    """The end of an ingest run: publish the lease's version, release the root, prune to ``keep`` versions.
+
+    ``lease`` may be the ``RunLease`` or its JSON, so this can run as the job's last step on a worker.
+    The lease is released even when publishing fails (the error is then raised: the run failed and its
+    version stays unpublished). Pruning comes after the release, since a live lease protects its base
+    version. Returns the version ids that pruning deleted.
+    """
+    lease = RunLease.from_json(lease) if isinstance(lease, str) else lease
+    try:
+        publish(lease.root, lease.version_id, lease.base_version, lease=lease, verify_sha256=verify_sha256)
+    finally:
+        release_run_lease(lease)
+    return prune(lease.root, keep=keep) if keep is not None else []
+
+
 # --------------------------------------------------------------------------------------------------
 # Pruning
 # --------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pipeline.versions import (
     PublishConflict,
     RootBusy,
     acquire_run_lease,
+    finish_run,
     gcs_client,
     latest_version_id,
     list_versions,
@@ -241,6 +242,20 @@ def test_lease_excludes_a_second_run_until_released_or_expired(tmp_path):
 def test_lease_round_trips_as_json(tmp_path):
     lease = acquire_run_lease(tmp_path, ttl_s=60)
     assert versions.RunLease.from_json(lease.to_json()) == lease
+
+
+def test_finish_run_publishes_prunes_and_releases_even_on_failure(tmp_path):
+    first = publish_new_version(tmp_path)
+    lease = acquire_run_lease(tmp_path, ttl_s=60)
+    write_local_version(tmp_path, lease.version_id)
+    assert finish_run(lease.to_json(), keep=1) == [first]
+    assert latest_version_id(tmp_path) == lease.version_id and read_lease(tmp_path) is None
+
+    failing = acquire_run_lease(tmp_path, ttl_s=60)
+    (write_local_version(tmp_path, failing.version_id) / "train/train-000000.tar").unlink()
+    with pytest.raises(InvalidVersion):
+        finish_run(failing)
+    assert latest_version_id(tmp_path) == lease.version_id and read_lease(tmp_path) is None
 
 
 # ---------------------------------------------------------------------------------------------
