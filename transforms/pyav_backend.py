@@ -478,7 +478,7 @@ def decode_window(
     """
     own_source = source is None
     if own_source:
-        source = _open_source(uri)
+        source = open_source(uri)
     try:
         return _decode_window(source, uri, config, convert or frame_to_rgb)
     except VideoError:
@@ -490,7 +490,8 @@ def decode_window(
             source.close()
 
 
-def _open_source(uri: str) -> CountingReader:
+def open_source(uri: str) -> CountingReader:
+    """``open_video`` with a missing or unreadable file reported as ``not_found``."""
     try:
         return open_video(uri)
     except FileNotFoundError as exc:
@@ -528,15 +529,34 @@ def rotate_upright(array: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
 
 
+def canonical_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame's pixels copied into a fresh, plainly laid out frame, for conversion.
+
+    swscale's results depend on how the source planes sit in memory: the same pixels scaled from a
+    decoder's padded buffers and from ffmpeg's packed output differ, and PyAV 18 converts a decoder's
+    own 10-bit frames to RGB with wrong colours (up to 131 levels off ffmpeg's conversion, on the
+    High10 test files). Copying first makes the output depend on the pixels only, whichever backend
+    decoded them; it costs one plane copy per kept frame.
+    """
+    try:
+        copy = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
+    except (ValueError, TypeError):
+        return frame
+    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
+    return copy
+
+
 def frame_to_rgb(frame: av.VideoFrame, rotation: int, info: VideoInfo | None = None) -> np.ndarray:
     """Full-size upright RGB image of a decoded frame (the exactness tests compare these)."""
-    return rotate_upright(frame.to_ndarray(format="rgb24"), rotation)
+    return rotate_upright(canonical_frame(frame).to_ndarray(format="rgb24"), rotation)
 
 
 def render_rgb(frame: av.VideoFrame, rotation: int, sar: float, config: SamplerConfig) -> np.ndarray:
     """One colour conversion + resize to the target, then rotation and centre crop or pad."""
     scaled_w, scaled_h = _target_geometry(frame.width, frame.height, sar, rotation, config)
-    rgb = frame.reformat(width=scaled_w, height=scaled_h, format="rgb24", interpolation="BILINEAR")
+    rgb = canonical_frame(frame).reformat(
+        width=scaled_w, height=scaled_h, format="rgb24", interpolation="BILINEAR"
+    )
     image = rotate_upright(rgb.to_ndarray(), rotation)
     out_h, out_w = config.size
     height, width = image.shape[:2]
@@ -611,6 +631,6 @@ def to_frame_sample(
 
 def sample_with_pyav(uri: str, config: SamplerConfig) -> FrameSample:
     started = (time.monotonic(), time.process_time())
-    with _open_source(uri) as source:
+    with open_source(uri) as source:
         window = decode_window(uri, config, jpeg_renderer(config), source)
         return to_frame_sample(window, config, source, started)
