@@ -8,7 +8,7 @@ import shutil
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.failures import failure, write_failures
@@ -169,7 +169,7 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
     present = _write(tmp_path / "v1.mp4", b"abc")
     absent = str(tmp_path / "v2.mp4")
     expected = fingerprint_video(present, SAMPLER)
-    pipeline = TestPipeline()
+    pipeline = test_pipeline.TestPipeline()
     results = pipeline | beam.Create([("1", present), ("2", absent)]) | FingerprintVideos(SAMPLER)
     assert_that(results.fingerprints, equal_to([("1", expected)]), label="fingerprints")
     assert_that(
