@@ -279,10 +279,10 @@ class _HashingSink:
         return len(data)
 
 
-def _folder(url: str | Path, client=None) -> _LocalFolder | _GcsFolder:
+def _folder(url: str | Path) -> _LocalFolder | _GcsFolder:
     url = str(url)
     if url.startswith("gs://"):
-        return _GcsFolder(url, client=client)
+        return _GcsFolder(url)
     if "://" in url:
         raise ValueError(f"unsupported dataset location {url!r}: use a local path or gs://bucket/prefix")
     return _LocalFolder(url)
