@@ -135,6 +135,12 @@ def write_sequences_table(sequences, user_index, item_index, dataset_dir):
     return {**info, "interactions": sum(len(s.item_ids) for s in sequences)}
 
 
+def train_samples_of(sequence, user_index: dict, item_index: dict, max_seq_len: int):
+    sample = make_train_sample(sequence, user_index[sequence.user_id], item_index, max_seq_len)
+    if sample is not None:
+        yield sample
+
+
 def build_pipeline(
     pipeline: beam.Pipeline, config: IngestConfig, sources: list[tuple[int, str, str]]
 ) -> None:
@@ -205,11 +211,7 @@ def build_pipeline(
         sequences.sequences
         | "TrainSamples"
         >> beam.FlatMap(
-            lambda s, users, items: [
-                x for x in [make_train_sample(s, users[s.user_id], items, config.max_seq_len)] if x
-            ],
-            singleton(user_index),
-            beam.pvalue.AsDict(item_index),
+            train_samples_of, singleton(user_index), beam.pvalue.AsDict(item_index), config.max_seq_len
         )
         | "WriteTrainShards"
         >> WriteTrainShards(items_by_id, config.output, config.shard_max_samples, config.shard_max_bytes)

@@ -29,12 +29,19 @@ ITEM_SHARD_PATTERN = "items/items-{:06d}.tar"
 
 
 class EncodedItem(NamedTuple):
-    """An item that made it into the dataset; ``fragment`` is None in ID-only datasets."""
+    """An item that made it into the dataset, and where its frame members are.
+
+    ``fragment`` is a file holding the item's ``{key}.{j}.jpg`` tar members: a fragment this run
+    wrote, or (``fragment_offset``/``fragment_size`` set) the item's sample in an earlier version's
+    item shard, which lets an incremental run reuse frames without decoding. None in ID-only datasets.
+    """
 
     item_id: str
     fragment: str | None = None
     frame_sizes: tuple[int, ...] = ()
     sampler_meta: dict | None = None
+    fragment_offset: int = 0
+    fragment_size: int | None = None
 
 
 class ItemRow(NamedTuple):
@@ -44,12 +51,23 @@ class ItemRow(NamedTuple):
     item_index: int
     title: str | None
     popularity: int
-    fragment: str | None
-    frame_sizes: tuple[int, ...]
-    sampler_meta: dict | None
+    source: EncodedItem
     shard: str | None
     offset: int | None = None
     size: int | None = None
+
+    @property
+    def frame_sizes(self) -> tuple[int, ...]:
+        return self.source.frame_sizes
+
+
+def read_frame_members(item: EncodedItem) -> list[tuple[str, bytes]]:
+    """The ``(name, jpeg)`` frame members of an encoded item, from its fragment."""
+    if item.fragment_size is None:
+        data = storage.read_bytes(item.fragment)
+    else:
+        data = storage.read_range(item.fragment, item.fragment_offset, item.fragment_size)
+    return [(name, payload) for name, payload in read_members(data) if name.endswith(".jpg")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,7 +206,7 @@ def item_json(row: ItemRow) -> bytes:
         "item_index": row.item_index,
         "title": row.title,
         "frames": len(row.frame_sizes),
-        "sampler": row.sampler_meta or {},
+        "sampler": row.source.sampler_meta or {},
     }
     return json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
@@ -210,19 +228,10 @@ def build_catalog(
     """Dense indices (1..n in ID order), titles, popularity and item-shard assignment for every item."""
     by_id = {item.item_id: item for item in encoded}
     rows = [
-        ItemRow(
-            item_id,
-            index,
-            titles.get(item_id),
-            int(popularity.get(item_id, 0)),
-            by_id[item_id].fragment,
-            tuple(by_id[item_id].frame_sizes),
-            by_id[item_id].sampler_meta,
-            None,
-        )
+        ItemRow(item_id, index, titles.get(item_id), int(popularity.get(item_id, 0)), by_id[item_id], None)
         for index, item_id in enumerate(sort_ids(by_id), start=1)
     ]
-    framed = [row for row in rows if row.fragment is not None]
+    framed = [row for row in rows if row.source.fragment is not None]
     starts = cut_shards([sample_size(item_sample_members(r)) for r in framed], max_samples, max_bytes)
     shard_of = {}
     for number, start in enumerate(starts):
@@ -245,7 +254,7 @@ class _AssembleItemShard(beam.DoFn):
             for row in sorted(rows, key=lambda r: r.item_index):
                 start = shard.offset()
                 shard.add(f"{sanitize_key(row.item_id)}.json", item_json(row))
-                for name, data in read_members(storage.read_bytes(row.fragment)):
+                for name, data in read_frame_members(row.source):
                     shard.add(name, data)
                 shard.end_sample()
                 placed.append(row._replace(offset=start, size=shard.offset() - start))
