@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 
 from trainer import storage
 
@@ -70,6 +71,13 @@ class DatasetInfo:
     @property
     def max_seq_len(self) -> int:
         return int(self.manifest["max_seq_len"])
+
+    def rare_items(self) -> torch.Tensor:
+        """Bool ``[num_items + 1]``: items at or below the median training popularity (the long tail)."""
+        counts = self.popularity[1:]
+        rare = np.zeros(self.num_items + 1, dtype=bool)
+        rare[1:] = counts <= np.median(counts) if len(counts) else False
+        return torch.from_numpy(rare)
 
     def shard_urls(self, kind: str) -> list[str]:
         return [storage.join_url(self.root, shard["path"]) for shard in self.manifest["shards"].get(kind, [])]

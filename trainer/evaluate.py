@@ -11,6 +11,7 @@ single-process numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -48,12 +49,6 @@ def metric_sums(ranks: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS) -> dict
     return sums
 
 
-def finish(sums: dict[str, float]) -> dict[str, float]:
-    """Sums -> means (``users`` stays a count)."""
-    users = sums["users"]
-    return {k: (v if k == "users" else (v / users if users else math.nan)) for k, v in sums.items()}
-
-
 def evaluation_cases(sequences: UserSequences, split: str) -> tuple[list[np.ndarray], np.ndarray]:
     """(full histories, targets) of the users that have a ``split`` target and a non-empty history."""
     back = SPLITS[split]
@@ -75,36 +70,56 @@ def _pad(rows: list[np.ndarray], width: int | None = None) -> torch.Tensor:
     return out
 
 
+def _sums(ranks: torch.Tensor, targets: torch.Tensor, rare_items: torch.Tensor | None) -> dict[str, float]:
+    sums = metric_sums(ranks)
+    if rare_items is not None:
+        rare = rare_items[targets]
+        sums.update({f"{key}/rare": value for key, value in metric_sums(ranks[rare]).items()})
+    return sums
+
+
 @torch.no_grad()
 def score_users(
-    model,
-    item_table: torch.Tensor,
+    score: Callable[[torch.Tensor], torch.Tensor],
     histories: list[np.ndarray],
     targets: np.ndarray,
     max_seq_len: int,
     batch_size: int,
+    device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    rare_items: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """HR/NDCG means for the given cases; users are split across ranks and the sums all-reduced."""
-    device = item_table.device
+    """HR/NDCG means for the given cases; users are split across ranks and the sums all-reduced.
+
+    ``score`` maps right-padded history windows ``[B, max_seq_len]`` to item scores ``[B, N+1]``.
+    With ``rare_items`` (bool ``[N+1]``), ``KEY/rare`` metrics cover the users whose target is rare.
+    """
     mine = range(rank, len(histories), world_size)
-    sums = {key: 0.0 for key in metric_sums(torch.zeros(0))}
+    sums = {key: 0.0 for key in _sums(torch.zeros(0), torch.zeros(0, dtype=torch.long), rare_items)}
     for start in range(0, len(mine), batch_size):
-        rows = mine[start : start + batch_size]
+        rows = list(mine[start : start + batch_size])
         batch_histories = [histories[i] for i in rows]
         window = _pad(batch_histories, max_seq_len).to(device)
-        full_history = _pad(batch_histories).to(device)
-        states = model.user_states(window, item_table)
-        scores = states.float() @ item_table.float().T
-        ranks = ranks_of_targets(scores, torch.from_numpy(targets[list(rows)]).to(device), full_history)
-        for key, value in metric_sums(ranks).items():
+        batch_targets = torch.from_numpy(targets[rows]).to(device)
+        ranks = ranks_of_targets(score(window), batch_targets, _pad(batch_histories).to(device))
+        for key, value in _sums(ranks, batch_targets, rare_items).items():
             sums[key] += value
     if world_size > 1:
         packed = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
         dist.all_reduce(packed)
         sums = dict(zip(sums, packed.tolist(), strict=True))
     return finish(sums)
+
+
+def finish(sums: dict[str, float]) -> dict[str, float]:
+    """Sums -> means (``users`` counts stay counts)."""
+    means = {}
+    for key, value in sums.items():
+        group = key.partition("/")[2]
+        users = sums["users/" + group if group else "users"]
+        means[key] = value if key.split("/")[0] == "users" else (value / users if users else math.nan)
+    return means
 
 
 @torch.no_grad()
@@ -139,6 +154,21 @@ def encode_items(
     return table
 
 
+def popularity_baseline(dataset: DatasetInfo, split: str, batch_size: int = 1024) -> dict[str, float]:
+    """Metrics of ranking every user's candidates by training popularity (history masked)."""
+    popularity = torch.from_numpy(dataset.popularity).double()
+    histories, targets = evaluation_cases(dataset.sequences, split)
+    return score_users(
+        lambda window: popularity.expand(len(window), -1),
+        histories,
+        targets,
+        1,
+        batch_size,
+        torch.device("cpu"),
+        rare_items=dataset.rare_items(),
+    )
+
+
 def evaluate(
     model,
     dataset: DatasetInfo,
@@ -159,6 +189,20 @@ def evaluate(
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             table = encode_items(model, dataset, frame_size, squash, batch_size, device, rank, world_size)
             histories, targets = evaluation_cases(dataset.sequences, split)
-            return score_users(model, table, histories, targets, max_seq_len, batch_size, rank, world_size)
+
+            def score(window: torch.Tensor) -> torch.Tensor:
+                return model.user_states(window, table).float() @ table.float().T
+
+            return score_users(
+                score,
+                histories,
+                targets,
+                max_seq_len,
+                batch_size,
+                device,
+                rank,
+                world_size,
+                dataset.rare_items().to(device),
+            )
     finally:
         model.train(was_training)

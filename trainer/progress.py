@@ -87,12 +87,18 @@ class ProgressReporter:
             self.writer.close()
 
 
+def _cell(name: str, value: float) -> str:
+    return str(int(value)) if name.startswith("users") and value == value else f"{value:.4f}"
+
+
 def summary_table(results: dict[str, dict[str, float]]) -> str:
     """``{split: {metric: value}}`` as an aligned text table."""
-    metrics = sorted({k for values in results.values() for k in values if k != "users"})
-    header = ["split", *metrics, "users"]
+    names = sorted(
+        {k for values in results.values() for k in values}, key=lambda k: (k.startswith("users"), k)
+    )
+    header = ["split", *names]
     rows = [
-        [split, *(f"{values.get(m, float('nan')):.4f}" for m in metrics), f"{int(values.get('users', 0))}"]
+        [split, *(_cell(name, values.get(name, float("nan"))) for name in names)]
         for split, values in results.items()
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]

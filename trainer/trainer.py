@@ -16,7 +16,7 @@ from trainer import checkpoint
 from trainer.config import TrainConfig
 from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
 from trainer.dataset import DatasetInfo
-from trainer.evaluate import evaluate
+from trainer.evaluate import evaluate, popularity_baseline
 from trainer.frames import FrameTransform, decode_clip
 from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
 from trainer.models.videorec import build_model
@@ -286,7 +286,11 @@ class Trainer:
     def _test(self, reporter: ProgressReporter) -> dict[str, dict[str, float]]:
         best = checkpoint.load(self.run_dir / "checkpoints" / checkpoint.BEST)
         self.model.load_state_dict(best["model"])
-        results = {"valid": best["valid"], "test": self._evaluate("test")}
+        results = {
+            "valid": best["valid"],
+            "test": self._evaluate("test"),
+            "popularity_test": popularity_baseline(self.dataset, "test"),
+        }
         reporter.write(
             {"type": "eval", "split": "test", "step": self.step, "best_step": best["step"], **results["test"]}
         )
