@@ -203,7 +203,9 @@ def test_tiny_video_run_writes_checkpoints_metrics_and_results(tmp_path):
     assert state["step"] == 6 and state["position"]["epoch"] == 2
     assert state["dataset_version"] == "test-v1"
     results = json.loads((run / "results.json").read_text())
-    assert set(results["test"]) == {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "users"}
+    overall = {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "users"}
+    assert set(results["test"]) == overall | {f"{name}/rare" for name in overall}
+    assert set(results["popularity_test"]) == set(results["test"])
 
 
 def test_frozen_baseline_uses_extracted_features(tmp_path):
