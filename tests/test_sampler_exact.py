@@ -93,9 +93,9 @@ def test_every_decodable_file_matches_a_full_decode(shared_data):
     assert all(paths[name] == "seek" for name in paths if name.startswith("microlens"))
 
 
-@pytest.mark.parametrize("num_frames,stride", [(4, 3), (8, 2)])
-def test_other_windows_match_a_full_decode(shared_data, num_frames, stride):
-    config = SamplerConfig(num_frames=num_frames, stride=stride)
+@pytest.mark.parametrize("num_frames,stride,threads", [(4, 3, 1), (8, 2, 1), (5, 1, 2)])
+def test_other_windows_match_a_full_decode(shared_data, num_frames, stride, threads):
+    config = SamplerConfig(num_frames=num_frames, stride=stride, threads=threads)
     for name in [
         "microlens50k_via_sananm__10040.mp4",
         "mediabunny__hevc.ts",

@@ -617,6 +617,7 @@ def to_frame_sample(
         "index_timing": window.index_timing,
         "decode_path": window.path,
         "backend": config.backend,
+        "decode_notes": dict(sorted(window.extra.items())),
         "sampler_version": SAMPLER_VERSION,
         "config_hash": config.config_hash(),
         "bytes_read": source.bytes_read,
