@@ -41,7 +41,9 @@ from transforms.sequences import (
     sort_ids,
 )
 from transforms.tables import ITEMS_FILE, SEQUENCES_FILE, items_table, sequences_table, write_table
-from transforms.train_shards import WriteTrainShards, make_train_sample
+from transforms.train_shards import WriteTrainShards, item_frames, make_train_sample
+
+PROGRESS_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,12 @@ def train_samples_of(sequence, user_index: dict, item_index: dict, max_seq_len: 
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, config: IngestConfig, sources: list[tuple[int, str, str]]
+    pipeline: beam.Pipeline,
+    config: IngestConfig,
+    sources: list[tuple[int, str, str]],
+    progress_every: int = 0,
 ) -> None:
-    """Add the whole ingest job to ``pipeline``."""
+    """Add the whole ingest job to ``pipeline``; workers report every ``progress_every`` videos (0: never)."""
     sampler_config, sampler_section = sampler_settings(config)
     source_files = [path for _, path, _ in sources]
     min_length = effective_min_length(config.min_user_interactions)
@@ -161,7 +166,12 @@ def build_pipeline(
 
     if config.has_videos:
         encoded, video_failures = needed | "EncodeItems" >> EncodeItems(
-            config.videos, config.video_pattern, config.video_map, sampler_config, work_dir(config)
+            config.videos,
+            config.video_pattern,
+            config.video_map,
+            sampler_config,
+            work_dir(config),
+            progress_every,
         )
     else:
         encoded = needed | "DescribeItems" >> DescribeItemsWithoutFrames()
@@ -198,7 +208,7 @@ def build_pipeline(
         )
     )
     placed_items, item_shards = catalog | "WriteItemShards" >> WriteItemShards(config.output)
-    items_by_id = placed_items | "KeyItemRows" >> beam.Map(lambda row: (row.item_id, row))
+    frames_by_item = placed_items | "WhereFramesAre" >> beam.Map(item_frames)
     item_index = placed_items | "ItemIndex" >> beam.Map(lambda row: (row.item_id, row.item_index))
     user_index = (
         sequences.sequences
@@ -214,7 +224,7 @@ def build_pipeline(
             train_samples_of, singleton(user_index), beam.pvalue.AsDict(item_index), config.max_seq_len
         )
         | "WriteTrainShards"
-        >> WriteTrainShards(items_by_id, config.output, config.shard_max_samples, config.shard_max_bytes)
+        >> WriteTrainShards(frames_by_item, config.output, config.shard_max_samples, config.shard_max_bytes)
     )
     items_info = (
         placed_items
@@ -289,7 +299,7 @@ def run(argv: list[str]) -> IngestResult:
         )
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, sources)
+    build_pipeline(pipeline, config, sources, progress_every=0 if quiet else PROGRESS_EVERY)
     outcome = pipeline.run()
     outcome.wait_until_finish()
     wall = time.monotonic() - started

@@ -74,6 +74,7 @@ class IngestConfig:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="videorec ingest",
+        allow_abbrev=False,
         description="Turn interaction logs and raw videos into a WebDataset dataset version. "
         "Unrecognised flags (--runner, --project, --region, --temp_location, --direct_num_workers...) "
         "go to Apache Beam; without --runner the job runs locally on all cores.",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
+import time
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
@@ -312,8 +314,9 @@ class SampleVideos(beam.DoFn):
     sampler's time and memory limits and survives decoder crashes.
     """
 
-    def __init__(self, sampler_config):
+    def __init__(self, sampler_config, progress_every: int = 0):
         self.sampler_config = sampler_config
+        self.progress_every = progress_every
         self.sampler = None
 
     def setup(self):
@@ -321,11 +324,23 @@ class SampleVideos(beam.DoFn):
 
         storage.use_emulator_credentials_if_configured()
         self.sampler = IsolatedSampler(self.sampler_config).__enter__()
+        self.sampled, self.started = 0, time.monotonic()
+
+    def report_progress(self) -> None:
+        self.sampled += 1
+        if self.progress_every and self.sampled % self.progress_every == 0:
+            rate = self.sampled / (time.monotonic() - self.started)
+            print(
+                f"ingest: a worker has sampled {self.sampled} videos ({rate:.1f} videos/s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def process(self, located: tuple[str, str]):
         from transforms.sampler import VideoError
 
         item_id, uri = located
+        self.report_progress()
         try:
             yield item_id, self.sampler.sample(uri)
         except VideoError as err:
@@ -346,11 +361,17 @@ class EncodeItems(beam.PTransform):
     """
 
     def __init__(
-        self, videos: str | None, pattern: str, video_map: str | None, sampler_config, work_dir: str
+        self,
+        videos: str | None,
+        pattern: str,
+        video_map: str | None,
+        sampler_config,
+        work_dir: str,
+        progress_every: int = 0,
     ):
         super().__init__()
         self.locate = LocateVideos(videos, pattern, video_map)
-        self.sampler_config = sampler_config
+        self.sample = SampleVideos(sampler_config, progress_every)
         self.work_dir = work_dir
 
     def expand(self, item_ids):
@@ -358,8 +379,7 @@ class EncodeItems(beam.PTransform):
         sampled = (
             located.located
             | "SpreadVideos" >> beam.Reshuffle()
-            | "SampleVideos"
-            >> beam.ParDo(SampleVideos(self.sampler_config)).with_outputs(FAILED, main="sampled")
+            | "SampleVideos" >> beam.ParDo(self.sample).with_outputs(FAILED, main="sampled")
         )
         encoded = sampled.sampled | "WriteFrameFragments" >> beam.ParDo(WriteFrameFragments(self.work_dir))
         failures = (located[FAILED], sampled[FAILED]) | "AllItemFailures" >> beam.Flatten()

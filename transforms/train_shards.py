@@ -27,6 +27,20 @@ TRAIN_SHARD_PATTERN = "train/train-{:06d}.tar"
 MIN_WINDOW = 2  # one input item and one target
 
 
+class ItemFrames(NamedTuple):
+    """Where an item's frames are: the slim per-item record train-shard writers get as a side input."""
+
+    shard: str | None
+    offset: int | None
+    size: int | None
+    frame_sizes: tuple[int, ...]
+
+
+def item_frames(row: ItemRow) -> tuple[str, ItemFrames]:
+    """``(item_id, ItemFrames)`` of a placed catalogue row."""
+    return row.item_id, ItemFrames(row.shard, row.offset, row.size, row.frame_sizes)
+
+
 class TrainSample(NamedTuple):
     """A user's training sample, before frames are attached."""
 
@@ -63,7 +77,7 @@ def distinct_items(sample: TrainSample) -> list[tuple[str, int]]:
     return sorted(set(zip(sample.item_ids, sample.item_indices, strict=True)), key=lambda pair: pair[1])
 
 
-def sample_members(sample: TrainSample, items: Mapping[str, ItemRow]) -> list[tuple[str, int]]:
+def sample_members(sample: TrainSample, items: Mapping[str, ItemFrames]) -> list[tuple[str, int]]:
     """``(member name, size)`` of the sample: its JSON, then frame j of each distinct item."""
     key = sanitize_key(sample.user_id)
     members = [(f"{key}.json", len(sample_json(sample)))]
@@ -91,13 +105,13 @@ class ItemFrameReader:
         self.cache_items = cache_items
         self._cache: OrderedDict[str, list[bytes]] = OrderedDict()
 
-    def frames(self, row: ItemRow) -> list[bytes]:
-        if row.item_id in self._cache:
-            self._cache.move_to_end(row.item_id)
-            return self._cache[row.item_id]
-        data = storage.read_range(storage.join(self.dataset_dir, row.shard), row.offset, row.size)
+    def frames(self, item_id: str, where: ItemFrames) -> list[bytes]:
+        if item_id in self._cache:
+            self._cache.move_to_end(item_id)
+            return self._cache[item_id]
+        data = storage.read_range(storage.join(self.dataset_dir, where.shard), where.offset, where.size)
         frames = [payload for name, payload in read_members(data) if name.endswith(".jpg")]
-        self._cache[row.item_id] = frames
+        self._cache[item_id] = frames
         if len(self._cache) > self.cache_items:
             self._cache.popitem(last=False)
         return frames
@@ -110,7 +124,7 @@ class _WriteTrainShard(beam.DoFn):
         self.dataset_dir = dataset_dir
         self.samples_written = Metrics.counter("videorec", "train_samples")
 
-    def process(self, grouped: tuple[str, Iterable[TrainSample]], items: Mapping[str, ItemRow]):
+    def process(self, grouped: tuple[str, Iterable[TrainSample]], items: Mapping[str, ItemFrames]):
         shard_path, samples = grouped
         reader = ItemFrameReader(self.dataset_dir)
         with TarShardWriter(self.dataset_dir, shard_path) as shard:
@@ -118,10 +132,10 @@ class _WriteTrainShard(beam.DoFn):
                 key = sanitize_key(sample.user_id)
                 shard.add(f"{key}.json", sample_json(sample))
                 for item_id, index in distinct_items(sample):
-                    row = items[item_id]
-                    if row.shard is None:
+                    where = items[item_id]
+                    if where.shard is None:
                         continue
-                    for j, frame in enumerate(reader.frames(row)):
+                    for j, frame in enumerate(reader.frames(item_id, where)):
                         shard.add(f"{key}.{index}.{j}.jpg", frame)
                 shard.end_sample()
                 self.samples_written.inc()
@@ -131,7 +145,7 @@ class _WriteTrainShard(beam.DoFn):
 class WriteTrainShards(beam.PTransform):
     """PCollection[TrainSample] -> ShardInfo dict per train shard.
 
-    ``items`` is a side input of ``(item_id, ItemRow)`` with item-shard offsets.
+    ``items`` is a side input of ``(item_id, ItemFrames)``: where each item's frames are.
     """
 
     def __init__(self, items, dataset_dir: str, max_samples: int, max_bytes: int):
