@@ -39,7 +39,7 @@ from pathlib import Path
 
 import av
 
-from transforms.pyav_backend import encode_jpeg, frame_rotation, render_rgb
+from transforms.frame_render import encode_jpeg, frame_rotation, render_rgb
 from transforms.sampler import SamplerConfig, sample_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

@@ -15,7 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from transforms.pyav_backend import decode_window, frame_rotation, frame_to_rgb
+from transforms.frame_render import frame_rotation, frame_to_rgb
+from transforms.pyav_backend import decode_window
 from transforms.sampler import SamplerConfig, VideoError, sample_video
 from transforms.sampling_window import choose_window
 

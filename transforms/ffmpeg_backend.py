@@ -31,11 +31,10 @@ from typing import Any
 import av
 import ffmpeg
 
+from transforms.frame_render import frame_to_rgb, jpeg_renderer
 from transforms.pyav_backend import (
     DecodedWindow,
     VideoInfo,
-    frame_to_rgb,
-    jpeg_renderer,
     open_source,
     open_video_stream,
     probe,
@@ -153,7 +152,10 @@ def _read_raw_frames(nut: bytes) -> list[av.VideoFrame]:
 def run_ffmpeg(
     path: str, info: VideoInfo, seek_s: float | None, max_frames: int | None, config, deadline
 ) -> FfmpegRun:
-    """Decode from ``seek_s`` (None: the start) up to ``max_frames`` frames (None: timeline only, no frames)."""
+    """Decode from ``seek_s`` (None: the start) up to ``max_frames`` frames.
+
+    ``max_frames=None`` decodes the whole stream for its timeline only, keeping no frames.
+    """
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise VideoError("timeout", f"{path}: decoding took longer than {config.timeout_s:g} s")

@@ -207,7 +207,8 @@ class IsolatedSampler:
                 self._discard_worker()
                 raise VideoError(
                     "memory",
-                    f"{uri}: the worker used {rss:.0f} MiB, above max_memory_mb={self.config.max_memory_mb}; killed",
+                    f"{uri}: the worker used {rss:.0f} MiB, "
+                    f"above max_memory_mb={self.config.max_memory_mb}; killed",
                 )
         try:
             header, frames = self._read_answer()

@@ -13,8 +13,9 @@ Slow path ("linear"), for what the fast path cannot trust (false or missing dura
 without timestamps, a check that fails): decode everything once to learn the times, choose, decode
 again keeping the chosen frames.
 
-Kept frames go through one colour conversion + resize straight to the target size, then rotation,
-crop or pad, and JPEG (:func:`render_jpeg`). Errors become :class:`transforms.sampler.VideoError`.
+Each kept frame is handed to a ``convert`` function the moment the decoder outputs it (JPEG rendering
+from :mod:`transforms.frame_render` when sampling, full-size RGB in the exactness tests). Errors
+become :class:`transforms.sampler.VideoError`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from fractions import Fraction
 from typing import Any
 
 import av
-import numpy as np
 
+from transforms.frame_render import frame_rotation, frame_to_rgb, jpeg_renderer
 from transforms.sampler import SAMPLER_VERSION, FrameSample, SamplerConfig, VideoError
 from transforms.sampling_window import (
     NeedEarlierFrames,
@@ -43,7 +44,6 @@ from transforms.video_source import CountingReader, open_video
 # Packets demuxed past the middle beyond the window, so B-frame reordering cannot hide a window frame.
 REORDER_SLACK = 16
 SEEK_ATTEMPTS = 6
-JPEG_QUALITY_FLOOR = 1
 
 
 class _Untrusted(Exception):
@@ -412,12 +412,6 @@ def _linear_window(
 # ---------------------------------------------------------------- orchestration
 
 
-def frame_rotation(frame: av.VideoFrame) -> int:
-    """Counter-clockwise degrees (0, 90, 180, 270) to turn the stored image upright."""
-    rotation = frame.rotation or 0
-    return int(round(rotation / 90.0)) * 90 % 360
-
-
 def _classify_ffmpeg_error(exc: Exception, uri: str) -> VideoError:
     if isinstance(exc, av.error.MemoryError | MemoryError):
         return VideoError("memory", f"{uri}: out of memory while decoding: {exc}")
@@ -498,94 +492,6 @@ def open_source(uri: str) -> CountingReader:
         raise VideoError("not_found", str(exc)) from exc
     except OSError as exc:
         raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
-
-
-def _target_geometry(width: int, height: int, sar: float, rotation: int, config: SamplerConfig):
-    """Scale size in stored orientation, and the crop/pad placement after rotation."""
-    out_h, out_w = config.size
-    quarter = rotation in (90, 270)
-    disp_w, disp_h = width * (sar if sar > 0 else 1.0), float(height)
-    if quarter:
-        disp_w, disp_h = disp_h, disp_w
-    if config.resize == "squash":
-        scaled_w, scaled_h = out_w, out_h
-    else:
-        pick = max if config.resize == "center-crop" else min
-        factor = pick(out_w / disp_w, out_h / disp_h)
-        scaled_w = max(1, round(disp_w * factor))
-        scaled_h = max(1, round(disp_h * factor))
-        if config.resize == "center-crop":
-            scaled_w, scaled_h = max(scaled_w, out_w), max(scaled_h, out_h)
-        else:
-            scaled_w, scaled_h = min(scaled_w, out_w), min(scaled_h, out_h)
-    if quarter:
-        return scaled_h, scaled_w
-    return scaled_w, scaled_h
-
-
-def rotate_upright(array: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn a stored-orientation image as a viewer sees it (``rotation`` counter-clockwise degrees)."""
-    turns = (rotation // 90) % 4
-    return np.ascontiguousarray(np.rot90(array, k=turns)) if turns else array
-
-
-def canonical_frame(frame: av.VideoFrame) -> av.VideoFrame:
-    """The frame's pixels copied into a fresh, plainly laid out frame, for conversion.
-
-    swscale's results depend on how the source planes sit in memory: the same pixels scaled from a
-    decoder's padded buffers and from ffmpeg's packed output differ, and PyAV 18 converts a decoder's
-    own 10-bit frames to RGB with wrong colours (up to 131 levels off ffmpeg's conversion, on the
-    High10 test files). Copying first makes the output depend on the pixels only, whichever backend
-    decoded them; it costs one plane copy per kept frame.
-    """
-    try:
-        copy = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
-    except (ValueError, TypeError):
-        return frame
-    copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
-    return copy
-
-
-def frame_to_rgb(frame: av.VideoFrame, rotation: int, info: VideoInfo | None = None) -> np.ndarray:
-    """Full-size upright RGB image of a decoded frame (the exactness tests compare these)."""
-    return rotate_upright(canonical_frame(frame).to_ndarray(format="rgb24"), rotation)
-
-
-def render_rgb(frame: av.VideoFrame, rotation: int, sar: float, config: SamplerConfig) -> np.ndarray:
-    """One colour conversion + resize to the target, then rotation and centre crop or pad."""
-    scaled_w, scaled_h = _target_geometry(frame.width, frame.height, sar, rotation, config)
-    rgb = canonical_frame(frame).reformat(
-        width=scaled_w, height=scaled_h, format="rgb24", interpolation="BILINEAR"
-    )
-    image = rotate_upright(rgb.to_ndarray(), rotation)
-    out_h, out_w = config.size
-    height, width = image.shape[:2]
-    if config.resize == "center-crop":
-        top, left = (height - out_h) // 2, (width - out_w) // 2
-        return np.ascontiguousarray(image[top : top + out_h, left : left + out_w])
-    if config.resize == "pad":
-        canvas = np.zeros((out_h, out_w, 3), dtype=np.uint8)
-        top, left = (out_h - height) // 2, (out_w - width) // 2
-        canvas[top : top + height, left : left + width] = image
-        return canvas
-    return image
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=max(quality, JPEG_QUALITY_FLOOR))
-    return buffer.getvalue()
-
-
-def jpeg_renderer(config: SamplerConfig) -> Callable[[av.VideoFrame, int, VideoInfo], bytes]:
-    """``convert`` for :func:`decode_window` that renders output JPEGs."""
-
-    def render(frame: av.VideoFrame, rotation: int, info: VideoInfo) -> bytes:
-        return encode_jpeg(render_rgb(frame, rotation, info.sample_aspect, config), config.jpeg_quality)
-
-    return render
 
 
 def to_frame_sample(
