@@ -120,11 +120,11 @@ def locate_window(
     *,
     starts_at_beginning: bool,
     reaches_end: bool,
-) -> tuple[int, ...] | None:
+) -> tuple[int, ...]:
     """The definition over a contiguous run of frames ``times`` (sorted) found after a seek.
 
-    Returns window positions within ``times``; None when the run reaches the end of the stream
-    before ``middle_s`` ends (the claimed duration is false: the caller falls back to a full decode).
+    Returns window positions within ``times``. (Whether the claimed middle lies past the end of
+    what decodes is the caller's check: ``decoded_end`` once the run reaches the end.)
 
     Raises:
         NeedEarlierFrames: the window begins before ``times[0]`` and this is not the stream's start.
@@ -139,12 +139,15 @@ def locate_window(
     if anchor == count - 1 and not reaches_end:
         raise NeedLaterFrames
     first = anchor - stride * (num_frames // 2)
-    last = first + stride * (num_frames - 1)
-    if last > count - 1:
+    if first + stride * (num_frames - 1) > count - 1:
         if not reaches_end:
             raise NeedLaterFrames
         first = count - 1 - stride * (num_frames - 1)
-    if first < 0 and not starts_at_beginning:
-        raise NeedEarlierFrames
-    positions, _ = window_positions(anchor, count, num_frames, stride)
-    return positions
+    if first < 0:
+        if not starts_at_beginning:
+            raise NeedEarlierFrames
+        first = 0
+    positions = [first + stride * k for k in range(num_frames)]
+    if positions[-1] > count - 1 and not reaches_end:
+        raise NeedLaterFrames
+    return tuple(min(p, count - 1) for p in positions)
