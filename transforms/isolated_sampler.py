@@ -131,7 +131,8 @@ class IsolatedSampler:
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
         package_root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+        python_path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
         command = [sys.executable, "-m", "transforms.isolated_sampler", str(request_read), str(answer_write)]
         self._process = subprocess.Popen(
             [*command, json.dumps(self.config.to_dict())],
