@@ -60,12 +60,22 @@ def canonical_frame(frame: av.VideoFrame) -> av.VideoFrame:
     decoder's padded buffers and from ffmpeg's packed output differ, and PyAV 18 converts a decoder's
     own 10-bit frames to RGB with wrong colours (up to 131 levels off ffmpeg's conversion, on the
     High10 test files). Copying first makes the output depend on the pixels only, whichever backend
-    decoded them; it costs one plane copy per kept frame.
+    decoded them; it costs one copy of the visible bytes of each plane.
     """
-    try:
-        copy = av.VideoFrame.from_ndarray(frame.to_ndarray(), format=frame.format.name)
-    except (ValueError, TypeError):
-        return frame
+    copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    components = frame.format.components
+    for index, (source, target) in enumerate(zip(frame.planes, copy.planes, strict=True)):
+        row_bytes = target.width * sum((c.bits + 7) // 8 for c in components if c.plane == index)
+        if not 0 < row_bytes <= min(source.line_size, target.line_size):
+            return frame  # an unusual packed layout: convert the frame as it is
+        rows = target.height
+        source_rows = np.frombuffer(source, np.uint8)[: rows * source.line_size].reshape(
+            rows, source.line_size
+        )
+        target_rows = np.frombuffer(target, np.uint8)[: rows * target.line_size].reshape(
+            rows, target.line_size
+        )
+        target_rows[:, :row_bytes] = source_rows[:, :row_bytes]
     copy.colorspace, copy.color_range = frame.colorspace, frame.color_range
     return copy
 

@@ -4,8 +4,8 @@ Fast path ("seek"):
   1. Seek to the keyframe before the window and demux (no decoding) until enough frames past the
      middle; the packets' presentation times say where the window is, by the same rule as
      :func:`transforms.sampling_window.choose_window`.
-  2. Decode from that keyframe with ``skip_frame = "NONREF"`` for packets shown before the window
-     (nothing references them, so the window decodes bit-exactly) and ``"DEFAULT"`` from the window on.
+  2. Decode from that keyframe with ``skip_frame = "NONREF"`` for packets shown outside the window
+     (nothing references them, so the window decodes bit-exactly) and ``"DEFAULT"`` for the window.
   3. Check that the decoder showed exactly the frames the packets promised; if a seek overshot
      (MPEG-TS) or landed on leading pictures, seek earlier and repeat.
 
@@ -252,7 +252,11 @@ class _Keeper:
 def _decode_run(
     stream, packets, window_times: list[float], deadline, errors: _ErrorCount, keep: _Keeper
 ) -> tuple[dict[float, Any], int, list[float]]:
-    """Decode ``packets``, skipping non-reference frames shown before the window; keep the window's frames."""
+    """Decode ``packets``, keeping the window's frames.
+
+    Non-reference frames shown before or after the window are skipped by the decoder: nothing
+    references them, so the window decodes bit-exactly without them.
+    """
     ctx = stream.codec_context
     tb = stream.time_base
     start, end = window_times[0], window_times[-1]
@@ -275,7 +279,7 @@ def _decode_run(
 
     for packet in packets:
         deadline.check()
-        ctx.skip_frame = "NONREF" if _time_of(packet.pts, tb) < start else "DEFAULT"
+        ctx.skip_frame = "DEFAULT" if start <= _time_of(packet.pts, tb) <= end else "NONREF"
         take(_decode_packet(ctx, packet, errors))
         if len(kept) == len(wanted):
             break
