@@ -14,7 +14,7 @@ Methods (all single-threaded decoders, all ending in the same 5 JPEGs where they
 * ``torchcodec``: torchcodec's ``VideoDecoder(seek_mode="approximate")`` fetching the 5 frames by
   index, same resize + JPEG (only if torchcodec is installed and loads).
 
-Videos: the real MicroLens files in ../shared/data/videos (if present) and two 150 s 720p30 videos
+Videos: the real MicroLens files in ../shared/data/videos (if present) and two 144 s 720p30 videos
 (HEVC via libx265 and H.264 via libx264, default GOPs) that this script generates once into a cache
 folder (``--cache``, default ``$TMPDIR/videorec-bench-sampler``), never into the repository.
 
@@ -43,7 +43,7 @@ from transforms.frame_render import encode_jpeg, frame_rotation, render_rgb
 from transforms.sampler import SamplerConfig, sample_video
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-LONG_SECONDS = 150
+LONG_SECONDS = 144
 CONFIG = SamplerConfig()
 
 
@@ -60,10 +60,13 @@ def ffmpeg_binary() -> str:
 
 
 def generate_long_videos(cache: Path) -> list[Path]:
-    """150 s 720p30 HEVC and H.264 with the encoders' default GOPs (cached between runs)."""
+    """144 s (2.4 min) 720p30 HEVC and H.264 with the encoders' default GOPs (cached between runs)."""
     cache.mkdir(parents=True, exist_ok=True)
     made = []
-    for codec, name in (("libx265", "long_hevc_720p.mp4"), ("libx264", "long_h264_720p.mp4")):
+    for codec, name in (
+        ("libx265", f"long_hevc_720p_{LONG_SECONDS}s.mp4"),
+        ("libx264", f"long_h264_720p_{LONG_SECONDS}s.mp4"),
+    ):
         path = cache / name
         if not path.exists():
             partial = cache / f"partial-{name}"
