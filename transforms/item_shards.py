@@ -23,6 +23,7 @@ from apache_beam.metrics import Metrics
 from transforms import storage
 from transforms.failures import failure
 from transforms.keys import sanitize_key
+from transforms.sample_frames import SampleMidFrames
 from transforms.sequences import sort_ids
 from transforms.tar_shards import TarShardWriter, cut_shards, encode_members, read_members, sample_size
 
@@ -182,11 +183,18 @@ def fragment_path(work_dir: str, item_id: str) -> str:
 
 
 class WriteFrameFragments(beam.DoFn):
-    """(item_id, FrameSample) -> EncodedItem, after writing the frames to ``work_dir/fragments/``."""
+    """(item_id, FrameSample) -> EncodedItem, after writing the frames to ``work_dir/fragments/``.
 
-    def __init__(self, work_dir: str):
+    Prints a progress line every ``progress_every`` videos a worker has written (0: never).
+    """
+
+    def __init__(self, work_dir: str, progress_every: int = 0):
         self.work_dir = work_dir
+        self.progress_every = progress_every
         self.items_encoded = Metrics.counter("videorec", "items_encoded")
+
+    def setup(self):
+        self.written, self.started = 0, time.monotonic()
 
     def process(self, sampled):
         item_id, sample = sampled
@@ -194,7 +202,18 @@ class WriteFrameFragments(beam.DoFn):
         path = fragment_path(self.work_dir, item_id)
         storage.write_bytes(path, encode_members(zip(names, sample.frames, strict=True)))
         self.items_encoded.inc()
+        self.report_progress()
         yield EncodedItem(item_id, path, tuple(len(f) for f in sample.frames), sample.deterministic_meta())
+
+    def report_progress(self) -> None:
+        self.written += 1
+        if self.progress_every and self.written % self.progress_every == 0:
+            rate = self.written / (time.monotonic() - self.started)
+            print(
+                f"ingest: a worker has encoded {self.written} videos ({rate:.1f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,52 +326,6 @@ class DescribeItemsWithoutFrames(beam.PTransform):
         return item_ids | "NoFrames" >> beam.Map(describe)
 
 
-class SampleVideos(beam.DoFn):
-    """(item_id, uri) -> (item_id, FrameSample) (main) + failure dicts (``failed``) for unusable videos.
-
-    Each DoFn instance decodes in its own :class:`IsolatedSampler` worker process, which enforces the
-    sampler's time and memory limits and survives decoder crashes.
-    """
-
-    def __init__(self, sampler_config, progress_every: int = 0):
-        self.sampler_config = sampler_config
-        self.progress_every = progress_every
-        self.sampler = None
-
-    def setup(self):
-        from transforms.isolated_sampler import IsolatedSampler
-
-        storage.use_emulator_credentials_if_configured()
-        self.sampler = IsolatedSampler(self.sampler_config).__enter__()
-        self.sampled, self.started = 0, time.monotonic()
-
-    def report_progress(self) -> None:
-        self.sampled += 1
-        if self.progress_every and self.sampled % self.progress_every == 0:
-            rate = self.sampled / (time.monotonic() - self.started)
-            print(
-                f"ingest: a worker has sampled {self.sampled} videos ({rate:.1f} videos/s)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def process(self, located: tuple[str, str]):
-        from transforms.sampler import VideoError
-
-        item_id, uri = located
-        self.report_progress()
-        try:
-            yield item_id, self.sampler.sample(uri)
-        except VideoError as err:
-            yield beam.pvalue.TaggedOutput(
-                FAILED, failure("item", "decode", err.kind, err.message, item_id=item_id, uri=uri)
-            )
-
-    def teardown(self):
-        if self.sampler is not None:
-            self.sampler.close()
-
-
 class EncodeItems(beam.PTransform):
     """PCollection[item_id] -> (EncodedItem, failure dicts): locate, decode once, write frame fragments.
 
@@ -371,16 +344,12 @@ class EncodeItems(beam.PTransform):
     ):
         super().__init__()
         self.locate = LocateVideos(videos, pattern, video_map)
-        self.sample = SampleVideos(sampler_config, progress_every)
-        self.work_dir = work_dir
+        self.sample = SampleMidFrames(sampler_config)
+        self.write = WriteFrameFragments(work_dir, progress_every)
 
     def expand(self, item_ids):
         located = item_ids | "LocateVideos" >> self.locate
-        sampled = (
-            located.located
-            | "SpreadVideos" >> beam.Reshuffle()
-            | "SampleVideos" >> beam.ParDo(self.sample).with_outputs(FAILED, main="sampled")
-        )
-        encoded = sampled.sampled | "WriteFrameFragments" >> beam.ParDo(WriteFrameFragments(self.work_dir))
-        failures = (located[FAILED], sampled[FAILED]) | "AllItemFailures" >> beam.Flatten()
+        sampled = located.located | "SpreadVideos" >> beam.Reshuffle() | "SampleMidFrames" >> self.sample
+        encoded = sampled.sampled | "WriteFrameFragments" >> beam.ParDo(self.write)
+        failures = (located[FAILED], sampled.failed) | "AllItemFailures" >> beam.Flatten()
         return encoded, failures
