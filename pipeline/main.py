@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline.options import IngestConfig, parse
 from pipeline.summary import format_summary
@@ -122,6 +122,7 @@ def finish_dataset(
         tables={"items": items_info, "sequences": sequences_info},
         counts=counts,
         failures=failures_info,
+        dataset_version=config.dataset_version,
     )
     write_manifest(config.output, manifest)
     storage.delete_tree(work_dir(config))
@@ -285,8 +286,30 @@ def videos_attempted(manifest: dict) -> int:
 
 
 def run(argv: list[str]) -> IngestResult:
-    """Run the ingest job with command-line arguments; return what it wrote."""
+    """Run the ingest job with command-line arguments; return what it wrote.
+
+    With ``--dataset-root`` the run takes the root's lease, writes ``ROOT/versions/<id>/`` and
+    publishes it as ``LATEST`` (see :mod:`pipeline.versions`); otherwise it writes ``--output``.
+    """
     config, beam_args, quiet = parse(argv)
+    if config.dataset_root is None:
+        return run_job(config, beam_args, quiet)
+    from pipeline import versions
+
+    lease = versions.acquire_run_lease(config.dataset_root)
+    try:
+        output = versions.version_url(config.dataset_root, lease.version_id)
+        result = run_job(replace(config, output=output, dataset_version=lease.version_id), beam_args, quiet)
+        versions.publish(config.dataset_root, lease.version_id, lease.base_version, lease=lease)
+    finally:
+        versions.release_run_lease(lease)
+    if not quiet:
+        print(f"ingest: published {lease.version_id} as {config.dataset_root}/LATEST", file=sys.stderr)
+    return result
+
+
+def run_job(config: IngestConfig, beam_args: list[str], quiet: bool) -> IngestResult:
+    """Build and run the pipeline for ``config``; write run_stats.json and print the summary."""
     options = PipelineOptions(beam_args)
     FileSystems.set_options(options)
     sources = resolve_inputs(config.interactions, config.format)
@@ -305,19 +328,17 @@ def run(argv: list[str]) -> IngestResult:
     wall = time.monotonic() - started
     manifest = read_manifest(config.output)
     videos = videos_attempted(manifest)
+    direct = options.view_as(DirectOptions)
     stats = {
         "wall_s": round(wall, 3),
         "videos": videos,
         "videos_per_s": round(videos / wall, 3) if wall > 0 else 0.0,
-        "workers": options.view_as(DirectOptions).direct_num_workers or 1,
-        "running_mode": options.view_as(DirectOptions).direct_running_mode,
-        "runner": beam_args[0].split("=", 1)[1]
-        if beam_args and beam_args[0].startswith("--runner=")
-        else None,
+        "runner": options.view_as(StandardOptions).runner,
+        "workers": direct.direct_num_workers or 1,
+        "running_mode": direct.direct_running_mode,
     }
-    storage.write_bytes(
-        storage.join(config.output, RUN_STATS_FILE), (json.dumps(stats, indent=2) + "\n").encode()
-    )
+    stats_json = (json.dumps(stats, indent=2) + "\n").encode()
+    storage.write_bytes(storage.join(config.output, RUN_STATS_FILE), stats_json)
     if not quiet:
         print(format_summary(manifest, stats))
     return IngestResult(config.output, manifest, stats, job_counters(outcome))

@@ -33,10 +33,13 @@ class IngestConfig:
         shard_max_bytes: most bytes per shard (a single bigger sample gets a shard of its own).
         sampler: frame-sampler settings as ``SamplerConfig`` keyword arguments.
         work_dir: scratch folder for frame fragments (default ``OUTPUT/_work``), removed at the end.
+        dataset_root: write a new version under this dataset root and publish it as ``LATEST``
+            (then ``output`` is the version's folder, set when the run takes the root's lease).
+        dataset_version: the manifest's ``dataset_version``; None uses the content hash.
     """
 
     interactions: str
-    output: str
+    output: str | None
     format: str | None = None
     videos: str | None = None
     video_pattern: str = "{item}.mp4"
@@ -49,6 +52,8 @@ class IngestConfig:
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
     sampler: dict = field(default_factory=dict)
     work_dir: str | None = None
+    dataset_root: str | None = None
+    dataset_version: str | None = None
 
     @property
     def has_videos(self) -> bool:
@@ -93,7 +98,11 @@ def parser() -> argparse.ArgumentParser:
     filters.add_argument("--min-item-interactions", type=int, default=1)
     filters.add_argument("--max-seq-len", type=int, default=10)
     out = p.add_argument_group("output")
-    out.add_argument("--output", required=True, metavar="DIR", help="dataset folder (local or gs://)")
+    where = out.add_mutually_exclusive_group(required=True)
+    where.add_argument("--output", metavar="DIR", help="dataset folder to write (local or gs://)")
+    where.add_argument(
+        "--dataset-root", metavar="ROOT", help="write ROOT/versions/<id>/ and publish it as ROOT/LATEST"
+    )
     out.add_argument("--shard-max-samples", type=int, default=DEFAULT_SHARD_MAX_SAMPLES)
     out.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
     out.add_argument("--work-dir", default=None, help="scratch folder (default OUTPUT/_work)")
@@ -141,7 +150,7 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
     }
     config = IngestConfig(
         interactions=args.interactions,
-        output=args.output.rstrip("/"),
+        output=args.output.rstrip("/") if args.output else None,
         format=args.format,
         videos=args.videos,
         video_pattern=args.video_pattern,
@@ -154,6 +163,7 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         shard_max_bytes=args.shard_max_bytes,
         sampler=sampler,
         work_dir=args.work_dir,
+        dataset_root=args.dataset_root.rstrip("/") if args.dataset_root else None,
     )
     return config, with_local_defaults(beam_args), args.quiet
 

@@ -222,3 +222,18 @@ def test_bad_input_fails_with_a_clear_error(tmp_path, capsys):
     strange.write_text("just some words\n")
     assert main(["--interactions", str(strange), "--output", str(tmp_path / "o")]) == 2
     assert "--format" in capsys.readouterr().err
+
+
+def test_dataset_root_runs_publish_new_versions(synth_dir, tmp_path):
+    from pipeline import versions
+
+    root = tmp_path / "root"
+    args = ["--interactions", str(synth_dir / "pairs.tsv"), "--dataset-root", str(root), *IN_MEMORY]
+    first = run(args)
+    second = run(args)
+    ids = versions.list_versions(str(root))
+    assert len(ids) == 2 and versions.latest_version_id(str(root)) == ids[-1]
+    assert second.output == versions.version_url(str(root), ids[-1]) and first.output != second.output
+    assert second.manifest["dataset_version"] == ids[-1]
+    assert versions.read_lease(str(root)) is None
+    assert verify_dataset(second.output) == []
