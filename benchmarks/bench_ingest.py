@@ -139,12 +139,29 @@ def ingest(pairs: Path, video_map: Path, output: Path, workers: int) -> dict:
     }
 
 
+def linear_fit(xs: list[int], ys: list[float]) -> dict:
+    """Least-squares ``y = fixed + per_video * x`` and the largest relative residual."""
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mean_x) ** 2 for x in xs
+    )
+    fixed = mean_y - slope * mean_x
+    worst = max(abs(y - (fixed + slope * x)) / y for x, y in zip(xs, ys, strict=True))
+    return {
+        "fixed_s": round(fixed, 2),
+        "per_video_s": round(slope, 4),
+        "max_relative_residual": round(worst, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=60, help="videos at 1x (grown to 2x and 4x)")
     parser.add_argument("--users", type=int, default=300, help="users at 1x (grown to 4x for memory)")
     parser.add_argument("--per-user", type=int, default=12, help="interactions per user")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--memory-users", type=int, default=None, help="users at 1x for the memory part")
+    parser.add_argument("--skip-scaling", action="store_true", help="only measure memory")
     parser.add_argument("--out", default=None, help="also write the results here as JSON")
     args = parser.parse_args(argv)
 
@@ -155,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         results["video_files"] = [Path(v).name for v in videos]
 
         scaling = []
-        for factor in (1, 2, 4):
+        for factor in () if args.skip_scaling else (1, 2, 4):
             items = args.videos * factor
             pairs, video_map = write_inputs(
                 scratch / f"v{factor}", videos, items, args.users * factor, args.per_user
@@ -187,9 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
         memory = []
         for factor in (1, 4):
-            pairs, video_map = write_inputs(
-                scratch / f"u{factor}", videos, args.videos, args.users * factor, args.per_user
-            )
+            users = (args.memory_users or args.users) * factor
+            pairs, video_map = write_inputs(scratch / f"u{factor}", videos, args.videos, users, args.per_user)
             run = ingest(pairs, video_map, scratch / f"out-u{factor}", args.workers)
             run.update(factor=factor)
             memory.append(run)
