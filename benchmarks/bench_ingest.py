@@ -189,18 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"bare sampler {bare:6.2f} videos/s; ratio {run['ratio']:.2f}",
                 flush=True,
             )
-        xs, ys = [r["videos"] for r in scaling], [r["wall_s"] for r in scaling]
-        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / sum(
-            (x - mean_x) ** 2 for x in xs
-        )
-        fit = {"fixed_s": round(mean_y - slope * mean_x, 2), "per_video_s": round(slope, 4)}
-        worst = max(abs(y - (fit["fixed_s"] + slope * x)) / y for x, y in zip(xs, ys, strict=True))
-        fit["max_relative_residual"] = round(worst, 3)
-        results.update(video_scaling=scaling, linear_fit=fit)
-        print(
-            f"linear fit: wall = {fit['fixed_s']} s + {fit['per_video_s']} s/video (max residual {worst:.1%})"
-        )
+        if scaling:
+            fit = linear_fit([r["videos"] for r in scaling], [r["wall_s"] for r in scaling])
+            results.update(video_scaling=scaling, linear_fit=fit)
+            print(
+                f"linear fit: wall = {fit['fixed_s']} s + {fit['per_video_s']} s/video "
+                f"(max residual {fit['max_relative_residual']:.1%})"
+            )
 
         memory = []
         for factor in (1, 4):
