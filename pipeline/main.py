@@ -25,6 +25,7 @@ from transforms.interactions import FAILED, ReadInteractions, resolve_inputs
 from transforms.item_shards import (
     DescribeItemsWithoutFrames,
     EncodeItems,
+    PreviousVersion,
     WriteItemShards,
     build_catalog,
     parse_titles,
@@ -149,8 +150,12 @@ def build_pipeline(
     config: IngestConfig,
     sources: list[tuple[int, str, str]],
     progress_every: int = 0,
+    previous: PreviousVersion | None = None,
 ) -> None:
-    """Add the whole ingest job to ``pipeline``; workers report every ``progress_every`` videos (0: never)."""
+    """Add the whole ingest job to ``pipeline``.
+
+    Workers report every ``progress_every`` videos (0: never); ``previous`` turns on frame reuse.
+    """
     sampler_config, sampler_section = sampler_settings(config)
     source_files = [path for _, path, _ in sources]
     min_length = effective_min_length(config.min_user_interactions)
@@ -173,6 +178,7 @@ def build_pipeline(
             sampler_config,
             work_dir(config),
             progress_every,
+            previous,
         )
     else:
         encoded = needed | "DescribeItems" >> DescribeItemsWithoutFrames()
@@ -299,7 +305,12 @@ def run(argv: list[str]) -> IngestResult:
     lease = versions.acquire_run_lease(config.dataset_root)
     try:
         output = versions.version_url(config.dataset_root, lease.version_id)
-        result = run_job(replace(config, output=output, dataset_version=lease.version_id), beam_args, quiet)
+        previous = None
+        if config.has_videos:
+            base = lease.base_version and versions.version_url(config.dataset_root, lease.base_version)
+            previous = PreviousVersion.read(base) if base else PreviousVersion({}, {})
+        versioned = replace(config, output=output, dataset_version=lease.version_id)
+        result = run_job(versioned, beam_args, quiet, previous)
         versions.publish(config.dataset_root, lease.version_id, lease.base_version, lease=lease)
     finally:
         versions.release_run_lease(lease)
@@ -308,8 +319,13 @@ def run(argv: list[str]) -> IngestResult:
     return result
 
 
-def run_job(config: IngestConfig, beam_args: list[str], quiet: bool) -> IngestResult:
-    """Build and run the pipeline for ``config``; write run_stats.json and print the summary."""
+def run_job(
+    config: IngestConfig, beam_args: list[str], quiet: bool, previous: PreviousVersion | None = None
+) -> IngestResult:
+    """Build and run the pipeline for ``config``; write run_stats.json and print the summary.
+
+    With ``previous``, videos unchanged since that version reuse its frames (see ``EncodeItems``).
+    """
     options = PipelineOptions(beam_args)
     FileSystems.set_options(options)
     sources = resolve_inputs(config.interactions, config.format)
@@ -322,7 +338,9 @@ def run_job(config: IngestConfig, beam_args: list[str], quiet: bool) -> IngestRe
         )
     started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, sources, progress_every=0 if quiet else PROGRESS_EVERY)
+    build_pipeline(
+        pipeline, config, sources, progress_every=0 if quiet else PROGRESS_EVERY, previous=previous
+    )
     outcome = pipeline.run()
     outcome.wait_until_finish()
     wall = time.monotonic() - started

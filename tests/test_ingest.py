@@ -237,3 +237,37 @@ def test_dataset_root_runs_publish_new_versions(synth_dir, tmp_path):
     assert second.manifest["dataset_version"] == ids[-1]
     assert versions.read_lease(str(root)) is None
     assert verify_dataset(second.output) == []
+
+
+def test_incremental_runs_reuse_frames_of_unchanged_videos(synth_dir, tmp_path):
+    import os
+    import shutil
+
+    from pipeline import versions
+
+    videos = tmp_path / "videos"
+    shutil.copytree(synth_dir / "videos", videos)
+    root = str(tmp_path / "root")
+    args = ["--interactions", str(synth_dir / "pairs.csv"), "--videos", str(videos), "--dataset-root", root]
+    args += [*FRAME_ARGS, *IN_MEMORY]
+    first = run(args)
+    encoded = first.manifest["counts"]["items_encoded"]
+    assert first.counters.get("items_reused", 0) == 0
+    assert all(pq.read_table(Path(first.output) / "items.parquet").column("fingerprint").to_pylist())
+
+    second = run(args)
+    assert second.counters["items_reused"] == encoded
+    for kind in ("items", "train"):
+        for shard in second.manifest["shards"][kind]:
+            assert (Path(second.output) / shard["path"]).read_bytes() == (
+                Path(first.output) / shard["path"]
+            ).read_bytes()
+    retried = [f for f in read_failures(second.output) if f["kind"] == "item" and f["stage"] == "decode"]
+    assert retried and all(f["attempts"] == 2 and f["fingerprint"] for f in retried)
+
+    changed = sorted(videos.glob("*.mp4"))[0]
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    third = run(args)
+    assert third.counters["items_reused"] == encoded - 1
+    assert versions.latest_version_id(root) == Path(third.output).name
+    assert verify_dataset(third.output) == []

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -45,6 +46,7 @@ class EncodedItem(NamedTuple):
     sampler_meta: dict | None = None
     fragment_offset: int = 0
     fragment_size: int | None = None
+    fingerprint: str | None = None
 
 
 class ItemRow(NamedTuple):
@@ -326,6 +328,87 @@ class DescribeItemsWithoutFrames(beam.PTransform):
         return item_ids | "NoFrames" >> beam.Map(describe)
 
 
+@dataclass(frozen=True)
+class PreviousVersion:
+    """What an incremental run knows of the version it builds on.
+
+    Attributes:
+        items: ``item_id -> PreviousItem`` (fingerprint, status, attempts), from
+            ``transforms.fingerprint.previous_items``.
+        frames: ``item_id -> (item shard URL, offset, size)`` of every item with frames there.
+    """
+
+    items: dict
+    frames: dict[str, tuple[str, int, int]]
+
+    @classmethod
+    def read(cls, version: str) -> PreviousVersion:
+        from transforms.fingerprint import previous_items
+        from transforms.manifest import read_manifest
+        from transforms.tables import read_table
+
+        table = read_table(version, read_manifest(version)["tables"]["items"]).select(
+            ["item_id", "shard", "offset", "size"]
+        )
+        frames = {
+            row["item_id"]: (storage.join(version, row["shard"]), row["offset"], row["size"])
+            for row in table.to_pylist()
+            if row["shard"]
+        }
+        return cls(previous_items(version), frames)
+
+
+def reused_item(item_id: str, fingerprint: str, where: tuple[str, int, int]) -> EncodedItem:
+    """An item whose frames are taken from its sample in an earlier version's item shard."""
+    shard, offset, size = where
+    members = read_members(storage.read_range(shard, offset, size))
+    meta = json.loads(next(data for name, data in members if name.endswith(".json")))
+    sizes = tuple(len(data) for name, data in members if name.endswith(".jpg"))
+    return EncodedItem(item_id, shard, sizes, meta["sampler"], offset, size, fingerprint)
+
+
+class PlanDecodes(beam.DoFn):
+    """(item_id, uri) -> to decode (main), ``reused`` EncodedItem, and ``attempts`` (item_id, (fp, n)).
+
+    Side input: ``item_id -> fingerprint`` of the current videos. An item whose fingerprint equals
+    the one its frames were made from last time is reused; the rest are decoded.
+    """
+
+    def __init__(self, previous: PreviousVersion):
+        self.previous = previous
+        self.items_reused = Metrics.counter("videorec", "items_reused")
+
+    def process(self, located: tuple[str, str], fingerprints: Mapping[str, str]):
+        from transforms.fingerprint import plan_decodes
+
+        item_id, uri = located
+        if item_id not in fingerprints:
+            return  # no video: FingerprintVideos recorded it as not_found
+        fingerprint = fingerprints[item_id]
+        before = {item_id: self.previous.items[item_id]} if item_id in self.previous.items else {}
+        plan = plan_decodes(before, {item_id: fingerprint})
+        if plan.to_reuse and item_id in self.previous.frames:
+            self.items_reused.inc()
+            yield beam.pvalue.TaggedOutput(
+                "reused", reused_item(item_id, fingerprint, self.previous.frames[item_id])
+            )
+            return
+        yield beam.pvalue.TaggedOutput("attempts", (item_id, (fingerprint, plan.attempts.get(item_id, 1))))
+        yield located
+
+
+def with_fingerprint(item: EncodedItem, attempts: Mapping[str, tuple[str, int]]) -> EncodedItem:
+    return item._replace(fingerprint=attempts[item.item_id][0])
+
+
+def with_attempt(record: dict, attempts: Mapping[str, tuple[str, int]]) -> dict:
+    """A decode failure with the fingerprint and attempt number the next run plans with."""
+    if record["item_id"] not in attempts:
+        return record
+    fingerprint, attempt = attempts[record["item_id"]]
+    return {**record, "fingerprint": fingerprint, "attempts": attempt}
+
+
 class EncodeItems(beam.PTransform):
     """PCollection[item_id] -> (EncodedItem, failure dicts): locate, decode once, write frame fragments.
 
@@ -341,15 +424,40 @@ class EncodeItems(beam.PTransform):
         sampler_config,
         work_dir: str,
         progress_every: int = 0,
+        previous: PreviousVersion | None = None,
     ):
         super().__init__()
         self.locate = LocateVideos(videos, pattern, video_map)
+        self.sampler_config = sampler_config
         self.sample = SampleMidFrames(sampler_config)
         self.write = WriteFrameFragments(work_dir, progress_every)
+        self.previous = previous
 
     def expand(self, item_ids):
         located = item_ids | "LocateVideos" >> self.locate
-        sampled = located.located | "SpreadVideos" >> beam.Reshuffle() | "SampleMidFrames" >> self.sample
+        if self.previous is None:
+            return self.decode(located.located, located[FAILED])
+        return self.decode_changed(located.located, located[FAILED])
+
+    def decode(self, videos, failures):
+        """Decode every video: (item_id, uri) -> (EncodedItem, failure dicts)."""
+        sampled = videos | "SpreadVideos" >> beam.Reshuffle() | "SampleMidFrames" >> self.sample
         encoded = sampled.sampled | "WriteFrameFragments" >> beam.ParDo(self.write)
-        failures = (located[FAILED], sampled.failed) | "AllItemFailures" >> beam.Flatten()
-        return encoded, failures
+        return encoded, (failures, sampled.failed) | "AllItemFailures" >> beam.Flatten()
+
+    def decode_changed(self, videos, failures):
+        """Reuse the frames of unchanged videos, decode the rest; record fingerprints and attempts."""
+        from transforms.fingerprint import FingerprintVideos
+
+        fingerprinted = videos | "FingerprintVideos" >> FingerprintVideos(self.sampler_config.config_hash())
+        planned = videos | "PlanDecodes" >> beam.ParDo(
+            PlanDecodes(self.previous), beam.pvalue.AsDict(fingerprinted.fingerprints)
+        ).with_outputs("reused", "attempts", main="decode")
+        decoded, decode_failures = self.decode(planned.decode, failures)
+        attempts = beam.pvalue.AsDict(planned.attempts)
+        encoded = (
+            decoded | "RecordFingerprint" >> beam.Map(with_fingerprint, attempts),
+            planned.reused,
+        ) | "DecodedAndReused" >> beam.Flatten()
+        recorded = decode_failures | "RecordAttempt" >> beam.Map(with_attempt, attempts)
+        return encoded, (recorded, fingerprinted.missing) | "WithMissingVideos" >> beam.Flatten()

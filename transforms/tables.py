@@ -39,9 +39,8 @@ SEQUENCES_SCHEMA = pa.schema(
 )
 
 
-def items_table(rows: Iterable[ItemRow], fingerprints: Mapping[str, str] | None = None) -> pa.Table:
+def items_table(rows: Iterable[ItemRow]) -> pa.Table:
     ordered = sorted(rows, key=lambda r: r.item_index)
-    fingerprints = fingerprints or {}
     return pa.table(
         {
             "item_id": [r.item_id for r in ordered],
@@ -51,7 +50,7 @@ def items_table(rows: Iterable[ItemRow], fingerprints: Mapping[str, str] | None 
             "shard": [r.shard for r in ordered],
             "offset": [r.offset for r in ordered],
             "size": [r.size for r in ordered],
-            "fingerprint": [fingerprints.get(r.item_id) for r in ordered],
+            "fingerprint": [r.source.fingerprint for r in ordered],
             "status": ["ok"] * len(ordered),
         },
         schema=ITEMS_SCHEMA,
