@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pipeline.options import IngestConfig, parse
 from pipeline.summary import format_summary
 from transforms import storage
-from transforms.failures import CountFailures, write_failures
+from transforms.failures import CountFailures, count_by_reason, write_failures
 from transforms.interactions import FAILED, ReadInteractions, resolve_inputs
 from transforms.item_shards import (
     DescribeItemsWithoutFrames,
@@ -96,21 +96,17 @@ def finish_dataset(
 ):
     """Write the failures file, then the manifest (last), then remove the work folder."""
     failures_info = write_failures(config.output, failures)
-    read_failures = sum(1 for f in failures if f["kind"] == "row" and f["stage"] == "read")
-    by_reason = {kind: {} for kind in ("row", "item", "user")}
-    for record in failures:
-        reasons = by_reason[record["kind"]]
-        reasons[record["reason"]] = reasons.get(record["reason"], 0) + 1
+    invalid_rows = sum(1 for f in failures if f["kind"] == "row" and f["stage"] == "read")
     counts = {
-        "rows_read": valid_rows + read_failures,
+        "rows_read": valid_rows + invalid_rows,
         "rows_used": sequences_info["interactions"],
-        "rows_dropped": dict(sorted(by_reason["row"].items())),
+        "rows_dropped": count_by_reason(failures, "row"),
         "items_seen": items_seen,
         "items_encoded": items_info["rows"],
-        "items_failed": dict(sorted(by_reason["item"].items())),
+        "items_failed": count_by_reason(failures, "item"),
         "users_seen": users_seen,
         "users_kept": sequences_info["rows"],
-        "users_dropped": dict(sorted(by_reason["user"].items())),
+        "users_dropped": count_by_reason(failures, "user"),
     }
     manifest = build_manifest(
         config=config.content_config(),
