@@ -163,7 +163,8 @@ def probe(container, stream, uri: str, config: SamplerConfig) -> VideoInfo:
 
 
 def _time_of(pts: int, tb: Fraction) -> float:
-    return float(pts * tb)
+    """``float(pts * tb)``, computed without building Fractions (the same correctly rounded value)."""
+    return pts * tb.numerator / tb.denominator
 
 
 # ---------------------------------------------------------------- decoding
@@ -255,7 +256,9 @@ def _decode_run(
     """Decode ``packets``, keeping the window's frames.
 
     Non-reference frames shown before or after the window are skipped by the decoder: nothing
-    references them, so the window decodes bit-exactly without them.
+    references them, so the window decodes bit-exactly without them. Once the last packet of the
+    window is in, the decoder is drained rather than fed later packets (references always come
+    before the frames that use them in decode order).
     """
     ctx = stream.codec_context
     tb = stream.time_base
@@ -277,14 +280,17 @@ def _decode_run(
                 if t in wanted:
                     kept[t] = keep(frame)
 
-    for packet in packets:
+    in_window = [start <= _time_of(packet.pts, tb) <= end for packet in packets]
+    window_packets_left = sum(in_window)
+    for packet, shown_in_window in zip(packets, in_window, strict=True):
         deadline.check()
-        ctx.skip_frame = "DEFAULT" if start <= _time_of(packet.pts, tb) <= end else "NONREF"
+        ctx.skip_frame = "DEFAULT" if shown_in_window else "NONREF"
         take(_decode_packet(ctx, packet, errors))
-        if len(kept) == len(wanted):
+        window_packets_left -= shown_in_window
+        if len(kept) == len(wanted) or window_packets_left == 0:
             break
-    else:
-        ctx.skip_frame = "DEFAULT"
+    if len(kept) < len(wanted):
+        # Every window packet is in: drain the decoder instead of decoding later packets.
         take(_decode_packet(ctx, None, errors))
     return kept, decoded, shown
 
