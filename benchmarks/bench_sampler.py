@@ -20,7 +20,7 @@ folder (``--cache``, default ``$TMPDIR/videorec-bench-sampler``), never into the
 
 Usage::
 
-    python -m benchmarks.bench_sampler [--repeats 3] [--json out.json]
+    python -m benchmarks.bench_sampler [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -201,20 +201,26 @@ def available_methods() -> dict[str, Callable[[Path], list[bytes]]]:
     return methods
 
 
-def measure(method: Callable[[Path], list[bytes]], path: Path, repeats: int) -> float:
-    """Median CPU seconds (this process + children) of ``repeats`` runs, after one warm-up run."""
-    method(path)
-    samples = []
-    for _ in range(repeats):
-        before = cpu_seconds()
+def measure_round_robin(methods: dict[str, Callable[[Path], list[bytes]]], path: Path, repeats: int) -> dict:
+    """Median CPU seconds (this process + children) per method over ``repeats`` rounds.
+
+    Each round runs every method once, so a busy moment on a shared machine hits all methods alike;
+    one warm-up call per method comes first.
+    """
+    for method in methods.values():
         method(path)
-        samples.append(cpu_seconds() - before)
-    return statistics.median(samples)
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, method in methods.items():
+            before = cpu_seconds()
+            method(path)
+            samples[name].append(cpu_seconds() - before)
+    return {name: round(statistics.median(values), 4) for name, values in samples.items()}
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="CPU s/video of the frame sampler vs baselines")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "videorec-bench-sampler")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--skip-long", action="store_true", help="only the real MicroLens files")
@@ -228,7 +234,7 @@ def main(argv: list[str]) -> int:
     methods = available_methods()
     results: dict[str, dict[str, float]] = {}
     for path in videos:
-        results[path.name] = {name: round(measure(fn, path, args.repeats), 4) for name, fn in methods.items()}
+        results[path.name] = measure_round_robin(methods, path, args.repeats)
         sample = sample_video(str(path), CONFIG)
         results[path.name]["ours_bytes_read_share"] = round(
             sample.meta["bytes_read"] / sample.meta["file_size"], 3
