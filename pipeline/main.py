@@ -141,33 +141,39 @@ def train_samples_of(sequence, user_index: dict, item_index: dict, max_seq_len: 
         yield sample
 
 
-def build_pipeline(
-    pipeline: beam.Pipeline,
-    config: IngestConfig,
-    sources: list[tuple[int, str, str]],
-    progress_every: int = 0,
-    previous: PreviousVersion | None = None,
-) -> None:
-    """Add the whole ingest job to ``pipeline``.
+@dataclass
+class ItemOutcomes:
+    """What happened to the items: ``EncodedItem``s, failure dicts, ``(item_id, reason)`` of removed
+    items, and ``(item_id, interactions)`` of every item seen."""
 
-    Workers report every ``progress_every`` videos (0: never); ``previous`` turns on frame reuse.
-    """
-    sampler_config, sampler_section = sampler_settings(config)
-    source_files = [path for _, path, _ in sources]
-    min_length = effective_min_length(config.min_user_interactions)
-    singleton = beam.pvalue.AsSingleton
+    encoded: beam.PCollection
+    failures: beam.PCollection
+    excluded: beam.PCollection
+    seen: beam.PCollection
 
-    rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
-    histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
-    item_counts = histories.histories | "CountItemInteractions" >> CountItemInteractions()
+
+@dataclass
+class WrittenFiles:
+    """Singleton/list PCollections describing the files written, for the manifest."""
+
+    item_shards: beam.PCollection
+    train_shards: beam.PCollection
+    items_table: beam.PCollection
+    sequences_table: beam.PCollection
+
+
+def choose_and_encode_items(histories, config: IngestConfig, progress_every: int, previous) -> ItemOutcomes:
+    """Drop rare items, decide which items are needed, and decode (or describe) those."""
+    pipeline = histories.pipeline
+    sampler_config, _ = sampler_settings(config)
+    item_counts = histories | "CountItemInteractions" >> CountItemInteractions()
     rare = item_counts | "RareItems" >> beam.FlatMap(rare_items, config.min_item_interactions)
-    needed = histories.histories | "NeededItems" >> NeededItems(rare, min_length)
-    undecoded_failures = (item_counts, needed) | "DroppedItems" >> DroppedItemRecords(
-        config.min_item_interactions
+    needed = histories | "NeededItems" >> NeededItems(
+        rare, effective_min_length(config.min_user_interactions)
     )
-
+    undecoded = (item_counts, needed) | "DroppedItems" >> DroppedItemRecords(config.min_item_interactions)
     if config.has_videos:
-        encoded, video_failures = needed | "EncodeItems" >> EncodeItems(
+        encode = EncodeItems(
             config.videos,
             config.video_pattern,
             config.video_map,
@@ -176,6 +182,7 @@ def build_pipeline(
             progress_every,
             previous,
         )
+        encoded, video_failures = needed | "EncodeItems" >> encode
     else:
         encoded = needed | "DescribeItems" >> DescribeItemsWithoutFrames()
         video_failures = pipeline | "NoVideoFailures" >> beam.Create([])
@@ -183,12 +190,15 @@ def build_pipeline(
         rare,
         video_failures | "FailedItemReasons" >> beam.Map(lambda f: (f["item_id"], f["reason"])),
     ) | "ExcludedItems" >> beam.Flatten()
+    failures = (undecoded, video_failures) | "ItemFailures" >> beam.Flatten()
+    return ItemOutcomes(encoded, failures, excluded, item_counts)
 
-    sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
-        excluded, min_length, source_files
-    )
+
+def write_dataset_files(encoded, sequences, config: IngestConfig) -> WrittenFiles:
+    """Catalogue, item shards, train shards and both tables, from encoded items and kept sequences."""
+    pipeline = encoded.pipeline
     popularity = (
-        sequences.sequences
+        sequences
         | "TrainingItems" >> beam.FlatMap(lambda s: s.item_ids[:-2])
         | "Popularity" >> beam.combiners.Count.PerElement()
     )
@@ -211,23 +221,25 @@ def build_pipeline(
         )
     )
     placed_items, item_shards = catalog | "WriteItemShards" >> WriteItemShards(config.output)
-    frames_by_item = placed_items | "WhereFramesAre" >> beam.Map(item_frames)
-    item_index = placed_items | "ItemIndex" >> beam.Map(lambda row: (row.item_id, row.item_index))
-    user_index = (
-        sequences.sequences
+    item_index = beam.pvalue.AsDict(
+        placed_items | "ItemIndex" >> beam.Map(lambda row: (row.item_id, row.item_index))
+    )
+    user_index = beam.pvalue.AsSingleton(
+        sequences
         | "KeptUsers" >> beam.Map(lambda s: s.user_id)
         | "AllKeptUsers" >> beam.combiners.ToList()
         | "IndexUsers" >> beam.Map(index_ids, 0)
     )
-
     train_shards = (
-        sequences.sequences
-        | "TrainSamples"
-        >> beam.FlatMap(
-            train_samples_of, singleton(user_index), beam.pvalue.AsDict(item_index), config.max_seq_len
-        )
+        sequences
+        | "TrainSamples" >> beam.FlatMap(train_samples_of, user_index, item_index, config.max_seq_len)
         | "WriteTrainShards"
-        >> WriteTrainShards(frames_by_item, config.output, config.shard_max_samples, config.shard_max_bytes)
+        >> WriteTrainShards(
+            placed_items | "WhereFramesAre" >> beam.Map(item_frames),
+            config.output,
+            config.shard_max_samples,
+            config.shard_max_bytes,
+        )
     )
     items_info = (
         placed_items
@@ -236,19 +248,38 @@ def build_pipeline(
         >> beam.Map(lambda rows: write_table(config.output, ITEMS_FILE, items_table(rows)))
     )
     sequences_info = (
-        sequences.sequences
+        sequences
         | "AllSequences" >> beam.combiners.ToList()
-        | "WriteSequencesTable"
-        >> beam.Map(
-            write_sequences_table, singleton(user_index), beam.pvalue.AsDict(item_index), config.output
-        )
+        | "WriteSequencesTable" >> beam.Map(write_sequences_table, user_index, item_index, config.output)
     )
+    return WrittenFiles(item_shards, train_shards, items_info, sequences_info)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: IngestConfig,
+    sources: list[tuple[int, str, str]],
+    progress_every: int = 0,
+    previous: PreviousVersion | None = None,
+) -> None:
+    """Add the whole ingest job to ``pipeline``.
+
+    Workers report every ``progress_every`` videos (0: never); ``previous`` turns on frame reuse.
+    """
+    source_files = [path for _, path, _ in sources]
+    rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
+    histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
+    items = choose_and_encode_items(histories.histories, config, progress_every, previous)
+    sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
+        items.excluded, effective_min_length(config.min_user_interactions), source_files
+    )
+    written = write_dataset_files(items.encoded, sequences.sequences, config)
     failures = (
-        (rows[FAILED], histories[FAILED], undecoded_failures, video_failures, sequences[FAILED])
+        (rows[FAILED], histories[FAILED], items.failures, sequences[FAILED])
         | "AllFailures" >> beam.Flatten()
         | "CountFailures" >> CountFailures()
     )
-    count = beam.combiners.Count.Globally
+    count, singleton = beam.combiners.Count.Globally, beam.pvalue.AsSingleton
     (
         pipeline
         | "Finish" >> beam.Create([None])
@@ -256,15 +287,15 @@ def build_pipeline(
         >> beam.Map(
             finish_dataset,
             config=config,
-            sampler_section=sampler_section,
-            item_shards=beam.pvalue.AsList(item_shards),
-            train_shards=beam.pvalue.AsList(train_shards),
-            items_info=singleton(items_info),
-            sequences_info=singleton(sequences_info),
+            sampler_section=sampler_settings(config)[1],
+            item_shards=beam.pvalue.AsList(written.item_shards),
+            train_shards=beam.pvalue.AsList(written.train_shards),
+            items_info=singleton(written.items_table),
+            sequences_info=singleton(written.sequences_table),
             failures=beam.pvalue.AsList(failures),
             valid_rows=singleton(rows.rows | "CountValidRows" >> count()),
             users_seen=singleton(histories.histories | "CountUsers" >> count()),
-            items_seen=singleton(item_counts | "CountItems" >> count()),
+            items_seen=singleton(items.seen | "CountItems" >> count()),
         )
     )
 
