@@ -102,7 +102,7 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-def ingest(pairs: Path, video_map: Path, output: Path, workers: int) -> dict:
+def ingest(pairs: Path, video_map: Path, output: Path, workers: int, mode: str) -> dict:
     """Run ``videorec ingest`` as a child process; return its stats plus the tree's peak RSS."""
     command = [
         sys.executable,
@@ -115,7 +115,7 @@ def ingest(pairs: Path, video_map: Path, output: Path, workers: int) -> dict:
         "--resize=squash",
         "--min-user-interactions=3",
         f"--direct_num_workers={workers}",
-        "--direct_running_mode=multi_processing",
+        f"--direct_running_mode={mode}",
         "--quiet",
     ]
     started = time.monotonic()
@@ -160,12 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=300, help="users at 1x (grown to 4x for memory)")
     parser.add_argument("--per-user", type=int, default=12, help="interactions per user")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--mode", default="multi_processing", help="DirectRunner running mode")
     parser.add_argument("--memory-users", type=int, default=None, help="users at 1x for the memory part")
     parser.add_argument("--skip-scaling", action="store_true", help="only measure memory")
     parser.add_argument("--out", default=None, help="also write the results here as JSON")
     args = parser.parse_args(argv)
 
-    results: dict = {"workers": args.workers, "cpus": os.cpu_count(), "sampler": SAMPLER.to_dict()}
+    results: dict = {
+        "mode": args.mode,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "sampler": SAMPLER.to_dict(),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch_name:
         scratch = Path(scratch_name)
         videos = source_videos(scratch)
@@ -178,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 scratch / f"v{factor}", videos, items, args.users * factor, args.per_user
             )
             uris = [videos[(i - 1) % len(videos)] for i in range(1, items + 1)]
-            bare = bare_sampler(uris, args.workers)
-            run = ingest(pairs, video_map, scratch / f"out-v{factor}", args.workers)
+            bare = bare_sampler(uris, args.workers, args.mode)
+            run = ingest(pairs, video_map, scratch / f"out-v{factor}", args.workers, args.mode)
             run.update(
                 factor=factor, bare_videos_per_s=round(bare, 2), ratio=round(run["videos_per_s"] / bare, 3)
             )
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         for factor in (1, 4):
             users = (args.memory_users or args.users) * factor
             pairs, video_map = write_inputs(scratch / f"u{factor}", videos, args.videos, users, args.per_user)
-            run = ingest(pairs, video_map, scratch / f"out-u{factor}", args.workers)
+            run = ingest(pairs, video_map, scratch / f"out-u{factor}", args.workers, args.mode)
             run.update(factor=factor)
             memory.append(run)
             print(
