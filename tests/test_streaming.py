@@ -10,6 +10,7 @@ import tarfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -203,3 +204,45 @@ def test_reads_shards_from_gcs(dataset_dir, gcs_emulator):
         resolve_manifest_url("gs://videorec-train/root")
         == "gs://videorec-train/root/versions/v9/manifest.json"
     )
+
+
+def test_sequence_windows_make_every_training_item_a_target_once():
+    from trainer.dataset import UserSequences
+    from trainer.sequence_windows import SequenceWindowStream, training_windows
+
+    sequences = UserSequences(
+        user_index=np.array([0, 1]),
+        offsets=np.array([0, 9, 12]),
+        items=np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 4, 5, 6]),
+    )
+    windows = training_windows(sequences, max_seq_len=3)
+    # user 0 trains on 1..7 (8 is validation, 9 test): windows from the end overlap by one item
+    assert [w.tolist() for w in windows] == [[4, 5, 6, 7], [1, 2, 3, 4]]
+    targets = [t for w in windows for t in w[1:].tolist()]
+    assert sorted(targets) == [2, 3, 4, 5, 6, 7]  # user 1 (4, 5, 6) has a 1-item history: no window
+
+    many = [np.array([i, i + 1]) for i in range(1, 21)]
+    full = list(
+        SequenceWindowStream(
+            many,
+            batch_size=3,
+            seed=1,
+            shuffle=True,
+            max_seq_len=3,
+            batches_per_epoch=6,
+            position=StreamPosition(epoch=2),
+        )
+    )
+    tail = list(
+        SequenceWindowStream(
+            many,
+            batch_size=3,
+            seed=1,
+            shuffle=True,
+            max_seq_len=3,
+            batches_per_epoch=6,
+            position=StreamPosition(epoch=2, batches=4),
+        )
+    )
+    assert [b["items"].tolist() for b in tail] == [b["items"].tolist() for b in full[4:]]
+    assert len({int(row[0]) for b in full for row in b["items"]}) == 18

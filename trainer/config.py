@@ -18,6 +18,9 @@ class DataConfig:
 
     data: str = ""
     """Dataset folder, its ``manifest.json``, or a dataset root holding ``LATEST`` (local, gs://, http(s)://)."""
+    source: str = "shards"
+    """``shards``: stream the train shards; ``sequences``: windows over every training interaction
+    of ``sequences.parquet`` (id / frozen encoders only; see ``trainer.sequence_windows``)."""
     train_shards: str | None = None
     """Optional brace pattern / ``::``-separated URL list overriding the manifest's train shards."""
     batch_size: int = 32

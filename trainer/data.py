@@ -186,7 +186,7 @@ class TrainStream(IterableDataset):
         return found
 
 
-def train_loader(stream: TrainStream, config: DataConfig, pin_memory: bool) -> DataLoader:
+def train_loader(stream: IterableDataset, config: DataConfig, pin_memory: bool) -> DataLoader:
     """A DataLoader over ``stream`` (already batched)."""
     return DataLoader(
         stream,

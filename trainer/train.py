@@ -28,6 +28,7 @@ from trainer.dataset import load_dataset
 
 # flag -> (config section, field, type)
 OVERRIDES: dict[str, tuple[str, str, type]] = {
+    "--source": ("data", "source", str),
     "--train-shards": ("data", "train_shards", str),
     "--batch-size": ("data", "batch_size", int),
     "--num-workers": ("data", "num_workers", int),

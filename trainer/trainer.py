@@ -21,6 +21,7 @@ from trainer.frames import FrameTransform, decode_clip
 from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
 from trainer.models.videorec import build_model
 from trainer.progress import METRICS_FILE, ProgressReporter, summary_table, truncate_metrics
+from trainer.sequence_windows import SequenceWindowStream, training_windows
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,18 @@ class Trainer:
             if config.data.train_shards
             else dataset.shard_urls("train")
         )
+        if config.data.source not in ("shards", "sequences"):
+            raise ValueError(f"unknown data source {config.data.source!r}; choose shards or sequences")
+        if config.data.source == "sequences" and self.use_frames:
+            raise ValueError("--source sequences has no frames; use it with the id or frozen encoder")
+        self.windows = (
+            training_windows(dataset.sequences, config.model.max_seq_len)
+            if config.data.source == "sequences"
+            else None
+        )
+        samples = len(self.windows) if self.windows is not None else dataset.shard_samples("train")
         per_step = world_size * config.data.batch_size * optim.grad_accumulation
-        self.steps_per_epoch = optim.steps_per_epoch or max(1, dataset.shard_samples("train") // per_step)
+        self.steps_per_epoch = optim.steps_per_epoch or max(1, samples // per_step)
         self.total_steps = optim.epochs * self.steps_per_epoch
         if optim.max_steps is not None:
             self.total_steps = min(self.total_steps, optim.max_steps)
@@ -181,6 +192,19 @@ class Trainer:
     def _batches(self):
         """This epoch's remaining batches (the stream starts after the batches already trained)."""
         batches_per_epoch = self.steps_per_epoch * self.config.optim.grad_accumulation
+        if self.windows is not None:
+            stream = SequenceWindowStream(
+                self.windows,
+                batch_size=self.config.data.batch_size,
+                seed=self.config.seed,
+                shuffle=self.config.data.shuffle_buffer > 1,
+                max_seq_len=self.config.model.max_seq_len,
+                batches_per_epoch=batches_per_epoch,
+                position=StreamPosition(**self.position.to_dict()),
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+            return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
         stream = TrainStream(
             self.urls,
             self.config.data,

@@ -1,0 +1,77 @@
+"""Training windows cut from ``sequences.parquet``: the ID-only alternative to train shards.
+
+Train shards hold each user's *last* ``max_seq_len + 1`` training items, which is what a
+video model needs. An ID model can instead learn from every training interaction:
+each user's training history ``items[:-2]`` is cut from the end into windows of
+``max_seq_len + 1`` items overlapping by one, so every training item is a target exactly
+once per epoch. Windows are shuffled per epoch (seeded), dealt to ranks and to loader
+workers like the shard stream, and resume at a batch the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from trainer.data import StreamPosition
+from trainer.dataset import UserSequences
+
+
+def training_windows(sequences: UserSequences, max_seq_len: int) -> list[np.ndarray]:
+    """Every user's training history as windows of at most ``max_seq_len + 1`` items (at least 2)."""
+    windows = []
+    for row in range(len(sequences)):
+        history = sequences.sequence(row)[:-2]
+        for end in range(len(history), 1, -max_seq_len):
+            windows.append(history[max(0, end - max_seq_len - 1) : end])
+    return windows
+
+
+class SequenceWindowStream(IterableDataset):
+    """One rank's batches of sequence windows for one epoch, after ``position.batches`` batches.
+
+    Yields the same dicts as :class:`trainer.data.TrainStream` without frames.
+    """
+
+    def __init__(
+        self,
+        windows: list[np.ndarray],
+        *,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        max_seq_len: int,
+        batches_per_epoch: int,
+        position: StreamPosition,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.windows = windows
+        self.batch_size, self.seed, self.shuffle, self.max_seq_len = batch_size, seed, shuffle, max_seq_len
+        self.batches_per_epoch, self.position = batches_per_epoch, position
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        num_workers = info.num_workers if info else 1
+        worker = ((info.id if info else 0) + self.position.batches) % num_workers
+        order = np.arange(len(self.windows))
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.position.epoch]).shuffle(order)
+        mine = order[self.rank :: self.world_size]
+        first = self.position.batches + (worker - self.position.batches) % num_workers
+        for batch_index in range(first, self.batches_per_epoch, num_workers):
+            rows = mine[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
+            items = torch.zeros(len(rows), self.max_seq_len + 1, dtype=torch.long)
+            for i, row in enumerate(rows):
+                window = self.windows[row]
+                items[i, : len(window)] = torch.from_numpy(window)
+            yield {
+                "items": items,
+                "unique_items": torch.unique(items[items > 0]),
+                "skipped": 0,
+                "batch_index": batch_index,
+            }
