@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 scratch / f"v{factor}", videos, items, args.users * factor, args.per_user
             )
             uris = [videos[(i - 1) % len(videos)] for i in range(1, items + 1)]
-            bare = bare_sampler(uris, args.workers, args.mode)
+            bare = bare_sampler(uris, args.workers)
             run = ingest(pairs, video_map, scratch / f"out-v{factor}", args.workers, args.mode)
             run.update(
                 factor=factor, bare_videos_per_s=round(bare, 2), ratio=round(run["videos_per_s"] / bare, 3)
