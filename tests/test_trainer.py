@@ -238,3 +238,13 @@ def test_video_encoder_on_an_id_only_dataset_is_a_clear_error(tmp_path):
         train_main(
             ["--data", str(data), "--preset", "tiny", "--output", str(tmp_path / "run"), "--no-progress"]
         )
+
+
+def test_frozen_blocks_keep_their_batchnorm_statistics():
+    backbone = build_backbone("tiny")
+    apply_freezing(backbone, "top-k", 1)
+    encoder = VideoItemEncoder(backbone, dim=4).train()
+    before = encoder.backbone.stem[1].running_mean.clone()
+    encoder(torch.tensor([1]), torch.randint(0, 255, (1, 3, 3, 16, 16), dtype=torch.uint8))
+    assert torch.equal(encoder.backbone.stem[1].running_mean, before)  # frozen stem: eval mode
+    assert encoder.backbone.layer2.training  # the trainable top block trains

@@ -174,9 +174,19 @@ class VideoItemEncoder(nn.Module):
         if activation_checkpointing:
             for name in backbone.block_names:
                 _replace(self.backbone, name, _Checkpointed(_get(self.backbone, name)))
+        self.block_names = list(backbone.block_names)
         self.projection = nn.Linear(backbone.feature_dim, dim)
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> VideoItemEncoder:
+        """Frozen blocks stay in eval mode, so their normalisation statistics stay as loaded."""
+        super().train(mode)
+        for name in self.block_names:
+            block = _get(self.backbone, name)
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        return self
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         clips = frames.permute(0, 2, 1, 3, 4).float().div_(255)
