@@ -54,9 +54,8 @@ from transforms.video_source import CountingReader, is_local, local_path
 
 ATTEMPTS = 6
 REORDER_SLACK = 4
-# Seek this far before the first wanted frame, so rounding cannot trim it away.
-SEEK_MARGIN_S = 0.0005
-
+# Raw frames one bounded ffmpeg run may hand back through memory.
+RAW_OUTPUT_BUDGET_BYTES = 512 * 2**20
 _SHOWINFO_CONFIG = re.compile(r"config in time_base: (\d+)/(\d+)")
 _SHOWINFO_FRAME = re.compile(r"\] n:\s*\d+ pts:\s*(-?\d+) .*?duration:\s*(-?\d+)")
 _SHOWINFO_ROTATION = re.compile(r"displaymatrix: rotation of (-?[\d.]+) degrees")
@@ -116,13 +115,15 @@ def parse_showinfo(log: str) -> FfmpegRun:
     return run
 
 
-def _command(
-    binary: str, path: str, info: VideoInfo, seek_s: float | None, max_frames: int | None, threads: int
-):
+def _command(binary: str, path: str, info: VideoInfo, seek_s, max_frames, threads: int, frame_range):
+    """The ffmpeg command line (built with ffmpeg-python) for :func:`run_ffmpeg`."""
     input_options = {"noautorotate": None, "nostdin": None, "hide_banner": None, "threads": threads}
     if seek_s is not None:
         input_options["ss"] = f"{seek_s:.6f}"
-    video = ffmpeg.input(path, **input_options)[str(info.stream_index)].filter("showinfo")
+    video = ffmpeg.input(path, **input_options)[str(info.stream_index)]
+    if frame_range is not None:
+        video = video.filter("select", f"between(n,{frame_range[0]},{frame_range[1]})")
+    video = video.filter("showinfo")
     if max_frames is None:
         output = video.output("-", format="null", copyts=None, fps_mode="passthrough")
     else:
@@ -150,16 +151,23 @@ def _read_raw_frames(nut: bytes) -> list[av.VideoFrame]:
 
 
 def run_ffmpeg(
-    path: str, info: VideoInfo, seek_s: float | None, max_frames: int | None, config, deadline
+    path: str,
+    info: VideoInfo,
+    seek_s: float | None,
+    max_frames: int | None,
+    config,
+    deadline,
+    frame_range: tuple[int, int] | None = None,
 ) -> FfmpegRun:
     """Decode from ``seek_s`` (None: the start) up to ``max_frames`` frames.
 
-    ``max_frames=None`` decodes the whole stream for its timeline only, keeping no frames.
+    ``max_frames=None`` decodes the whole stream for its timeline only, keeping no frames;
+    ``frame_range=(first, last)`` keeps only the frames at those decode-output positions.
     """
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise VideoError("timeout", f"{path}: decoding took longer than {config.timeout_s:g} s")
-    args = _command(find_ffmpeg(), path, info, seek_s, max_frames, config.threads)
+    args = _command(find_ffmpeg(), path, info, seek_s, max_frames, config.threads, frame_range)
     try:
         done = subprocess.run(args, capture_output=True, timeout=remaining, check=False)
     except subprocess.TimeoutExpired:
@@ -176,6 +184,11 @@ def run_ffmpeg(
         frame.colorspace = COLORSPACES.get(color_space, 2)
         frame.color_range = COLOR_RANGES.get(color_range, 0)
     return run
+
+
+def _raw_frame_bytes(info: VideoInfo) -> int:
+    """Upper bound of one raw frame's size (three full planes of up to 16-bit samples)."""
+    return info.coded_width * info.coded_height * 3 * 2
 
 
 def _frame_interval(info: VideoInfo) -> float:
@@ -196,8 +209,10 @@ def _window_by_seeking(
     frames_after = s * (n - n // 2) + REORDER_SLACK
     decoded = 0
     for attempt in range(ATTEMPTS):
-        at_beginning = seek_to <= info.start_s or attempt == ATTEMPTS - 1
+        at_beginning = seek_to <= info.start_s
         max_frames = int((middle - max(seek_to, info.start_s)) / interval) + 1 + frames_after
+        if max_frames * _raw_frame_bytes(info) > RAW_OUTPUT_BUDGET_BYTES:
+            return None  # too many raw frames to hold: find the window from the timeline instead
         run = run_ffmpeg(path, info, None if at_beginning else seek_to, max_frames, config, deadline)
         decoded += len(run.frames)
         if not run.times:
@@ -228,7 +243,11 @@ def _window_by_seeking(
 def _window_from_timeline(
     path: str, info: VideoInfo, config: SamplerConfig, deadline, convert
 ) -> DecodedWindow:
-    """Decode the whole stream once for its timeline, choose, then decode just the chosen run."""
+    """Decode the whole stream once for its timeline, choose, then decode again keeping the chosen run.
+
+    The second pass selects frames by position from the start: a timestamp seek cannot be trusted in
+    files without an index (MPEG-TS lands between keyframes).
+    """
     timeline = run_ffmpeg(path, info, None, None, config, deadline)
     if not timeline.times:
         raise VideoError("corrupt", f"{path}: no frame of the {info.codec} stream decodes")
@@ -241,8 +260,7 @@ def _window_from_timeline(
         config.stride,
     )
     first, last = min(window.indices), max(window.indices)
-    seek_s = None if first == 0 else timeline.times[first] - SEEK_MARGIN_S
-    run = run_ffmpeg(path, info, seek_s, last - first + 1, config, deadline)
+    run = run_ffmpeg(path, info, None, last - first + 1, config, deadline, frame_range=(first, last))
     if run.times != timeline.times[first : last + 1]:
         raise VideoError("corrupt", f"{path}: ffmpeg decodes the chosen frames differently on a second pass")
     positions = tuple(i - first for i in window.indices)
