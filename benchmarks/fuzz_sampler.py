@@ -104,13 +104,15 @@ def mutate(data: bytes, other: bytes, rng: random.Random) -> tuple[str, bytes, s
 
 @dataclass
 class FuzzReport:
-    """Outcome counts of a fuzz run; ``escaped`` and ``hangs`` must stay empty."""
+    """Outcome counts of a fuzz run; ``escaped`` and ``hangs`` must stay empty (``timeouts`` lists the
+    cases the time limit stopped, for a look at what made them slow)."""
 
     cases: int = 0
     outcomes: Counter = field(default_factory=Counter)
     by_mutation: dict[str, Counter] = field(default_factory=dict)
     escaped: list[dict] = field(default_factory=list)
     hangs: list[dict] = field(default_factory=list)
+    timeouts: list[dict] = field(default_factory=list)
     workers_started: int = 0
     max_case_s: float = 0.0
     total_s: float = 0.0
@@ -122,6 +124,7 @@ class FuzzReport:
             "by_mutation": {name: dict(sorted(c.items())) for name, c in sorted(self.by_mutation.items())},
             "escaped": self.escaped,
             "hangs": self.hangs,
+            "timeouts": self.timeouts,
             "workers_started": self.workers_started,
             "max_case_s": round(self.max_case_s, 3),
             "total_s": round(self.total_s, 1),
@@ -164,6 +167,8 @@ def run_fuzz(sources: list[Path], cases: int, seed: int, config: SamplerConfig, 
             report.cases += 1
             report.outcomes[outcome] += 1
             report.by_mutation.setdefault(name, Counter())[outcome] += 1
+            if outcome == "timeout":
+                report.timeouts.append({"case": case, "source": sources[index].name, "mutation": description})
             if outcome == "wrong_frame_count":
                 report.escaped.append({"case": case, "source": sources[index].name, "mutation": description})
         report.workers_started = sampler.workers_started
