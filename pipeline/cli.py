@@ -8,7 +8,16 @@ imports torch and ``videorec --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+
+
+class _DropBeamImportNoise(logging.Filter):
+    """Hide Beam's import-time warning about optional BigQuery/apitools clients we never use."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
 
 # name -> (module exposing main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage(), file=sys.stderr)
         return 2
     module_name, _ = SUBCOMMANDS[name]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropBeamImportNoise())
+    # The local job service re-logs every worker warning; worker errors still surface as job failures.
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

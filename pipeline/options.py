@@ -6,6 +6,7 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
+from pipeline.versions import DEFAULT_LEASE_TTL_S
 from transforms.interactions import FORMATS
 
 DEFAULT_SHARD_MAX_SAMPLES = 1000
@@ -36,6 +37,10 @@ class IngestConfig:
         dataset_root: write a new version under this dataset root and publish it as ``LATEST``
             (then ``output`` is the version's folder, set when the run takes the root's lease).
         dataset_version: the manifest's ``dataset_version``; None uses the content hash.
+        keep: with ``dataset_root``, prune the root to this many published versions after publishing
+            (``pipeline.versions.prune``); None keeps every version.
+        lease_ttl_s: with ``dataset_root``, how long the run's lease on the root lasts (seconds): a
+            run killed before releasing it blocks the root until then. Longer than the longest job.
     """
 
     interactions: str
@@ -54,6 +59,8 @@ class IngestConfig:
     work_dir: str | None = None
     dataset_root: str | None = None
     dataset_version: str | None = None
+    keep: int | None = None
+    lease_ttl_s: float = DEFAULT_LEASE_TTL_S
 
     @property
     def has_videos(self) -> bool:
@@ -103,6 +110,21 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--dataset-root", metavar="ROOT", help="write ROOT/versions/<id>/ and publish it as ROOT/LATEST"
     )
+    out.add_argument(
+        "--keep",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --dataset-root: after publishing, delete all but the N newest published versions",
+    )
+    out.add_argument(
+        "--lease-ttl",
+        type=float,
+        default=DEFAULT_LEASE_TTL_S,
+        metavar="S",
+        help="with --dataset-root: seconds the run holds the root (default 12 h); "
+        "a killed run blocks the root until then",
+    )
     out.add_argument("--shard-max-samples", type=int, default=DEFAULT_SHARD_MAX_SAMPLES)
     out.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
     out.add_argument("--work-dir", default=None, help="scratch folder (default OUTPUT/_work)")
@@ -134,6 +156,12 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
     ):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.dataset_root is None and args.keep is not None:
+        p.error("--keep needs --dataset-root")
+    if args.keep is not None and args.keep < 1:
+        p.error("--keep must be at least 1")
+    if args.lease_ttl <= 0:
+        p.error("--lease-ttl must be positive")
     sampler = {
         key: value
         for key, value in (
@@ -164,6 +192,8 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         sampler=sampler,
         work_dir=args.work_dir,
         dataset_root=args.dataset_root.rstrip("/") if args.dataset_root else None,
+        keep=args.keep,
+        lease_ttl_s=args.lease_ttl,
     )
     return config, with_local_defaults(beam_args), args.quiet
 
@@ -185,4 +215,6 @@ def with_local_defaults(beam_args: list[str]) -> list[str]:
         defaults.append(f"--direct_num_workers={os.cpu_count() or 1}")
     if not any(a.startswith("--direct_running_mode") for a in beam_args):
         defaults.append("--direct_running_mode=multi_processing")
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+        defaults.append("--default_sdk_harness_log_level=ERROR")
     return ["--runner=DirectRunner", *defaults, *beam_args]
