@@ -8,7 +8,8 @@ provider (``apache-airflow-providers-google``), and set these Airflow Variables 
 - ``videorec_image``: the image deploy/build_template.sh built (the workers run it too);
 - ``videorec_bucket``: bucket for Dataflow staging and temp files;
 - ``videorec_service_account``: service account of the launcher and the workers;
-- ``videorec_interactions``, ``videorec_videos``, ``videorec_output``: the ingest inputs and output.
+- ``videorec_interactions``, ``videorec_videos``: the ingest inputs;
+- ``videorec_dataset_root``: the dataset root each run adds a version to and publishes ``LATEST`` in.
 
 Values are read when the task runs (Jinja templates), not when the scheduler parses this file.
 """
@@ -27,7 +28,8 @@ LAUNCH_BODY = {
         "parameters": {
             "interactions": "{{ var.value.videorec_interactions }}",
             "videos": "{{ var.value.videorec_videos }}",
-            "output": "{{ var.value.videorec_output }}",
+            "dataset_root": "{{ var.value.videorec_dataset_root }}",
+            "keep": "7",
             "sdk_container_image": "{{ var.value.videorec_image }}",
         },
         "environment": {

@@ -4,9 +4,11 @@ Dataflow's template launcher runs ``python flex_main.py --name=value ...`` with 
 parameters (snake_case, as declared in deploy/metadata.json) followed by Dataflow's own pipeline
 options (``--runner``, ``--project``, ``--region``, ``--temp_location``, ``--sdk_container_image``...).
 
-This file turns the template parameters back into ``videorec ingest`` flags, builds the same pipeline
-as ``videorec ingest`` and submits it without waiting: a Flex Template launcher must exit once the
-job is submitted, and Dataflow runs the rest (the manifest is written by the job's last step).
+This file turns the template parameters back into ``videorec ingest`` flags and submits the same job
+as ``videorec ingest`` with ``pipeline.main.launch``, without waiting: a Flex Template launcher must
+exit once the job is submitted, and Dataflow runs the rest. With ``dataset_root`` the launcher takes
+the root's lease, and the job's own last step (after the manifest) publishes ``LATEST``, releases
+the lease and prunes to ``keep`` versions.
 """
 
 from __future__ import annotations
@@ -66,20 +68,10 @@ def with_dataflow_runner(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipeline.main import launch
+    from pipeline.options import parser
 
-    from pipeline.main import build_pipeline
-    from pipeline.options import parse, parser
-    from transforms.interactions import resolve_inputs
-
-    config, beam_args, _ = parse(with_dataflow_runner(to_cli_argv(argv, parser())))
-    options = PipelineOptions(beam_args)
-    FileSystems.set_options(options)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, config, resolve_inputs(config.interactions, config.format))
-    result = pipeline.run()
+    result = launch(with_dataflow_runner(to_cli_argv(argv, parser())))
     print(f"videorec flex launcher: submitted, state {result.state}", file=sys.stderr)
     return 0
 

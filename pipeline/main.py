@@ -1,8 +1,10 @@
 """The ingest job: interaction logs + raw videos -> one dataset version (docs/FORMAT.md).
 
 ``videorec ingest ...`` and ``python -m pipeline.main ...`` both call :func:`main`; tests call
-:func:`run` with a list of arguments. Only IDs and small records move through shuffles: frames go
-from the decoder to fragment files, into item shards, and from item shards into train shards.
+:func:`run` with a list of arguments, which waits for the job. :func:`launch` submits the same job
+and returns at once (the Flex Template launcher, deploy/flex_main.py). Only IDs and small records
+move through shuffles: frames go from the decoder to fragment files, into item shards, and from item
+shards into train shards.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from pipeline import versions
 from pipeline.options import IngestConfig, parse
 from pipeline.summary import format_summary
 from transforms import storage
@@ -124,6 +127,20 @@ def finish_dataset(
     write_manifest(config.output, manifest)
     storage.delete_tree(work_dir(config))
     return manifest["dataset_version"]
+
+
+def publish_version(_, lease_json: str, keep: int | None) -> list[str]:
+    """The job's last step when it was launched without waiting: ``versions.finish_run`` on a worker.
+
+    Publishes the version the lease names as ``LATEST``, releases the root and prunes to ``keep``
+    versions; returns the pruned version ids. A retried step that finds its version already
+    published only releases the lease.
+    """
+    lease = versions.RunLease.from_json(lease_json)
+    if versions.latest_version_id(lease.root) == lease.version_id:
+        versions.release_run_lease(lease)
+        return []
+    return versions.finish_run(lease, keep=keep)
 
 
 def work_dir(config: IngestConfig) -> str:
@@ -261,10 +278,13 @@ def build_pipeline(
     sources: list[tuple[int, str, str]],
     progress_every: int = 0,
     previous: PreviousVersion | None = None,
+    publish_with: versions.RunLease | None = None,
 ) -> None:
     """Add the whole ingest job to ``pipeline``.
 
     Workers report every ``progress_every`` videos (0: never); ``previous`` turns on frame reuse.
+    With ``publish_with`` (the run's lease on the dataset root), the job's last step publishes the
+    version it wrote as ``LATEST`` and releases the root (``publish_version``).
     """
     source_files = [path for _, path, _ in sources]
     rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
@@ -280,7 +300,7 @@ def build_pipeline(
         | "CountFailures" >> CountFailures()
     )
     count, singleton = beam.combiners.Count.Globally, beam.pvalue.AsSingleton
-    (
+    written_version = (
         pipeline
         | "Finish" >> beam.Create([None])
         | "WriteManifestLast"
@@ -298,6 +318,8 @@ def build_pipeline(
             items_seen=singleton(items.seen | "CountItems" >> count()),
         )
     )
+    if publish_with is not None:
+        written_version | "PublishAsLatest" >> beam.Map(publish_version, publish_with.to_json(), config.keep)
 
 
 def job_counters(outcome) -> dict[str, int]:
@@ -319,40 +341,75 @@ def videos_attempted(manifest: dict) -> int:
 
 
 def run(argv: list[str]) -> IngestResult:
-    """Run the ingest job with command-line arguments; return what it wrote.
+    """Run the ingest job with command-line arguments, wait for it, and return what it wrote.
 
-    With ``--dataset-root`` the run takes the root's lease, writes ``ROOT/versions/<id>/`` and
-    publishes it as ``LATEST`` (see :mod:`pipeline.versions`); otherwise it writes ``--output``.
+    With ``--dataset-root`` the run takes the root's lease, writes ``ROOT/versions/<id>/`` (reusing
+    the frames of unchanged videos from the ``LATEST`` version), then publishes it as ``LATEST``,
+    releases the root and prunes to ``--keep`` versions (see :mod:`pipeline.versions`). A failed
+    job releases the root and leaves ``LATEST`` as it was. Otherwise it writes ``--output``.
     """
     config, beam_args, quiet = parse(argv)
     if config.dataset_root is None:
         return run_job(config, beam_args, quiet)
-    from pipeline import versions
-
-    lease = versions.acquire_run_lease(config.dataset_root)
+    lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s)
     try:
-        output = versions.version_url(config.dataset_root, lease.version_id)
-        previous = None
-        if config.has_videos:
-            base = lease.base_version and versions.version_url(config.dataset_root, lease.base_version)
-            previous = PreviousVersion.read(base) if base else PreviousVersion({}, {})
-        versioned = replace(config, output=output, dataset_version=lease.version_id)
+        versioned, previous = version_to_write(config, lease)
         result = run_job(versioned, beam_args, quiet, previous)
-        versions.publish(config.dataset_root, lease.version_id, lease.base_version, lease=lease)
-    finally:
+    except BaseException:
         versions.release_run_lease(lease)
+        raise
+    pruned = versions.finish_run(lease, keep=config.keep)
     if not quiet:
         print(f"ingest: published {lease.version_id} as {config.dataset_root}/LATEST", file=sys.stderr)
+        if pruned:
+            print(f"ingest: pruned {len(pruned)} version(s): {', '.join(pruned)}", file=sys.stderr)
     return result
 
 
-def run_job(
-    config: IngestConfig, beam_args: list[str], quiet: bool, previous: PreviousVersion | None = None
-) -> IngestResult:
-    """Build and run the pipeline for ``config``; write run_stats.json and print the summary.
+def launch(argv: list[str]):
+    """Submit the ingest job and return its ``PipelineResult`` without waiting for it.
 
-    With ``previous``, videos unchanged since that version reuse its frames (see ``EncodeItems``).
+    For launchers that must exit once the job is submitted (a Dataflow Flex Template). With
+    ``--dataset-root`` the lease is taken here and the job's last step publishes ``LATEST``,
+    releases the root and prunes (``publish_version``); a job that fails on the service keeps the
+    lease until ``--lease-ttl`` runs out (docs/INCREMENTAL.md, Operations). No run_stats.json is
+    written: the launcher does not see the job end.
     """
+    config, beam_args, quiet = parse(argv)
+    if config.dataset_root is None:
+        return start_job(config, beam_args, quiet)
+    lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s)
+    try:
+        versioned, previous = version_to_write(config, lease)
+        return start_job(versioned, beam_args, quiet, previous, publish_with=lease)
+    except BaseException:
+        versions.release_run_lease(lease)
+        raise
+
+
+def version_to_write(
+    config: IngestConfig, lease: versions.RunLease
+) -> tuple[IngestConfig, PreviousVersion | None]:
+    """The config writing the lease's version folder, and what it may reuse from the base version."""
+    root = config.dataset_root
+    previous = None
+    if config.has_videos:
+        base = lease.base_version and versions.version_url(root, lease.base_version)
+        previous = PreviousVersion.read(base) if base else PreviousVersion({}, {})
+    versioned = replace(
+        config, output=versions.version_url(root, lease.version_id), dataset_version=lease.version_id
+    )
+    return versioned, previous
+
+
+def start_job(
+    config: IngestConfig,
+    beam_args: list[str],
+    quiet: bool,
+    previous: PreviousVersion | None = None,
+    publish_with: versions.RunLease | None = None,
+):
+    """Build the pipeline for ``config`` and hand it to the runner; returns its ``PipelineResult``."""
     options = PipelineOptions(beam_args)
     FileSystems.set_options(options)
     sources = resolve_inputs(config.interactions, config.format)
@@ -363,14 +420,30 @@ def run_job(
             f"ingest: {len(sources)} interaction file(s) ({', '.join(kinds)}), {mode} -> {config.output}",
             file=sys.stderr,
         )
-    started = time.monotonic()
     pipeline = beam.Pipeline(options=options)
     build_pipeline(
-        pipeline, config, sources, progress_every=0 if quiet else PROGRESS_EVERY, previous=previous
+        pipeline,
+        config,
+        sources,
+        progress_every=0 if quiet else PROGRESS_EVERY,
+        previous=previous,
+        publish_with=publish_with,
     )
-    outcome = pipeline.run()
+    return pipeline.run()
+
+
+def run_job(
+    config: IngestConfig, beam_args: list[str], quiet: bool, previous: PreviousVersion | None = None
+) -> IngestResult:
+    """Run the pipeline for ``config`` to the end; write run_stats.json and print the summary.
+
+    With ``previous``, videos unchanged since that version reuse its frames (see ``EncodeItems``).
+    """
+    started = time.monotonic()
+    outcome = start_job(config, beam_args, quiet, previous)
     outcome.wait_until_finish()
     wall = time.monotonic() - started
+    options = PipelineOptions(beam_args)
     manifest = read_manifest(config.output)
     videos = videos_attempted(manifest)
     direct = options.view_as(DirectOptions)
@@ -396,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"videorec ingest: error: {err}", file=sys.stderr)
         return 2
+    except versions.VersionError as err:
+        print(f"videorec ingest: error: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from transforms.storage import gcs_client, split_gcs_url
+
 LATEST = "LATEST"
 RUN_LOCK = "RUN.lock"
 SWAP_LOCK = ".swap.lock"
@@ -77,26 +79,6 @@ class LeaseLost(VersionError):
 # --------------------------------------------------------------------------------------------------
 # Storage: a folder on the local filesystem or under a GCS prefix, with compare-and-swap on small files
 # --------------------------------------------------------------------------------------------------
-
-
-def gcs_client():
-    """A google-cloud-storage client; anonymous against ``STORAGE_EMULATOR_HOST`` when that is set."""
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
-
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "emulator")
-        return storage.Client(project=project, credentials=AnonymousCredentials())
-    return storage.Client()
-
-
-def split_gcs_url(url: str) -> tuple[str, str]:
-    """``gs://bucket/a/b`` -> ``("bucket", "a/b")``."""
-    bucket, _, prefix = url.removeprefix("gs://").partition("/")
-    if not bucket:
-        raise ValueError(f"not a gs:// URL with a bucket: {url!r}")
-    return bucket, prefix.strip("/")
 
 
 class _LocalFolder:

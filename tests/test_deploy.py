@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
 
 from deploy.flex_main import ingest_flags, to_cli_argv, with_dataflow_runner
+from pipeline import versions
 from pipeline.options import parse, parser
 from pipeline.versions import validate_manifest
 
@@ -160,7 +161,7 @@ def test_scheduled_launch_builds_valid_dataflow_pipeline_options(config_file):
 
     argv = launcher_argv(body, command[command.index("--uri") + 1])
     config, beam_args, _ = parse(with_dataflow_runner(to_cli_argv(argv, parser())))
-    assert config.output == "gs://my-project-videorec/datasets/microlens"
+    assert config.dataset_root == "gs://my-project-videorec/datasets/microlens" and config.keep == 7
     # dry_run: the validator would otherwise ask GCS about the buckets' soft-delete policy.
     options = PipelineOptions([*beam_args, "--dry_run=True"])
     from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
@@ -208,6 +209,32 @@ def test_flex_entry_point_submits_the_real_pipeline(tmp_path):
     assert "submitted" in result.stderr
     manifest = validate_manifest(output)
     assert manifest["config"]["max_seq_len"] == 4 and manifest["num_users"] == 12
+
+
+def test_flex_entry_point_publishes_latest_from_the_jobs_last_step(tmp_path):
+    """With dataset_root the launcher only takes the lease; the job itself publishes, releases, prunes."""
+    rows = ["user,item,timestamp"] + [f"u{u},i{(u + k) % 9},{100 + k}" for u in range(8) for k in range(5)]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    root = tmp_path / "root"
+    argv = [
+        sys.executable,
+        str(DEPLOY / "flex_main.py"),
+        f"--interactions={tmp_path / 'pairs.csv'}",
+        f"--dataset_root={root}",
+        "--keep=1",
+        "--min_user_interactions=3",
+        "--quiet=true",
+        "--runner=DirectRunner",
+        "--direct_num_workers=1",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    for _ in range(2):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    published = versions.resolve_latest(root)
+    assert validate_manifest(published)["num_users"] == 8
+    assert versions.list_versions(root) == [versions.latest_version_id(root)], "--keep=1 pruned the first"
+    assert versions.read_lease(root) is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from transforms.fingerprint import (
     stat_tree,
     stat_video,
 )
-from transforms.item_shards import ItemRow
+from transforms.item_shards import EncodedItem, ItemRow
 from transforms.sampler import SamplerConfig
 from transforms.tables import ITEMS_FILE, items_table, write_table
 
@@ -186,12 +186,19 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
 def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
     version = str(tmp_path / "v1")
     rows = [
-        ItemRow("a", 1, None, 3, None, (), None, "items/items-000000.tar", 0, 100),
-        ItemRow("b", 2, None, 2, None, (), None, "items/items-000000.tar", 100, 100),
+        ItemRow(
+            item_id=item_id,
+            item_index=index,
+            title=None,
+            popularity=3,
+            source=EncodedItem(item_id, fingerprint=f"fp-{item_id}"),
+            shard="items/items-000000.tar",
+            offset=100 * (index - 1),
+            size=100,
+        )
+        for index, item_id in enumerate(["a", "b"], start=1)
     ]
-    tables = {
-        "items": write_table(version, ITEMS_FILE, items_table(rows, {"a": "fp-a", "b": "fp-b"}))["path"],
-    }
+    tables = {"items": write_table(version, ITEMS_FILE, items_table(rows))["path"]}
     records = [
         failure("item", "decode", "decode_error", "bad stream", item_id="c", uri="c.mp4", fingerprint="fp-c"),
         failure(

@@ -1,5 +1,8 @@
 """Local and ``gs://`` file access through Beam's ``FileSystems``: open, list, join, atomic write.
 
+``gcs_client`` and ``split_gcs_url`` serve the few callers that need GCS object metadata Beam does
+not expose (generations, MD5s, conditional writes): fingerprints and dataset-root pointers.
+
 Every path the ingest job touches goes through these helpers, so the same code runs on a laptop
 and on Dataflow. Writes are atomic: a local file is written to a temporary sibling and renamed; a
 GCS object only becomes visible when its upload completes, so it is written in place.
@@ -142,3 +145,23 @@ def delete_tree(path: str) -> None:
         FileSystems.delete(paths)
     if not is_remote(path) and os.path.isdir(path):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def gcs_client():
+    """A google-cloud-storage client; anonymous against ``STORAGE_EMULATOR_HOST`` when that is set."""
+    from google.cloud import storage as gcs
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "emulator")
+        return gcs.Client(project=project, credentials=AnonymousCredentials())
+    return gcs.Client()
+
+
+def split_gcs_url(url: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, prefix = url.removeprefix("gs://").partition("/")
+    if not bucket:
+        raise ValueError(f"not a gs:// URL with a bucket: {url!r}")
+    return bucket, prefix.strip("/")

@@ -3,7 +3,7 @@
 # Settings come from the environment (the systemd unit and the crontab read /etc/videorec/ingest.env):
 #   VIDEOREC              the videorec executable (default /opt/videorec/.venv/bin/videorec)
 #   VIDEOREC_INGEST_ARGS  the 'videorec ingest' flags, e.g. "--interactions /data/raw/pairs.csv --videos
-#                         /data/raw/videos --output /data/datasets/microlens"
+#                         /data/raw/videos --dataset-root /data/datasets/microlens --keep 7"
 set -euo pipefail
 
 VIDEOREC=${VIDEOREC:-/opt/videorec/.venv/bin/videorec}
