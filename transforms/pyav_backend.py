@@ -344,7 +344,10 @@ def _seek_window(
         decoded_total += decoded
         expected = times[positions[0] : positions[-1] + 1]
         if shown != expected or len(kept) != len(set(window_times)):
-            if at_beginning:
+            # Only frames missing (leading pictures of an open GOP) can be cured by an earlier seek;
+            # frames the packets did not promise, or out of order, mean the timestamps are wrong.
+            missing_only = set(shown) < set(expected) and shown == sorted(shown)
+            if at_beginning or not missing_only:
                 raise _Untrusted("the decoder did not show the frames the packets promised")
             seek_to = min(seek_to, keyframe_time) - lookback * 2 ** (attempt + 1)
             continue
