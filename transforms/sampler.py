@@ -2,9 +2,10 @@
 
 The frames chosen are defined in :mod:`transforms.sampling_window` (the middle by time, a centred
 window in presentation order, shifted then padded for short videos, the middle of what decodes when
-the claimed duration is false). Two interchangeable backends produce them:
+the claimed duration is false); docs/SAMPLER.md has the full definition. Two interchangeable
+backends produce them:
 
-* ``"pyav"`` (default): in-process PyAV; keyframe seek, non-reference frames before the window are
+* ``"pyav"`` (default): in-process PyAV; keyframe seek, non-reference frames outside the window are
   skipped by the decoder (bit-exact), one colour conversion + resize per kept frame.
 * ``"ffmpeg"``: the ffmpeg command-line tool (found on ``FFMPEG_BINARY``, ``PATH`` or imageio-ffmpeg)
   decodes the window; the same frames, then the same conversion as the PyAV backend.
