@@ -37,23 +37,43 @@ class FrameTransform:
         return self.size if self.squash else round(self.size * RESIZE_MARGIN)
 
     def __call__(self, clip: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``clip``: uint8 ``[T, 3, H, W]`` -> uint8 ``[T, 3, size, size]``."""
+        """``clip``: uint8 ``[T, 3, H, W]`` (any strides) -> contiguous uint8 ``[T, 3, size, size]``."""
         if self.squash:
-            clip = F.resize(clip, [self.size, self.size], antialias=True)
+            clip = _resize(clip, [self.size, self.size])
         else:
-            clip = F.resize(clip, round(self.size * RESIZE_MARGIN), antialias=True)
-            clip = self._crop(clip, generator)
-        if self.train and self.augment and torch.rand((), generator=generator) < 0.5:
-            clip = F.horizontal_flip(clip)
-        return clip.contiguous()
+            clip = self._crop(_resize(clip, round(self.size * RESIZE_MARGIN)), generator)
+        flip = self.train and self.augment and bool(torch.rand((), generator=generator) < 0.5)
+        return _contiguous(clip, flip)
 
     def _crop(self, clip: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         height, width = clip.shape[-2:]
         if self.train and self.augment:
             top = int(torch.randint(0, height - self.size + 1, (), generator=generator))
             left = int(torch.randint(0, width - self.size + 1, (), generator=generator))
-            return F.crop(clip, top, left, self.size, self.size)
-        return F.center_crop(clip, [self.size, self.size])
+        else:
+            top, left = (height - self.size) // 2, (width - self.size) // 2
+        return clip[..., top : top + self.size, left : left + self.size]
+
+
+def _resize(clip: torch.Tensor, size: int | list[int]) -> torch.Tensor:
+    height, width = clip.shape[-2:]
+    wanted = size if isinstance(size, list) else None
+    if wanted is None:
+        short, long_ = (height, width) if height <= width else (width, height)
+        if short == size:
+            return clip
+    elif [height, width] == wanted:
+        return clip
+    return F.resize(clip, size, antialias=True)
+
+
+def _contiguous(clip: torch.Tensor, flip: bool) -> torch.Tensor:
+    """One copy into ``[T, 3, H, W]`` layout (with the flip): numpy's strided uint8 copy is far
+    faster than torch's on the CPU, and decoded frames arrive channels-last."""
+    if clip.device.type != "cpu":
+        return (clip.flip(-1) if flip else clip).contiguous()
+    array = clip.numpy()
+    return torch.from_numpy(np.ascontiguousarray(array[..., ::-1] if flip else array))
 
 
 def sample_generator(seed: int, epoch: int, key: str) -> torch.Generator:
@@ -61,14 +81,13 @@ def sample_generator(seed: int, epoch: int, key: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{epoch}/{key}".encode()) + (seed << 32))
 
 
-def _decode_cpu(data: bytes, min_size: int | None) -> torch.Tensor:
+def _decode_cpu(data: bytes, min_size: int | None) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         if image.format != "JPEG":
             raise ValueError(f"frame is {image.format}, not JPEG")
         if min_size:
             image.draft("RGB", (min_size, min_size))  # DCT-domain downscale, never below min_size
-        array = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+        return np.asarray(image.convert("RGB"))
 
 
 def decode_clip(jpegs: list[bytes], device: str = "cpu", min_size: int | None = None) -> torch.Tensor:
@@ -77,8 +96,8 @@ def decode_clip(jpegs: list[bytes], device: str = "cpu", min_size: int | None = 
     On the CPU with Pillow (downscaled while decoding when ``min_size`` allows); on a CUDA
     device with nvjpeg through ``torchvision.io.decode_jpeg``.
     """
-    if device == "cpu":
-        return torch.stack([_decode_cpu(data, min_size) for data in jpegs])
+    if device == "cpu":  # channels-last view, made contiguous by the transform's single copy
+        return torch.from_numpy(np.stack([_decode_cpu(data, min_size) for data in jpegs])).permute(0, 3, 1, 2)
     from torchvision.io import ImageReadMode, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]

@@ -21,6 +21,8 @@ class SASRec(nn.Module):
         super().__init__()
         self.max_seq_len = max_seq_len
         self.positions = nn.Embedding(max_seq_len, dim)
+        # same scale as the id embeddings: N(0, 1) positions would drown the items after the input norm
+        nn.init.normal_(self.positions.weight, std=0.02)
         self.input_norm = nn.LayerNorm(dim)
         self.input_dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
