@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transforms.isolated_sampler import IsolatedSampler
+from transforms.isolated_sampler import UNEXPECTED_PREFIX, IsolatedSampler
 from transforms.sampler import SamplerConfig, VideoError
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -104,8 +104,9 @@ def mutate(data: bytes, other: bytes, rng: random.Random) -> tuple[str, bytes, s
 
 @dataclass
 class FuzzReport:
-    """Outcome counts of a fuzz run; ``escaped`` and ``hangs`` must stay empty (``timeouts`` lists the
-    cases the time limit stopped, for a look at what made them slow)."""
+    """Outcome counts of a fuzz run; ``escaped``, ``hangs`` and ``unexpected`` (a Python exception
+    inside the worker, reported as ``corrupt``: a sampler bug) must stay empty; ``timeouts`` lists the
+    cases the time limit stopped, for a look at what made them slow."""
 
     cases: int = 0
     outcomes: Counter = field(default_factory=Counter)
@@ -113,6 +114,7 @@ class FuzzReport:
     escaped: list[dict] = field(default_factory=list)
     hangs: list[dict] = field(default_factory=list)
     timeouts: list[dict] = field(default_factory=list)
+    unexpected: list[dict] = field(default_factory=list)
     workers_started: int = 0
     max_case_s: float = 0.0
     total_s: float = 0.0
@@ -125,6 +127,7 @@ class FuzzReport:
             "escaped": self.escaped,
             "hangs": self.hangs,
             "timeouts": self.timeouts,
+            "unexpected": self.unexpected,
             "workers_started": self.workers_started,
             "max_case_s": round(self.max_case_s, 3),
             "total_s": round(self.total_s, 1),
@@ -155,6 +158,10 @@ def run_fuzz(sources: list[Path], cases: int, seed: int, config: SamplerConfig, 
                 outcome = "sampled" if len(sample.frames) == config.num_frames else "wrong_frame_count"
             except VideoError as error:
                 outcome = error.kind
+                if error.message.startswith(UNEXPECTED_PREFIX.format(uri=target)):
+                    report.unexpected.append(
+                        {"case": case, "source": sources[index].name, "error": error.message}
+                    )
             except Exception as exc:  # noqa: BLE001 - the point is to catch anything that escapes
                 outcome = "escaped"
                 report.escaped.append({"case": case, "source": sources[index].name, "error": repr(exc)})
@@ -191,7 +198,7 @@ def main(argv: list[str]) -> int:
             source_videos(args.videos, args.max_bytes), args.cases, args.seed, config, Path(work)
         )
     print(json.dumps(report.to_dict(), indent=2))
-    return 0 if not report.escaped and not report.hangs else 1
+    return 0 if not (report.escaped or report.hangs or report.unexpected) else 1
 
 
 if __name__ == "__main__":

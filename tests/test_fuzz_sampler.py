@@ -27,6 +27,7 @@ def test_forty_mutated_videos_are_each_sampled_or_classified(shared_data, tmp_pa
     report = run_fuzz(sources, cases=40, seed=1234, config=config, work_dir=tmp_path)
     assert report.escaped == []
     assert report.hangs == []
+    assert report.unexpected == []
     assert report.cases == 40
     assert set(report.outcomes) <= {"sampled", *ERROR_KINDS}
     assert report.outcomes["sampled"] > 0

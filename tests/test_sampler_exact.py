@@ -125,6 +125,18 @@ def test_broken_files_get_their_error_class(shared_data, name, kind):
     assert name in caught.value.message
 
 
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_unknown_codec_is_unsupported_codec(shared_data, tmp_path, backend):
+    """The HEVC sample entry renamed to a fourcc no decoder knows."""
+    data = (shared_data / "videos" / "torchcodec__h265_video.mp4").read_bytes()
+    patched = tmp_path / "unknown_codec.mp4"
+    patched.write_bytes(data.replace(b"hev1", b"zzz9"))
+    with pytest.raises(VideoError) as caught:
+        sample_video(str(patched), SamplerConfig(backend=backend))
+    assert caught.value.kind == "unsupported_codec"
+    assert str(patched) in caught.value.message
+
+
 def test_truncated_file_falls_back_to_the_middle_of_what_decodes(shared_data):
     sample = sample_video(str(shared_data / "videos" / "mediabunny__annex-b_truncated.mp4"))
     assert sample.meta["fallback"] is True

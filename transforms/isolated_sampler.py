@@ -29,6 +29,8 @@ from pathlib import Path
 from transforms.sampler import FrameSample, SamplerConfig, VideoError, sample_video
 
 POLL_S = 0.02
+# Start of the message of a Python exception inside the worker (a sampler bug, reported as corrupt).
+UNEXPECTED_PREFIX = "{uri}: unexpected error in the sampler: "
 START_TIMEOUT_S = 120.0
 # The in-worker cooperative deadline only backs up the parent's hard limit.
 WORKER_DEADLINE_FACTOR = 2.0
@@ -86,7 +88,7 @@ def serve(requests: Connection, answers: Connection, config: SamplerConfig) -> N
             message = f"{uri}: out of memory (above {config.max_memory_mb} MiB)"
             _answer(answers, {"status": "error", "kind": "memory", "message": message})
         except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the pipeline
-            message = f"{uri}: unexpected {type(exc).__name__} while decoding: {exc}"
+            message = UNEXPECTED_PREFIX.format(uri=uri) + f"{type(exc).__name__}: {exc}"
             _answer(answers, {"status": "error", "kind": "corrupt", "message": message})
 
 

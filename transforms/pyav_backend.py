@@ -442,6 +442,9 @@ def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig):
     except VideoError:
         container.close()
         raise
+    if stream.codec_context is None:
+        container.close()
+        raise VideoError("unsupported_codec", f"{uri}: the bundled FFmpeg has no decoder for its video codec")
     if config.threads > 1:
         stream.thread_type = "AUTO"
     stream.codec_context.thread_count = config.threads
