@@ -150,7 +150,7 @@ def _shifted_sequences(num_users: int, num_items: int) -> dict[str, list[str]]:
 def test_id_sasrec_learns_a_deterministic_next_item_rule(tmp_path, source):
     data = write_dataset(tmp_path / "ds", _shifted_sequences(64, 30), max_seq_len=5)
     run = tmp_path / "run"
-    flags = "--preset tiny --encoder id --epochs 60 --lr 0.01 --batch-size 16 --no-progress --source"
+    flags = "--preset tiny --encoder id --epochs 20 --lr 0.01 --batch-size 16 --no-progress --source"
     train_main(["--data", str(data), "--output", str(run), *flags.split(), source])
     results = json.loads((run / "results.json").read_text())
     assert results["test"]["HR@10"] > 0.9
