@@ -291,8 +291,9 @@ class Trainer:
         reporter.write(
             {"type": "eval", "split": "valid", "step": self.step, "epoch": self.position.epoch, **metrics}
         )
-        if metrics[SELECTION_METRIC] > self.best[SELECTION_METRIC]:
-            self.best = {"step": self.step, SELECTION_METRIC: metrics[SELECTION_METRIC]}
+        score = 0.0 if math.isnan(metrics[SELECTION_METRIC]) else metrics[SELECTION_METRIC]  # no valid users
+        if score > self.best[SELECTION_METRIC]:  # starts at -1: the first validation always saves best.pt
+            self.best = {"step": self.step, SELECTION_METRIC: score}
             if self.rank == 0:
                 checkpoint.save_atomic(
                     {
