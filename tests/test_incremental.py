@@ -247,9 +247,11 @@ def test_ingest_killed_midway_leaves_latest_and_the_next_run_publishes(scenario,
     assert versions.read_lease(root) is None
 
 
-def test_two_racing_ingest_runs_publish_once(donor, tmp_path):
+def test_two_racing_ingest_runs_publish_once(scenario, tmp_path):
+    """Both start from an empty root; the winner decodes 22 videos, so the runs surely overlap."""
+    inputs = Path(scenario.first.manifest["config"]["interactions"]).parent
     root = tmp_path / "root"
-    args = ["--interactions", str(donor / "pairs.csv"), "--min-user-interactions", "3", *QUICK]
+    args = ["--interactions", str(inputs / "pairs.csv"), "--videos", str(inputs / "videos"), *QUICK]
     racers = [ingest_process(*args, "--dataset-root", str(root)) for _ in range(2)]
     outcomes = [(racer.wait(timeout=300), racer.communicate()[1]) for racer in racers]
     codes = sorted(code for code, _ in outcomes)
