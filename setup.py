@@ -4,6 +4,8 @@ This file is also the ``--setup_file`` that Beam ships to Dataflow workers, so t
 default install stays lean: torch lives in the ``train`` extra only.
 """
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 INGEST_REQUIRES = [
@@ -42,11 +44,13 @@ setup(
     name="videorec-pipeline",
     version="0.1.0",
     description="Beam ingest of micro-videos into WebDataset shards and end-to-end VideoRec training",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["pipeline", "pipeline.*", "transforms", "transforms.*", "trainer", "trainer.*"]),
+    packages=find_packages(
+        include=["pipeline", "pipeline.*", "transforms", "transforms.*", "trainer", "trainer.*"]
+    ),
     install_requires=INGEST_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["videorec=pipeline.cli:main"]},
