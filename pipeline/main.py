@@ -28,7 +28,7 @@ from transforms.interactions import FAILED, ReadInteractions, resolve_inputs
 from transforms.item_shards import (
     DescribeItemsWithoutFrames,
     EncodeItems,
-    PreviousVersion,
+    ReuseFrom,
     WriteItemShards,
     build_catalog,
     parse_titles,
@@ -179,7 +179,9 @@ class WrittenFiles:
     sequences_table: beam.PCollection
 
 
-def choose_and_encode_items(histories, config: IngestConfig, progress_every: int, previous) -> ItemOutcomes:
+def choose_and_encode_items(
+    histories, config: IngestConfig, progress_every: int, reuse: ReuseFrom | None
+) -> ItemOutcomes:
     """Drop rare items, decide which items are needed, and decode (or describe) those."""
     pipeline = histories.pipeline
     sampler_config, _ = sampler_settings(config)
@@ -197,7 +199,7 @@ def choose_and_encode_items(histories, config: IngestConfig, progress_every: int
             sampler_config,
             work_dir(config),
             progress_every,
-            previous,
+            reuse,
         )
         encoded, video_failures = needed | "EncodeItems" >> encode
     else:
@@ -277,19 +279,19 @@ def build_pipeline(
     config: IngestConfig,
     sources: list[tuple[int, str, str]],
     progress_every: int = 0,
-    previous: PreviousVersion | None = None,
+    reuse: ReuseFrom | None = None,
     publish_with: versions.RunLease | None = None,
 ) -> None:
     """Add the whole ingest job to ``pipeline``.
 
-    Workers report every ``progress_every`` videos (0: never); ``previous`` turns on frame reuse.
+    Workers report every ``progress_every`` videos (0: never); ``reuse`` turns on frame reuse.
     With ``publish_with`` (the run's lease on the dataset root), the job's last step publishes the
     version it wrote as ``LATEST`` and releases the root (``publish_version``).
     """
     source_files = [path for _, path, _ in sources]
     rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
     histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
-    items = choose_and_encode_items(histories.histories, config, progress_every, previous)
+    items = choose_and_encode_items(histories.histories, config, progress_every, reuse)
     sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
         items.excluded, effective_min_length(config.min_user_interactions), source_files
     )
@@ -353,8 +355,8 @@ def run(argv: list[str]) -> IngestResult:
         return run_job(config, beam_args, quiet)
     lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s)
     try:
-        versioned, previous = version_to_write(config, lease)
-        result = run_job(versioned, beam_args, quiet, previous)
+        versioned, reuse = version_to_write(config, lease)
+        result = run_job(versioned, beam_args, quiet, reuse)
     except BaseException:
         versions.release_run_lease(lease)
         raise
@@ -380,33 +382,29 @@ def launch(argv: list[str]):
         return start_job(config, beam_args, quiet)
     lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s)
     try:
-        versioned, previous = version_to_write(config, lease)
-        return start_job(versioned, beam_args, quiet, previous, publish_with=lease)
+        versioned, reuse = version_to_write(config, lease)
+        return start_job(versioned, beam_args, quiet, reuse, publish_with=lease)
     except BaseException:
         versions.release_run_lease(lease)
         raise
 
 
-def version_to_write(
-    config: IngestConfig, lease: versions.RunLease
-) -> tuple[IngestConfig, PreviousVersion | None]:
-    """The config writing the lease's version folder, and what it may reuse from the base version."""
+def version_to_write(config: IngestConfig, lease: versions.RunLease) -> tuple[IngestConfig, ReuseFrom | None]:
+    """The config writing the lease's version folder, and (with videos) the version to reuse frames from."""
     root = config.dataset_root
-    previous = None
-    if config.has_videos:
-        base = lease.base_version and versions.version_url(root, lease.base_version)
-        previous = PreviousVersion.read(base) if base else PreviousVersion({}, {})
     versioned = replace(
         config, output=versions.version_url(root, lease.version_id), dataset_version=lease.version_id
     )
-    return versioned, previous
+    if not config.has_videos:
+        return versioned, None
+    return versioned, ReuseFrom(lease.base_version and versions.version_url(root, lease.base_version))
 
 
 def start_job(
     config: IngestConfig,
     beam_args: list[str],
     quiet: bool,
-    previous: PreviousVersion | None = None,
+    reuse: ReuseFrom | None = None,
     publish_with: versions.RunLease | None = None,
 ):
     """Build the pipeline for ``config`` and hand it to the runner; returns its ``PipelineResult``."""
@@ -426,21 +424,21 @@ def start_job(
         config,
         sources,
         progress_every=0 if quiet else PROGRESS_EVERY,
-        previous=previous,
+        reuse=reuse,
         publish_with=publish_with,
     )
     return pipeline.run()
 
 
 def run_job(
-    config: IngestConfig, beam_args: list[str], quiet: bool, previous: PreviousVersion | None = None
+    config: IngestConfig, beam_args: list[str], quiet: bool, reuse: ReuseFrom | None = None
 ) -> IngestResult:
     """Run the pipeline for ``config`` to the end; write run_stats.json and print the summary.
 
-    With ``previous``, videos unchanged since that version reuse its frames (see ``EncodeItems``).
+    With ``reuse``, videos unchanged since that version reuse its frames (see ``EncodeItems``).
     """
     started = time.monotonic()
-    outcome = start_job(config, beam_args, quiet, previous)
+    outcome = start_job(config, beam_args, quiet, reuse)
     outcome.wait_until_finish()
     wall = time.monotonic() - started
     options = PipelineOptions(beam_args)

@@ -329,6 +329,21 @@ class DescribeItemsWithoutFrames(beam.PTransform):
 
 
 @dataclass(frozen=True)
+class ReuseFrom:
+    """Turns on incremental decoding: fingerprint every video, reuse the frames of unchanged ones.
+
+    Attributes:
+        version: folder of the version to reuse frames from; None for a root's first version (every
+            video is decoded, and fingerprints are recorded for the next run).
+    """
+
+    version: str | None
+
+    def read(self) -> PreviousVersion:
+        return PreviousVersion.read(self.version) if self.version else PreviousVersion({}, {})
+
+
+@dataclass(frozen=True)
 class PreviousVersion:
     """What an incremental run knows of the version it builds on.
 
@@ -371,12 +386,17 @@ class PlanDecodes(beam.DoFn):
     """(item_id, uri) -> to decode (main), ``reused`` EncodedItem, and ``attempts`` (item_id, (fp, n)).
 
     Side input: ``item_id -> fingerprint`` of the current videos. An item whose fingerprint equals
-    the one its frames were made from last time is reused; the rest are decoded.
+    the one its frames were made from last time is reused; the rest are decoded. Each worker reads
+    what the previous version recorded in ``setup`` (it would be too big to travel in the job graph).
     """
 
-    def __init__(self, previous: PreviousVersion):
-        self.previous = previous
+    def __init__(self, reuse: ReuseFrom):
+        self.reuse = reuse
+        self.previous = None
         self.items_reused = Metrics.counter("videorec", "items_reused")
+
+    def setup(self):
+        self.previous = self.reuse.read()
 
     def process(self, located: tuple[str, str], fingerprints: Mapping[str, str]):
         from transforms.fingerprint import plan_decodes
@@ -424,18 +444,18 @@ class EncodeItems(beam.PTransform):
         sampler_config,
         work_dir: str,
         progress_every: int = 0,
-        previous: PreviousVersion | None = None,
+        reuse: ReuseFrom | None = None,
     ):
         super().__init__()
         self.locate = LocateVideos(videos, pattern, video_map)
         self.sampler_config = sampler_config
         self.sample = SampleMidFrames(sampler_config)
         self.write = WriteFrameFragments(work_dir, progress_every)
-        self.previous = previous
+        self.reuse = reuse
 
     def expand(self, item_ids):
         located = item_ids | "LocateVideos" >> self.locate
-        if self.previous is None:
+        if self.reuse is None:
             return self.decode(located.located, located[FAILED])
         return self.decode_changed(located.located, located[FAILED])
 
@@ -451,7 +471,7 @@ class EncodeItems(beam.PTransform):
 
         fingerprinted = videos | "FingerprintVideos" >> FingerprintVideos(self.sampler_config.config_hash())
         planned = videos | "PlanDecodes" >> beam.ParDo(
-            PlanDecodes(self.previous), beam.pvalue.AsDict(fingerprinted.fingerprints)
+            PlanDecodes(self.reuse), beam.pvalue.AsDict(fingerprinted.fingerprints)
         ).with_outputs("reused", "attempts", main="decode")
         decoded, decode_failures = self.decode(planned.decode, failures)
         attempts = beam.pvalue.AsDict(planned.attempts)
