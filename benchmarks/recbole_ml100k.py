@@ -3,8 +3,8 @@
 One benchmark run does:
 
 1. ``videorec ingest --format movielens --max-seq-len 50`` on ``ml-100k/u.data`` (skipped with ``--data``);
-2. our side: ``videorec train --preset sasrec-ml --encoder id --epochs N`` (``--ours-epochs``, default 30:
-   the preset's 8 epochs are only 296 optimizer steps and stop well short of the validation plateau),
+2. our side: ``videorec train --preset sasrec-ml --encoder id --epochs N`` (``--ours-epochs``, default 30
+   like the preset; 8 epochs, 296 optimizer steps, stop well short of the validation plateau),
    more flags after ``--ours-args``; or ``--ours RUN_DIR...`` reads existing runs' ``results.json``;
 3. RecBole's side: a RecBole atomic file written from OUR ``sequences.parquet``, each interaction's
    timestamp replaced by its position in our ordered sequence, so that RecBole's time ordering and its
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ours-args", nargs=argparse.REMAINDER, default=[], help="extra videorec train flags"
     )
     parser.add_argument("--recbole-python", required=True, help="python of RecBole's virtual environment")
-    parser.add_argument("--ours-epochs", type=int, default=30, help="epochs of our run (the preset has 8)")
+    parser.add_argument("--ours-epochs", type=int, default=30, help="epochs of our run (as the preset)")
     parser.add_argument("--recbole-epochs", type=int, default=100, help="cap; early stopping ends sooner")
     parser.add_argument("--recbole-batch-size", type=int, default=256)
     parser.add_argument("--recbole-stopping-step", type=int, default=10)
