@@ -96,7 +96,11 @@ def score_users(
     With ``rare_items`` (bool ``[N+1]``), ``KEY/rare`` metrics cover the users whose target is rare.
     """
     mine = range(rank, len(histories), world_size)
-    sums = {key: 0.0 for key in _sums(torch.zeros(0), torch.zeros(0, dtype=torch.long), rare_items)}
+    if rare_items is not None:
+        rare_items = rare_items.to(device)
+    no_ranks = torch.zeros(0, device=device)
+    no_targets = torch.zeros(0, dtype=torch.long, device=device)
+    sums = {key: 0.0 for key in _sums(no_ranks, no_targets, rare_items)}
     for start in range(0, len(mine), batch_size):
         rows = list(mine[start : start + batch_size])
         batch_histories = [histories[i] for i in rows]
