@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 sys.path.insert(0, str(REPO))
 
-from transforms.sampler import SamplerConfig, sample_video  # noqa: E402
+from transforms.decode.sampler import sample_video  # noqa: E402
+from transforms.decode.types import SamplerConfig  # noqa: E402
 
 SAMPLER = SamplerConfig(size=(224, 224), resize="squash")
 

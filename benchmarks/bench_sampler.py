@@ -2,7 +2,7 @@
 
 Methods (all single-threaded decoders, all ending in the same 5 JPEGs where they produce images):
 
-* ``ours``: :func:`transforms.sampler.sample_video` (keyframe seek, non-reference frames skipped
+* ``ours``: :func:`transforms.decode.sampler.sample_video` (keyframe seek, non-reference frames skipped
   before the window, one conversion + resize per kept frame, JPEG).
 * ``pyav_keyframe_seek``: a plain PyAV sampler: seek to the keyframe before the middle, decode every
   frame from there, same resize + JPEG (the baseline of the 0.75x target).
@@ -39,8 +39,9 @@ from pathlib import Path
 
 import av
 
-from transforms.frame_render import encode_jpeg, frame_rotation, render_rgb
-from transforms.sampler import SamplerConfig, sample_video
+from transforms.decode.frame_render import encode_jpeg, frame_rotation, render_rgb
+from transforms.decode.sampler import sample_video
+from transforms.decode.types import SamplerConfig
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 LONG_SECONDS = 144

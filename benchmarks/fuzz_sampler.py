@@ -2,7 +2,7 @@
 
 Each case takes a real file, applies one seeded mutation (bit flips, a truncation, a zeroed or
 spliced header, an overwritten or duplicated chunk), and samples it through
-:class:`transforms.isolated_sampler.IsolatedSampler`. Every case must end as ``sampled`` or as a
+:class:`transforms.decode.isolated_sampler.IsolatedSampler`. Every case must end as ``sampled`` or as a
 classified :class:`VideoError`; an exception of any other type reaching this process, or a case that
 outlives the time limit by more than the grace period, is a failure.
 
@@ -23,8 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transforms.isolated_sampler import UNEXPECTED_PREFIX, IsolatedSampler
-from transforms.sampler import SamplerConfig, VideoError
+from transforms.decode.isolated_sampler import UNEXPECTED_PREFIX, IsolatedSampler
+from transforms.decode.types import SamplerConfig, VideoError
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts", ".3gp"}

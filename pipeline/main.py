@@ -64,7 +64,7 @@ def sampler_settings(config: IngestConfig):
     """``(SamplerConfig, manifest "sampler" section)``, or ``(None, None)`` for ID-only datasets."""
     if not config.has_videos:
         return None, None
-    from transforms.sampler import SAMPLER_VERSION, SamplerConfig
+    from transforms.decode.types import SAMPLER_VERSION, SamplerConfig
 
     sampler = SamplerConfig(**config.sampler)
     section = {
@@ -336,7 +336,7 @@ def videos_attempted(manifest: dict) -> int:
     """Videos the sampler was run on: encoded ones plus those it rejected."""
     if manifest["sampler"] is None:
         return 0
-    from transforms.sampler import ERROR_KINDS
+    from transforms.decode.types import ERROR_KINDS
 
     failed = manifest["counts"]["items_failed"]
     return manifest["counts"]["items_encoded"] + sum(failed.get(kind, 0) for kind in ERROR_KINDS)

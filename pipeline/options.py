@@ -128,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--shard-max-samples", type=int, default=DEFAULT_SHARD_MAX_SAMPLES)
     out.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
     out.add_argument("--work-dir", default=None, help="scratch folder (default OUTPUT/_work)")
-    frames = p.add_argument_group("frames (see transforms/sampler.py SamplerConfig)")
+    frames = p.add_argument_group("frames (see transforms/decode/types.py SamplerConfig)")
     frames.add_argument("--num-frames", type=int, default=None)
     frames.add_argument("--frame-stride", type=int, default=None)
     frames.add_argument("--frame-size", type=int, nargs="+", default=None, metavar="PX", help="H [W]")

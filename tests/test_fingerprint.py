@@ -11,6 +11,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.decode.types import SamplerConfig
 from transforms.failures import failure, write_failures
 from transforms.fingerprint import (
     FingerprintVideos,
@@ -25,7 +26,6 @@ from transforms.fingerprint import (
     stat_video,
 )
 from transforms.item_shards import EncodedItem, ItemRow
-from transforms.sampler import SamplerConfig
 from transforms.tables import ITEMS_FILE, items_table, write_table
 
 SAMPLER = SamplerConfig().config_hash()

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from benchmarks.fuzz_sampler import MUTATIONS, mutate, run_fuzz, source_videos
-from transforms.sampler import ERROR_KINDS, SamplerConfig
+from transforms.decode.types import ERROR_KINDS, SamplerConfig
 
 pytestmark = pytest.mark.shared_data
 

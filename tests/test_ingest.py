@@ -12,8 +12,9 @@ import webdataset as wds
 from pipeline.inspect import verify_dataset
 from pipeline.main import run
 from pipeline.synth import SynthConfig, generate
+from transforms.decode.sampler import sample_video
+from transforms.decode.types import SamplerConfig
 from transforms.keys import sanitize_key
-from transforms.sampler import SamplerConfig, sample_video
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 FRAME_ARGS = ["--frame-size", "64", "--shard-max-samples", "7"]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from tests.test_sampler_exact import decodable_files
-from transforms.ffmpeg_backend import decode_window_ffmpeg, find_ffmpeg
-from transforms.pyav_backend import decode_window
-from transforms.sampler import SamplerConfig, sample_video
+from transforms.decode.ffmpeg_backend import decode_window_ffmpeg, find_ffmpeg
+from transforms.decode.pyav_backend import decode_window
+from transforms.decode.sampler import sample_video
+from transforms.decode.types import SamplerConfig
 
 pytestmark = pytest.mark.shared_data
 

@@ -7,8 +7,9 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.decode.sampler import sample_video
+from transforms.decode.types import SamplerConfig
 from transforms.sample_frames import SampleMidFrames
-from transforms.sampler import SamplerConfig, sample_video
 
 MICROLENS = "microlens50k_via_sananm__10040.mp4"
 

@@ -15,10 +15,11 @@ import av
 import numpy as np
 import pytest
 
-from transforms.frame_render import frame_rotation, frame_to_rgb
-from transforms.pyav_backend import decode_window
-from transforms.sampler import SamplerConfig, VideoError, sample_video
-from transforms.sampling_window import choose_window
+from transforms.decode.frame_render import frame_rotation, frame_to_rgb
+from transforms.decode.pyav_backend import decode_window
+from transforms.decode.sampler import sample_video
+from transforms.decode.sampling_window import choose_window
+from transforms.decode.types import SamplerConfig, VideoError
 
 pytestmark = pytest.mark.shared_data
 

@@ -11,8 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from transforms.isolated_sampler import IsolatedSampler
-from transforms.sampler import SamplerConfig, VideoError
+from transforms.decode.isolated_sampler import IsolatedSampler
+from transforms.decode.types import SamplerConfig, VideoError
 
 
 def write_h264_clip(path: Path, width: int, height: int, frames: int, fmt: str | None = None) -> Path:

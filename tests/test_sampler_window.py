@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from transforms.sampling_window import NeedEarlierFrames, NeedLaterFrames, choose_window, locate_window
+from transforms.decode.sampling_window import NeedEarlierFrames, NeedLaterFrames, choose_window, locate_window
 
 
 def cfr_times(count: int, fps: float = 30.0, start: float = 0.0) -> list[float]:

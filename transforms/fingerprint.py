@@ -27,10 +27,10 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from transforms import storage
+from transforms.decode.video_source import is_local, local_path
 from transforms.failures import failure
 from transforms.manifest import read_manifest
 from transforms.tables import read_table
-from transforms.video_source import is_local, local_path
 
 FINGERPRINT_SCHEME = "fp1"
 """Prefix of every fingerprint; bump it when the recipe changes so old fingerprints never match."""

@@ -15,8 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from transforms.isolated_sampler import IsolatedSampler
-from transforms.sampler import BACKENDS, RESIZE_MODES, FrameSample, SamplerConfig, VideoError, sample_video
+from transforms.decode.isolated_sampler import IsolatedSampler
+from transforms.decode.sampler import sample_video
+from transforms.decode.types import BACKENDS, RESIZE_MODES, FrameSample, SamplerConfig, VideoError
 
 
 def parse_size(text: str) -> tuple[int, int]:

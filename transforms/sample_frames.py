@@ -5,7 +5,7 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.sampler import ERROR_KINDS, SamplerConfig, VideoError
+from transforms.decode.types import ERROR_KINDS, SamplerConfig, VideoError
 
 SAMPLED = "sampled"
 FAILED = "failed"
@@ -38,7 +38,7 @@ class SampleVideoFn(beam.DoFn):
         self.failed = {kind: Metrics.counter("videorec", f"videos_failed_{kind}") for kind in ERROR_KINDS}
 
     def setup(self):
-        from transforms.isolated_sampler import IsolatedSampler
+        from transforms.decode.isolated_sampler import IsolatedSampler
 
         self.sampler = IsolatedSampler(self.config).__enter__()
 

@@ -5,7 +5,7 @@ ffmpeg run (command line built with ffmpeg-python) seeks with ``-ss`` before ``-
 exact trim), keeps timestamps (``-copyts``), decodes a bounded run of frames in the stream's native
 pixel format, and reports every frame's exact timestamp, rotation and colour space through the
 ``showinfo`` filter; the raw frames come back as a NUT stream on stdout. The window is located in that
-run by :func:`transforms.sampling_window.locate_window`, seeking earlier or reading further as needed;
+run by :func:`transforms.decode.sampling_window.locate_window`, seeking earlier or reading further as needed;
 a false or missing duration decodes the whole stream once for its timeline (``fallback``).
 
 Frames then go through the PyAV backend's converter, so both backends give the same output for the
@@ -31,8 +31,8 @@ from typing import Any
 import av
 import ffmpeg
 
-from transforms.frame_render import frame_to_rgb, jpeg_renderer
-from transforms.pyav_backend import (
+from transforms.decode.frame_render import frame_to_rgb, jpeg_renderer
+from transforms.decode.pyav_backend import (
     DecodedWindow,
     VideoInfo,
     open_source,
@@ -40,8 +40,7 @@ from transforms.pyav_backend import (
     probe,
     to_frame_sample,
 )
-from transforms.sampler import FrameSample, SamplerConfig, VideoError
-from transforms.sampling_window import (
+from transforms.decode.sampling_window import (
     NeedEarlierFrames,
     NeedLaterFrames,
     choose_window,
@@ -50,7 +49,8 @@ from transforms.sampling_window import (
     is_increasing,
     locate_window,
 )
-from transforms.video_source import CountingReader, is_local, local_path
+from transforms.decode.types import FrameSample, SamplerConfig, VideoError
+from transforms.decode.video_source import CountingReader, is_local, local_path
 
 ATTEMPTS = 6
 REORDER_SLACK = 4
@@ -299,7 +299,7 @@ def decode_window_ffmpeg(
     path: str | None = None,
 ) -> DecodedWindow:
     """The chosen frames of a local video, decoded by the ffmpeg CLI, each passed through ``convert``
-    (default: full-size upright RGB, as :func:`transforms.pyav_backend.decode_window`)."""
+    (default: full-size upright RGB, as :func:`transforms.decode.pyav_backend.decode_window`)."""
     deadline = time.monotonic() + config.timeout_s
     own_source = source is None
     if own_source:

@@ -10,7 +10,7 @@ Limits are enforced from outside the decode:
   idle worker's size) turns a sudden huge allocation into a MemoryError before the poll could see it;
 * crash: a worker that dies mid-video (a segfault in a decoder) gives ``corrupt``.
 
-The worker is a fresh ``python -m transforms.isolated_sampler`` (no fork of a threaded parent, no
+The worker is a fresh ``python -m transforms.decode.isolated_sampler`` (no fork of a threaded parent, no
 re-import of the caller's main module); requests and answers are JSON plus raw JPEG bytes on two pipes.
 """
 
@@ -26,7 +26,8 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from transforms.sampler import FrameSample, SamplerConfig, VideoError, sample_video
+from transforms.decode.sampler import sample_video
+from transforms.decode.types import FrameSample, SamplerConfig, VideoError
 
 POLL_S = 0.02
 # Start of the message of a Python exception inside the worker (a sampler bug, reported as corrupt).
@@ -67,7 +68,7 @@ def _answer(conn: Connection, header: dict, frames: list[bytes] = ()) -> None:
 def serve(requests: Connection, answers: Connection, config: SamplerConfig) -> None:
     """Worker loop: read a URI per request, answer with the sample or the error (JSON + JPEG blobs)."""
     config = dataclasses.replace(config, timeout_s=config.timeout_s * WORKER_DEADLINE_FACTOR)
-    import transforms.pyav_backend  # noqa: F401  (import before the address-space limit)
+    import transforms.decode.pyav_backend  # noqa: F401  (import before the address-space limit)
 
     _limit_address_space(config.max_memory_mb)
     _answer(answers, {"status": "ready", "pid": os.getpid()})
@@ -93,7 +94,7 @@ def serve(requests: Connection, answers: Connection, config: SamplerConfig) -> N
 
 
 def main(argv: list[str]) -> None:
-    """Worker entry point: ``python -m transforms.isolated_sampler REQUEST_FD ANSWER_FD CONFIG_JSON``."""
+    """Worker entry point: ``python -m transforms.decode.isolated_sampler REQUEST_FD ANSWER_FD CONFIG_JSON``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, answers = Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False)
     serve(requests, answers, SamplerConfig.from_dict(json.loads(argv[2])))
@@ -132,10 +133,16 @@ class IsolatedSampler:
         self._discard_worker()
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
-        package_root = str(Path(__file__).resolve().parents[1])
+        package_root = str(Path(__file__).resolve().parents[2])
         python_path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
-        command = [sys.executable, "-m", "transforms.isolated_sampler", str(request_read), str(answer_write)]
+        command = [
+            sys.executable,
+            "-m",
+            "transforms.decode.isolated_sampler",
+            str(request_read),
+            str(answer_write),
+        ]
         self._process = subprocess.Popen(
             [*command, json.dumps(self.config.to_dict())],
             pass_fds=(request_read, answer_write),

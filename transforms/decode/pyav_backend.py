@@ -3,7 +3,7 @@
 Fast path ("seek"):
   1. Seek to the keyframe before the window and demux (no decoding) until enough frames past the
      middle; the packets' presentation times say where the window is, by the same rule as
-     :func:`transforms.sampling_window.choose_window`.
+     :func:`transforms.decode.sampling_window.choose_window`.
   2. Decode from that keyframe with ``skip_frame = "NONREF"`` for packets shown outside the window
      (nothing references them, so the window decodes bit-exactly) and ``"DEFAULT"`` for the window.
   3. Check that the decoder showed exactly the frames the packets promised; if a seek overshot
@@ -14,8 +14,8 @@ without timestamps, a check that fails): decode everything once to learn the tim
 again keeping the chosen frames.
 
 Each kept frame is handed to a ``convert`` function the moment the decoder outputs it (JPEG rendering
-from :mod:`transforms.frame_render` when sampling, full-size RGB in the exactness tests). Errors
-become :class:`transforms.sampler.VideoError`.
+from :mod:`transforms.decode.frame_render` when sampling, full-size RGB in the exactness tests). Errors
+become :class:`transforms.decode.types.VideoError`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from typing import Any
 
 import av
 
-from transforms.frame_render import frame_rotation, frame_to_rgb, jpeg_renderer
-from transforms.sampler import SAMPLER_VERSION, FrameSample, SamplerConfig, VideoError
-from transforms.sampling_window import (
+from transforms.decode.frame_render import frame_rotation, frame_to_rgb, jpeg_renderer
+from transforms.decode.sampling_window import (
     NeedEarlierFrames,
     NeedLaterFrames,
     choose_window,
@@ -39,7 +38,8 @@ from transforms.sampling_window import (
     decoded_end,
     locate_window,
 )
-from transforms.video_source import CountingReader, open_video
+from transforms.decode.types import SAMPLER_VERSION, FrameSample, SamplerConfig, VideoError
+from transforms.decode.video_source import CountingReader, open_video
 
 # Packets demuxed past the middle beyond the window, so B-frame reordering cannot hide a window frame.
 REORDER_SLACK = 16
