@@ -22,7 +22,7 @@ class _DropBeamImportNoise(logging.Filter):
 # name -> (module exposing main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("pipeline.synth", "generate a synthetic MicroLens-format dataset (videos + pairs)"),
-    "frames": ("transforms.frames_cli", "sample the middle frames of video files into JPEGs"),
+    "frames": ("pipeline.frames", "sample the middle frames of video files into JPEGs"),
     "ingest": ("pipeline.main", "run the Beam ingest job: interactions + videos -> dataset version"),
     "inspect": ("pipeline.inspect", "validate a dataset version and print its manifest summary"),
     "train": ("trainer.train", "train VideoRec (video encoder + SASRec) on streamed shards"),

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main as videorec
-from transforms.frames_cli import main
+from pipeline.frames import main
 
 
 @pytest.mark.shared_data
