@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.synth import SynthConfig, assign_categories, encode_video, generate, render_frames, video_spec
+from pipeline.synth import SynthConfig, generate
+from pipeline.synth.catalogue import assign_categories, video_spec
+from pipeline.synth.render import encode_video, render_frames
 
 
 def timed(action) -> float:

@@ -21,7 +21,7 @@ class _DropBeamImportNoise(logging.Filter):
 
 # name -> (module exposing main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("pipeline.synth", "generate a synthetic MicroLens-format dataset (videos + pairs)"),
+    "synth": ("pipeline.synth.command", "generate a synthetic MicroLens-format dataset (videos + pairs)"),
     "frames": ("pipeline.frames", "sample the middle frames of video files into JPEGs"),
     "ingest": ("pipeline.main", "run the Beam ingest job: interactions + videos -> dataset version"),
     "inspect": ("pipeline.inspect", "validate a dataset version and print its manifest summary"),

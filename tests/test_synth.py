@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline import synth
-from pipeline.synth import SynthConfig, generate
+from pipeline.synth import SynthConfig, catalogue, command, generate
+from pipeline.synth.config import BAD_ROW_KINDS
 
 # Small but with every feature present: both codecs, portrait, rotations and each kind of fault.
 CONFIG = SynthConfig(
@@ -188,7 +188,7 @@ def test_planted_bad_rows_are_where_recorded_and_are_the_only_rows_that_fail_to_
     assert lines[0] == "user,item,timestamp"
     planted = {row["line"]: row for row in summary["faults"]["bad_rows"]}
     assert len(planted) == CONFIG.bad_rows
-    assert {row["kind"] for row in planted.values()} == set(synth.BAD_ROW_KINDS)
+    assert {row["kind"] for row in planted.values()} == set(BAD_ROW_KINDS)
     for number, line in enumerate(lines[1:], start=2):
         if number in planted:
             assert line == planted[number]["text"]
@@ -232,7 +232,7 @@ def test_titles_cover_every_item_and_survive_csv_quoting(dataset):
     with open(out / "titles.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["item"] for row in rows] == [str(i) for i in range(1, CONFIG.items + 1)]
-    assert all(row["title"] == synth.make_title(CONFIG.seed, int(row["item"])) for row in rows)
+    assert all(row["title"] == catalogue.make_title(CONFIG.seed, int(row["item"])) for row in rows)
 
 
 def test_categories_differ_in_pixel_statistics(dataset):
@@ -252,15 +252,15 @@ def test_categories_differ_in_pixel_statistics(dataset):
 
 def test_item_ids_carry_no_category_or_popularity_order():
     config = SynthConfig(users=1, items=400)
-    categories = synth.assign_categories(config)
+    categories = catalogue.assign_categories(config)
     assert np.bincount(categories).tolist() == [50] * 8
     assert abs(np.corrcoef(np.arange(400), categories)[0, 1]) < 0.2
-    assert abs(np.corrcoef(np.arange(400), synth.popularity_weights(config))[0, 1]) < 0.2
+    assert abs(np.corrcoef(np.arange(400), catalogue.popularity_weights(config))[0, 1]) < 0.2
 
 
 def test_popularity_is_long_tailed_and_preferences_drift():
     config = SynthConfig(users=400, items=200, seed=3)
-    interactions = synth.generate_interactions(config, synth.assign_categories(config))
+    interactions = catalogue.generate_interactions(config, catalogue.assign_categories(config))
     counts = np.zeros(config.items + 1, dtype=int)
     for seq in interactions.sequences.values():
         for item, _ in seq:
@@ -275,8 +275,8 @@ def test_popularity_is_long_tailed_and_preferences_drift():
 
 def test_sequences_follow_the_users_preferred_categories():
     config = SynthConfig(users=300, items=200, seed=4, drift_probability=0.0)
-    categories = synth.assign_categories(config)
-    interactions = synth.generate_interactions(config, categories)
+    categories = catalogue.assign_categories(config)
+    interactions = catalogue.generate_interactions(config, categories)
     hits = total = 0
     for user, seq in interactions.sequences.items():
         preferred = set(interactions.preferences[user]["initial"])
@@ -308,7 +308,7 @@ def test_cli_writes_the_dataset_and_reports_it(tmp_path, capsys):
     )
     options += " --sizes 48x32 --b-frames 0 --portrait-fraction 0 --rotation-fraction 0 --hevc-fraction 0"
     argv = ["--out", str(out), *options.split(), "--bad-rows", "2"]
-    assert synth.main(argv) == 0
+    assert command.main(argv) == 0
     summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
     assert summary["config"]["seed"] == 2 and summary["counts"]["bad_rows"] == 2
     assert "6 users, 6 items" in capsys.readouterr().out
@@ -316,13 +316,13 @@ def test_cli_writes_the_dataset_and_reports_it(tmp_path, capsys):
         frames = decode_all(out / "videos" / f"{item}.mp4")
         assert len(frames) == 5 and (frames[0].width, frames[0].height) == (48, 32)
         assert all(frame.pict_type != av.video.frame.PictureType.B for frame in frames)
-    assert synth.main(argv) == 2
+    assert command.main(argv) == 2
     assert "already holds synth output" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_malformed_size(tmp_path):
     with pytest.raises(SystemExit) as exit_:
-        synth.main(["--out", str(tmp_path), "--sizes", "64by48"])
+        command.main(["--out", str(tmp_path), "--sizes", "64by48"])
     assert exit_.value.code == 2
 
 

@@ -1,0 +1,227 @@
+"""Synthetic MicroLens-format dataset: interaction logs, titles and really encoded videos.
+
+``generate(out_dir, SynthConfig(...))`` (or ``videorec synth --out DIR``) writes::
+
+    DIR/pairs.csv          user,item,timestamp (header; epoch milliseconds; rows in log order)
+    DIR/pairs.tsv          user<TAB>item item ... (one line per user, items in time order, no header)
+    DIR/titles.csv         item,title (header; CSV-quoted, some titles with commas, quotes, non-ASCII)
+    DIR/videos/{item}.mp4  H.264 or HEVC with B-frames, varied size / fps / GOP, some portrait, some rotated
+    DIR/synth.json         ground truth: config, each item's hidden category and video, every planted fault
+
+Output is byte-identical for a given config (seed included), whatever the number of worker
+processes: every random choice draws from a generator seeded by ``(seed, purpose, id)``, the
+encoders run single-threaded and the MP4 muxer writes no version strings or creation times.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from pipeline.synth.catalogue import (
+    assign_categories,
+    generate_interactions,
+    make_title,
+    plant_video_faults,
+    video_spec,
+)
+from pipeline.synth.config import (
+    BAD_ROW_KINDS,
+    MOTIONS,
+    SEED_BAD_ROWS,
+    Interactions,
+    SynthConfig,
+    VideoSpec,
+    seeded_rng,
+)
+from pipeline.synth.render import category_palette, write_videos
+
+SYNTH_FORMAT_VERSION = 1
+
+# What a reader should make of each planted fault: the failure reason (ingest's names), or for truncated
+# files, that they decode only in part.
+EXPECTED_OUTCOMES = {
+    "missing_videos": "not_found",
+    "truncated_videos": "decodes only the frames before the cut; a sampler falls back to their middle",
+    "no_video_stream": "no_video_stream",
+    "corrupt_videos": "corrupt",
+    "bad_rows": "the row's kind (missing_field, bad_timestamp, empty_user or empty_item)",
+}
+
+
+def bad_row(kind: str, user: int, item: int, timestamp: int) -> str:
+    """One malformed ``pairs.csv`` line of the given kind (see ``BAD_ROW_KINDS``)."""
+    return {
+        "missing_field": f"{user},{item}",
+        "bad_timestamp": f"{user},{item},not-a-time",
+        "empty_user": f",{item},{timestamp}",
+        "empty_item": f"{user},,{timestamp}",
+    }[kind]
+
+
+def pairs_csv_lines(config: SynthConfig, interactions: Interactions) -> tuple[list[str], list[dict]]:
+    """Data lines of ``pairs.csv`` in log order (by time, then user, then item), bad rows mixed in.
+
+    Returns the lines (without the header) and one record per bad row with its 1-based file line
+    number (the header is line 1).
+    """
+    rows = sorted(
+        (timestamp, user, item) for user, seq in interactions.sequences.items() for item, timestamp in seq
+    )
+    lines = [f"{user},{item},{timestamp}" for timestamp, user, item in rows]
+    rng = seeded_rng(config.seed, SEED_BAD_ROWS)
+    positions = sorted(int(p) for p in rng.integers(0, len(lines) + 1, config.bad_rows))
+    planted = []
+    for offset, position in enumerate(positions):
+        kind = BAD_ROW_KINDS[offset % len(BAD_ROW_KINDS)]
+        timestamp, user, item = rows[int(rng.integers(len(rows)))]
+        line = bad_row(kind, user, item, timestamp)
+        lines.insert(position + offset, line)
+        planted.append({"kind": kind, "line": position + offset + 2, "text": line})
+    return lines, planted
+
+
+def write_tables(out_dir: Path, config: SynthConfig, interactions: Interactions) -> list[dict]:
+    """Write pairs.csv, pairs.tsv and titles.csv; return the planted bad rows."""
+    lines, planted = pairs_csv_lines(config, interactions)
+    (out_dir / "pairs.csv").write_text("user,item,timestamp\n" + "".join(f"{ln}\n" for ln in lines))
+    with open(out_dir / "pairs.tsv", "w", encoding="utf-8", newline="\n") as tsv:
+        for user, seq in sorted(interactions.sequences.items()):
+            tsv.write(f"{user}\t{' '.join(str(item) for item, _ in seq)}\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["item", "title"])
+    writer.writerows([item, make_title(config.seed, item)] for item in range(1, config.items + 1))
+    (out_dir / "titles.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    return planted
+
+
+def _prepare(out_dir: Path, overwrite: bool) -> None:
+    outputs = [out_dir / name for name in ("pairs.csv", "pairs.tsv", "titles.csv", "synth.json", "videos")]
+    present = [p for p in outputs if p.exists()]
+    if present and not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds synth output ({present[0].name}); pass overwrite=True"
+        )
+    for path in present:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (out_dir / "videos").mkdir(parents=True)
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    config: SynthConfig | None = None,
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Write a synthetic dataset to ``out_dir``; return the ground truth also saved as ``synth.json``.
+
+    ``workers`` is the number of encoding processes (default: all CPUs); it never changes the output.
+    ``overwrite`` replaces earlier synth output in ``out_dir`` (other files there are left alone).
+    ``progress(done, total)`` is called after each video.
+    """
+    config = config or SynthConfig()
+    config.validate()
+    out_dir = Path(out_dir)
+    _prepare(out_dir, overwrite)
+    categories = assign_categories(config)
+    interactions = generate_interactions(config, categories)
+    faults = plant_video_faults(config, interactions)
+    fault_of = {item: kind for kind, items in faults.items() for item in items}
+    specs = [
+        replace(video_spec(config, item, int(categories[item - 1])), fault=fault_of.get(item))
+        for item in range(1, config.items + 1)
+    ]
+    bad_rows = write_tables(out_dir, config, interactions)
+    details = write_videos(out_dir / "videos", specs, workers or os.cpu_count() or 1, progress)
+    summary = ground_truth(config, interactions, specs, faults, details, bad_rows)
+    (out_dir / "synth.json").write_text(
+        json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return summary
+
+
+def ground_truth(
+    config: SynthConfig,
+    interactions: Interactions,
+    specs: list[VideoSpec],
+    faults: dict[str, list[int]],
+    details: dict[int, dict],
+    bad_rows: list[dict],
+) -> dict:
+    """The ``synth.json`` document. IDs are strings, exactly as they appear in the files."""
+    popularity = {spec.item: 0 for spec in specs}
+    for seq in interactions.sequences.values():
+        for item, _ in seq:
+            popularity[item] += 1
+    num_interactions = sum(popularity.values())
+    return {
+        "synth_format_version": SYNTH_FORMAT_VERSION,
+        "config": asdict(config),
+        "files": {
+            "pairs_csv": "pairs.csv",
+            "pairs_tsv": "pairs.tsv",
+            "titles_csv": "titles.csv",
+            "videos": "videos/{item}.mp4",
+        },
+        "notes": {
+            "pairs_tsv": "holds exactly the well-formed rows of pairs.csv; bad rows exist only in pairs.csv",
+            "rotation": "counter-clockwise degrees as PyAV's VideoFrame.rotation reads it; stored frames are "
+            "the displayed picture turned the other way, so applying the rotation shows it upright",
+            "timestamps": "epoch milliseconds; no two interactions of one user share a timestamp",
+            "bad_rows": "line is the 1-based line number in pairs.csv, whose line 1 is the header",
+            "faults": "faulty videos are all referenced by pairs.csv; their interactions are left in the log",
+        },
+        "expected_outcomes": EXPECTED_OUTCOMES,
+        "counts": {
+            "users": len(interactions.sequences),
+            "items": len(specs),
+            "interactions": num_interactions,
+            "csv_data_rows": num_interactions + len(bad_rows),
+            "bad_rows": len(bad_rows),
+            "video_files": sum(1 for spec in specs if spec.fault != "missing_videos"),
+            "faulty_videos": sum(len(items) for items in faults.values()),
+        },
+        "categories": [
+            {
+                "category": c,
+                "motion": MOTIONS[c % len(MOTIONS)],
+                "background_rgb": list(category_palette(c, config.categories)[0]),
+                "foreground_rgb": list(category_palette(c, config.categories)[1]),
+            }
+            for c in range(config.categories)
+        ],
+        "items": [
+            {
+                "item": str(spec.item),
+                "category": spec.category,
+                "popularity": popularity[spec.item],
+                "fault": spec.fault,
+                "video": spec.describe(),
+            }
+            for spec in specs
+        ],
+        "users": [
+            {
+                "user": str(user),
+                "interactions": len(seq),
+                "preferred_categories": interactions.preferences[user],
+            }
+            for user, seq in sorted(interactions.sequences.items())
+        ],
+        "faults": {
+            **{
+                kind: [{"item": str(item), "path": f"videos/{item}.mp4", **details[item]} for item in items]
+                for kind, items in faults.items()
+            },
+            "bad_rows": bad_rows,
+        },
+    }
