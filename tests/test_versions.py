@@ -1,4 +1,4 @@
-"""Dataset roots (pipeline/versions.py): validation, compare-and-swap publishing, leases, pruning.
+"""Dataset roots (pipeline/versions/): validation, compare-and-swap publishing, leases, pruning.
 
 Racing and kill-midway behaviour is exercised with real OS processes on local paths (the GCS emulator
 ignores ``ifGenerationMatch``, so it cannot show the GCS precondition; the GCS tests cover the rest of
@@ -29,7 +29,7 @@ from pipeline.versions import (
     RootBusy,
     acquire_run_lease,
     finish_run,
-    gcs_client,
+    folders,
     latest_version_id,
     list_versions,
     new_version_id,
@@ -39,10 +39,10 @@ from pipeline.versions import (
     release_run_lease,
     renew_run_lease,
     resolve_latest,
-    split_gcs_url,
     validate_manifest,
     version_url,
 )
+from transforms.storage import gcs_client, split_gcs_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -352,7 +352,7 @@ def test_racing_runs_get_one_lease(tmp_path):
 
 def _foreign_swap_lock(root: Path, age_s: float) -> Path:
     """A swap lock left by a process on another host (its pid cannot be checked), ``age_s`` old."""
-    lock = root / versions.SWAP_LOCK
+    lock = root / folders.SWAP_LOCK
     lock.write_text(json.dumps({"host": "another-host", "pid": 1, "token": "abc"}))
     past = time.time() - age_s
     os.utime(lock, (past, past))
@@ -362,10 +362,10 @@ def _foreign_swap_lock(root: Path, age_s: float) -> Path:
 def test_swap_lock_of_another_host_is_broken_only_once_stale(tmp_path):
     base = publish_new_version(tmp_path)
     lock = _foreign_swap_lock(tmp_path, age_s=5)
-    versions._break_if_abandoned(lock)
+    folders._break_if_abandoned(lock)
     assert lock.exists(), "a fresh lock of a live process elsewhere must be respected"
 
-    _foreign_swap_lock(tmp_path, age_s=versions.SWAP_LOCK_STALE_S + 1)
+    _foreign_swap_lock(tmp_path, age_s=folders.SWAP_LOCK_STALE_S + 1)
     version_id = new_version_id()
     write_local_version(tmp_path, version_id)
     publish(tmp_path, version_id, base)
@@ -383,6 +383,7 @@ import sys, time
 from pathlib import Path
 sys.path[:0] = [sys.argv[4], sys.argv[5]]
 from pipeline import versions
+from pipeline.versions import folders
 from test_versions import version_files, write_version
 
 root, stop_at, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -401,7 +402,7 @@ stop("half_written")
 write_version(root, lease.version_id)
 stop("manifest_written")
 if stop_at == "in_swap_lock":
-    with versions._swap_lock(Path(root) / versions.SWAP_LOCK):
+    with folders._swap_lock(Path(root) / folders.SWAP_LOCK):
         (Path(root) / ".LATEST.partial.tmp").write_text(lease.version_id[:5])
         stop("in_swap_lock")
 versions.publish(root, lease.version_id, lease.base_version, lease=lease)
@@ -440,7 +441,7 @@ def test_run_killed_at_any_stage_leaves_latest_valid_and_the_root_usable(tmp_pat
     good = publish_new_version(root)
     kill_run_at(str(root), stage, tmp_path)
     assert_latest_valid_then_next_run_publishes(str(root), good, killed_after_publish=stage == "published")
-    assert not (root / versions.SWAP_LOCK).exists()
+    assert not (root / folders.SWAP_LOCK).exists()
 
 
 @pytest.mark.gcs

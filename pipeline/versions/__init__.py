@@ -1,0 +1,55 @@
+"""Dataset roots: immutable versions, the atomically published ``LATEST``, run leases and pruning.
+
+Imports ``transforms.storage`` (GCS client) and the standard library only: no Beam pipeline code, no torch.
+"""
+
+from pipeline.versions.errors import InvalidVersion, LeaseLost, PublishConflict, RootBusy, VersionError
+from pipeline.versions.lease import (
+    DEFAULT_LEASE_TTL_S,
+    RUN_LOCK,
+    RunLease,
+    acquire_run_lease,
+    read_lease,
+    release_run_lease,
+    renew_run_lease,
+)
+from pipeline.versions.pruning import prune
+from pipeline.versions.publishing import finish_run, publish
+from pipeline.versions.roots import (
+    LATEST,
+    MANIFEST,
+    VERSIONS,
+    latest_version_id,
+    list_versions,
+    new_version_id,
+    resolve_latest,
+    validate_manifest,
+    version_url,
+)
+
+__all__ = [
+    "DEFAULT_LEASE_TTL_S",
+    "LATEST",
+    "MANIFEST",
+    "RUN_LOCK",
+    "VERSIONS",
+    "InvalidVersion",
+    "LeaseLost",
+    "PublishConflict",
+    "RootBusy",
+    "RunLease",
+    "VersionError",
+    "acquire_run_lease",
+    "finish_run",
+    "latest_version_id",
+    "list_versions",
+    "new_version_id",
+    "prune",
+    "publish",
+    "read_lease",
+    "release_run_lease",
+    "renew_run_lease",
+    "resolve_latest",
+    "validate_manifest",
+    "version_url",
+]
