@@ -7,6 +7,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from tests.byte_counting_proxy import CountingProxy
 from transforms.decode.sampler import sample_video
 from transforms.decode.types import SamplerConfig
 from transforms.sample_frames import SampleMidFrames
@@ -50,16 +51,28 @@ def test_sample_mid_frames_routes_videos_and_failures(shared_data, tmp_path):
 
 @pytest.mark.gcs
 @pytest.mark.shared_data
-def test_gs_uri_reads_only_the_needed_byte_ranges(gcs_emulator, shared_data):
+def test_gs_uri_reads_only_the_needed_byte_ranges(gcs_emulator, shared_data, monkeypatch):
+    # Bytes are counted on the wire, by a proxy in front of the emulator (the upload goes through it
+    # too, so the object's media link points at it and no download can bypass the count).
+    proxy = CountingProxy.in_front_of(gcs_emulator.host)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.host)
     bucket = gcs_emulator.make_bucket("sampler-videos")
     local = shared_data / "videos" / MICROLENS
     bucket.blob(f"raw/{MICROLENS}").upload_from_filename(str(local))
     config = SamplerConfig(size=(64, 64))
+    proxy.reset()
     remote = sample_video(f"gs://sampler-videos/raw/{MICROLENS}", config)
+    downloads = [e for e in proxy.exchanges() if e.media]
+    assert remote.meta["bytes_read"] == sum(e.body_bytes for e in downloads) > 0
+    # One metadata request on the object (size and generation), plus at most the client's one
+    # background lookup of the bucket.
+    assert len([e for e in proxy.exchanges() if e.object_call]) == 1
+    assert len(proxy.exchanges()) - len(downloads) <= 2
     here = sample_video(str(local), config)
     assert remote.frames == here.frames
     assert remote.meta["file_size"] == local.stat().st_size
     assert remote.meta["bytes_read"] < 0.5 * remote.meta["file_size"]
+    assert proxy.errors == []
     with pytest.raises(Exception) as caught:
         sample_video("gs://sampler-videos/raw/absent.mp4", config)
     assert getattr(caught.value, "kind", None) == "not_found"

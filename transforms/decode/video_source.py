@@ -1,7 +1,9 @@
-"""Seekable, byte-counting file objects for videos on local disk or on any Beam filesystem (``gs://``).
+"""Seekable, byte-counting file objects for videos on local disk, ``gs://`` or another Beam filesystem.
 
 The decoder reads through these, so only the byte ranges it asks for are fetched (a keyframe seek in
 an indexed MP4 reads the index and one GOP, not the file); ``bytes_read`` reports how much that was.
+A ``gs://`` video is read with ranged downloads (:class:`transforms.storage.GcsRangeReader`), and
+``bytes_read`` is what those transferred, readahead included.
 """
 
 from __future__ import annotations
@@ -19,13 +21,22 @@ def local_path(uri: str) -> str:
 
 
 class CountingReader(io.RawIOBase):
-    """Wraps a seekable binary file object and counts the bytes handed out by ``read``."""
+    """Wraps a seekable binary file object and counts the bytes it fetched (``bytes_read``).
+
+    That is the wrapped reader's own ``bytes_downloaded`` when it keeps one (the ranged ``gs://``
+    reader, whose readahead ``read`` never hands out), else the bytes handed out by ``read``.
+    """
 
     def __init__(self, raw, size: int):
         super().__init__()
         self._raw = raw
         self.size = size
-        self.bytes_read = 0
+        self._handed_out = 0
+
+    @property
+    def bytes_read(self) -> int:
+        downloaded = getattr(self._raw, "bytes_downloaded", None)
+        return self._handed_out if downloaded is None else downloaded
 
     def readable(self) -> bool:
         return True
@@ -35,7 +46,7 @@ class CountingReader(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
-        self.bytes_read += len(data)
+        self._handed_out += len(data)
         return data
 
     def readinto(self, buffer) -> int:
@@ -67,12 +78,16 @@ def open_video(uri: str) -> CountingReader:
             raise FileNotFoundError(f"no such video file: {path}")
         return CountingReader(open(path, "rb", buffering=0), os.path.getsize(path))
 
+    from transforms import storage
+
+    if uri.startswith("gs://"):
+        raw = storage.GcsRangeReader(uri)
+        return CountingReader(raw, raw.size)
+
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    from transforms.storage import use_emulator_credentials_if_configured
-
-    use_emulator_credentials_if_configured()
+    storage.use_emulator_credentials_if_configured()
     matches = FileSystems.match([uri])[0].metadata_list
     if not matches:
         raise FileNotFoundError(f"no such video object: {uri}")
