@@ -1,4 +1,4 @@
-"""Synthetic MicroLens-format datasets (logs, titles, real videos, ground truth): ``generate(out, SynthConfig())``.
+"""Synthetic MicroLens-format datasets (logs, titles, real videos, ground truth): ``generate(out, config)``.
 
 Imports numpy and PyAV only: no Beam, no torch, nothing of ``transforms`` or ``trainer``.
 """

@@ -1,4 +1,4 @@
-"""Video decoding: a few exact middle frames of one video as JPEGs (sampler, backends, window, render, worker).
+"""Video decoding: exact middle frames of one video as JPEGs (sampler, backends, window, render, worker).
 
-Must not import Beam, torch or the rest of ``transforms``; ``types`` is the leaf every module here imports.
+Must not import Beam, torch or other ``transforms`` modules (but ``storage``, lazily, to read ``gs://``).
 """
