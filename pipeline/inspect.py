@@ -2,7 +2,7 @@
 
 Checks: every file the manifest lists exists with the recorded size and sha256; every shard opens
 as a tar and holds the recorded number of samples; the tables have ``num_items`` / ``num_users``
-rows; the counts reconcile; the failures file holds one record per dropped row, item and user.
+rows; the counts reconcile; the failures parts hold one record per dropped row, item and user.
 ``--sample N --out DIR`` also writes the frames of the first N item samples (train samples for
 datasets without item shards) as JPEG files for a person to look at.
 """
@@ -18,10 +18,11 @@ import sys
 import tarfile
 from collections import Counter
 
+import pyarrow.parquet as pq
+
 from pipeline.summary import format_summary
 from transforms import storage
 from transforms.manifest import ReconciliationError, read_manifest, reconcile
-from transforms.tables import read_table
 
 
 def _check_file(dataset: str, entry: dict) -> tuple[list[str], bytes | None]:
@@ -64,30 +65,37 @@ def verify_dataset(dataset: str) -> list[str]:
                 continue
             if samples != shard["samples"]:
                 problems.append(f"{shard['path']}: {samples} samples, manifest says {shard['samples']}")
-    for name, entry in manifest.get("table_files", {}).items():
-        found, data = _check_file(dataset, entry)
-        problems += found
+    for name, parts in manifest.get("table_files", {}).items():
+        rows = 0
+        for entry in parts:
+            found, data = _check_file(dataset, entry)
+            problems += found
+            if data is not None:
+                rows += pq.read_metadata(io.BytesIO(data)).num_rows
         expected = manifest["num_items"] if name == "items" else manifest["num_users"]
-        if data is not None and read_table(dataset, entry["path"]).num_rows != expected:
-            problems.append(f"{entry['path']}: row count differs from the manifest ({expected})")
+        if rows != expected:
+            problems.append(f"table {name}: {rows} rows in its parts, manifest says {expected}")
+    records = Counter()
     for entry in manifest.get("failure_files", []):
         found, data = _check_file(dataset, entry)
         problems += found
         if data is not None:
-            problems += _check_failures(data, manifest["counts"], entry["path"])
+            records += failure_records_by_reason(data)
+    problems += _check_failures(records, manifest["counts"])
     return problems
 
 
-def _check_failures(data: bytes, counts: dict, path: str) -> list[str]:
-    records = [json.loads(line) for line in data.decode("utf-8").splitlines() if line]
-    found = Counter((r["kind"], r["reason"]) for r in records)
+def failure_records_by_reason(data: bytes) -> Counter:
+    """``Counter((kind, reason))`` of the records in one failures part."""
+    return Counter((r["kind"], r["reason"]) for r in map(json.loads, data.decode("utf-8").splitlines()) if r)
+
+
+def _check_failures(found: Counter, counts: dict) -> list[str]:
     expected = Counter()
     for kind, key in (("row", "rows_dropped"), ("item", "items_failed"), ("user", "users_dropped")):
         expected.update({(kind, reason): n for reason, n in counts[key].items()})
     if found != expected:
-        return [
-            f"{path}: failure records by kind and reason {dict(found)} differ from the counts {dict(expected)}"
-        ]
+        return [f"failure records by kind and reason {dict(found)} differ from the counts {dict(expected)}"]
     return []
 
 

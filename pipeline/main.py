@@ -23,16 +23,11 @@ from pipeline import versions
 from pipeline.options import IngestConfig, parse
 from pipeline.summary import format_summary
 from transforms import storage
-from transforms.failures import CountFailures, count_by_reason, write_failures
+from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.interactions import FAILED, ReadInteractions, resolve_inputs
-from transforms.item_shards import (
-    DescribeItemsWithoutFrames,
-    EncodeItems,
-    ReuseFrom,
-    WriteItemShards,
-    build_catalog,
-    parse_titles,
-)
+from transforms.item_catalog import ItemCatalog
+from transforms.item_lookup import excluded_items_of
+from transforms.item_shards import DescribeItemsWithoutFrames, EncodeItems, ReuseFrom, parse_titles
 from transforms.manifest import RUN_STATS_FILE, build_manifest, read_manifest, write_manifest
 from transforms.sequences import (
     BuildUserSequences,
@@ -42,10 +37,9 @@ from transforms.sequences import (
     NeededItems,
     effective_min_length,
     rare_items,
-    sort_ids,
 )
-from transforms.tables import ITEMS_FILE, SEQUENCES_FILE, items_table, sequences_table, write_table
-from transforms.train_shards import WriteTrainShards, item_frames, make_train_sample
+from transforms.tables import ITEMS_TABLE, SEQUENCES_TABLE
+from transforms.train_shards import WriteUserShards
 
 PROGRESS_EVERY = 50
 
@@ -79,10 +73,6 @@ def sampler_settings(config: IngestConfig):
     return sampler, section
 
 
-def index_ids(ids: list[str], start: int) -> dict[str, int]:
-    return {item: index for index, item in enumerate(sort_ids(ids), start=start)}
-
-
 def finish_dataset(
     _,
     *,
@@ -90,38 +80,39 @@ def finish_dataset(
     sampler_section,
     item_shards,
     train_shards,
-    items_info,
-    sequences_info,
-    failures,
+    table_parts,
+    failure_parts,
     valid_rows,
+    invalid_rows,
     users_seen,
     items_seen,
 ):
-    """Write the failures file, then the manifest (last), then remove the work folder."""
-    failures_info = write_failures(config.output, failures)
-    invalid_rows = sum(1 for f in failures if f["kind"] == "row" and f["stage"] == "read")
+    """Write the manifest (last) from the per-shard and per-part summaries, then remove the work folder."""
+    items_parts = [p for p in table_parts if p["table"] == ITEMS_TABLE]
+    sequence_parts = [p for p in table_parts if p["table"] == SEQUENCES_TABLE]
+    dropped = failure_counts(failure_parts)
     counts = {
         "rows_read": valid_rows + invalid_rows,
-        "rows_used": sequences_info["interactions"],
-        "rows_dropped": count_by_reason(failures, "row"),
+        "rows_used": sum(p["interactions"] for p in sequence_parts),
+        "rows_dropped": dropped["row"],
         "items_seen": items_seen,
-        "items_encoded": items_info["rows"],
-        "items_failed": count_by_reason(failures, "item"),
+        "items_encoded": sum(p["rows"] for p in items_parts),
+        "items_failed": dropped["item"],
         "users_seen": users_seen,
-        "users_kept": sequences_info["rows"],
-        "users_dropped": count_by_reason(failures, "user"),
+        "users_kept": sum(p["rows"] for p in sequence_parts),
+        "users_dropped": dropped["user"],
     }
     manifest = build_manifest(
         config=config.content_config(),
         sampler=sampler_section,
-        num_items=items_info["rows"],
-        num_users=sequences_info["rows"],
+        num_items=counts["items_encoded"],
+        num_users=counts["users_kept"],
         max_seq_len=config.max_seq_len,
         item_shards=item_shards,
         train_shards=train_shards,
-        tables={"items": items_info, "sequences": sequences_info},
+        tables={ITEMS_TABLE: items_parts, SEQUENCES_TABLE: sequence_parts},
         counts=counts,
-        failures=failures_info,
+        failures=failure_parts,
         dataset_version=config.dataset_version,
     )
     write_manifest(config.output, manifest)
@@ -147,17 +138,6 @@ def work_dir(config: IngestConfig) -> str:
     return config.work_dir or storage.join(config.output, "_work")
 
 
-def write_sequences_table(sequences, user_index, item_index, dataset_dir):
-    info = write_table(dataset_dir, SEQUENCES_FILE, sequences_table(sequences, user_index, item_index))
-    return {**info, "interactions": sum(len(s.item_ids) for s in sequences)}
-
-
-def train_samples_of(sequence, user_index: dict, item_index: dict, max_seq_len: int):
-    sample = make_train_sample(sequence, user_index[sequence.user_id], item_index, max_seq_len)
-    if sample is not None:
-        yield sample
-
-
 @dataclass
 class ItemOutcomes:
     """What happened to the items: ``EncodedItem``s, failure dicts, ``(item_id, reason)`` of removed
@@ -171,12 +151,11 @@ class ItemOutcomes:
 
 @dataclass
 class WrittenFiles:
-    """Singleton/list PCollections describing the files written, for the manifest."""
+    """PCollections of summaries of the files written, for the manifest."""
 
     item_shards: beam.PCollection
     train_shards: beam.PCollection
-    items_table: beam.PCollection
-    sequences_table: beam.PCollection
+    table_parts: beam.PCollection
 
 
 def choose_and_encode_items(
@@ -213,8 +192,12 @@ def choose_and_encode_items(
     return ItemOutcomes(encoded, failures, excluded, item_counts)
 
 
-def write_dataset_files(encoded, sequences, config: IngestConfig) -> WrittenFiles:
-    """Catalogue, item shards, train shards and both tables, from encoded items and kept sequences."""
+def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> WrittenFiles:
+    """Item shards, train shards and both tables, from encoded items and kept sequences.
+
+    ``excluded`` is the PCollection of ``(item_id, reason)`` of removed items; the item lookup is
+    checked against it, so no kept item can be mistaken for an excluded one.
+    """
     pipeline = encoded.pipeline
     popularity = (
         sequences
@@ -227,51 +210,18 @@ def write_dataset_files(encoded, sequences, config: IngestConfig) -> WrittenFile
         | "ReadTitles"
         >> beam.FlatMap(lambda path: parse_titles(storage.read_bytes(path).decode("utf-8"), path).items())
     )
-    catalog = (
-        encoded
-        | "AllEncodedItems" >> beam.combiners.ToList()
-        | "BuildCatalog"
-        >> beam.Map(
-            build_catalog,
-            beam.pvalue.AsDict(titles),
-            beam.pvalue.AsDict(popularity),
-            config.shard_max_samples,
-            config.shard_max_bytes,
-        )
+    items = (encoded, popularity, titles) | "ItemCatalog" >> ItemCatalog(
+        config.output, config.shard_max_samples, config.shard_max_bytes
     )
-    placed_items, item_shards = catalog | "WriteItemShards" >> WriteItemShards(config.output)
-    item_index = beam.pvalue.AsDict(
-        placed_items | "ItemIndex" >> beam.Map(lambda row: (row.item_id, row.item_index))
+    lookup = items["lookup"] | "CheckNoHashClash" >> beam.Map(
+        lambda lookup, excluded_items: lookup.check_disjoint(excluded_items),
+        beam.pvalue.AsSingleton(excluded_items_of(excluded)),
     )
-    user_index = beam.pvalue.AsSingleton(
-        sequences
-        | "KeptUsers" >> beam.Map(lambda s: s.user_id)
-        | "AllKeptUsers" >> beam.combiners.ToList()
-        | "IndexUsers" >> beam.Map(index_ids, 0)
+    users = sequences | "UserShards" >> WriteUserShards(
+        lookup, config.output, config.max_seq_len, config.shard_max_samples, config.shard_max_bytes
     )
-    train_shards = (
-        sequences
-        | "TrainSamples" >> beam.FlatMap(train_samples_of, user_index, item_index, config.max_seq_len)
-        | "WriteTrainShards"
-        >> WriteTrainShards(
-            placed_items | "WhereFramesAre" >> beam.Map(item_frames),
-            config.output,
-            config.shard_max_samples,
-            config.shard_max_bytes,
-        )
-    )
-    items_info = (
-        placed_items
-        | "AllItemRows" >> beam.combiners.ToList()
-        | "WriteItemsTable"
-        >> beam.Map(lambda rows: write_table(config.output, ITEMS_FILE, items_table(rows)))
-    )
-    sequences_info = (
-        sequences
-        | "AllSequences" >> beam.combiners.ToList()
-        | "WriteSequencesTable" >> beam.Map(write_sequences_table, user_index, item_index, config.output)
-    )
-    return WrittenFiles(item_shards, train_shards, items_info, sequences_info)
+    tables = (items["tables"], users["tables"]) | "AllTableParts" >> beam.Flatten()
+    return WrittenFiles(items["shards"], users["shards"], tables)
 
 
 def build_pipeline(
@@ -295,13 +245,14 @@ def build_pipeline(
     sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
         items.excluded, effective_min_length(config.min_user_interactions), source_files
     )
-    written = write_dataset_files(items.encoded, sequences.sequences, config)
-    failures = (
+    written = write_dataset_files(items.encoded, sequences.sequences, items.excluded, config)
+    failure_parts = (
         (rows[FAILED], histories[FAILED], items.failures, sequences[FAILED])
         | "AllFailures" >> beam.Flatten()
         | "CountFailures" >> CountFailures()
+        | "WriteFailures" >> WriteFailures(config.output)
     )
-    count, singleton = beam.combiners.Count.Globally, beam.pvalue.AsSingleton
+    count, singleton, as_list = beam.combiners.Count.Globally, beam.pvalue.AsSingleton, beam.pvalue.AsList
     written_version = (
         pipeline
         | "Finish" >> beam.Create([None])
@@ -310,12 +261,12 @@ def build_pipeline(
             finish_dataset,
             config=config,
             sampler_section=sampler_settings(config)[1],
-            item_shards=beam.pvalue.AsList(written.item_shards),
-            train_shards=beam.pvalue.AsList(written.train_shards),
-            items_info=singleton(written.items_table),
-            sequences_info=singleton(written.sequences_table),
-            failures=beam.pvalue.AsList(failures),
+            item_shards=as_list(written.item_shards),
+            train_shards=as_list(written.train_shards),
+            table_parts=as_list(written.table_parts),
+            failure_parts=as_list(failure_parts),
             valid_rows=singleton(rows.rows | "CountValidRows" >> count()),
+            invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),
             users_seen=singleton(histories.histories | "CountUsers" >> count()),
             items_seen=singleton(items.seen | "CountItems" >> count()),
         )

@@ -25,12 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline import versions
 from pipeline.main import IngestResult, main, run
 from pipeline.synth import SynthConfig, generate
+from tests.dataset_files import dataset_table
 from transforms import storage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def scenario(tmp_path_factory, donor) -> Scenario:
     args = ["--interactions", str(inputs / "pairs.csv"), "--videos", str(inputs / "videos"), *QUICK]
     first = run([*args, "--dataset-root", root])
 
-    encoded = pq.read_table(Path(first.output) / "items.parquet").column("item_id").to_pylist()
+    encoded = dataset_table(Path(first.output), "items").column("item_id").to_pylist()
     new_items, changed_items = ["21", "22"], sorted(encoded)[:2]
     for item, donor_item in zip(new_items + changed_items, ["1", "2", "3", "4"], strict=True):
         shutil.copyfile(donor / "videos" / f"{donor_item}.mp4", inputs / "videos" / f"{item}.mp4")
@@ -142,10 +142,7 @@ def test_second_run_decodes_exactly_the_new_and_changed_videos(scenario):
     assert second.manifest["counts"]["items_encoded"] == 22
 
     fingerprints = [
-        {
-            row["item_id"]: row["fingerprint"]
-            for row in pq.read_table(Path(r.output) / "items.parquet").to_pylist()
-        }
+        {row["item_id"]: row["fingerprint"] for row in dataset_table(Path(r.output), "items").to_pylist()}
         for r in (scenario.first, second)
     ]
     changed = {item for item in fingerprints[0] if fingerprints[0][item] != fingerprints[1][item]}

@@ -12,6 +12,7 @@ import webdataset as wds
 from pipeline.inspect import verify_dataset
 from pipeline.main import run
 from pipeline.synth import SynthConfig, generate
+from tests.dataset_files import dataset_failures, dataset_table
 from transforms.decode.sampler import sample_video
 from transforms.decode.types import SamplerConfig
 from transforms.keys import sanitize_key
@@ -67,8 +68,7 @@ def ingested(synth_dir, tmp_path_factory):
 
 
 def read_failures(output: str) -> list[dict]:
-    text = (Path(output) / "failures" / "failures-00000-of-00001.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines()]
+    return dataset_failures(output)
 
 
 def test_counts_reconcile_with_the_synth_ground_truth(ingested, synth_dir):
@@ -104,7 +104,7 @@ def test_every_planted_fault_is_recorded_with_its_reason(ingested, synth_dir):
         if record["kind"] == "row" and record["reason"].startswith("item_"):
             assert record["reason"] == f"item_{item_reason[record['item_id']]}"
     # Truncated files still decode (the sampler falls back to the middle of what decodes).
-    items = pq.read_table(Path(ingested.output) / "items.parquet").to_pydict()
+    items = dataset_table(Path(ingested.output), "items").to_pydict()
     for video in truth["faults"]["truncated_videos"]:
         if video["item"] in popular:
             assert video["item"] in items["item_id"] or item_reason[video["item"]] == "corrupt"
@@ -140,8 +140,8 @@ def test_item_shards_read_back_with_webdataset_and_match_the_sampler(ingested, s
 
 def test_train_shards_hold_the_window_and_the_item_frames(ingested):
     manifest, root = ingested.manifest, Path(ingested.output)
-    items = pq.read_table(root / "items.parquet").to_pydict()
-    sequences = pq.read_table(root / "sequences.parquet").to_pylist()
+    items = dataset_table(root, "items").to_pydict()
+    sequences = dataset_table(root, "sequences").to_pylist()
     by_user = {row["user_id"]: row for row in sequences}
     item_frames = {}
     for sample in wds.WebDataset(
@@ -208,9 +208,7 @@ def test_csv_tsv_and_parquet_inputs_give_the_same_sequences(synth_dir, tmp_path)
         out = tmp_path / source.name.replace(".", "_")
         result = run(["--interactions", str(source), "--output", str(out), *IN_MEMORY])
         assert result.manifest["counts"]["users_kept"] > 0
-        sequences[source.suffix] = (
-            pq.read_table(out / "sequences.parquet").select(["user_id", "item_ids"]).to_pylist()
-        )
+        sequences[source.suffix] = dataset_table(out, "sequences").select(["user_id", "item_ids"]).to_pylist()
     assert sequences[".csv"] == sequences[".tsv"] == sequences[".parquet"]
 
 
@@ -254,7 +252,7 @@ def test_incremental_runs_reuse_frames_of_unchanged_videos(synth_dir, tmp_path):
     first = run(args)
     encoded = first.manifest["counts"]["items_encoded"]
     assert first.counters.get("items_reused", 0) == 0
-    assert all(pq.read_table(Path(first.output) / "items.parquet").column("fingerprint").to_pylist())
+    assert all(dataset_table(Path(first.output), "items").column("fingerprint").to_pylist())
 
     second = run(args)
     assert second.counters["items_reused"] == encoded

@@ -6,12 +6,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
 from pipeline.inspect import verify_dataset
 from pipeline.main import run
+from tests.dataset_files import dataset_failures, dataset_table
 
 pytestmark = pytest.mark.shared_data
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
@@ -41,7 +41,7 @@ def test_ml100k_id_only_keeps_every_interaction_in_file_order_on_ties(shared_dat
     expected = defaultdict(list)
     for line_number, (user, item, ts) in enumerate(read_udata(udata)):
         expected[user].append((ts, line_number, item))
-    sequences = pq.read_table(tmp_path / "ml" / "sequences.parquet").to_pylist()
+    sequences = dataset_table(tmp_path / "ml", "sequences").to_pylist()
     for row in sequences:
         ordered = sorted(expected[row["user_id"]])
         assert row["item_ids"] == [item for _, _, item in ordered]
@@ -74,14 +74,14 @@ def test_ml100k_with_real_videos_accounts_for_every_interaction(shared_data, tmp
     )
     counts = result.manifest["counts"]
     assert counts["rows_read"] == 100_000
-    failures = [json.loads(line) for line in (output / "failures" / "failures-00000-of-00001.jsonl").open()]
+    failures = dataset_failures(output)
     dropped_rows = {f["row"] for f in failures if f["kind"] == "row"}
     assert len(dropped_rows) == sum(counts["rows_dropped"].values())  # one record per dropped row
     assert counts["rows_used"] + len(dropped_rows) == 100_000
     item_reasons = {f["item_id"]: f["reason"] for f in failures if f["kind"] == "item"}
     assert len(item_reasons) == sum(counts["items_failed"].values())
     # Every mapped video was tried: it is in the dataset or failed with a sampler reason.
-    encoded = set(pq.read_table(output / "items.parquet").column("item_id").to_pylist())
+    encoded = set(dataset_table(output, "items").column("item_id").to_pylist())
     for item in (str(i) for i in range(1, len(videos) + 1)):
         assert item in encoded or item_reasons[item] != "no_video", item
     assert "no_video" in counts["items_failed"]

@@ -7,7 +7,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.interactions import Interaction
+from transforms.buckets import id_order_key
+from transforms.interactions import Interaction, pack_row
 from transforms.sequences import (
     BuildUserSequences,
     GroupIntoHistories,
@@ -16,11 +17,9 @@ from transforms.sequences import (
     dedupe_history,
     effective_min_length,
     items_of_eligible_user,
-    sort_ids,
     train_window,
 )
 from transforms.tar_shards import cut_shards, member_size, sample_size
-from transforms.train_shards import shard_of, shard_starts
 
 
 def row(item, ts, line, user="u", column=0, file_index=0):
@@ -65,9 +64,8 @@ def test_eligible_users_name_the_items_to_decode():
     assert items_of_eligible_user(history, {"c": "too_few_interactions"}, 4) == []
 
 
-def test_ids_sort_numerically_only_when_all_are_integers():
-    assert sort_ids(["10", "9", "100"]) == ["9", "10", "100"]
-    assert sort_ids(["10", "9", "x"]) == ["10", "9", "x"]
+def test_ids_order_integers_numerically_before_other_ids():
+    assert sorted(["10", "x", "9", "-3", "100", "a"], key=id_order_key) == ["-3", "9", "10", "100", "a", "x"]
 
 
 def test_shards_are_cut_by_count_and_by_bytes():
@@ -78,11 +76,6 @@ def test_shards_are_cut_by_count_and_by_bytes():
         0,
         1,
     ]  # an oversized sample stands alone
-    starts = shard_starts([(4, 10), (0, 10), (2, 10), (7, 10)], max_samples=2, max_bytes=10**6)
-    assert starts == [0, 4]
-    assert [shard_of(i, starts) for i in (0, 2, 4, 7)] == ["train/train-000000.tar"] * 2 + [
-        "train/train-000001.tar"
-    ] * 2
 
 
 def test_member_sizes_are_exact_tar_sizes():
@@ -97,7 +90,8 @@ def test_beam_histories_and_sequences():
     rows.append(row("a", 0, 99, user="u1"))  # exact duplicate of u1's first row
     rows += [row("z", 1, 50, user="u3")]
     with BeamTestPipeline() as p:
-        grouped = p | beam.Create(rows) | GroupIntoHistories(["log"])
+        packed = p | beam.Create([(r.user_id, pack_row(r)) for r in rows])
+        grouped = packed | GroupIntoHistories(["log"])
         excluded = p | "Excluded" >> beam.Create([("e", "corrupt")])
         built = grouped.histories | BuildUserSequences(excluded, 4, ["log"])
         assert_that(

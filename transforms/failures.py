@@ -19,9 +19,11 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import storage
+from transforms.buckets import bucket_of
 
 KINDS = ("row", "item", "user")
-FAILURES_FILE = "failures/failures-00000-of-00001.jsonl"
+FAILURE_PART_PATTERN = "failures/part-{:05d}.jsonl"
+FAILURES_PER_PART = 100_000
 MAX_TEXT_CHARS = 500
 
 
@@ -70,8 +72,63 @@ class CountFailures(beam.PTransform):
         return failures | "CountEachFailure" >> beam.ParDo(_CountFailure())
 
 
-def write_failures(output_dir: str, records: list[dict]) -> dict:
-    """Write the failures file under ``output_dir``; return ``{"path", "records", "bytes", "sha256"}``."""
+def failure_counts(parts: Iterable[dict]) -> dict[str, dict[str, int]]:
+    """``{kind: {reason: n}}`` summed over the summaries of every failures part."""
+    totals: dict[str, Counter] = {kind: Counter() for kind in KINDS}
+    for part in parts:
+        for kind, reasons in part["counts"].items():
+            totals[kind].update(reasons)
+    return {kind: dict(sorted(counter.items())) for kind, counter in totals.items()}
+
+
+def failure_part_count(records: int) -> int:
+    return max(1, -(-records // FAILURES_PER_PART))
+
+
+def write_failure_part(output_dir: str, bucket: int, records: Iterable[dict]) -> dict:
+    """Write one failures part; return ``{"path", "records", "bytes", "sha256", "counts"}``.
+
+    ``counts`` is ``{kind: {reason: n}}`` of the part's records, so the manifest can add parts up.
+    """
+    records = list(records)
     data = encode_jsonl(records)
-    sha = storage.write_bytes(storage.join(output_dir, FAILURES_FILE), data)
-    return {"path": FAILURES_FILE, "records": len(records), "bytes": len(data), "sha256": sha}
+    path = FAILURE_PART_PATTERN.format(bucket)
+    sha = storage.write_bytes(storage.join(output_dir, path), data)
+    counts = {kind: count_by_reason(records, kind) for kind in KINDS}
+    return {"path": path, "records": len(records), "bytes": len(data), "sha256": sha, "counts": counts}
+
+
+class WriteFailures(beam.PTransform):
+    """PCollection[failure dict] -> one summary dict per failures part written (see ``write_failure_part``).
+
+    Records are spread over ``ceil(n / FAILURES_PER_PART)`` parts by a hash of their content and
+    sorted inside each part, so the files depend only on the records. Memory: one part per worker.
+    """
+
+    def __init__(self, output_dir: str):
+        super().__init__()
+        self.output_dir = output_dir
+
+    def expand(self, failures):
+        output_dir = self.output_dir
+        parts = beam.pvalue.AsSingleton(
+            failures
+            | "CountRecords" >> beam.combiners.Count.Globally()
+            | "Parts" >> beam.Map(failure_part_count)
+        )
+        return (
+            failures
+            | "KeyByPart" >> beam.Map(lambda record, n: (bucket_of(sort_key(record), n), record), parts)
+            | "GroupByPart" >> beam.GroupByKey()
+            | "WritePart"
+            >> beam.MapTuple(lambda bucket, records: write_failure_part(output_dir, bucket, records))
+        )
+
+
+def read_failures(dataset_dir: str, manifest: dict) -> list[dict]:
+    """Every failure record of a dataset version, part by part in the manifest's order."""
+    records = []
+    for path in manifest["failures"]:
+        text = storage.read_bytes(storage.join(dataset_dir, path)).decode("utf-8")
+        records += [json.loads(line) for line in text.splitlines() if line]
+    return records

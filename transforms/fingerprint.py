@@ -171,7 +171,7 @@ def previous_items(version: str) -> dict[str, PreviousItem]:
                 recorded[record["item_id"]] = PreviousItem(
                     record["fingerprint"], record["reason"], int(record.get("attempts", 1))
                 )
-    items = read_table(version, manifest["tables"]["items"]).select(["item_id", "fingerprint"])
+    items = read_table(version, manifest, "items", ["item_id", "fingerprint"])
     for row in items.to_pylist():
         recorded[row["item_id"]] = PreviousItem(row["fingerprint"], OK, 1)
     return recorded

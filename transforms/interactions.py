@@ -18,8 +18,9 @@ failure record (stage ``read``) with one of the reasons in ``ROW_REASONS``.
 from __future__ import annotations
 
 import csv
+import struct
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -114,9 +115,9 @@ def find_column(header: list[str], names: tuple[str, ...], what: str, path: str)
     raise ValueError(f"{path}: header {header} has no {what} column (expected one of {names})")
 
 
-def _decoded_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, str | None, bytes]]:
+def _decoded_lines(lines: Iterable[bytes], first_line: int = 1) -> Iterator[tuple[int, str | None, bytes]]:
     """``(line_number, text or None if not UTF-8, raw)`` for each non-blank line."""
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=first_line):
         stripped = raw.rstrip(b"\r\n")
         if not stripped.strip():
             continue
@@ -126,24 +127,35 @@ def _decoded_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, str | None, by
             yield number, None, stripped
 
 
-def parse_text(lines: Iterable[bytes], fmt: str, file_index: int, path: str) -> Iterator[Interaction | dict]:
-    """Interactions and failure records from the lines of one text file, in file order."""
-    columns: tuple[int, int, int] | None = None
-    for number, text, raw in _decoded_lines(lines):
+def csv_columns(header_line: str, path: str) -> tuple[int, int, int]:
+    """Positions of the user, item and timestamp columns named by a CSV header line."""
+    header = next(csv.reader([header_line]))
+    return tuple(
+        find_column(header, names, what, path)
+        for names, what in ((USER_COLUMNS, "user"), (ITEM_COLUMNS, "item"), (TIME_COLUMNS, "timestamp"))
+    )
+
+
+def parse_text(
+    lines: Iterable[bytes],
+    fmt: str,
+    file_index: int,
+    path: str,
+    first_line: int = 1,
+    columns: tuple[int, int, int] | None = None,
+) -> Iterator[Interaction | dict]:
+    """Interactions and failure records from lines of one text file, in file order.
+
+    ``first_line`` is the line number of the first of ``lines``. A CSV's first non-blank line is its
+    header unless ``columns`` (from :func:`csv_columns`) are given, as they are for later splits.
+    """
+    for number, text, raw in _decoded_lines(lines, first_line):
         where = {"file": path, "row": number}
         if text is None:
             yield failure("row", "read", "bad_encoding", "line is not UTF-8", **where, text=repr(raw))
             continue
         if fmt == "microlens-csv" and columns is None:
-            header = next(csv.reader([text]))
-            columns = tuple(
-                find_column(header, names, what, path)
-                for names, what in (
-                    (USER_COLUMNS, "user"),
-                    (ITEM_COLUMNS, "item"),
-                    (TIME_COLUMNS, "timestamp"),
-                )
-            )
+            columns = csv_columns(text, path)
             continue
         try:
             yield from _parse_line(text, fmt, columns, (file_index, number))
@@ -218,42 +230,171 @@ def resolve_inputs(pattern: str, fmt: str | None) -> list[tuple[int, str, str]]:
     return [(index, path, fmt or detect_format(path, read_head(path))) for index, path in enumerate(paths)]
 
 
-class ParseInteractionFile(beam.DoFn):
-    """``(file_index, path, format)`` -> Interaction (main) and failure dicts (tag ``failed``)."""
+SPLIT_BYTES = 8 * 1024 * 1024  # text files are parsed in splits of this many bytes, in parallel
+
+
+class InputSplit(NamedTuple):
+    """Lines of one input file that start in bytes ``[start, end)``; ``end`` None: to the end of file."""
+
+    file_index: int
+    path: str
+    format: str
+    number: int
+    start: int
+    end: int | None
+    columns: tuple[int, int, int] | None = None
+
+
+def plan_splits(sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BYTES) -> list[InputSplit]:
+    """Cut each text file into ``split_bytes`` splits (a Parquet file is one split).
+
+    A CSV's header is parsed here, so a file whose header names no user, item or timestamp
+    column fails before the job starts, and every later split knows the columns.
+    """
+    splits = []
+    for file_index, path, fmt in sources:
+        if fmt == "parquet":
+            splits.append(InputSplit(file_index, path, fmt, 0, 0, None))
+            continue
+        size = storage.size(path)
+        columns = None
+        if fmt == "microlens-csv":
+            header = next(
+                (line for _, line, _ in _decoded_lines(read_head(path).splitlines(True)) if line), None
+            )
+            if header is None:
+                raise ValueError(
+                    f"{path}: the file is empty; expected a CSV header naming user, item and timestamp"
+                )
+            columns = csv_columns(header, path)
+        bounds = list(range(0, max(size, 1), split_bytes))
+        for number, start in enumerate(bounds):
+            end = bounds[number + 1] if number + 1 < len(bounds) else None
+            splits.append(InputSplit(file_index, path, fmt, number, start, end, columns if number else None))
+    return splits
+
+
+def split_lines(reader: BinaryIO, start: int, end: int | None) -> tuple[int, Iterator[bytes]]:
+    """``(newlines skipped, lines)``: the lines of ``reader`` that start in ``[start, end)``.
+
+    A line that began before ``start`` belongs to the previous split and is skipped; that skip
+    passes one newline, which the line numbering must count.
+    """
+    skipped = 0
+    position = start
+    if start > 0:
+        reader.seek(start - 1)
+        if reader.read(1) != b"\n":
+            position += len(reader.readline())
+            skipped = 1
+
+    def lines() -> Iterator[bytes]:
+        nonlocal position
+        while end is None or position < end:
+            line = reader.readline()
+            if not line:
+                return
+            position += len(line)
+            yield line
+
+    return skipped, lines()
+
+
+def count_newlines(split: InputSplit) -> tuple[tuple[int, int], int]:
+    """``((file_index, split number), newlines in the split's byte range)``."""
+    if split.format == "parquet":
+        return (split.file_index, split.number), 0
+    with storage.open_read(split.path) as reader:
+        reader.seek(split.start)
+        remaining = None if split.end is None else split.end - split.start
+        count = 0
+        while remaining is None or remaining > 0:
+            block = reader.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+            if not block:
+                break
+            count += block.count(b"\n")
+            if remaining is not None:
+                remaining -= len(block)
+    return (split.file_index, split.number), count
+
+
+def first_line_numbers(counts: list[tuple[tuple[int, int], int]]) -> dict[tuple[int, int], int]:
+    """``(file_index, split) -> newlines before the split`` from every split's newline count."""
+    before, running, current_file = {}, 0, None
+    for (file_index, number), count in sorted(counts):
+        if file_index != current_file:
+            running, current_file = 0, file_index
+        before[(file_index, number)] = running
+        running += count
+    return before
+
+
+def pack_row(row: Interaction) -> bytes:
+    """An interaction without its user, as compact bytes (what moves through the shuffle)."""
+    item = row.item_id.encode("utf-8")
+    return _ROW.pack(row.timestamp, row.file_index, row.row, row.column, len(item)) + item
+
+
+def unpack_rows(user_id: str, packed: bytes) -> list[Interaction]:
+    """The interactions of ``user_id`` from concatenated :func:`pack_row` records."""
+    rows, position = [], 0
+    while position < len(packed):
+        timestamp, file_index, row, column, length = _ROW.unpack_from(packed, position)
+        position += _ROW.size
+        item = packed[position : position + length].decode("utf-8")
+        position += length
+        rows.append(Interaction(user_id, item, timestamp, file_index, row, column))
+    return rows
+
+
+_ROW = struct.Struct("<qiqiI")
+
+
+class ParseSplit(beam.DoFn):
+    """InputSplit -> ``(user_id, packed row)`` (main) and failure dicts (tag ``failed``).
+
+    Side input: ``(file_index, split) -> newlines before the split``, to number lines exactly.
+    """
 
     def __init__(self):
         self.rows_read = Metrics.counter("videorec", "rows_read")
 
-    def process(self, source: tuple[int, str, str]):
-        file_index, path, fmt = source
-        with storage.open_read(path) as reader:
-            parsed = (
-                parse_parquet(reader, file_index, path)
-                if fmt == "parquet"
-                else parse_text(reader, fmt, file_index, path)
-            )
+    def process(self, split: InputSplit, newlines_before: dict):
+        with storage.open_read(split.path) as reader:
+            if split.format == "parquet":
+                parsed = parse_parquet(reader, split.file_index, split.path)
+            else:
+                skipped, lines = split_lines(reader, split.start, split.end)
+                first = 1 + newlines_before[(split.file_index, split.number)] + skipped
+                parsed = parse_text(lines, split.format, split.file_index, split.path, first, split.columns)
             for result in parsed:
                 self.rows_read.inc()
                 if isinstance(result, Interaction):
-                    yield result
+                    yield result.user_id, pack_row(result)
                 else:
                     yield beam.pvalue.TaggedOutput(FAILED, result)
 
 
 class ReadInteractions(beam.PTransform):
-    """PBegin -> tagged outputs: main = Interaction, ``failed`` = failure dicts for invalid rows.
+    """PBegin -> tagged outputs: main = ``(user_id, packed row)`` (see :func:`pack_row`), ``failed`` = failure dicts.
 
     ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
+    Text files are read in byte splits on all workers; a first pass counts each split's newlines
+    so that every row keeps its exact line number.
     """
 
-    def __init__(self, sources: list[tuple[int, str, str]]):
+    def __init__(self, sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BYTES):
         super().__init__()
-        self.sources = sources
+        self.splits = plan_splits(sources, split_bytes)
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListInputFiles" >> beam.Create(self.sources)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseRows" >> beam.ParDo(ParseInteractionFile()).with_outputs(FAILED, main="rows")
+        splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()
+        newlines_before = (
+            splits
+            | "CountNewlines" >> beam.Map(count_newlines)
+            | "AllSplitCounts" >> beam.combiners.ToList()
+            | "LinesBeforeEachSplit" >> beam.Map(first_line_numbers)
         )
+        return splits | "ParseRows" >> beam.ParDo(
+            ParseSplit(), beam.pvalue.AsSingleton(newlines_before)
+        ).with_outputs(FAILED, main="rows")

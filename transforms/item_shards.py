@@ -14,7 +14,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,8 +25,7 @@ from transforms import storage
 from transforms.failures import failure
 from transforms.keys import sanitize_key
 from transforms.sample_frames import SampleMidFrames
-from transforms.sequences import sort_ids
-from transforms.tar_shards import TarShardWriter, cut_shards, encode_members, read_members, sample_size
+from transforms.tar_shards import encode_members, read_members
 
 FAILED = "failed"
 ITEM_SHARD_PATTERN = "items/items-{:06d}.tar"
@@ -241,75 +240,6 @@ def item_sample_members(row: ItemRow) -> list[tuple[str, int]]:
     )
 
 
-def build_catalog(
-    encoded: Iterable[EncodedItem],
-    titles: Mapping[str, str],
-    popularity: Mapping[str, int],
-    max_samples: int,
-    max_bytes: int,
-) -> list[ItemRow]:
-    """Dense indices (1..n in ID order), titles, popularity and item-shard assignment for every item."""
-    by_id = {item.item_id: item for item in encoded}
-    rows = [
-        ItemRow(item_id, index, titles.get(item_id), int(popularity.get(item_id, 0)), by_id[item_id], None)
-        for index, item_id in enumerate(sort_ids(by_id), start=1)
-    ]
-    framed = [row for row in rows if row.source.fragment is not None]
-    starts = cut_shards([sample_size(item_sample_members(r)) for r in framed], max_samples, max_bytes)
-    shard_of = {}
-    for number, start in enumerate(starts):
-        end = starts[number + 1] if number + 1 < len(starts) else len(framed)
-        for row in framed[start:end]:
-            shard_of[row.item_id] = ITEM_SHARD_PATTERN.format(number)
-    return [row._replace(shard=shard_of.get(row.item_id)) for row in rows]
-
-
-class _AssembleItemShard(beam.DoFn):
-    """(shard path, rows) -> ("shard", ShardInfo dict) and ("item", ItemRow with offset/size)."""
-
-    def __init__(self, dataset_dir: str):
-        self.dataset_dir = dataset_dir
-
-    def process(self, grouped: tuple[str, Iterable[ItemRow]]):
-        shard_path, rows = grouped
-        placed = []
-        with TarShardWriter(self.dataset_dir, shard_path) as shard:
-            for row in sorted(rows, key=lambda r: r.item_index):
-                start = shard.offset()
-                shard.add(f"{sanitize_key(row.item_id)}.json", item_json(row))
-                for name, data in read_frame_members(row.source):
-                    shard.add(name, data)
-                shard.end_sample()
-                placed.append(row._replace(offset=start, size=shard.offset() - start))
-        yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())
-        yield from placed
-
-
-class WriteItemShards(beam.PTransform):
-    """PCollection[list[ItemRow]] (the one catalogue) -> ItemRow with offsets + ``shards`` (ShardInfo dicts).
-
-    Rows without a shard (ID-only datasets) pass through unchanged.
-    """
-
-    def __init__(self, dataset_dir: str):
-        super().__init__()
-        self.dataset_dir = dataset_dir
-
-    def expand(self, catalog):
-        rows = catalog | "EachItem" >> beam.FlatMap(lambda rows: rows)
-        unsharded = rows | "WithoutFrames" >> beam.Filter(lambda row: row.shard is None)
-        assembled = (
-            rows
-            | "WithFrames" >> beam.Filter(lambda row: row.shard is not None)
-            | "KeyByShard" >> beam.Map(lambda row: (row.shard, row))
-            | "GroupByShard" >> beam.GroupByKey()
-            | "AssembleShard"
-            >> beam.ParDo(_AssembleItemShard(self.dataset_dir)).with_outputs("shards", main="items")
-        )
-        placed = (assembled.items, unsharded) | "AllItems" >> beam.Flatten()
-        return placed, assembled.shards
-
-
 # --------------------------------------------------------------------------------------------------
 # Decoding
 # --------------------------------------------------------------------------------------------------
@@ -362,9 +292,7 @@ class PreviousVersion:
         from transforms.manifest import read_manifest
         from transforms.tables import read_table
 
-        table = read_table(version, read_manifest(version)["tables"]["items"]).select(
-            ["item_id", "shard", "offset", "size"]
-        )
+        table = read_table(version, read_manifest(version), "items", ["item_id", "shard", "offset", "size"])
         frames = {
             row["item_id"]: (storage.join(version, row["shard"]), row["offset"], row["size"])
             for row in table.to_pylist()

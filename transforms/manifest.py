@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from transforms import storage
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 RUN_STATS_FILE = "run_stats.json"
 CREATED_BY = "videorec-pipeline 0.1.0"
@@ -48,12 +48,16 @@ def build_manifest(
     max_seq_len: int,
     item_shards: list[dict],
     train_shards: list[dict],
-    tables: Mapping[str, dict],
+    tables: Mapping[str, list[dict]],
     counts: Mapping,
-    failures: dict,
+    failures: list[dict],
     dataset_version: str | None = None,
 ) -> dict:
-    """The manifest document (see docs/FORMAT.md); checks the counts first."""
+    """The manifest document (see docs/FORMAT.md); checks the counts first.
+
+    ``tables`` maps a table name to the summaries of its parts, ``failures`` lists the summaries of
+    the failures parts; both are listed in path order.
+    """
     reconcile(counts)
     document = {
         "format_version": FORMAT_VERSION,
@@ -64,17 +68,23 @@ def build_manifest(
         "num_items": num_items,
         "num_users": num_users,
         "max_seq_len": max_seq_len,
-        "tables": {name: info["path"] for name, info in tables.items()},
-        "table_files": {name: dict(info) for name, info in tables.items()},
+        "tables": {name: sorted(p["path"] for p in parts) for name, parts in tables.items()},
+        "table_files": {
+            name: _by_path(parts, ("path", "rows", "bytes", "sha256")) for name, parts in tables.items()
+        },
         "shards": {
             "items": sorted(item_shards, key=lambda s: s["path"]),
             "train": sorted(train_shards, key=lambda s: s["path"]),
         },
         "counts": dict(counts),
-        "failures": [failures["path"]],
-        "failure_files": [dict(failures)],
+        "failures": sorted(p["path"] for p in failures),
+        "failure_files": _by_path(failures, ("path", "records", "bytes", "sha256")),
     }
     return {"dataset_version": dataset_version or content_hash(document)[:16], **document}
+
+
+def _by_path(parts: list[dict], fields: tuple[str, ...]) -> list[dict]:
+    return [{field: part[field] for field in fields} for part in sorted(parts, key=lambda p: p["path"])]
 
 
 def encode_manifest(manifest: Mapping) -> bytes:

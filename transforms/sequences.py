@@ -17,7 +17,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.failures import failure
-from transforms.interactions import Interaction
+from transforms.interactions import Interaction, pack_row, unpack_rows
+from transforms.item_lookup import excluded_items_of
 
 FAILED = "failed"
 MIN_SEQUENCE_LENGTH = 3  # one training item, one validation item, one test item
@@ -120,16 +121,29 @@ def train_window(sequence: UserSequence, max_seq_len: int) -> tuple[tuple[str, .
     return sequence.item_ids[start:end], sequence.timestamps[start:end]
 
 
-def sort_ids(ids: Iterable[str]) -> list[str]:
-    """IDs in numeric order when every one is an integer, else lexicographic (the index order)."""
-    unique = set(ids)
-    if all(_is_int(i) for i in unique):
-        return sorted(unique, key=lambda i: (int(i), i))
-    return sorted(unique)
+class ConcatPackedRows(beam.CombineFn):
+    """Combines a user's packed rows into one ``bytes``: one object per user in the shuffle, not one per row."""
+
+    def create_accumulator(self) -> list[bytes]:
+        return []
+
+    def add_input(self, accumulator, packed):
+        accumulator.append(packed)
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        return [b"".join(b for accumulator in accumulators for b in accumulator)]
+
+    def compact(self, accumulator):
+        return [b"".join(accumulator)]
+
+    def extract_output(self, accumulator) -> bytes:
+        return b"".join(accumulator)
 
 
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+def history_rows(history: tuple[str, bytes]) -> list[Interaction]:
+    """The time-ordered, deduplicated rows of a ``(user_id, packed rows)`` history."""
+    return unpack_rows(*history)
 
 
 class _GroupedHistory(beam.DoFn):
@@ -137,9 +151,9 @@ class _GroupedHistory(beam.DoFn):
         self.source_files = list(source_files)
         self.users_seen = Metrics.counter("videorec", "users_seen")
 
-    def process(self, keyed: tuple[str, Iterable[Interaction]]):
-        user_id, rows = keyed
-        unique, duplicates = dedupe_history(rows)
+    def process(self, keyed: tuple[str, bytes]):
+        user_id, packed = keyed
+        unique, duplicates = dedupe_history(unpack_rows(user_id, packed))
         self.users_seen.inc()
         for row in duplicates:
             yield beam.pvalue.TaggedOutput(
@@ -152,11 +166,16 @@ class _GroupedHistory(beam.DoFn):
                     **row_ids(row, self.source_files),
                 ),
             )
-        yield user_id, unique
+        yield user_id, b"".join(pack_row(row) for row in unique)
 
 
 class GroupIntoHistories(beam.PTransform):
-    """PCollection[Interaction] -> (user_id, list[Interaction] time-ordered, deduplicated) + ``failed``."""
+    """(user_id, packed row) -> (user_id, packed rows: time-ordered, deduplicated) + ``failed``.
+
+    Rows move as compact bytes and are concatenated per user before and after the shuffle
+    (``ConcatPackedRows``), so memory per row stays near its packed size. Use
+    :func:`history_rows` to read a history.
+    """
 
     def __init__(self, source_files: Sequence[str]):
         super().__init__()
@@ -165,8 +184,7 @@ class GroupIntoHistories(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "KeyByUser" >> beam.Map(lambda row: (row.user_id, row))
-            | "GroupByUser" >> beam.GroupByKey()
+            | "GroupByUser" >> beam.CombinePerKey(ConcatPackedRows())
             | "OrderAndDedupe"
             >> beam.ParDo(_GroupedHistory(self.source_files)).with_outputs(FAILED, main="histories")
         )
@@ -179,9 +197,11 @@ class _BuildSequence(beam.DoFn):
         self.users_kept = Metrics.counter("videorec", "users_kept")
         self.rows_used = Metrics.counter("videorec", "rows_used")
 
-    def process(self, history: tuple[str, list[Interaction]], excluded_items: Mapping[str, str]):
-        user_id, rows = history
-        sequence, failures = build_sequence(user_id, rows, excluded_items, self.min_length, self.source_files)
+    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str]):
+        user_id = history[0]
+        sequence, failures = build_sequence(
+            user_id, history_rows(history), excluded_items, self.min_length, self.source_files
+        )
         for record in failures:
             yield beam.pvalue.TaggedOutput(FAILED, record)
         if sequence is not None:
@@ -191,10 +211,10 @@ class _BuildSequence(beam.DoFn):
 
 
 class BuildUserSequences(beam.PTransform):
-    """(user_id, history) -> UserSequence (main) + failure dicts (``failed``) for dropped rows and users.
+    """(user_id, packed history) -> UserSequence (main) + failure dicts (``failed``) for dropped rows and users.
 
-    ``excluded_items`` is a side input ``(item_id, reason)`` of items removed before splitting
-    (too few interactions, video failed...).
+    ``excluded_items`` is a PCollection ``(item_id, reason)`` of items removed before splitting
+    (too few interactions, video failed...); workers see it as one compact ``ExcludedItems``.
     """
 
     def __init__(self, excluded_items, min_length: int, source_files: Sequence[str]):
@@ -204,8 +224,9 @@ class BuildUserSequences(beam.PTransform):
         self.source_files = source_files
 
     def expand(self, histories):
+        excluded = beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items))
         return histories | "FilterAndSplit" >> beam.ParDo(
-            _BuildSequence(self.min_length, self.source_files), beam.pvalue.AsDict(self.excluded_items)
+            _BuildSequence(self.min_length, self.source_files), excluded
         ).with_outputs(FAILED, main="sequences")
 
 
@@ -213,8 +234,8 @@ class _EligibleItems(beam.DoFn):
     def __init__(self, min_length: int):
         self.min_length = min_length
 
-    def process(self, history: tuple[str, list[Interaction]], excluded_items: Mapping[str, str]):
-        yield from items_of_eligible_user(history[1], excluded_items, self.min_length)
+    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str]):
+        yield from items_of_eligible_user(history_rows(history), excluded_items, self.min_length)
 
 
 class NeededItems(beam.PTransform):
@@ -229,7 +250,10 @@ class NeededItems(beam.PTransform):
         return (
             histories
             | "ItemsOfEligibleUsers"
-            >> beam.ParDo(_EligibleItems(self.min_length), beam.pvalue.AsDict(self.excluded_items))
+            >> beam.ParDo(
+                _EligibleItems(self.min_length),
+                beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items)),
+            )
             | "Distinct" >> beam.Distinct()
         )
 
@@ -244,7 +268,7 @@ class CountItemInteractions(beam.PTransform):
     def expand(self, histories):
         return (
             histories
-            | "ItemsOfHistory" >> beam.FlatMap(lambda history: [row.item_id for row in history[1]])
+            | "ItemsOfHistory" >> beam.FlatMap(lambda history: [row.item_id for row in history_rows(history)])
             | "CountPerItem" >> beam.combiners.Count.PerElement()
         )
 

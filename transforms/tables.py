@@ -1,4 +1,8 @@
-"""The Parquet tables of a dataset version: ``items.parquet`` and ``sequences.parquet`` (see docs/FORMAT.md)."""
+"""The Parquet tables of a dataset version, each written in parts, one per bucket (see docs/FORMAT.md).
+
+A table named ``NAME`` is the files ``tables/NAME/part-BBBBB.parquet`` the manifest lists under
+``tables.NAME``; rows are in index order within a part, and parts in bucket order.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms import storage
-from transforms.item_shards import ItemRow
-from transforms.sequences import UserSequence
 
-ITEMS_FILE = "items.parquet"
-SEQUENCES_FILE = "sequences.parquet"
+ITEMS_TABLE = "items"
+SEQUENCES_TABLE = "sequences"
+TABLES = (ITEMS_TABLE, SEQUENCES_TABLE)
 
 ITEMS_SCHEMA = pa.schema(
     [
@@ -39,7 +42,12 @@ SEQUENCES_SCHEMA = pa.schema(
 )
 
 
-def items_table(rows: Iterable[ItemRow]) -> pa.Table:
+def part_path(table: str, bucket: int) -> str:
+    return f"tables/{table}/part-{bucket:05d}.parquet"
+
+
+def items_table(rows: Iterable) -> pa.Table:
+    """The items table of ``ItemRow``s (see transforms.item_shards)."""
     ordered = sorted(rows, key=lambda r: r.item_index)
     return pa.table(
         {
@@ -57,17 +65,16 @@ def items_table(rows: Iterable[ItemRow]) -> pa.Table:
     )
 
 
-def sequences_table(
-    sequences: Iterable[UserSequence], user_index: Mapping[str, int], item_index: Mapping[str, int]
-) -> pa.Table:
-    ordered = sorted(sequences, key=lambda s: user_index[s.user_id])
+def sequences_table(rows: Iterable[tuple[str, int, list[int], tuple[str, ...], tuple[int, ...]]]) -> pa.Table:
+    """The sequences table of ``(user_id, user_index, item_indices, item_ids, timestamps)`` rows."""
+    ordered = sorted(rows, key=lambda r: r[1])
     return pa.table(
         {
-            "user_id": [s.user_id for s in ordered],
-            "user_index": [user_index[s.user_id] for s in ordered],
-            "item_indices": [[item_index[i] for i in s.item_ids] for s in ordered],
-            "item_ids": [list(s.item_ids) for s in ordered],
-            "timestamps": [list(s.timestamps) for s in ordered],
+            "user_id": [r[0] for r in ordered],
+            "user_index": [r[1] for r in ordered],
+            "item_indices": [list(r[2]) for r in ordered],
+            "item_ids": [list(r[3]) for r in ordered],
+            "timestamps": [list(r[4]) for r in ordered],
         },
         schema=SEQUENCES_SCHEMA,
     )
@@ -79,12 +86,21 @@ def encode_parquet(table: pa.Table) -> bytes:
     return buffer.getvalue()
 
 
-def write_table(dataset_dir: str, name: str, table: pa.Table) -> dict:
-    """Write ``table`` as ``dataset_dir/name``; return ``{"path", "rows", "bytes", "sha256"}``."""
-    data = encode_parquet(table)
-    sha = storage.write_bytes(storage.join(dataset_dir, name), data)
-    return {"path": name, "rows": table.num_rows, "bytes": len(data), "sha256": sha}
+def write_table_part(dataset_dir: str, table: str, bucket: int, data: pa.Table) -> dict:
+    """Write one part of ``table``; return ``{"table", "path", "rows", "bytes", "sha256"}``."""
+    encoded = encode_parquet(data)
+    path = part_path(table, bucket)
+    sha = storage.write_bytes(storage.join(dataset_dir, path), encoded)
+    return {"table": table, "path": path, "rows": data.num_rows, "bytes": len(encoded), "sha256": sha}
 
 
-def read_table(dataset_dir: str, name: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(storage.join(dataset_dir, name))))
+def read_table(dataset_dir: str, manifest: Mapping, table: str, columns: list[str] | None = None) -> pa.Table:
+    """Every part of ``table`` of the dataset at ``dataset_dir``, concatenated in the manifest's order."""
+    schema = {ITEMS_TABLE: ITEMS_SCHEMA, SEQUENCES_TABLE: SEQUENCES_SCHEMA}[table]
+    parts = [
+        pq.read_table(io.BytesIO(storage.read_bytes(storage.join(dataset_dir, path))), columns=columns)
+        for path in manifest["tables"][table]
+    ]
+    if not parts:
+        return schema.empty_table().select(columns) if columns else schema.empty_table()
+    return pa.concat_tables(parts)

@@ -1,44 +1,43 @@
-"""Training shards: one sample per user, its training window as JSON plus the frames of its items.
+"""Users: dense user indices, train shards and the sequences table, bucket by bucket.
 
-Users are ordered by ``user_index`` and shards are cut by exact sample byte size and count before
-anything is written, so shard names and contents never depend on the runner. Only IDs move
-through the shuffle: each shard writer reads the frames it needs back from the item shards, by
-the byte offsets the item-shard writers recorded.
+Kept users are hashed into buckets (:mod:`transforms.buckets`), ranked, and each bucket writes
+its part of the sequences table and its train shards: one sample per user with a training
+window, its window as JSON plus the frames of its items. Shards are cut by exact sample byte size
+and count inside the bucket and numbered by a prefix sum over buckets, so names and contents never
+depend on the runner. Only IDs move through the shuffle: each train shard's frames are read back
+from the item shards, sorted by offset and coalesced into few ranged reads per item shard.
+Memory: one bucket's sequences plus one train shard's distinct item frames per worker.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import storage
-from transforms.item_shards import ItemRow
+from transforms.buckets import (
+    PrefixSums,
+    RankInBuckets,
+    bucket_count,
+    bucket_of,
+    id_order_key,
+    shard_ranges,
+    sum_count_and_bytes,
+)
+from transforms.item_lookup import ItemLookup
+from transforms.item_shards import ITEM_SHARD_PATTERN
 from transforms.keys import sanitize_key
 from transforms.sequences import UserSequence, train_window
+from transforms.tables import SEQUENCES_TABLE, sequences_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, read_members, sample_size
 
 TRAIN_SHARD_PATTERN = "train/train-{:06d}.tar"
 MIN_WINDOW = 2  # one input item and one target
-
-
-class ItemFrames(NamedTuple):
-    """Where an item's frames are: the slim per-item record train-shard writers get as a side input."""
-
-    shard: str | None
-    offset: int | None
-    size: int | None
-    frame_sizes: tuple[int, ...]
-
-
-def item_frames(row: ItemRow) -> tuple[str, ItemFrames]:
-    """``(item_id, ItemFrames)`` of a placed catalogue row."""
-    return row.item_id, ItemFrames(row.shard, row.offset, row.size, row.frame_sizes)
 
 
 class TrainSample(NamedTuple):
@@ -51,14 +50,14 @@ class TrainSample(NamedTuple):
     timestamps: tuple[int, ...]
 
 
-def make_train_sample(
-    sequence: UserSequence, user_index: int, item_index: Mapping[str, int], max_seq_len: int
-) -> TrainSample | None:
+def make_train_sample(sequence: UserSequence, user_index: int, items: ItemLookup, max_seq_len: int):
     """The sample of a user whose window has at least one target, else None."""
-    items, times = train_window(sequence, max_seq_len)
-    if len(items) < MIN_WINDOW:
+    window, times = train_window(sequence, max_seq_len)
+    if len(window) < MIN_WINDOW:
         return None
-    return TrainSample(sequence.user_id, user_index, items, tuple(item_index[i] for i in items), times)
+    return TrainSample(
+        sequence.user_id, user_index, window, tuple(items.item_index(i) for i in window), times
+    )
 
 
 def sample_json(sample: TrainSample) -> bytes:
@@ -77,97 +76,120 @@ def distinct_items(sample: TrainSample) -> list[tuple[str, int]]:
     return sorted(set(zip(sample.item_ids, sample.item_indices, strict=True)), key=lambda pair: pair[1])
 
 
-def sample_members(sample: TrainSample, items: Mapping[str, ItemFrames]) -> list[tuple[str, int]]:
-    """``(member name, size)`` of the sample: its JSON, then frame j of each distinct item."""
+def sample_members(sample: TrainSample, items: ItemLookup) -> list[tuple[str, int]]:
+    """``(member name, size)`` of the sample: its JSON, then frame j of each distinct item with frames."""
     key = sanitize_key(sample.user_id)
     members = [(f"{key}.json", len(sample_json(sample)))]
     for item_id, index in distinct_items(sample):
-        members += [(f"{key}.{index}.{j}.jpg", size) for j, size in enumerate(items[item_id].frame_sizes)]
+        members += [(f"{key}.{index}.{j}.jpg", size) for j, size in enumerate(items.frames_of(item_id)[3])]
     return members
 
 
-def shard_starts(sizes_by_user: Iterable[tuple[int, int]], max_samples: int, max_bytes: int) -> list[int]:
-    """First ``user_index`` of each train shard, from ``(user_index, sample bytes)`` of every sample."""
-    ordered = sorted(sizes_by_user)
-    starts = cut_shards([size for _, size in ordered], max_samples, max_bytes)
-    return [ordered[position][0] for position in starts]
+def read_item_frames(dataset_dir: str, items: ItemLookup, item_ids: Iterable[str]) -> dict[str, list[bytes]]:
+    """``item_id -> JPEG frames`` read back from the item shards: one coalesced ranged read per shard."""
+    by_shard: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
+    for item_id in sorted(set(item_ids)):
+        shard, offset, size, _ = items.frames_of(item_id)
+        if shard is not None:
+            by_shard[shard].append((item_id, offset, size))
+    frames = {}
+    for shard, wanted in sorted(by_shard.items()):
+        url = storage.join(dataset_dir, ITEM_SHARD_PATTERN.format(shard))
+        data = storage.read_ranges(url, [(offset, size) for _, offset, size in wanted])
+        for (item_id, _, _), sample in zip(wanted, data, strict=True):
+            frames[item_id] = [payload for name, payload in read_members(sample) if name.endswith(".jpg")]
+    return frames
 
 
-def shard_of(user_index: int, starts: list[int]) -> str:
-    return TRAIN_SHARD_PATTERN.format(bisect.bisect_right(starts, user_index) - 1)
+def cut_user_bucket(bucket, first, sequences, items: ItemLookup, max_seq_len, max_samples, max_bytes):
+    """``(bucket, [(sequence, user_index, sample or None)], shard starts over the samples)``."""
+    users = []
+    for rank, sequence in enumerate(sequences):
+        user_index = first + rank
+        users.append((sequence, user_index, make_train_sample(sequence, user_index, items, max_seq_len)))
+    sizes = [sample_size(sample_members(s, items)) for _, _, s in users if s is not None]
+    return bucket, users, (cut_shards(sizes, max_samples, max_bytes) if sizes else [])
 
 
-class ItemFrameReader:
-    """Reads an item's frames back from its item shard, keeping the most recent items in memory."""
-
-    def __init__(self, dataset_dir: str, cache_items: int = 256):
-        self.dataset_dir = dataset_dir
-        self.cache_items = cache_items
-        self._cache: OrderedDict[str, list[bytes]] = OrderedDict()
-
-    def frames(self, item_id: str, where: ItemFrames) -> list[bytes]:
-        if item_id in self._cache:
-            self._cache.move_to_end(item_id)
-            return self._cache[item_id]
-        data = storage.read_range(storage.join(self.dataset_dir, where.shard), where.offset, where.size)
-        frames = [payload for name, payload in read_members(data) if name.endswith(".jpg")]
-        self._cache[item_id] = frames
-        if len(self._cache) > self.cache_items:
-            self._cache.popitem(last=False)
-        return frames
-
-
-class _WriteTrainShard(beam.DoFn):
-    """(shard path, TrainSamples) -> ShardInfo dict, reading frames from item shards."""
+class _WriteUserBucket(beam.DoFn):
+    """(bucket, users, shard starts) -> ``shards`` (train ShardInfo dicts), ``tables`` (sequences part info)."""
 
     def __init__(self, dataset_dir: str):
         self.dataset_dir = dataset_dir
         self.samples_written = Metrics.counter("videorec", "train_samples")
 
-    def process(self, grouped: tuple[str, Iterable[TrainSample]], items: Mapping[str, ItemFrames]):
-        shard_path, samples = grouped
-        reader = ItemFrameReader(self.dataset_dir)
-        with TarShardWriter(self.dataset_dir, shard_path) as shard:
-            for sample in sorted(samples, key=lambda s: s.user_index):
-                key = sanitize_key(sample.user_id)
-                shard.add(f"{key}.json", sample_json(sample))
-                for item_id, index in distinct_items(sample):
-                    where = items[item_id]
-                    if where.shard is None:
-                        continue
-                    for j, frame in enumerate(reader.frames(item_id, where)):
-                        shard.add(f"{key}.{index}.{j}.jpg", frame)
-                shard.end_sample()
-                self.samples_written.inc()
-        yield shard.info.to_dict()
+    def process(self, cut, items: ItemLookup, first_shard: dict[int, int]):
+        bucket, users, starts = cut
+        samples = [sample for _, _, sample in users if sample is not None]
+        for number, (start, end) in enumerate(shard_ranges(starts, len(samples))):
+            shard_samples = samples[start:end]
+            frames = read_item_frames(self.dataset_dir, items, (i for s in shard_samples for i in s.item_ids))
+            shard_path = TRAIN_SHARD_PATTERN.format(first_shard[bucket] + number)
+            with TarShardWriter(self.dataset_dir, shard_path) as shard:
+                for sample in shard_samples:
+                    key = sanitize_key(sample.user_id)
+                    shard.add(f"{key}.json", sample_json(sample))
+                    for item_id, index in distinct_items(sample):
+                        for j, frame in enumerate(frames.get(item_id, ())):
+                            shard.add(f"{key}.{index}.{j}.jpg", frame)
+                    shard.end_sample()
+                    self.samples_written.inc()
+            yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())
+        rows = [
+            (s.user_id, index, [items.item_index(i) for i in s.item_ids], s.item_ids, s.timestamps)
+            for s, index, _ in users
+        ]
+        info = write_table_part(self.dataset_dir, SEQUENCES_TABLE, bucket, sequences_table(rows))
+        yield beam.pvalue.TaggedOutput("tables", {**info, "interactions": sum(len(r[2]) for r in rows)})
 
 
-class WriteTrainShards(beam.PTransform):
-    """PCollection[TrainSample] -> ShardInfo dict per train shard.
+class WriteUserShards(beam.PTransform):
+    """PCollection[UserSequence] -> {"shards": train ShardInfo dicts, "tables": sequences part infos}.
 
-    ``items`` is a side input of ``(item_id, ItemFrames)``: where each item's frames are.
+    ``items`` is the singleton PCollection of the ``ItemLookup``: each item's index and frames.
     """
 
-    def __init__(self, items, dataset_dir: str, max_samples: int, max_bytes: int):
+    def __init__(self, items, dataset_dir: str, max_seq_len: int, max_samples: int, max_bytes: int):
         super().__init__()
-        self.items = items
-        self.dataset_dir = dataset_dir
-        self.max_samples = max_samples
-        self.max_bytes = max_bytes
+        self.items, self.dataset_dir, self.max_seq_len = items, dataset_dir, max_seq_len
+        self.max_samples, self.max_bytes = max_samples, max_bytes
 
-    def expand(self, samples):
-        items = beam.pvalue.AsDict(self.items)
-        starts = (
-            samples
-            | "SampleSizes"
-            >> beam.Map(lambda s, rows: (s.user_index, sample_size(sample_members(s, rows))), items)
-            | "AllSizes" >> beam.combiners.ToList()
-            | "CutShards" >> beam.Map(shard_starts, self.max_samples, self.max_bytes)
+    def expand(self, sequences):
+        items = beam.pvalue.AsSingleton(self.items)
+        max_seq_len = self.max_seq_len
+        buckets = beam.pvalue.AsSingleton(
+            sequences
+            | "EstimateSize"
+            >> beam.Map(lambda s, lookup: (1, _estimated_size(s, lookup, max_seq_len)), items)
+            | "UserTotals" >> beam.CombineGlobally(sum_count_and_bytes)
+            | "UserBuckets"
+            >> beam.Map(
+                lambda totals, *limits: bucket_count(*totals, *limits), self.max_samples, self.max_bytes
+            )
         )
-        return (
-            samples
-            | "AssignShard"
-            >> beam.Map(lambda s, st: (shard_of(s.user_index, st), s), beam.pvalue.AsSingleton(starts))
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(_WriteTrainShard(self.dataset_dir), items)
+        cut = (
+            sequences
+            | "KeyByBucket" >> beam.Map(lambda s, b: (bucket_of(s.user_id, b), s), buckets)
+            | "RankUsers" >> RankInBuckets(lambda s: id_order_key(s.user_id))
+            | "CutTrainShards"
+            >> beam.Map(
+                lambda ranked, lookup, *limits: cut_user_bucket(*ranked, lookup, *limits),
+                items,
+                self.max_seq_len,
+                self.max_samples,
+                self.max_bytes,
+            )
         )
+        first_shard = beam.pvalue.AsSingleton(
+            cut | "ShardsPerBucket" >> beam.MapTuple(lambda b, users, starts: (b, len(starts))) | PrefixSums()
+        )
+        written = cut | "WriteUserBucket" >> beam.ParDo(
+            _WriteUserBucket(self.dataset_dir), items, first_shard
+        ).with_outputs("shards", "tables")
+        return {"shards": written.shards, "tables": written.tables}
+
+
+def _estimated_size(sequence: UserSequence, items: ItemLookup, max_seq_len: int) -> int:
+    """The sample's bytes with user index 0 (only the bucket count uses it)."""
+    sample = make_train_sample(sequence, 0, items, max_seq_len)
+    return 0 if sample is None else sample_size(sample_members(sample, items))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.versions.errors import InvalidVersion
 from pipeline.versions.folders import folder_at
+from transforms.manifest import FORMAT_VERSION
 
 LATEST = "LATEST"
 
@@ -84,17 +85,20 @@ def validate_manifest(version: str | Path, *, verify_sha256: bool = True) -> dic
     if not isinstance(manifest, dict):
         raise InvalidVersion(folder.url, [f"{MANIFEST} is not a JSON object"])
     problems = []
-    if manifest.get("format_version") != 1:
-        problems.append(f"format_version is {manifest.get('format_version')!r}, expected 1")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version is {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
     files = _ManifestFiles(folder)
-    named = list((manifest.get("tables") or {}).values()) + list(manifest.get("failures") or [])
+    named = [path for parts in (manifest.get("tables") or {}).values() for path in parts]
+    named += list(manifest.get("failures") or [])
     problems += [f"{path} is missing" for path in named if files.size(path) is None]
     recorded = [
         (f"{kind} shard", entry)
         for kind, shards in (manifest.get("shards") or {}).items()
         for entry in shards
     ]
-    recorded += [("table", entry) for entry in (manifest.get("table_files") or {}).values()]
+    recorded += [
+        ("table", entry) for parts in (manifest.get("table_files") or {}).values() for entry in parts
+    ]
     recorded += [("failures file", entry) for entry in manifest.get("failure_files") or []]
     for what, entry in recorded:
         path = entry.get("path", "")

@@ -1,0 +1,108 @@
+"""Dense indices and shard cuts without a global list: hash buckets, small prefix sums, ranks in a bucket.
+
+Every user (or item) goes to bucket ``hash(id) % B``. Within a bucket, IDs are sorted by
+:func:`id_order_key` and ranked; the bucket's first index is the sum of the sizes of the buckets
+before it. The number of buckets ``B`` is computed from the collection's size and bytes only
+(:func:`bucket_count`), so indices depend on the data, never on the runner or its worker count.
+Shards are cut greedily inside each bucket in index order and numbered the same way, with a
+prefix sum over each bucket's shard count. Only ``B`` small ``(bucket, count)`` pairs ever meet on
+one worker; a bucket holds about one shard's worth of elements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+
+import apache_beam as beam
+
+# A bucket's expected size is this fraction of a shard's limits, so most buckets fill one shard
+# and hash-size noise rarely spills into a second, small one.
+BUCKET_FILL = 0.8
+
+
+def stable_hash(identifier: str) -> int:
+    """A 64-bit hash of ``identifier`` that is the same in every process and on every run."""
+    return int.from_bytes(hashlib.blake2b(identifier.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def bucket_of(identifier: str, buckets: int) -> int:
+    return stable_hash(identifier) % buckets
+
+
+def id_order_key(identifier: str) -> tuple[int, int, str]:
+    """Integers in numeric order first, then every other ID in code-point order."""
+    text = identifier.lstrip("-")
+    if text.isdigit() and text.isascii():
+        return (0, int(identifier), identifier)
+    return (1, 0, identifier)
+
+
+def bucket_count(elements: int, total_bytes: int, max_samples: int, max_bytes: int) -> int:
+    """Buckets for ``elements`` samples of ``total_bytes``: each bucket about ``BUCKET_FILL`` of a shard."""
+    by_count = math.ceil(elements / max(1.0, max_samples * BUCKET_FILL))
+    by_bytes = math.ceil(total_bytes / max(1.0, max_bytes * BUCKET_FILL))
+    return max(1, by_count, by_bytes)
+
+
+def shard_ranges(starts: Sequence[int], count: int) -> list[tuple[int, int]]:
+    """``(start, end)`` positions of each shard from :func:`transforms.tar_shards.cut_shards` starts."""
+    ends = list(starts[1:]) + [count]
+    return list(zip(starts, ends, strict=True)) if starts else []
+
+
+def sum_count_and_bytes(pairs: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    """``(elements, bytes)`` summed over ``(elements, bytes)`` pairs (an associative combine)."""
+    count = total = 0
+    for n, size in pairs:
+        count, total = count + n, total + size
+    return count, total
+
+
+def prefix_by_bucket(counts: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """``bucket -> sum of the counts of every lower bucket`` from ``(bucket, count)`` pairs."""
+    out, total = {}, 0
+    for bucket, count in sorted(counts):
+        if bucket in out:
+            raise ValueError(f"bucket {bucket} reported twice")
+        out[bucket] = total
+        total += count
+    return out
+
+
+class PrefixSums(beam.PTransform):
+    """PCollection[(bucket, count)] -> singleton PCollection[dict bucket -> first position of that bucket].
+
+    O(buckets) on one worker: the only global step of a bucketed numbering.
+    """
+
+    def expand(self, counts):
+        return counts | "AllBucketCounts" >> beam.combiners.ToList() | "Prefix" >> beam.Map(prefix_by_bucket)
+
+
+class RankInBuckets(beam.PTransform):
+    """PCollection[(bucket, element)] -> (bucket, first dense position of the bucket, sorted elements).
+
+    Elements are sorted within their bucket by ``order_key``; the k-th element of bucket ``b`` has
+    dense position ``first + k``. Memory: one bucket per worker.
+    """
+
+    def __init__(self, order_key):
+        super().__init__()
+        self.order_key = order_key
+
+    def expand(self, keyed):
+        order_key = self.order_key
+        grouped = keyed | "GroupByBucket" >> beam.GroupByKey()
+        first = grouped | "BucketSizes" >> beam.MapTuple(
+            lambda bucket, elements: (bucket, len(list(elements)))
+        )
+        return grouped | "Rank" >> beam.Map(
+            lambda grouped_bucket, starts: (
+                grouped_bucket[0],
+                starts[grouped_bucket[0]],
+                sorted(grouped_bucket[1], key=order_key),
+            ),
+            beam.pvalue.AsSingleton(first | "FirstPositions" >> PrefixSums()),
+        )
