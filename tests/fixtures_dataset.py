@@ -132,7 +132,7 @@ def write_dataset(
                 "status": pa.array(["ok"] * len(item_ids), pa.string()),
             }
         ),
-        folder / "items.parquet",
+        _table_part(folder, "items"),
     )
     pq.write_table(
         pa.table(
@@ -145,11 +145,11 @@ def write_dataset(
                 "item_ids": pa.array([sequences[u] for u in users], pa.list_(pa.string())),
             }
         ),
-        folder / "sequences.parquet",
+        _table_part(folder, "sequences"),
     )
     num_frames = len(next(iter(item_frames.values()))) if item_frames else 0
     manifest = {
-        "format_version": 1,
+        "format_version": 2,
         "dataset_version": version,
         "created_by": "tests/fixtures_dataset.py",
         "sampler": {"num_frames": num_frames},
@@ -157,7 +157,7 @@ def write_dataset(
         "num_items": len(item_ids),
         "num_users": len(users),
         "max_seq_len": max_seq_len,
-        "tables": {"items": "items.parquet", "sequences": "sequences.parquet"},
+        "tables": {name: [TABLE_PART.format(name)] for name in ("items", "sequences")},
         "shards": {
             "items": _write_shards(folder, "items", item_samples, per_shard),
             "train": _write_shards(folder, "train", train_samples, per_shard),
@@ -165,3 +165,12 @@ def write_dataset(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return folder
+
+
+TABLE_PART = "tables/{}/part-00000.parquet"
+
+
+def _table_part(folder: Path, name: str) -> Path:
+    path = folder / TABLE_PART.format(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -12,7 +12,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.decode.types import SamplerConfig
-from transforms.failures import failure, write_failures
+from transforms.failures import failure, write_failure_part
 from transforms.fingerprint import (
     FingerprintVideos,
     PreviousItem,
@@ -26,7 +26,7 @@ from transforms.fingerprint import (
     stat_video,
 )
 from transforms.item_shards import EncodedItem, ItemRow
-from transforms.tables import ITEMS_FILE, items_table, write_table
+from transforms.tables import ITEMS_TABLE, items_table, write_table_part
 
 SAMPLER = SamplerConfig().config_hash()
 
@@ -198,7 +198,7 @@ def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
         )
         for index, item_id in enumerate(["a", "b"], start=1)
     ]
-    tables = {"items": write_table(version, ITEMS_FILE, items_table(rows))["path"]}
+    tables = {"items": [write_table_part(version, ITEMS_TABLE, 0, items_table(rows))["path"]]}
     records = [
         failure("item", "decode", "decode_error", "bad stream", item_id="c", uri="c.mp4", fingerprint="fp-c"),
         failure(
@@ -206,9 +206,9 @@ def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
         ),
         failure("item", "filter", "too_few_interactions", "1 interaction", item_id="e"),
     ]
-    failures_info = write_failures(version, records)
+    failures_info = write_failure_part(version, 0, records)
     (tmp_path / "v1" / "manifest.json").write_text(
-        json.dumps({"format_version": 1, "tables": tables, "failures": [failures_info["path"]]})
+        json.dumps({"format_version": 2, "tables": tables, "failures": [failures_info["path"]]})
     )
 
     previous = previous_items(version)

@@ -64,7 +64,10 @@ def _tar_bytes(members: dict[str, bytes]) -> bytes:
 
 def version_files(tag: str, shards: int = 2, reuse_items_from: str | None = None) -> dict[str, bytes]:
     """Every file of a version folder, keyed by relative path; manifest.json last."""
-    files = {"items.parquet": f"items {tag}".encode(), "sequences.parquet": f"seq {tag}".encode()}
+    files = {
+        "tables/items/part-00000.parquet": f"items {tag}".encode(),
+        "tables/sequences/part-00000.parquet": f"seq {tag}".encode(),
+    }
     listed = {"items": [], "train": []}
     for kind in ("items", "train"):
         shard_tag = reuse_items_from if kind == "items" and reuse_items_from else tag
@@ -82,19 +85,25 @@ def version_files(tag: str, shards: int = 2, reuse_items_from: str | None = None
             else:
                 files[path] = data
             listed[kind].append(entry)
-    files["failures/failures-00000-of-00001.jsonl"] = b""
+    files["failures/part-00000.jsonl"] = b""
 
     def recorded(path):
         return {"path": path, "bytes": len(files[path]), "sha256": hashlib.sha256(files[path]).hexdigest()}
 
     manifest = {
-        "format_version": 1,
+        "format_version": 2,
         "dataset_version": tag,
-        "tables": {"items": "items.parquet", "sequences": "sequences.parquet"},
-        "table_files": {"items": recorded("items.parquet"), "sequences": recorded("sequences.parquet")},
+        "tables": {
+            "items": ["tables/items/part-00000.parquet"],
+            "sequences": ["tables/sequences/part-00000.parquet"],
+        },
+        "table_files": {
+            "items": [recorded("tables/items/part-00000.parquet")],
+            "sequences": [recorded("tables/sequences/part-00000.parquet")],
+        },
         "shards": listed,
-        "failures": ["failures/failures-00000-of-00001.jsonl"],
-        "failure_files": [recorded("failures/failures-00000-of-00001.jsonl")],
+        "failures": ["failures/part-00000.jsonl"],
+        "failure_files": [recorded("failures/part-00000.jsonl")],
     }
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     return files
@@ -156,22 +165,24 @@ def test_validate_manifest_accepts_a_complete_version_and_lists_every_defect(tmp
     data = bytearray((folder / "items/items-000001.tar").read_bytes())
     data[600] ^= 0xFF  # same size, different bytes
     (folder / "items/items-000001.tar").write_bytes(bytes(data))
-    (folder / "sequences.parquet").unlink()
+    (folder / "tables/sequences/part-00000.parquet").unlink()
     with pytest.raises(InvalidVersion) as caught:
         validate_manifest(folder)
     problems = "\n".join(caught.value.problems)
     assert "train shard train/train-000001.tar is missing" in problems
     assert "items/items-000000.tar has" in problems
     assert "items/items-000001.tar sha256 does not match" in problems
-    assert "sequences.parquet is missing" in problems
+    assert "tables/sequences/part-00000.parquet is missing" in problems
     assert len(caught.value.problems) == 4
-    (folder / "sequences.parquet").write_bytes(b"x")
-    (folder / "items.parquet").write_bytes(b"items v2")  # same size as recorded, other bytes
+    (folder / "tables/sequences/part-00000.parquet").write_bytes(b"x")
+    (folder / "tables/items/part-00000.parquet").write_bytes(
+        b"items v2"
+    )  # same size as recorded, other bytes
     with pytest.raises(InvalidVersion) as caught:
         validate_manifest(folder)
     problems = "\n".join(caught.value.problems)
-    assert "table sequences.parquet has 1 bytes" in problems
-    assert "table items.parquet sha256 does not match" in problems
+    assert "table tables/sequences/part-00000.parquet has 1 bytes" in problems
+    assert "table tables/items/part-00000.parquet sha256 does not match" in problems
     # Sizes alone do not catch same-size corruption.
     with pytest.raises(InvalidVersion) as caught:
         validate_manifest(folder, verify_sha256=False)

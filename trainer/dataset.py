@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -20,7 +21,7 @@ from trainer import storage
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
+SUPPORTED_FORMAT_VERSIONS = (2,)
 
 
 @dataclass
@@ -105,8 +106,16 @@ def resolve_manifest_url(data: str) -> str:
     return manifest
 
 
-def _read_parquet(url: str, columns: list[str]):
-    return pq.read_table(io.BytesIO(storage.read_bytes(url)), columns=columns)
+def _read_table(root: str, manifest: dict, name: str, columns: list[str]) -> pa.Table:
+    """Every part of table ``name``, concatenated in the manifest's order (docs/FORMAT.md)."""
+    parts = manifest.get("tables", {}).get(name)
+    if not isinstance(parts, list):
+        raise ValueError(f"{root}: the manifest lists no parts of table {name!r}")
+    tables = [
+        pq.read_table(io.BytesIO(storage.read_bytes(storage.join_url(root, path))), columns=columns)
+        for path in parts
+    ]
+    return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.int64()) for c in columns})
 
 
 def load_dataset(data: str) -> DatasetInfo:
@@ -119,21 +128,18 @@ def load_dataset(data: str) -> DatasetInfo:
             f"{manifest_url}: format_version {version!r} is not supported ({SUPPORTED_FORMAT_VERSIONS})"
         )
     root = storage.parent_url(manifest_url)
-    tables = manifest.get("tables", {})
     num_items = int(manifest["num_items"])
 
-    items = _read_parquet(
-        storage.join_url(root, tables.get("items", "items.parquet")), ["item_index", "popularity"]
-    )
+    items = _read_table(root, manifest, "items", ["item_index", "popularity"])
     popularity = np.zeros(num_items + 1, dtype=np.int64)
     indices = items.column("item_index").to_numpy().astype(np.int64)
     if len(indices) and (indices.min() < 1 or indices.max() > num_items):
-        raise ValueError(f"{root}: items.parquet has item_index outside 1..{num_items}")
+        raise ValueError(f"{root}: the items table has item_index outside 1..{num_items}")
     popularity[indices] = items.column("popularity").to_numpy()
 
-    table = _read_parquet(
-        storage.join_url(root, tables.get("sequences", "sequences.parquet")), ["user_index", "item_indices"]
-    )
+    table = _read_table(root, manifest, "sequences", ["user_index", "item_indices"])
+    if table.num_rows == 0:
+        raise ValueError(f"{root}: the dataset has no users")
     column = table.column("item_indices").combine_chunks()
     sequences = UserSequences(
         user_index=table.column("user_index").to_numpy().astype(np.int64),
