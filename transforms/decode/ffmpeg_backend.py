@@ -31,8 +31,7 @@ from typing import Any
 import av
 import ffmpeg
 
-from transforms.decode.frame_render import frame_to_rgb, jpeg_renderer
-from transforms.decode.pyav_backend import (
+from transforms.decode.container import (
     DecodedWindow,
     VideoInfo,
     open_source,
@@ -40,6 +39,7 @@ from transforms.decode.pyav_backend import (
     probe,
     to_frame_sample,
 )
+from transforms.decode.frame_render import frame_to_rgb, jpeg_renderer
 from transforms.decode.sampling_window import (
     NeedEarlierFrames,
     NeedLaterFrames,

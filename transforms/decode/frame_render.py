@@ -118,7 +118,7 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def jpeg_renderer(config: SamplerConfig) -> Callable[[av.VideoFrame, int, Any], bytes]:
     """``convert(frame, rotation, info)`` for the backends' ``decode_window`` that renders output JPEGs
-    (``info`` is the stream's :class:`transforms.decode.pyav_backend.VideoInfo`, for its pixel aspect ratio)."""
+    (``info`` is the stream's :class:`transforms.decode.container.VideoInfo`, for its pixel aspect ratio)."""
 
     def render(frame: av.VideoFrame, rotation: int, info: Any) -> bytes:
         return encode_jpeg(render_rgb(frame, rotation, info.sample_aspect, config), config.jpeg_quality)

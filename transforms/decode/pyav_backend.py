@@ -20,15 +20,21 @@ become :class:`transforms.decode.types.VideoError`.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 import av
 
+from transforms.decode.container import (
+    DecodedWindow,
+    VideoInfo,
+    open_source,
+    open_video_stream,
+    probe,
+    to_frame_sample,
+)
 from transforms.decode.frame_render import frame_rotation, frame_to_rgb, jpeg_renderer
 from transforms.decode.sampling_window import (
     NeedEarlierFrames,
@@ -38,8 +44,8 @@ from transforms.decode.sampling_window import (
     decoded_end,
     locate_window,
 )
-from transforms.decode.types import SAMPLER_VERSION, FrameSample, SamplerConfig, VideoError
-from transforms.decode.video_source import CountingReader, open_video
+from transforms.decode.types import FrameSample, SamplerConfig, VideoError
+from transforms.decode.video_source import CountingReader
 
 # Packets demuxed past the middle beyond the window, so B-frame reordering cannot hide a window frame.
 REORDER_SLACK = 16
@@ -48,118 +54,6 @@ SEEK_ATTEMPTS = 6
 
 class _Untrusted(Exception):
     """The fast path cannot be trusted for this stream; use the linear path."""
-
-
-@dataclass
-class VideoInfo:
-    """What the container says about the chosen video stream, before decoding."""
-
-    stream_index: int
-    codec: str
-    container: str
-    coded_width: int
-    coded_height: int
-    sample_aspect: float
-    fps: float | None
-    start_s: float
-    duration_s: float | None
-    time_base: Fraction
-    pix_fmt: str | None
-
-
-@dataclass
-class DecodedWindow:
-    """The chosen frames, each converted by the caller's function the moment the decoder showed it."""
-
-    frames: list[Any]
-    times: list[float]
-    info: VideoInfo
-    rotation: int
-    padded: bool
-    fallback: bool
-    index_timing: bool
-    path: str
-    frames_decoded: int
-    extra: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- opening and probing
-
-
-def open_container(source: io.RawIOBase, uri: str):
-    try:
-        return av.open(source, mode="r", metadata_errors="ignore")
-    except av.error.FFmpegError as exc:
-        raise VideoError("corrupt", f"FFmpeg cannot open the container of {uri}: {exc}") from exc
-
-
-def mp4_box_overrun(source: io.RawIOBase) -> int | None:
-    """Offset of a top-level ISO-BMFF box that claims to run past the end of the file, if any."""
-    size = source.seek(0, io.SEEK_END)
-    offset = 0
-    while offset + 8 <= size:
-        source.seek(offset)
-        header = source.read(16)
-        box_size = int.from_bytes(header[:4], "big")
-        if box_size == 1 and len(header) >= 16:
-            box_size = int.from_bytes(header[8:16], "big")
-        if box_size == 0:
-            return None
-        if box_size < 8 or offset + box_size > size:
-            return offset
-        offset += box_size
-    return None
-
-
-def choose_stream(container, source: io.RawIOBase, uri: str):
-    """The first video stream that is not cover art."""
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    if "mp4" in container.format.name:
-        overrun = mp4_box_overrun(source)
-        if overrun is not None:
-            raise VideoError(
-                "corrupt", f"{uri} is truncated: the MP4 box at byte {overrun} runs past the end"
-            )
-    kinds = sorted({s.type for s in container.streams}) or ["no streams at all"]
-    raise VideoError("no_video_stream", f"{uri} has no video stream (found: {', '.join(kinds)})")
-
-
-def probe(container, stream, uri: str, config: SamplerConfig) -> VideoInfo:
-    ctx = stream.codec_context
-    codec_name = ctx.name if ctx is not None else None
-    if ctx is None or not codec_name or codec_name == "none":
-        raise VideoError("unsupported_codec", f"{uri}: no decoder for this video codec in the bundled FFmpeg")
-    width, height = ctx.width, ctx.height
-    if width * height > config.max_pixels:
-        raise VideoError(
-            "too_large", f"{uri}: frames are {width}x{height}, above max_pixels={config.max_pixels}"
-        )
-    if width <= 0 or height <= 0:
-        raise VideoError("corrupt", f"{uri}: the video stream declares no frame size")
-    tb = stream.time_base
-    start_s = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-    duration_s = None
-    if stream.duration is not None and stream.duration > 0:
-        duration_s = float(stream.duration * tb)
-    elif container.duration is not None and container.duration > 0:
-        duration_s = container.duration / av.time_base
-    rate = stream.average_rate or stream.guessed_rate
-    sar = ctx.sample_aspect_ratio
-    return VideoInfo(
-        stream_index=stream.index,
-        codec=codec_name,
-        container=container.format.name,
-        coded_width=width,
-        coded_height=height,
-        sample_aspect=float(sar) if sar else 1.0,
-        fps=float(rate) if rate else None,
-        start_s=start_s,
-        duration_s=duration_s,
-        time_base=tb,
-        pix_fmt=ctx.format.name if ctx.format else None,
-    )
 
 
 def _time_of(pts: int, tb: Fraction) -> float:
@@ -433,27 +327,6 @@ def _classify_ffmpeg_error(exc: Exception, uri: str) -> VideoError:
     return VideoError("corrupt", f"{uri}: decoding failed: {exc}")
 
 
-def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig):
-    """A freshly opened container and its video stream, set up for decoding (other streams discarded)."""
-    source.seek(0)
-    container = open_container(source, uri)
-    try:
-        stream = choose_stream(container, source, uri)
-    except VideoError:
-        container.close()
-        raise
-    if stream.codec_context is None:
-        container.close()
-        raise VideoError("unsupported_codec", f"{uri}: the bundled FFmpeg has no decoder for its video codec")
-    if config.threads > 1:
-        stream.thread_type = "AUTO"
-    stream.codec_context.thread_count = config.threads
-    for other in container.streams:
-        if other.index != stream.index:
-            other.discard = av.stream.Discard.all
-    return container, stream
-
-
 def _decode_window(source: CountingReader, uri: str, config: SamplerConfig, convert) -> DecodedWindow:
     deadline = _Deadline(uri, config.timeout_s)
     errors = _ErrorCount()
@@ -498,58 +371,6 @@ def decode_window(
     finally:
         if own_source:
             source.close()
-
-
-def open_source(uri: str) -> CountingReader:
-    """``open_video`` with a missing or unreadable file reported as ``not_found``."""
-    try:
-        return open_video(uri)
-    except FileNotFoundError as exc:
-        raise VideoError("not_found", str(exc)) from exc
-    except OSError as exc:
-        raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
-
-
-def to_frame_sample(
-    window: DecodedWindow, config: SamplerConfig, source: CountingReader, started
-) -> FrameSample:
-    """Render a decoded window into JPEGs and the metadata record."""
-    info = window.info
-    display_w = round(info.coded_width * info.sample_aspect)
-    display_h = info.coded_height
-    if window.rotation in (90, 270):
-        display_w, display_h = display_h, display_w
-    wall0, cpu0 = started
-    meta = {
-        "codec": info.codec,
-        "container": info.container,
-        "pix_fmt": info.pix_fmt,
-        "coded_width": info.coded_width,
-        "coded_height": info.coded_height,
-        "width": display_w,
-        "height": display_h,
-        "rotation": window.rotation,
-        "fps": info.fps,
-        "duration_s": info.duration_s,
-        "start_s": info.start_s,
-        "pts_s": [round(t, 6) for t in window.times],
-        "frames_decoded": window.frames_decoded,
-        "padded": window.padded,
-        "fallback": window.fallback,
-        "index_timing": window.index_timing,
-        "decode_path": window.path,
-        "backend": config.backend,
-        "decode_notes": dict(sorted(window.extra.items())),
-        "sampler_version": SAMPLER_VERSION,
-        "config_hash": config.config_hash(),
-        "bytes_read": source.bytes_read,
-        "file_size": source.size,
-        "timing": {
-            "cpu_s": round(time.process_time() - cpu0, 6),
-            "wall_s": round(time.monotonic() - wall0, 6),
-        },
-    }
-    return FrameSample(frames=list(window.frames), meta=meta)
 
 
 def sample_with_pyav(uri: str, config: SamplerConfig) -> FrameSample:
