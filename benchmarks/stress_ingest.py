@@ -50,14 +50,19 @@ def expected_users(csv_path: Path, min_rows: int) -> tuple[np.ndarray, int]:
 
 
 def sequence_table_users(output: Path) -> np.ndarray | None:
-    """User IDs (as int) in the sequences table(s) under ``output``: ``sequences.parquet`` or sharded
-    ``sequences*/…parquet`` files; None when there are none."""
-    files = sorted(output.glob("sequences*.parquet")) + sorted(output.glob("sequences*/**/*.parquet"))
+    """User IDs (as int) in the sequences table under ``output``: every Parquet file with a path part
+    starting ``sequences`` (``sequences.parquet``, ``tables/sequences/part-*.parquet``...), outside
+    ``_work``; None when there is none."""
+    files = sorted(
+        path
+        for path in output.rglob("*.parquet")
+        if "_work" not in path.relative_to(output).parts
+        and any(part.startswith("sequences") for part in path.relative_to(output).parts)
+    )
     if not files:
         return None
-    return np.concatenate([pq.read_table(f, columns=["user_id"]).column(0).to_numpy() for f in files]).astype(
-        np.int64
-    )
+    columns = [pq.read_table(f, columns=["user_id"]).column(0).to_numpy() for f in files]
+    return np.concatenate(columns).astype(np.int64)
 
 
 def train_shard_users(output: Path) -> np.ndarray | None:
