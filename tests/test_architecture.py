@@ -22,9 +22,6 @@ PACKAGES = ("pipeline", "transforms", "trainer")
 # emulator credentials), imported inside open_video; docs/ARCHITECTURE.md names this exception.
 DECODE_REACHES_OUT = {("transforms.decode.video_source", "transforms.storage")}
 
-# tables imports ItemRow from item_shards, which imports fingerprint, which imports tables.
-KNOWN_CYCLE = ["transforms.fingerprint", "transforms.item_shards", "transforms.tables"]
-
 
 def project_modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
     """Dotted module name -> source file, for every ``.py`` under each of ``packages`` in ``root``."""
@@ -195,10 +192,4 @@ def test_import_graph_reader_and_cycle_finder_on_a_small_tree(tmp_path):
 
 
 def test_no_import_cycles():
-    cycles = find_cycles(import_graph(REPO_ROOT))
-    assert [cycle for cycle in cycles if cycle != KNOWN_CYCLE] == []
-    if cycles:
-        pytest.xfail(
-            "known cycle transforms.item_shards -> transforms.fingerprint -> transforms.tables -> "
-            "transforms.item_shards (tables imports ItemRow from item_shards); the ingest rewrite removes it"
-        )
+    assert find_cycles(import_graph(REPO_ROOT)) == []
