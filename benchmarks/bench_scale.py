@@ -93,25 +93,37 @@ def proc_table() -> dict[int, tuple[int, int]]:
     return table
 
 
-def tree_rss(root: int) -> tuple[int, int]:
-    """``(largest single process, whole tree)`` resident bytes of ``root`` and its descendants."""
+def tree_rss(root: int) -> tuple[int, int, int]:
+    """``(largest single process, its pid, whole tree)`` resident bytes of ``root`` and its descendants."""
     table = proc_table()
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
-    largest = total = 0
+    largest = largest_pid = total = 0
     stack = [root]
     while stack:
         pid = stack.pop()
         if pid in table:
-            largest = max(largest, table[pid][1])
+            if table[pid][1] > largest:
+                largest, largest_pid = table[pid][1], pid
             total += table[pid][1]
         stack += children.get(pid, [])
-    return largest, total
+    return largest, largest_pid, total
+
+
+def process_role(pid: int) -> str:
+    """``worker`` for a Beam SDK worker process, ``driver`` for anything else (the runner's process)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            command = handle.read()
+    except OSError:
+        return "ended"
+    return "worker" if b"sdk_worker_main" in command else "driver"
 
 
 def run_measured(command: list[str], cwd: Path, env: dict, log: Path, poll_s: float) -> dict:
-    """Run ``command``; return its exit code, wall and CPU seconds and the tree's peak RSS (bytes).
+    """Run ``command``; return its exit code, wall and CPU seconds, the tree's peak RSS and the role of
+    the process that peaked (``driver``: the runner's own process; ``worker``: an SDK worker).
 
     stdout and stderr go to ``log``. CPU is the ``wait4`` rusage of the child, which includes every
     descendant it waited for (the DirectRunner reaps its worker processes).
@@ -120,12 +132,15 @@ def run_measured(command: list[str], cwd: Path, env: dict, log: Path, poll_s: fl
     with open(log, "wb") as out:
         child = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         peak_largest = peak_tree = 0
+        largest_role = None
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
-            largest, total = tree_rss(child.pid)
-            peak_largest, peak_tree = max(peak_largest, largest), max(peak_tree, total)
+            largest, largest_pid, total = tree_rss(child.pid)
+            if largest > peak_largest:
+                peak_largest, largest_role = largest, process_role(largest_pid)
+            peak_tree = max(peak_tree, total)
             time.sleep(poll_s)
         child.returncode = os.waitstatus_to_exitcode(status)
     return {
@@ -134,6 +149,7 @@ def run_measured(command: list[str], cwd: Path, env: dict, log: Path, poll_s: fl
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_largest_mb": round(peak_largest / 2**20, 1),
         "peak_rss_tree_mb": round(peak_tree / 2**20, 1),
+        "largest_process": largest_role,
         # ru_maxrss (KiB) of the largest reaped descendant: a check on the polled figure.
         "maxrss_reaped_mb": round(usage.ru_maxrss / 1024, 1),
     }
@@ -422,7 +438,7 @@ def row_line(run: dict, size_key: str) -> str:
     return (
         f"| {run['code']} | {run[size_key]:,} | {counts.get('users_seen', '-')} | {run['wall_s']:.1f} | "
         f"{run['cpu_s']:.0f} | {rate if rate is not None else '-'} | {run['peak_rss_largest_mb']:.0f} | "
-        f"{run['peak_rss_tree_mb']:.0f} | {status} |"
+        f"{run['peak_rss_tree_mb']:.0f} | {run['largest_process']} | {status} |"
     )
 
 
@@ -442,15 +458,15 @@ def report(results: dict) -> str:
     lines = [
         f"workers {results['workers']}, {results['cpus']} CPUs, load average at start {results['load_at_start']}",
         "",
-        "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | peak RSS tree MB | reconciled |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | peak RSS tree MB | largest | reconciled |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(row_line(r, "rows") for r in results["id_only"]),
     ]
     if results["videos"]:
         lines += [
             "",
-            "| code | videos | users | wall s | CPU s | videos/s | peak RSS largest MB | peak RSS tree MB | reconciled |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| code | videos | users | wall s | CPU s | videos/s | peak RSS largest MB | peak RSS tree MB | largest | reconciled |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *(row_line(r, "videos") for r in results["videos"]),
         ]
     lines.append("")

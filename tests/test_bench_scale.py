@@ -17,7 +17,8 @@ GRANDCHILD = textwrap.dedent(
     """
     import subprocess, sys
     big = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep(1.5)"
-    child = subprocess.Popen([sys.executable, "-c", big])
+    # Named like a Beam SDK worker process, which is how bench_scale tells workers from the driver.
+    child = subprocess.Popen([sys.executable, "-c", big, "apache_beam.runners.worker.sdk_worker_main"])
     sum(range(3_000_000))
     child.wait()
     """
@@ -30,7 +31,7 @@ def test_peak_rss_is_the_largest_process_of_the_tree_and_cpu_includes_descendant
     assert 300 <= run["peak_rss_largest_mb"] < 400  # the grandchild's 300 MB, not the parent's
     assert run["peak_rss_tree_mb"] > run["peak_rss_largest_mb"]
     assert run["maxrss_reaped_mb"] >= 300  # rusage saw the reaped grandchild too
-    assert run["cpu_s"] > 0
+    assert run["cpu_s"] > 0 and run["largest_process"] == "worker"
 
 
 def test_a_failing_command_is_reported_with_its_exit_code(tmp_path):
