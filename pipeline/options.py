@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 from dataclasses import dataclass, field
 
+from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+from pipeline.flags import Parser, add_frame_flags, positive_float, positive_int, sampler_settings
 from pipeline.versions import DEFAULT_LEASE_TTL_S
 from transforms.interactions import FORMATS
 
 DEFAULT_SHARD_MAX_SAMPLES = 1000
 DEFAULT_SHARD_MAX_BYTES = 256 * 1024 * 1024
+
+DEFAULT_MAX_DROPPED_FRACTION = 0.5
+"""Gate default: refuse to publish when more than half of the rows were unreadable or of the videos
+failed. Real logs and video stores lose a few percent; half or more lost means a wrong input (wrong
+folder, pattern, format or timestamps), not bad luck (docs/INGEST.md, Gates)."""
+
+DEFAULT_MAX_ATTEMPTS = 3
+"""Default ``--max-attempts``: a video that failed three nights running, unchanged, is left alone."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +37,8 @@ class IngestConfig:
         video_pattern: file name of an item's video under ``videos``; ``{item}`` is the item ID,
             ``{key}`` its sanitised key.
         video_map: CSV with ``item`` and ``uri`` columns mapping items to video files instead.
+        allow_any_uri: let ``video_map`` name videos outside its own folder (otherwise such an item
+            fails as ``bad_uri``).
         titles: optional CSV with ``item`` and ``title`` columns.
         min_user_interactions: users with fewer interactions (after filtering) are dropped; at
             least 3 always applies, since leave-one-out needs a train, a validation and a test item.
@@ -40,7 +54,13 @@ class IngestConfig:
         keep: with ``dataset_root``, prune the root to this many published versions after publishing
             (``pipeline.versions.prune``); None keeps every version.
         lease_ttl_s: with ``dataset_root``, how long the run's lease on the root lasts (seconds): a
-            run killed before releasing it blocks the root until then. Longer than the longest job.
+            run killed before releasing it blocks the root until then (a waiting run renews it; a
+            launched one must finish within it).
+        overwrite: with ``output``, replace an existing dataset folder (else the run stops before it starts).
+        max_dropped_fraction: gate: the run fails and publishes nothing when more than this fraction
+            of the rows read were invalid, or of the videos tried failed (``pipeline.gates``).
+        max_attempts: with ``dataset_root``, a video that failed this many times with the same
+            fingerprint is not decoded again (its failure is carried over); None retries forever.
     """
 
     interactions: str
@@ -49,6 +69,7 @@ class IngestConfig:
     videos: str | None = None
     video_pattern: str = "{item}.mp4"
     video_map: str | None = None
+    allow_any_uri: bool = False
     titles: str | None = None
     min_user_interactions: int = 5
     min_item_interactions: int = 1
@@ -61,6 +82,9 @@ class IngestConfig:
     dataset_version: str | None = None
     keep: int | None = None
     lease_ttl_s: float = DEFAULT_LEASE_TTL_S
+    overwrite: bool = False
+    max_dropped_fraction: float = DEFAULT_MAX_DROPPED_FRACTION
+    max_attempts: int | None = DEFAULT_MAX_ATTEMPTS
 
     @property
     def has_videos(self) -> bool:
@@ -84,26 +108,65 @@ class IngestConfig:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    """The ``videorec ingest`` flags; every one has help, and a default where it is optional."""
+    p = Parser(
         prog="videorec ingest",
-        allow_abbrev=False,
         description="Turn interaction logs and raw videos into a WebDataset dataset version. "
-        "Unrecognised flags (--runner, --project, --region, --temp_location, --direct_num_workers...) "
-        "go to Apache Beam; without --runner the job runs locally on all cores.",
+        "Apache Beam options (--runner, --project, --region, --temp_location, --direct_num_workers...) "
+        "are accepted too; without --runner the job runs locally on all cores. Exit status: 0 written "
+        "(or published), 2 bad flags or input (nothing started), 3 the dataset root refused the run, "
+        "4 a gate refused the result (nothing published), 130/143 interrupted (cleaned up).",
     )
     inputs = p.add_argument_group("inputs")
     inputs.add_argument(
-        "--interactions", required=True, help="interaction file, glob or comma-separated list"
+        "--interactions",
+        required=True,
+        metavar="FILES",
+        help="interaction file, glob or comma-separated list (local or gs://)",
     )
-    inputs.add_argument("--format", choices=FORMATS, default=None, help="override format detection")
-    inputs.add_argument("--videos", default=None, metavar="ROOT", help="folder of videos (omit for ID-only)")
-    inputs.add_argument("--video-pattern", default="{item}.mp4", help="video file name under --videos")
-    inputs.add_argument("--video-map", default=None, metavar="CSV", help="CSV item,uri instead of --videos")
-    inputs.add_argument("--titles", default=None, metavar="CSV", help="CSV item,title")
+    inputs.add_argument(
+        "--format", choices=FORMATS, default=None, help="format of every interaction file (default: detected)"
+    )
+    inputs.add_argument(
+        "--videos", default=None, metavar="ROOT", help="folder of videos; without it the dataset is ID-only"
+    )
+    inputs.add_argument(
+        "--video-pattern",
+        default="{item}.mp4",
+        metavar="PATTERN",
+        help="file name of an item's video under --videos: {item} is the item ID, {key} its sanitised key",
+    )
+    inputs.add_argument(
+        "--video-map", default=None, metavar="CSV", help="CSV with item and uri columns, instead of --videos"
+    )
+    inputs.add_argument(
+        "--allow-any-uri",
+        action="store_true",
+        help="let --video-map name videos outside the CSV's own folder",
+    )
+    inputs.add_argument("--titles", default=None, metavar="CSV", help="CSV with item and title columns")
     filters = p.add_argument_group("sequences")
-    filters.add_argument("--min-user-interactions", type=int, default=5)
-    filters.add_argument("--min-item-interactions", type=int, default=1)
-    filters.add_argument("--max-seq-len", type=int, default=10)
+    filters.add_argument(
+        "--min-user-interactions",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="drop users with fewer interactions (3 always applies: train, validation and test)",
+    )
+    filters.add_argument(
+        "--min-item-interactions",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="drop items with fewer interactions first",
+    )
+    filters.add_argument(
+        "--max-seq-len",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="training samples hold a user's last N + 1 training items",
+    )
     out = p.add_argument_group("output")
     where = out.add_mutually_exclusive_group(required=True)
     where.add_argument("--output", metavar="DIR", help="dataset folder to write (local or gs://)")
@@ -111,71 +174,87 @@ def parser() -> argparse.ArgumentParser:
         "--dataset-root", metavar="ROOT", help="write ROOT/versions/<id>/ and publish it as ROOT/LATEST"
     )
     out.add_argument(
-        "--keep",
-        type=int,
+        "--overwrite",
+        action="store_true",
+        help="with --output: replace an existing dataset folder (the new one is swapped in only when complete)",
+    )
+    out.add_argument(
+        "--max-dropped-fraction",
+        type=fraction,
+        default=DEFAULT_MAX_DROPPED_FRACTION,
+        metavar="F",
+        help="refuse to publish when more than this fraction of the rows were unreadable or of the "
+        "videos failed",
+    )
+    out.add_argument(
+        "--max-attempts",
+        type=positive_int,
         default=None,
         metavar="N",
-        help="with --dataset-root: after publishing, delete all but the N newest published versions",
+        help="with --dataset-root: a video that failed N times is not decoded again until it changes "
+        f"(default: {DEFAULT_MAX_ATTEMPTS})",
+    )
+    out.add_argument(
+        "--keep",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --dataset-root: after publishing, delete all but the N newest published versions "
+        "(default: keep all)",
     )
     out.add_argument(
         "--lease-ttl",
-        type=float,
+        type=positive_float,
         default=DEFAULT_LEASE_TTL_S,
         metavar="S",
-        help="with --dataset-root: seconds the run holds the root (default 12 h); "
-        "a killed run blocks the root until then",
+        help="with --dataset-root: seconds the run's lease on the root lasts; a waiting run renews it, "
+        "a launched one must finish within it",
     )
-    out.add_argument("--shard-max-samples", type=int, default=DEFAULT_SHARD_MAX_SAMPLES)
-    out.add_argument("--shard-max-bytes", type=int, default=DEFAULT_SHARD_MAX_BYTES)
-    out.add_argument("--work-dir", default=None, help="scratch folder (default OUTPUT/_work)")
-    frames = p.add_argument_group("frames (see transforms/decode/types.py SamplerConfig)")
-    frames.add_argument("--num-frames", type=int, default=None)
-    frames.add_argument("--frame-stride", type=int, default=None)
-    frames.add_argument("--frame-size", type=int, nargs="+", default=None, metavar="PX", help="H [W]")
-    frames.add_argument("--resize", default=None, help="center-crop, squash or pad")
-    frames.add_argument("--jpeg-quality", type=int, default=None)
-    frames.add_argument("--decode-timeout", type=float, default=None, metavar="S", help="seconds per video")
-    frames.add_argument("--decode-max-memory-mb", type=int, default=None)
-    frames.add_argument("--sampler-backend", default=None, help="pyav or ffmpeg")
+    out.add_argument(
+        "--shard-max-samples",
+        type=positive_int,
+        default=DEFAULT_SHARD_MAX_SAMPLES,
+        metavar="N",
+        help="most samples per item or train shard",
+    )
+    out.add_argument(
+        "--shard-max-bytes",
+        type=positive_int,
+        default=DEFAULT_SHARD_MAX_BYTES,
+        metavar="BYTES",
+        help="most bytes per shard (a bigger single sample gets a shard of its own)",
+    )
+    out.add_argument(
+        "--work-dir",
+        default=None,
+        metavar="DIR",
+        help="scratch folder for frame fragments, removed at the end (default: OUTPUT/_work)",
+    )
+    add_frame_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     return p
 
 
 def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
-    """``(config, Beam flags, quiet)`` from the command line; raises SystemExit on bad flags."""
+    """``(config, Beam flags, quiet)`` from the command line, without touching any file.
+
+    A flag that is neither ours nor Beam's, or a bad value, prints one line and exits 2 (SystemExit).
+    """
     p = parser()
     args, beam_args = p.parse_known_args(argv)
+    problem = beam_flag_problem(beam_args, p)
+    if problem:
+        p.error(problem)
     if args.videos and args.video_map:
         p.error("give --videos or --video-map, not both")
-    for name in (
-        "min_user_interactions",
-        "min_item_interactions",
-        "max_seq_len",
-        "shard_max_samples",
-        "shard_max_bytes",
-    ):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.dataset_root is None and args.keep is not None:
-        p.error("--keep needs --dataset-root")
-    if args.keep is not None and args.keep < 1:
-        p.error("--keep must be at least 1")
-    if args.lease_ttl <= 0:
-        p.error("--lease-ttl must be positive")
-    sampler = {
-        key: value
-        for key, value in (
-            ("num_frames", args.num_frames),
-            ("stride", args.frame_stride),
-            ("size", _size(args.frame_size, p)),
-            ("resize", args.resize),
-            ("jpeg_quality", args.jpeg_quality),
-            ("timeout_s", args.decode_timeout),
-            ("max_memory_mb", args.decode_max_memory_mb),
-            ("backend", args.sampler_backend),
-        )
-        if value is not None
-    }
+    if args.dataset_root is None:
+        for flag, value in (("--keep", args.keep), ("--max-attempts", args.max_attempts)):
+            if value is not None:
+                p.error(f"{flag} needs --dataset-root")
+    elif args.overwrite:
+        p.error("--overwrite is for --output; a dataset root never overwrites a version")
+    if args.allow_any_uri and not args.video_map:
+        p.error("--allow-any-uri needs --video-map")
     config = IngestConfig(
         interactions=args.interactions,
         output=args.output.rstrip("/") if args.output else None,
@@ -183,27 +262,72 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         videos=args.videos,
         video_pattern=args.video_pattern,
         video_map=args.video_map,
+        allow_any_uri=args.allow_any_uri,
         titles=args.titles,
         min_user_interactions=args.min_user_interactions,
         min_item_interactions=args.min_item_interactions,
         max_seq_len=args.max_seq_len,
         shard_max_samples=args.shard_max_samples,
         shard_max_bytes=args.shard_max_bytes,
-        sampler=sampler,
+        sampler=sampler_settings(args),
         work_dir=args.work_dir,
         dataset_root=args.dataset_root.rstrip("/") if args.dataset_root else None,
         keep=args.keep,
         lease_ttl_s=args.lease_ttl,
+        overwrite=args.overwrite,
+        max_dropped_fraction=args.max_dropped_fraction,
+        max_attempts=args.max_attempts or DEFAULT_MAX_ATTEMPTS,
     )
     return config, with_local_defaults(beam_args), args.quiet
 
 
-def _size(values: list[int] | None, p: argparse.ArgumentParser) -> tuple[int, int] | None:
-    if values is None:
+def fraction(text: str) -> float:
+    """A number in [0, 1] (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+class _BeamFlags(_BeamArgumentParser):
+    """Beam's own option parser, raising ``ValueError`` instead of exiting."""
+
+    def error(self, message: str):
+        if message.startswith("ambiguous option: "):
+            return
+        raise ValueError(message)
+
+
+def beam_flag_problem(beam_args: list[str], ours: argparse.ArgumentParser) -> str | None:
+    """What is wrong with the flags left over after ours, as one line; None when Beam knows them all.
+
+    A misspelled flag would otherwise reach Beam, which only warns and runs with defaults.
+    """
+    beam = _BeamFlags(allow_abbrev=False)
+    seen = set()
+    for cls in PipelineOptions.__subclasses__():
+        if str(cls) not in seen:
+            seen.add(str(cls))
+            cls._add_argparse_args(beam)
+    try:
+        _, unknown = beam.parse_known_args(beam_args)
+    except ValueError as err:
+        return f"Beam option: {err}"
+    if not unknown:
         return None
-    if len(values) not in (1, 2):
-        p.error("--frame-size takes H or H W")
-    return (values[0], values[-1])
+    first = unknown[0]
+    if not first.startswith("-"):
+        return f"unexpected argument {first!r} (every input is given with a flag, e.g. --interactions)"
+    name = first.split("=", 1)[0]
+    known = [o for parser_ in (ours, beam) for a in parser_._actions for o in a.option_strings]
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    hint = (
+        f"; did you mean {close[0]}?" if close else "; it is neither an ingest flag nor an Apache Beam option"
+    )
+    return f"unknown flag {name}{hint}"
 
 
 def with_local_defaults(beam_args: list[str]) -> list[str]:

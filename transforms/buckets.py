@@ -82,18 +82,21 @@ class PrefixSums(beam.PTransform):
 
 
 class RankInBuckets(beam.PTransform):
-    """PCollection[(bucket, element)] -> (bucket, first dense position of the bucket, sorted elements).
+    """PCollection[(bucket, packed element)] -> (bucket, first dense position of the bucket, sorted elements).
 
-    Elements are sorted within their bucket by ``order_key``; the k-th element of bucket ``b`` has
-    dense position ``first + k``. Memory: one bucket per worker.
+    Elements travel packed (``decode`` turns one back into an element: a runner may hold a whole
+    shuffle in memory, and bytes cost far less there than objects). They are decoded and sorted
+    within their bucket by ``order_key``; the k-th element of bucket ``b`` has dense position
+    ``first + k``. Memory: one bucket per worker.
     """
 
-    def __init__(self, order_key):
+    def __init__(self, order_key, decode=None):
         super().__init__()
         self.order_key = order_key
+        self.decode = decode or (lambda element: element)
 
     def expand(self, keyed):
-        order_key = self.order_key
+        order_key, decode = self.order_key, self.decode
         grouped = keyed | "GroupByBucket" >> beam.GroupByKey()
         first = grouped | "BucketSizes" >> beam.MapTuple(
             lambda bucket, elements: (bucket, len(list(elements)))
@@ -102,7 +105,7 @@ class RankInBuckets(beam.PTransform):
             lambda grouped_bucket, starts: (
                 grouped_bucket[0],
                 starts[grouped_bucket[0]],
-                sorted(grouped_bucket[1], key=order_key),
+                sorted(map(decode, grouped_bucket[1]), key=order_key),
             ),
             beam.pvalue.AsSingleton(first | "FirstPositions" >> PrefixSums()),
         )

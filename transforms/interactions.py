@@ -347,12 +347,23 @@ def unpack_rows(user_id: str, packed: bytes) -> list[Interaction]:
     return rows
 
 
+def packed_row_count(packed: bytes) -> int:
+    """How many :func:`pack_row` records ``packed`` holds."""
+    count = position = 0
+    while position < len(packed):
+        position += _ROW.size + _ROW.unpack_from(packed, position)[4]
+        count += 1
+    return count
+
+
 _ROW = struct.Struct("<qiqiI")
 
 
 class ParseSplit(beam.DoFn):
-    """InputSplit -> ``(user_id, packed row)`` (main) and failure dicts (tag ``failed``).
+    """InputSplit -> ``(user_id, packed rows of that user in the split)`` (main), failure dicts (``failed``).
 
+    Rows are grouped by user within the split before they leave the worker, so the shuffle holds
+    one value per user and split instead of one per row (a split's rows fit in memory by design).
     Side input: ``(file_index, split) -> newlines before the split``, to number lines exactly.
     """
 
@@ -360,6 +371,7 @@ class ParseSplit(beam.DoFn):
         self.rows_read = Metrics.counter("videorec", "rows_read")
 
     def process(self, split: InputSplit, newlines_before: dict):
+        by_user: dict[str, list[bytes]] = {}
         with storage.open_read(split.path) as reader:
             if split.format == "parquet":
                 parsed = parse_parquet(reader, split.file_index, split.path)
@@ -370,13 +382,15 @@ class ParseSplit(beam.DoFn):
             for result in parsed:
                 self.rows_read.inc()
                 if isinstance(result, Interaction):
-                    yield result.user_id, pack_row(result)
+                    by_user.setdefault(result.user_id, []).append(pack_row(result))
                 else:
                     yield beam.pvalue.TaggedOutput(FAILED, result)
+        for user_id, rows in by_user.items():
+            yield user_id, b"".join(rows)
 
 
 class ReadInteractions(beam.PTransform):
-    """PBegin -> tagged outputs: main = ``(user_id, packed row)`` (see :func:`pack_row`), ``failed`` = failure dicts.
+    """PBegin -> tagged outputs: main = ``(user_id, packed rows)`` (see :func:`pack_row`), ``failed`` = failure dicts.
 
     ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
     Text files are read in byte splits on all workers; a first pass counts each split's newlines

@@ -10,6 +10,8 @@ training; the training window is the last ``max_seq_len + 1`` training items.
 
 from __future__ import annotations
 
+import struct
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -30,6 +32,41 @@ class UserSequence(NamedTuple):
     user_id: str
     item_ids: tuple[str, ...]
     timestamps: tuple[int, ...]
+
+
+def pack_sequence(sequence: UserSequence) -> bytes:
+    """A sequence as compact bytes, for shuffles whose grouped values the runner holds in memory."""
+    user = sequence.user_id.encode("utf-8")
+    items = [item.encode("utf-8") for item in sequence.item_ids]
+    return b"".join(
+        [
+            _SEQUENCE_HEADER.pack(len(user), len(items)),
+            user,
+            array("I", [len(item) for item in items]).tobytes(),
+            array("q", sequence.timestamps).tobytes(),
+            *items,
+        ]
+    )
+
+
+def unpack_sequence(packed: bytes) -> UserSequence:
+    """Invert :func:`pack_sequence`."""
+    user_length, count = _SEQUENCE_HEADER.unpack_from(packed)
+    position = _SEQUENCE_HEADER.size
+    user = packed[position : position + user_length].decode("utf-8")
+    position += user_length
+    lengths = array("I", packed[position : position + 4 * count])
+    position += 4 * count
+    times = array("q", packed[position : position + 8 * count])
+    position += 8 * count
+    items = []
+    for length in lengths:
+        items.append(packed[position : position + length].decode("utf-8"))
+        position += length
+    return UserSequence(user, tuple(items), tuple(times))
+
+
+_SEQUENCE_HEADER = struct.Struct("<II")
 
 
 def order_key(row: Interaction) -> tuple[int, int, int, int]:
@@ -122,23 +159,33 @@ def train_window(sequence: UserSequence, max_seq_len: int) -> tuple[tuple[str, .
 
 
 class ConcatPackedRows(beam.CombineFn):
-    """Combines a user's packed rows into one ``bytes``: one object per user in the shuffle, not one per row."""
+    """Concatenates a user's packed rows into one ``bytes``.
+
+    Accumulators leave a worker compacted to one ``bytes`` (not a list), because a runner may hold
+    every shuffled value in memory: one small object per user and bundle is what it costs.
+    """
 
     def create_accumulator(self) -> list[bytes]:
         return []
 
     def add_input(self, accumulator, packed):
+        if isinstance(accumulator, bytes):
+            accumulator = [accumulator]
         accumulator.append(packed)
         return accumulator
 
     def merge_accumulators(self, accumulators):
-        return [b"".join(b for accumulator in accumulators for b in accumulator)]
+        return [_joined(accumulator) for accumulator in accumulators]
 
-    def compact(self, accumulator):
-        return [b"".join(accumulator)]
+    def compact(self, accumulator) -> bytes:
+        return _joined(accumulator)
 
     def extract_output(self, accumulator) -> bytes:
-        return b"".join(accumulator)
+        return _joined(accumulator)
+
+
+def _joined(accumulator: bytes | list[bytes]) -> bytes:
+    return accumulator if isinstance(accumulator, bytes) else b"".join(accumulator)
 
 
 def history_rows(history: tuple[str, bytes]) -> list[Interaction]:
@@ -170,7 +217,7 @@ class _GroupedHistory(beam.DoFn):
 
 
 class GroupIntoHistories(beam.PTransform):
-    """(user_id, packed row) -> (user_id, packed rows: time-ordered, deduplicated) + ``failed``.
+    """(user_id, packed rows) -> (user_id, packed rows: time-ordered, deduplicated) + ``failed``.
 
     Rows move as compact bytes and are concatenated per user before and after the shuffle
     (``ConcatPackedRows``), so memory per row stays near its packed size. Use

@@ -32,7 +32,7 @@ from transforms.buckets import (
 from transforms.item_lookup import ItemLookup
 from transforms.item_shards import ITEM_SHARD_PATTERN
 from transforms.keys import sanitize_key
-from transforms.sequences import UserSequence, train_window
+from transforms.sequences import UserSequence, pack_sequence, train_window, unpack_sequence
 from transforms.tables import SEQUENCES_TABLE, sequences_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, read_members, sample_size
 
@@ -169,8 +169,8 @@ class WriteUserShards(beam.PTransform):
         )
         cut = (
             sequences
-            | "KeyByBucket" >> beam.Map(lambda s, b: (bucket_of(s.user_id, b), s), buckets)
-            | "RankUsers" >> RankInBuckets(lambda s: id_order_key(s.user_id))
+            | "KeyByBucket" >> beam.Map(lambda s, b: (bucket_of(s.user_id, b), pack_sequence(s)), buckets)
+            | "RankUsers" >> RankInBuckets(lambda s: id_order_key(s.user_id), unpack_sequence)
             | "CutTrainShards"
             >> beam.Map(
                 lambda ranked, lookup, *limits: cut_user_bucket(*ranked, lookup, *limits),

@@ -1,0 +1,246 @@
+"""The ingest job's graph: interaction logs + raw videos -> one dataset version (docs/FORMAT.md).
+
+Each stage is a composite transform from :mod:`transforms`; :func:`build_pipeline` wires them.
+Only IDs and small records move through shuffles: frames go from the decoder to fragment files,
+into item shards, and from item shards into train shards. Nothing about users or interactions is
+gathered on one worker (docs/INGEST.md lists each step's memory bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+
+from pipeline import versions
+from pipeline.options import IngestConfig
+from pipeline.runs import publish_version
+from transforms import storage
+from transforms.failures import CountFailures, WriteFailures, failure_counts
+from transforms.interactions import FAILED, ReadInteractions, packed_row_count
+from transforms.item_catalog import ItemCatalog
+from transforms.item_lookup import excluded_items_of
+from transforms.item_shards import DescribeItemsWithoutFrames, EncodeItems, ReuseFrom, parse_titles
+from transforms.manifest import build_manifest, write_manifest
+from transforms.sequences import (
+    BuildUserSequences,
+    CountItemInteractions,
+    DroppedItemRecords,
+    GroupIntoHistories,
+    NeededItems,
+    effective_min_length,
+    rare_items,
+)
+from transforms.tables import ITEMS_TABLE, SEQUENCES_TABLE
+from transforms.train_shards import WriteUserShards
+
+
+def sampler_settings(config: IngestConfig):
+    """``(SamplerConfig, manifest "sampler" section)``, or ``(None, None)`` for ID-only datasets."""
+    if not config.has_videos:
+        return None, None
+    from transforms.decode.types import SAMPLER_VERSION, SamplerConfig
+
+    sampler = SamplerConfig(**config.sampler)
+    section = {
+        "version": SAMPLER_VERSION,
+        "config_hash": sampler.config_hash(),
+        "num_frames": sampler.num_frames,
+        "size": list(sampler.size),
+        "config": {
+            k: v for k, v in sampler.to_dict().items() if k not in ("threads", "timeout_s", "max_memory_mb")
+        },
+    }
+    return sampler, section
+
+
+def finish_dataset(
+    _,
+    *,
+    config: IngestConfig,
+    sampler_section,
+    item_shards,
+    train_shards,
+    table_parts,
+    failure_parts,
+    valid_rows,
+    invalid_rows,
+    users_seen,
+    items_seen,
+):
+    """Write the manifest (last) from the per-shard and per-part summaries, then remove the work folder."""
+    items_parts = [p for p in table_parts if p["table"] == ITEMS_TABLE]
+    sequence_parts = [p for p in table_parts if p["table"] == SEQUENCES_TABLE]
+    dropped = failure_counts(failure_parts)
+    counts = {
+        "rows_read": valid_rows + invalid_rows,
+        "rows_used": sum(p["interactions"] for p in sequence_parts),
+        "rows_dropped": dropped["row"],
+        "items_seen": items_seen,
+        "items_encoded": sum(p["rows"] for p in items_parts),
+        "items_failed": dropped["item"],
+        "users_seen": users_seen,
+        "users_kept": sum(p["rows"] for p in sequence_parts),
+        "users_dropped": dropped["user"],
+    }
+    manifest = build_manifest(
+        config=config.content_config(),
+        sampler=sampler_section,
+        num_items=counts["items_encoded"],
+        num_users=counts["users_kept"],
+        max_seq_len=config.max_seq_len,
+        item_shards=item_shards,
+        train_shards=train_shards,
+        tables={ITEMS_TABLE: items_parts, SEQUENCES_TABLE: sequence_parts},
+        counts=counts,
+        failures=failure_parts,
+        dataset_version=config.dataset_version,
+    )
+    write_manifest(config.output, manifest)
+    storage.delete_tree(work_dir(config))
+    return manifest["dataset_version"]
+
+
+def work_dir(config: IngestConfig) -> str:
+    return config.work_dir or storage.join(config.output, "_work")
+
+
+@dataclass
+class ItemOutcomes:
+    """What happened to the items: ``EncodedItem``s, failure dicts, ``(item_id, reason)`` of removed
+    items, and ``(item_id, interactions)`` of every item seen."""
+
+    encoded: beam.PCollection
+    failures: beam.PCollection
+    excluded: beam.PCollection
+    seen: beam.PCollection
+
+
+@dataclass
+class WrittenFiles:
+    """PCollections of summaries of the files written, for the manifest."""
+
+    item_shards: beam.PCollection
+    train_shards: beam.PCollection
+    table_parts: beam.PCollection
+
+
+def choose_and_encode_items(
+    histories, config: IngestConfig, progress_every: int, reuse: ReuseFrom | None
+) -> ItemOutcomes:
+    """Drop rare items, decide which items are needed, and decode (or describe) those."""
+    pipeline = histories.pipeline
+    sampler_config, _ = sampler_settings(config)
+    item_counts = histories | "CountItemInteractions" >> CountItemInteractions()
+    rare = item_counts | "RareItems" >> beam.FlatMap(rare_items, config.min_item_interactions)
+    needed = histories | "NeededItems" >> NeededItems(
+        rare, effective_min_length(config.min_user_interactions)
+    )
+    undecoded = (item_counts, needed) | "DroppedItems" >> DroppedItemRecords(config.min_item_interactions)
+    if config.has_videos:
+        encode = EncodeItems(
+            config.videos,
+            config.video_pattern,
+            config.video_map,
+            sampler_config,
+            work_dir(config),
+            progress_every,
+            reuse,
+        )
+        encoded, video_failures = needed | "EncodeItems" >> encode
+    else:
+        encoded = needed | "DescribeItems" >> DescribeItemsWithoutFrames()
+        video_failures = pipeline | "NoVideoFailures" >> beam.Create([])
+    excluded = (
+        rare,
+        video_failures | "FailedItemReasons" >> beam.Map(lambda f: (f["item_id"], f["reason"])),
+    ) | "ExcludedItems" >> beam.Flatten()
+    failures = (undecoded, video_failures) | "ItemFailures" >> beam.Flatten()
+    return ItemOutcomes(encoded, failures, excluded, item_counts)
+
+
+def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> WrittenFiles:
+    """Item shards, train shards and both tables, from encoded items and kept sequences.
+
+    ``excluded`` is the PCollection of ``(item_id, reason)`` of removed items; the item lookup is
+    checked against it, so no kept item can be mistaken for an excluded one.
+    """
+    pipeline = encoded.pipeline
+    popularity = (
+        sequences
+        | "TrainingItems" >> beam.FlatMap(lambda s: s.item_ids[:-2])
+        | "Popularity" >> beam.combiners.Count.PerElement()
+    )
+    titles = (
+        pipeline
+        | "TitlesFile" >> beam.Create([config.titles] if config.titles else [])
+        | "ReadTitles"
+        >> beam.FlatMap(lambda path: parse_titles(storage.read_bytes(path).decode("utf-8"), path).items())
+    )
+    items = (encoded, popularity, titles) | "ItemCatalog" >> ItemCatalog(
+        config.output, config.shard_max_samples, config.shard_max_bytes
+    )
+    lookup = items["lookup"] | "CheckNoHashClash" >> beam.Map(
+        lambda lookup, excluded_items: lookup.check_disjoint(excluded_items),
+        beam.pvalue.AsSingleton(excluded_items_of(excluded)),
+    )
+    users = sequences | "UserShards" >> WriteUserShards(
+        lookup, config.output, config.max_seq_len, config.shard_max_samples, config.shard_max_bytes
+    )
+    tables = (items["tables"], users["tables"]) | "AllTableParts" >> beam.Flatten()
+    return WrittenFiles(items["shards"], users["shards"], tables)
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    config: IngestConfig,
+    sources: list[tuple[int, str, str]],
+    progress_every: int = 0,
+    reuse: ReuseFrom | None = None,
+    publish_with: versions.RunLease | None = None,
+) -> None:
+    """Add the whole ingest job to ``pipeline``.
+
+    Workers report every ``progress_every`` videos (0: never); ``reuse`` turns on frame reuse.
+    With ``publish_with`` (the run's lease on the dataset root), the job's last step publishes the
+    version it wrote as ``LATEST`` and releases the root (``publish_version``).
+    """
+    source_files = [path for _, path, _ in sources]
+    rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
+    histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
+    items = choose_and_encode_items(histories.histories, config, progress_every, reuse)
+    sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
+        items.excluded, effective_min_length(config.min_user_interactions), source_files
+    )
+    written = write_dataset_files(items.encoded, sequences.sequences, items.excluded, config)
+    failure_parts = (
+        (rows[FAILED], histories[FAILED], items.failures, sequences[FAILED])
+        | "AllFailures" >> beam.Flatten()
+        | "CountFailures" >> CountFailures()
+        | "WriteFailures" >> WriteFailures(config.output)
+    )
+    count, singleton, as_list = beam.combiners.Count.Globally, beam.pvalue.AsSingleton, beam.pvalue.AsList
+    written_version = (
+        pipeline
+        | "Finish" >> beam.Create([None])
+        | "WriteManifestLast"
+        >> beam.Map(
+            finish_dataset,
+            config=config,
+            sampler_section=sampler_settings(config)[1],
+            item_shards=as_list(written.item_shards),
+            train_shards=as_list(written.train_shards),
+            table_parts=as_list(written.table_parts),
+            failure_parts=as_list(failure_parts),
+            valid_rows=singleton(
+                rows.rows
+                | "RowsPerUserAndSplit" >> beam.Map(lambda user_rows: packed_row_count(user_rows[1]))
+                | "CountValidRows" >> beam.CombineGlobally(sum)
+            ),
+            invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),
+            users_seen=singleton(histories.histories | "CountUsers" >> count()),
+            items_seen=singleton(items.seen | "CountItems" >> count()),
+        )
+    )
+    if publish_with is not None:
+        written_version | "PublishAsLatest" >> beam.Map(publish_version, publish_with.to_json(), config.keep)
