@@ -110,14 +110,14 @@ def test_template_parameters_become_the_cli_flags():
         "--videos=gs://bkt/raw/videos",
         "--video_pattern={item}.mp4",
         "--max_seq_len=20",
-        "--frame_size=224,224",
+        "--frame_size=224x224",
         "--num_frames=8",
         "--quiet=true",
         "--temp_location=gs://bkt/temp",
         "--sdk_container_image=us-docker.pkg.dev/p/r/img:1",
     ]
     cli = to_cli_argv(argv, parser())
-    assert "--quiet" in cli and "--frame-size" in cli
+    assert "--quiet" in cli and "--frame-size=224x224" in cli
     config, beam_args, quiet = parse(with_dataflow_runner(cli))
     assert quiet
     assert config.interactions == "gs://bkt/raw/a.csv,gs://bkt/raw/b.csv"
