@@ -38,15 +38,22 @@ from benchmarks.bench_scale import Code, ensure_worktree, ingest  # noqa: E402
 from benchmarks.gen_logs import LogShape, generate  # noqa: E402
 
 
-def expected_users(csv_path: Path, min_rows: int) -> tuple[np.ndarray, int]:
-    """``(sorted user IDs the ingest must keep, rows it must use)`` for an all-integer user,item,timestamp
-    CSV: exact duplicate rows removed, then users with at least ``min_rows`` rows left."""
+def expected_users(csv_path: Path, min_rows: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(user IDs the ingest must keep in ID order, the same in order of first appearance in the file,
+    rows it must use)`` for an all-integer user,item,timestamp CSV: exact duplicate rows removed, then
+    users with at least ``min_rows`` rows left.
+
+    The first-appearance order matters because the DirectRunner hands a GroupByKey's keys to its
+    workers round-robin in the order it first received them.
+    """
     table = pacsv.read_csv(csv_path)
     triples = np.stack([table.column(name).to_numpy() for name in ("user", "item", "timestamp")])
     unique = np.unique(triples, axis=1)
     users, counts = np.unique(unique[0], return_counts=True)
-    kept = counts >= min_rows
-    return users[kept], int(counts[kept].sum())
+    kept = users[counts >= min_rows]
+    seen, first_row = np.unique(triples[0], return_index=True)
+    by_first_row = seen[np.argsort(first_row)]
+    return kept, by_first_row[np.isin(by_first_row, kept)], int(counts[counts >= min_rows].sum())
 
 
 def sequence_table_users(output: Path) -> np.ndarray | None:
@@ -79,8 +86,8 @@ def train_shard_users(output: Path) -> np.ndarray | None:
 
 
 def describe_missing(expected: np.ndarray, found: np.ndarray | None) -> dict | None:
-    """Which expected users ``found`` lacks: how many, where they fall in user-index order (numeric ID
-    order, as the ingest assigns indices), how dense the loss is in that range, and rank/ID parity."""
+    """Which of the ``expected`` users ``found`` lacks: how many, where they fall in the order of
+    ``expected`` (ranks), how dense the loss is in that range, and rank/ID parity."""
     if found is None:
         return None
     missing_mask = ~np.isin(expected, found)
@@ -140,14 +147,19 @@ class Load:
             self._side_job.join()
 
 
-def check_run(run: dict, expected: np.ndarray, expected_rows: int, output: Path) -> dict:
-    """Add to ``run`` the comparison of its outputs with the expected users; ``lost`` says whether rows
-    or users went missing (or the run failed)."""
+def check_run(
+    run: dict, expected: np.ndarray, first_seen: np.ndarray, expected_rows: int, output: Path
+) -> dict:
+    """Add to ``run`` the comparison of its outputs with the expected users (placed in ID order, which
+    is user-index order, and in order of first appearance in the file); ``lost`` says whether rows or
+    users went missing (or the run failed)."""
     counts = run.get("counts")
+    in_sequences, in_train = sequence_table_users(output), train_shard_users(output)
     run["expected_users"] = int(expected.size)
     run["expected_rows_used"] = expected_rows
-    run["sequences_missing"] = describe_missing(expected, sequence_table_users(output))
-    run["train_missing"] = describe_missing(expected, train_shard_users(output))
+    run["sequences_missing"] = describe_missing(expected, in_sequences)
+    run["sequences_missing_by_first_seen"] = describe_missing(first_seen, in_sequences)
+    run["train_missing"] = describe_missing(expected, in_train)
     counted_ok = counts is not None and (
         counts["users_kept"] == expected.size and counts["rows_used"] == expected_rows
     )
@@ -191,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         if not side_csv.exists():
             shape = LogShape(rows=args.side_rows, users=side_users, items=args.items, seed=args.seed + 1)
             generate(shape, side_csv)
-    expected, expected_rows = expected_users(main_csv, max(args.min_user_interactions, 3))
+    expected, first_seen, expected_rows = expected_users(main_csv, max(args.min_user_interactions, 3))
     print(f"stress: {code.label}; expected {expected.size} users kept, {expected_rows} rows used", flush=True)
 
     results = {"code": code.label, "csv": str(main_csv), "runs": [], "side_runs": []}
@@ -200,14 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         for number in range(args.repeats):
             output = args.scratch / f"main-{number}"
             run = ingest(code, [f"--interactions={main_csv}"], output, args.workers, 0.5)
-            run = check_run(run, expected, expected_rows, output)
+            run = check_run(run, expected, first_seen, expected_rows, output)
             run["number"] = number
             results["runs"].append(run)
             missing = run["sequences_missing"]
             print(
                 f"run {number}: {'LOST' if run['lost'] else 'ok'}; wall {run['wall_s']:.0f} s; reconciled "
                 f"{run['reconciled']}; counts {json.dumps(run['counts'])}; error {run['error']}; "
-                f"sequences missing {json.dumps(missing)}; train missing {json.dumps(run['train_missing'])}",
+                f"sequences missing {json.dumps(missing)}; in order of first appearance "
+                f"{json.dumps(run['sequences_missing_by_first_seen'])}; train missing "
+                f"{json.dumps(run['train_missing'])}",
                 flush=True,
             )
             if args.json:

@@ -89,7 +89,7 @@ def test_expected_users_match_a_real_ingest_and_its_outputs(tmp_path):
 
     csv = tmp_path / "pairs.csv"
     generate(LogShape(rows=3_000, users=300, items=200, seed=5, repeat_fraction=0.2), csv)
-    users, rows = expected_users(csv, 5)
+    users, first_seen, rows = expected_users(csv, 5)
     run = ingest(Code("project", REPO), [f"--interactions={csv}"], tmp_path / "out", 1, 0.2)
     assert run["returncode"] == 0 and run["reconciled"], run["error"]
     assert run["counts"]["users_dropped"]  # repeats pushed some users under 5 rows
@@ -97,3 +97,4 @@ def test_expected_users_match_a_real_ingest_and_its_outputs(tmp_path):
     assert run["rows_per_s"] > 0 and run["peak_rss_largest_mb"] > 50
     assert describe_missing(users, sequence_table_users(tmp_path / "out"))["missing"] == 0
     assert describe_missing(users, train_shard_users(tmp_path / "out"))["missing"] == 0
+    assert sorted(first_seen) == list(users) and list(first_seen) != list(users)
