@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from pipeline import versions
 from pipeline.graph import build_pipeline
+from pipeline.local_runner import avoid_data_plane_race
 from pipeline.options import IngestConfig, parse
 from pipeline.runs import launch_on_root, run_on_root
 from pipeline.summary import format_summary
@@ -109,6 +110,7 @@ def start_job(
             f"ingest: {len(sources)} interaction file(s) ({', '.join(kinds)}), {mode} -> {config.output}",
             file=sys.stderr,
         )
+    avoid_data_plane_race()
     pipeline = beam.Pipeline(options=options)
     build_pipeline(
         pipeline,
