@@ -250,6 +250,73 @@ def test_lease_excludes_a_second_run_until_released_or_expired(tmp_path):
     assert read_lease(tmp_path) is None
 
 
+def _lease_taken_by_a_process_that_exits(root: Path, held_by_process: bool) -> versions.RunLease:
+    code = (
+        "import sys; from pipeline.versions import acquire_run_lease; "
+        f"print(acquire_run_lease(sys.argv[1], ttl_s=3600, held_by_process={held_by_process}).to_json())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root)], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return versions.RunLease.from_json(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_lease_whose_waiting_process_died_on_this_host_is_broken_at_once(tmp_path, caplog):
+    base = publish_new_version(tmp_path)
+    dead = _lease_taken_by_a_process_that_exits(tmp_path, held_by_process=True)
+    assert dead.expires_at > time.time() + 3000 and versions.holder_is_dead(dead)
+    write_local_version(tmp_path, dead.version_id)  # what the dead run left half written
+    lease = acquire_run_lease(tmp_path, ttl_s=60, held_by_process=True)
+    assert lease.run_id != dead.run_id and lease.base_version == base
+    assert "its process" in caplog.text and dead.run_id in caplog.text
+    # The holder (this process) is alive: nobody may break this lease.
+    assert not versions.holder_is_dead(lease)
+    with pytest.raises(RootBusy):
+        acquire_run_lease(tmp_path, held_by_process=True)
+    write_local_version(tmp_path, lease.version_id)
+    finish_run(lease, keep=1)
+    assert list_versions(tmp_path) == [latest_version_id(tmp_path)] == [lease.version_id]
+
+
+def test_a_launched_or_foreign_lease_is_not_broken_before_it_expires(tmp_path):
+    launched = _lease_taken_by_a_process_that_exits(tmp_path, held_by_process=False)
+    assert not versions.holder_is_dead(launched)  # the launcher exits by design; the job holds the root
+    with pytest.raises(RootBusy, match=launched.run_id):
+        acquire_run_lease(tmp_path)
+    (tmp_path / versions.RUN_LOCK).write_text(
+        json.dumps({**json.loads(launched.to_json()), "holder": "another-host:1", "held_by_process": True})
+    )
+    with pytest.raises(RootBusy):
+        acquire_run_lease(tmp_path)
+
+
+def test_lease_keeper_renews_a_lease_beyond_its_ttl(tmp_path):
+    lease = acquire_run_lease(tmp_path, ttl_s=0.6, held_by_process=True)
+    write_local_version(tmp_path, lease.version_id)
+    with versions.LeaseKeeper(lease, ttl_s=0.6) as keeper:
+        time.sleep(1.5)  # 2.5 TTLs
+    assert keeper.lost is None and keeper.renewals >= 3
+    with pytest.raises(RootBusy):
+        acquire_run_lease(tmp_path)
+    finish_run(keeper.lease)
+    assert latest_version_id(tmp_path) == lease.version_id and read_lease(tmp_path) is None
+    # Without the keeper the same wait loses the lease.
+    lapsed = acquire_run_lease(tmp_path, ttl_s=0.6)
+    write_local_version(tmp_path, lapsed.version_id)
+    time.sleep(1.0)
+    with pytest.raises(LeaseLost):
+        finish_run(lapsed)
+
+
+def test_abandon_run_deletes_the_unpublished_version_and_releases(tmp_path):
+    base = publish_new_version(tmp_path)
+    lease = acquire_run_lease(tmp_path, ttl_s=60)
+    write_local_version(tmp_path, lease.version_id)
+    assert versions.abandon_run(lease) is True
+    assert list_versions(tmp_path) == [base] and latest_version_id(tmp_path) == base
+    assert read_lease(tmp_path) is None
+
+
 def test_lease_round_trips_as_json(tmp_path):
     lease = acquire_run_lease(tmp_path, ttl_s=60)
     assert versions.RunLease.from_json(lease.to_json()) == lease

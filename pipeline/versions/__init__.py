@@ -7,14 +7,16 @@ from pipeline.versions.errors import InvalidVersion, LeaseLost, PublishConflict,
 from pipeline.versions.lease import (
     DEFAULT_LEASE_TTL_S,
     RUN_LOCK,
+    LeaseKeeper,
     RunLease,
     acquire_run_lease,
+    holder_is_dead,
     read_lease,
     release_run_lease,
     renew_run_lease,
 )
 from pipeline.versions.pruning import prune
-from pipeline.versions.publishing import finish_run, publish
+from pipeline.versions.publishing import abandon_run, finish_run, publish
 from pipeline.versions.roots import (
     LATEST,
     MANIFEST,
@@ -34,13 +36,16 @@ __all__ = [
     "RUN_LOCK",
     "VERSIONS",
     "InvalidVersion",
+    "LeaseKeeper",
     "LeaseLost",
     "PublishConflict",
     "RootBusy",
     "RunLease",
     "VersionError",
+    "abandon_run",
     "acquire_run_lease",
     "finish_run",
+    "holder_is_dead",
     "latest_version_id",
     "list_versions",
     "new_version_id",

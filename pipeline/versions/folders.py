@@ -303,13 +303,18 @@ def _owner_is_dead(lock_text: str) -> bool:
         return False  # still being written, or garbage: only age can break it
     if owner.get("host") != socket.gethostname():
         return False
+    return process_is_dead(int(owner["pid"]))
+
+
+def process_is_dead(pid: int) -> bool:
+    """True when no process ``pid`` runs on this host (or only its zombie is left)."""
     try:
-        os.kill(int(owner["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return _is_zombie(int(owner["pid"]))
+    return _is_zombie(pid)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -12,7 +12,14 @@ from pipeline.versions.errors import PublishConflict
 from pipeline.versions.folders import folder_at
 from pipeline.versions.lease import RunLease, release_run_lease, require_lease
 from pipeline.versions.pruning import prune
-from pipeline.versions.roots import LATEST, validate_manifest, version_url
+from pipeline.versions.roots import (
+    LATEST,
+    MANIFEST,
+    VERSIONS,
+    latest_version_id,
+    validate_manifest,
+    version_url,
+)
 
 
 def publish(
@@ -59,3 +66,16 @@ def finish_run(lease: RunLease | str, *, keep: int | None = None, verify_sha256:
     finally:
         release_run_lease(lease)
     return prune(lease.root, keep=keep) if keep is not None else []
+
+
+def abandon_run(lease: RunLease) -> bool:
+    """A failed or interrupted run's clean-up: delete its unpublished version folder, release the root.
+
+    The folder is deleted only while ``LATEST`` does not name it (manifest first, as ``prune`` does),
+    and only if the lease is still this run's; returns whether the lease was released.
+    """
+    if latest_version_id(lease.root) != lease.version_id:
+        version = folder_at(lease.root).child(f"{VERSIONS}/{lease.version_id}")
+        version.delete_file(MANIFEST)
+        version.delete_tree()
+    return release_run_lease(lease)
