@@ -61,7 +61,7 @@ PRICES = {
     "gcs_standard_gb_month": 0.020,
 }
 # The Dataflow worker the flags below name: n2-standard-4, 4 vCPU, 16 GB.
-WORKER = {"machine_type": "n2-standard-4", "vcpus": 4, "memory_gb": 16, "disk_gb": 50}
+WORKER = {"machine_type": "n2-standard-4", "vcpus": 4, "memory_gb": 16, "disk_gb": 25}
 TARGET_HOURS = 2.0  # wall time the worker count is sized for
 MAX_SEQ_LEN = 10  # the ingest default: train windows hold the last max_seq_len + 1 training items
 FRAMES_PER_ITEM = 5
