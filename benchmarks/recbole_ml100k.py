@@ -41,8 +41,6 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_INTERACTIONS = REPO.parent / "shared" / "data" / "interactions" / "ml-100k" / "u.data"
 VIDEOREC = [sys.executable, "-m", "pipeline.cli"]
@@ -169,12 +167,17 @@ print("RECBOLE_RESULT " + json.dumps(result, default=float))
 """Runs in RecBole's environment; prints its result dict (best valid score, valid and test metrics)."""
 
 
-def write_recbole_atomic(sequences_path: Path, folder: Path) -> int:
+def write_recbole_atomic(dataset: Path, folder: Path) -> int:
     """Write ``folder/RECBOLE_DATASET.inter`` (tab-separated ``user_id:token item_id:token
-    timestamp:float``) from our ``sequences.parquet``: one row per interaction, the timestamp being its
-    position in our ordered sequence. Returns the number of interactions written."""
+    timestamp:float``) from our dataset's sequences table: one row per interaction, the timestamp being
+    its position in our ordered sequence. Returns the number of interactions written."""
+    from transforms.manifest import read_manifest
+    from transforms.tables import read_table
+
     folder.mkdir(parents=True, exist_ok=True)
-    table = pq.read_table(sequences_path, columns=["user_id", "item_ids"]).to_pylist()
+    table = read_table(
+        str(dataset), read_manifest(str(dataset)), "sequences", ["user_id", "item_ids"]
+    ).to_pylist()
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
     for row in table:
         lines += [f"{row['user_id']}\t{item}\t{position}" for position, item in enumerate(row["item_ids"])]
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data or args.work / "dataset"
     if args.data is None:
         ingest(args.interactions, data)
-    interactions = write_recbole_atomic(data / "sequences.parquet", args.work / "atomic" / RECBOLE_DATASET)
+    interactions = write_recbole_atomic(data, args.work / "atomic" / RECBOLE_DATASET)
     print(f"RecBole atomic file: {interactions} interactions")
 
     if args.ours:

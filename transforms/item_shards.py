@@ -14,7 +14,6 @@ import io
 import json
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -311,11 +310,12 @@ def reused_item(item_id: str, fingerprint: str, where: tuple[str, int, int]) -> 
 
 
 class PlanDecodes(beam.DoFn):
-    """(item_id, uri) -> to decode (main), ``reused`` EncodedItem, and ``attempts`` (item_id, (fp, n)).
+    """(item_id, {"uri": [uri], "fingerprint": [fp]}) -> to decode (main) ``(item_id, uri)``,
+    ``reused`` EncodedItem, and ``attempts`` (item_id, (fp, n)).
 
-    Side input: ``item_id -> fingerprint`` of the current videos. An item whose fingerprint equals
-    the one its frames were made from last time is reused; the rest are decoded. Each worker reads
-    what the previous version recorded in ``setup`` (it would be too big to travel in the job graph).
+    The current video's fingerprint is joined by key. An item whose fingerprint equals the one its
+    frames were made from last time is reused; the rest are decoded. Each worker reads what the
+    previous version recorded in ``setup`` (it would be too big to travel in the job graph).
     """
 
     def __init__(self, reuse: ReuseFrom):
@@ -326,13 +326,13 @@ class PlanDecodes(beam.DoFn):
     def setup(self):
         self.previous = self.reuse.read()
 
-    def process(self, located: tuple[str, str], fingerprints: Mapping[str, str]):
+    def process(self, joined: tuple[str, dict]):
         from transforms.fingerprint import plan_decodes
 
-        item_id, uri = located
-        if item_id not in fingerprints:
+        item_id, sides = joined
+        if not sides["uri"] or not sides["fingerprint"]:
             return  # no video: FingerprintVideos recorded it as not_found
-        fingerprint = fingerprints[item_id]
+        uri, fingerprint = sides["uri"][0], sides["fingerprint"][0]
         before = {item_id: self.previous.items[item_id]} if item_id in self.previous.items else {}
         plan = plan_decodes(before, {item_id: fingerprint})
         if plan.to_reuse and item_id in self.previous.frames:
@@ -342,19 +342,21 @@ class PlanDecodes(beam.DoFn):
             )
             return
         yield beam.pvalue.TaggedOutput("attempts", (item_id, (fingerprint, plan.attempts.get(item_id, 1))))
-        yield located
+        yield item_id, uri
 
 
-def with_fingerprint(item: EncodedItem, attempts: Mapping[str, tuple[str, int]]) -> EncodedItem:
-    return item._replace(fingerprint=attempts[item.item_id][0])
-
-
-def with_attempt(record: dict, attempts: Mapping[str, tuple[str, int]]) -> dict:
-    """A decode failure with the fingerprint and attempt number the next run plans with."""
-    if record["item_id"] not in attempts:
-        return record
-    fingerprint, attempt = attempts[record["item_id"]]
-    return {**record, "fingerprint": fingerprint, "attempts": attempt}
+def with_fingerprints(joined: tuple[str, dict]):
+    """Decoded items with the fingerprint they were made from, and decode failures with the
+    fingerprint and attempt number the next run plans with; ``(item_id, {"item", "failure", "attempt"})``."""
+    _, sides = joined
+    attempt = sides["attempt"][0] if sides["attempt"] else None
+    for item in sides["item"]:
+        yield item._replace(fingerprint=attempt[0])
+    for record in sides["failure"]:
+        yield beam.pvalue.TaggedOutput(
+            FAILED,
+            record if attempt is None else {**record, "fingerprint": attempt[0], "attempts": attempt[1]},
+        )
 
 
 class EncodeItems(beam.PTransform):
@@ -398,14 +400,22 @@ class EncodeItems(beam.PTransform):
         from transforms.fingerprint import FingerprintVideos
 
         fingerprinted = videos | "FingerprintVideos" >> FingerprintVideos(self.sampler_config.config_hash())
-        planned = videos | "PlanDecodes" >> beam.ParDo(
-            PlanDecodes(self.reuse), beam.pvalue.AsDict(fingerprinted.fingerprints)
-        ).with_outputs("reused", "attempts", main="decode")
+        planned = (
+            {"uri": videos, "fingerprint": fingerprinted.fingerprints}
+            | "JoinFingerprints" >> beam.CoGroupByKey()
+            | "PlanDecodes"
+            >> beam.ParDo(PlanDecodes(self.reuse)).with_outputs("reused", "attempts", main="decode")
+        )
         decoded, decode_failures = self.decode(planned.decode, failures)
-        attempts = beam.pvalue.AsDict(planned.attempts)
-        encoded = (
-            decoded | "RecordFingerprint" >> beam.Map(with_fingerprint, attempts),
-            planned.reused,
-        ) | "DecodedAndReused" >> beam.Flatten()
-        recorded = decode_failures | "RecordAttempt" >> beam.Map(with_attempt, attempts)
-        return encoded, (recorded, fingerprinted.missing) | "WithMissingVideos" >> beam.Flatten()
+        recorded = (
+            {
+                "item": decoded | "KeyDecoded" >> beam.Map(lambda item: (item.item_id, item)),
+                "failure": decode_failures
+                | "KeyFailure" >> beam.Map(lambda record: (record["item_id"], record)),
+                "attempt": planned.attempts,
+            }
+            | "JoinAttempts" >> beam.CoGroupByKey()
+            | "RecordFingerprints" >> beam.FlatMap(with_fingerprints).with_outputs(FAILED, main="items")
+        )
+        encoded = (recorded.items, planned.reused) | "DecodedAndReused" >> beam.Flatten()
+        return encoded, (recorded[FAILED], fingerprinted.missing) | "WithMissingVideos" >> beam.Flatten()
