@@ -243,4 +243,6 @@ def build_pipeline(
         )
     )
     if publish_with is not None:
-        written_version | "PublishAsLatest" >> beam.Map(publish_version, publish_with.to_json(), config.keep)
+        written_version | "PublishAsLatest" >> beam.Map(
+            publish_version, publish_with.to_json(), config.keep, config.max_dropped_fraction
+        )

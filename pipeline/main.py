@@ -19,11 +19,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from pipeline import versions
+from pipeline.gates import GATE_EXIT, GateTripped, gate_problems
 from pipeline.graph import build_pipeline
 from pipeline.local_runner import avoid_data_plane_race
 from pipeline.options import IngestConfig, parse
-from pipeline.runs import launch_on_root, run_on_root
-from pipeline.summary import format_summary
+from pipeline.runs import Interrupted, launch_on_output, launch_on_root, run_on_output, run_on_root
+from pipeline.summary import format_summary, video_stats
 from transforms import storage
 from transforms.interactions import resolve_inputs
 from transforms.item_shards import ReuseFrom
@@ -50,16 +51,6 @@ def job_counters(outcome) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
-def videos_attempted(manifest: dict) -> int:
-    """Videos the sampler was run on: encoded ones plus those it rejected."""
-    if manifest["sampler"] is None:
-        return 0
-    from transforms.decode.types import ERROR_KINDS
-
-    failed = manifest["counts"]["items_failed"]
-    return manifest["counts"]["items_encoded"] + sum(failed.get(kind, 0) for kind in ERROR_KINDS)
-
-
 def run(argv: list[str]) -> IngestResult:
     """Run the ingest job with command-line arguments, wait for it, and return what it wrote.
 
@@ -70,7 +61,7 @@ def run(argv: list[str]) -> IngestResult:
     """
     config, beam_args, quiet = parse(argv)
     if config.dataset_root is None:
-        return run_job(config, beam_args, quiet)
+        return run_on_output(config, lambda staged: run_job(staged, beam_args, quiet), quiet)
     return run_on_root(config, lambda versioned, reuse: run_job(versioned, beam_args, quiet, reuse), quiet)
 
 
@@ -85,7 +76,7 @@ def launch(argv: list[str]):
     """
     config, beam_args, quiet = parse(argv)
     if config.dataset_root is None:
-        return start_job(config, beam_args, quiet)
+        return launch_on_output(config, lambda checked: start_job(checked, beam_args, quiet))
     return launch_on_root(
         config,
         lambda versioned, reuse, lease: start_job(versioned, beam_args, quiet, reuse, publish_with=lease),
@@ -136,21 +127,21 @@ def run_job(
     wall = time.monotonic() - started
     options = PipelineOptions(beam_args)
     manifest = read_manifest(config.output)
-    videos = videos_attempted(manifest)
+    counters = job_counters(outcome)
     direct = options.view_as(DirectOptions)
     stats = {
         "wall_s": round(wall, 3),
-        "videos": videos,
-        "videos_per_s": round(videos / wall, 3) if wall > 0 else 0.0,
+        **video_stats(counters, wall),
         "runner": options.view_as(StandardOptions).runner,
         "workers": direct.direct_num_workers or 1,
         "running_mode": direct.direct_running_mode,
+        "gates": gate_problems(manifest["counts"], config.max_dropped_fraction),
     }
     stats_json = (json.dumps(stats, indent=2) + "\n").encode()
     storage.write_bytes(storage.join(config.output, RUN_STATS_FILE), stats_json)
     if not quiet:
         print(format_summary(manifest, stats))
-    return IngestResult(config.output, manifest, stats, job_counters(outcome))
+    return IngestResult(config.output, manifest, stats, counters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     except versions.VersionError as err:
         print(f"videorec ingest: error: {err}", file=sys.stderr)
         return 3
+    except GateTripped as err:
+        print(f"videorec ingest: error: {err}", file=sys.stderr)
+        return GATE_EXIT
+    except Interrupted as err:
+        print(f"videorec ingest: {err}", file=sys.stderr)
+        return err.exit_status
     return 0
 
 

@@ -1,30 +1,231 @@
-"""Run orchestration for dataset roots: the lease, the version a run writes, publishing and pruning.
+"""Run orchestration: checks before the job, where it writes, gates, and what happens after it.
 
-``pipeline.main`` runs the job; with ``--dataset-root`` it goes through :func:`run_on_root` (wait
-for the job, then publish) or :func:`launch_on_root` (the job's last step publishes).
+``pipeline.main`` builds and runs the job; these functions wrap it:
+
+- :func:`run_on_output` (``--output``): the job writes a staging folder beside the output; only a
+  dataset that passes the gates (:mod:`pipeline.gates`) is swapped into place, replacing the old
+  one whole (``--overwrite``). A failed, refused or interrupted run deletes its staging folder.
+- :func:`run_on_root` (``--dataset-root``): take the root's lease (renewed while the job runs), write
+  a new version, check the gates, publish it as ``LATEST``, release, prune. A failed, refused or
+  interrupted run deletes its version and releases the root.
+- :func:`launch_on_output` / :func:`launch_on_root`: the same checks, for a launcher that submits the
+  job and exits; the job's last step (:func:`publish_version`) checks the gates and publishes.
+
+Ctrl-C (SIGINT) and SIGTERM during a run clean up as above, then raise :class:`Interrupted`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import secrets
+import shutil
+import signal
+import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 from pipeline import versions
+from pipeline.gates import GateTripped, check_gates, gate_problems
 from pipeline.options import IngestConfig
+from pipeline.preflight import check_inputs
+from pipeline.versions.folders import process_is_dead
+from transforms import storage
 from transforms.item_shards import ReuseFrom
+from transforms.manifest import MANIFEST_FILE, read_manifest
+
+STAGING = ".staging-"
+"""Infix of a local run's staging folder: ``PARENT/.NAME.staging-<host>-<pid>-<random>``."""
 
 
-def publish_version(_, lease_json: str, keep: int | None) -> list[str]:
-    """The job's last step when it was launched without waiting: ``versions.finish_run`` on a worker.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (what schedulers send); handled like Ctrl-C."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by Ctrl-C or SIGTERM and cleaned up; ``exit_status`` is 130 or 143."""
+
+    def __init__(self, signal_name: str, cleaned: str):
+        self.exit_status = 128 + int(getattr(signal, signal_name))
+        super().__init__(f"interrupted by {signal_name}; {cleaned}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` in the main thread, so clean-up code runs."""
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _signal_name(interrupt: KeyboardInterrupt) -> str:
+    return "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+
+
+WORKER_SITE = str(Path(__file__).resolve().parent / "worker_site")
+"""Folder with the ``sitecustomize`` module that quiets local Beam worker processes' start-up logging."""
+
+
+def quiet_local_workers() -> None:
+    """Put :data:`WORKER_SITE` first on ``PYTHONPATH`` for the worker processes this run starts."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if WORKER_SITE not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([WORKER_SITE, *paths])
+
+
+def announce(config: IngestConfig, quiet: bool) -> None:
+    """The run's first progress line, printed before any input is read; quiets local workers."""
+    quiet_local_workers()
+    if not quiet:
+        target = config.output or f"{config.dataset_root} (new version)"
+        print(f"ingest: checking inputs and {target}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- --output
+
+
+def run_on_output(config: IngestConfig, run_job, quiet: bool):
+    """Check inputs, run ``run_job(staged_config)`` into a staging folder, gate, swap into ``--output``.
+
+    ``run_job`` returns an ``IngestResult``; the result returned names the final folder. On ``gs://``
+    there is no rename: the job writes the output prefix directly (with ``--overwrite`` the old
+    objects are deleted first, manifest first, so no old manifest ever sits beside new shards).
+
+    Raises:
+        preflight.BadInput: before the job, when an input or the output cannot be used.
+        GateTripped: the dataset failed a gate; the output is left as it was (local) or empty (gs://).
+        Interrupted: Ctrl-C or SIGTERM; the staging folder is gone, the output as it was.
+    """
+    announce(config, quiet)
+    check_inputs(config)
+    final = config.output
+    if storage.is_remote(final):
+        _delete_dataset(final)
+        staging = final
+    else:
+        _remove_abandoned_staging(final)
+        staging = _staging_folder(final)
+    with sigterm_as_interrupt():
+        try:
+            result = run_job(replace(config, output=staging))
+            check_gates(result.manifest, config.max_dropped_fraction)
+        except KeyboardInterrupt as interrupt:
+            _delete_dataset(staging)
+            raise Interrupted(_signal_name(interrupt), f"removed the unfinished output {staging}") from None
+        except BaseException:
+            _delete_dataset(staging)
+            raise
+        if staging != final:
+            swap_into_place(staging, final)
+    return replace(result, output=final)
+
+
+def launch_on_output(config: IngestConfig, start_job):
+    """Check inputs and submit ``start_job(config)`` writing ``--output`` directly (the launcher exits)."""
+    check_inputs(config)
+    if config.overwrite:
+        _delete_dataset(config.output)
+    return start_job(config)
+
+
+def _staging_folder(final: str) -> str:
+    path = Path(final).absolute()
+    token = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return str(path.parent / f".{path.name}{STAGING}{token}")
+
+
+def _remove_abandoned_staging(final: str) -> None:
+    """Delete staging folders of ``final`` left by killed runs of this host (their process is gone)."""
+    path = Path(final).absolute()
+    if not path.parent.is_dir():
+        return
+    host = socket.gethostname()
+    for folder in path.parent.glob(f".{path.name}{STAGING}*"):
+        owner = folder.name.rsplit(STAGING, 1)[1].rsplit("-", 2)
+        dead = len(owner) == 3 and owner[0] == host and owner[1].isdigit()
+        if dead and process_is_dead(int(owner[1])):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _delete_dataset(folder: str) -> None:
+    """Delete a dataset folder (local or ``gs://``), its manifest first so it never looks complete."""
+    manifest = storage.join(folder, MANIFEST_FILE)
+    if storage.exists(manifest):
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.delete([manifest])
+    storage.delete_tree(folder)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def swap_into_place(staging: str, final: str) -> None:
+    """Make the complete dataset at ``staging`` the folder ``final``, removing what ``final`` held.
+
+    An existing ``final`` is exchanged with ``staging`` in one atomic rename where the OS supports it
+    (Linux), else moved aside first; then the old content is deleted. Readers see the old dataset or
+    the new one, never a mix.
+    """
+    if not os.path.exists(final):
+        os.rename(staging, final)
+        return
+    if _exchange(staging, final):
+        old = staging
+    else:
+        old = f"{staging}.old"
+        os.rename(final, old)
+        os.rename(staging, final)
+    _delete_dataset(old)
+
+
+# ---------------------------------------------------------------------------------------------- --dataset-root
+
+
+def publish_version(_, lease_json: str, keep: int | None, max_dropped_fraction: float) -> list[str]:
+    """The job's last step when it was launched without waiting: gates, then ``versions.finish_run``.
 
     Publishes the version the lease names as ``LATEST``, releases the root and prunes to ``keep``
-    versions; returns the pruned version ids. A retried step that finds its version already
+    versions; returns the pruned version ids. A version that trips a gate is deleted and the root
+    released (``GateTripped`` fails the job). A retried step that finds its version already
     published only releases the lease.
     """
     lease = versions.RunLease.from_json(lease_json)
     if versions.latest_version_id(lease.root) == lease.version_id:
         versions.release_run_lease(lease)
         return []
+    problems = gate_problems(
+        read_manifest(versions.version_url(lease.root, lease.version_id))["counts"], max_dropped_fraction
+    )
+    if problems:
+        versions.abandon_run(lease)
+        raise GateTripped(problems)
     return versions.finish_run(lease, keep=keep)
 
 
@@ -40,17 +241,33 @@ def version_to_write(config: IngestConfig, lease: versions.RunLease) -> tuple[In
 
 
 def run_on_root(config: IngestConfig, run_job, quiet: bool):
-    """Take the root's lease, run ``run_job(config, reuse)`` for a new version, publish it and prune.
+    """Check inputs, take the root's lease, run ``run_job(config, reuse)`` for a new version, gate,
+    publish it and prune.
 
-    A failed job releases the root and leaves ``LATEST`` as it was.
+    The lease is renewed while the job runs (``versions.LeaseKeeper``). A failed, refused
+    (``GateTripped``) or interrupted (``Interrupted``) run deletes its version and releases the
+    root; ``LATEST`` stays as it was.
     """
-    lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s)
-    try:
-        versioned, reuse = version_to_write(config, lease)
-        result = run_job(versioned, reuse)
-    except BaseException:
-        versions.release_run_lease(lease)
-        raise
+    announce(config, quiet)
+    check_inputs(config)
+    lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s, held_by_process=True)
+    keeper = versions.LeaseKeeper(lease, config.lease_ttl_s)
+    with sigterm_as_interrupt():
+        try:
+            with keeper:
+                versioned, reuse = version_to_write(config, lease)
+                result = run_job(versioned, reuse)
+            check_gates(result.manifest, config.max_dropped_fraction)
+        except KeyboardInterrupt as interrupt:
+            versions.abandon_run(keeper.lease)
+            raise Interrupted(
+                _signal_name(interrupt),
+                f"removed unpublished version {lease.version_id} and released the root",
+            ) from None
+        except BaseException:
+            versions.abandon_run(keeper.lease)
+            raise
+    lease = keeper.lease
     pruned = versions.finish_run(lease, keep=config.keep)
     if not quiet:
         print(f"ingest: published {lease.version_id} as {config.dataset_root}/LATEST", file=sys.stderr)
@@ -60,7 +277,9 @@ def run_on_root(config: IngestConfig, run_job, quiet: bool):
 
 
 def launch_on_root(config: IngestConfig, start_job):
-    """Take the root's lease and submit ``start_job(config, reuse, lease)``, whose last step publishes."""
+    """Check inputs, take the root's lease and submit ``start_job(config, reuse, lease)``, whose last
+    step gates and publishes. The launcher exits after submitting, so the lease is not renewed."""
+    check_inputs(config)
     lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s)
     try:
         versioned, reuse = version_to_write(config, lease)

@@ -1,6 +1,9 @@
-"""The human-readable summary printed at the end of an ingest run (and by ``videorec inspect``)."""
+"""The human-readable summary printed at the end of an ingest run (and by ``videorec inspect``), and
+the run's video accounting (``run_stats.json``)."""
 
 from __future__ import annotations
+
+INTERNAL_ERROR = "internal_error"
 
 
 def _human_bytes(n: int) -> str:
@@ -16,8 +19,32 @@ def _by_reason(counts: dict) -> str:
     return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
 
 
+def video_stats(counters: dict[str, int], wall_s: float) -> dict:
+    """What the run did with videos, from the job's Beam counters.
+
+    ``videos_decoded``: videos the decoder opened in this run (sampled or failed; a missing file is
+    not counted); ``videos_reused``:
+    items whose frames came unchanged from the previous version; ``videos_retried``: decoded again
+    after failing last time; ``videos_given_up``: failed ``--max-attempts`` times, not tried again;
+    ``videos_per_s``: ``videos_decoded`` over the wall time (reused videos cost no decoding).
+    """
+    decoded = counters.get("videos_decoded", 0) + sum(
+        n
+        for name, n in counters.items()
+        if name.startswith("videos_failed_") and name != "videos_failed_not_found"
+    )
+    return {
+        "videos_decoded": decoded,
+        "videos_reused": counters.get("items_reused", 0),
+        "videos_retried": counters.get("videos_retried", 0),
+        "videos_given_up": counters.get("videos_given_up", 0),
+        "videos_per_s": round(decoded / wall_s, 3) if wall_s > 0 else 0.0,
+    }
+
+
 def format_summary(manifest: dict, stats: dict | None = None) -> str:
-    """Items encoded, failures by reason, users, interactions, shards, bytes and (with ``stats``) videos/s."""
+    """Items encoded, failures by reason, users, interactions, shards, bytes and (with ``stats``) the
+    run's videos decoded, reused and retried, videos/s over the decoded ones, and the gates."""
     counts = manifest["counts"]
     shards = manifest["shards"]
     shard_bytes = sum(s["bytes"] for kind in ("items", "train") for s in shards[kind])
@@ -32,9 +59,19 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
         f"  shards      {len(shards['items'])} item shards, {len(shards['train'])} train shards, "
         f"{_human_bytes(shard_bytes)}",
     ]
+    internal = counts["items_failed"].get(INTERNAL_ERROR, 0)
+    if internal:
+        lines.append(
+            f"  BUG         {internal} video(s) failed with {INTERNAL_ERROR}: an unexpected error in the "
+            "sampler; their messages are in the failures files (please report them)"
+        )
     if stats:
         lines.append(
-            f"  run         {stats['wall_s']:.1f} s, {stats['videos']} videos at {stats['videos_per_s']:.2f} videos/s "
-            f"on {stats['workers']} worker(s)"
+            f"  run         {stats['wall_s']:.1f} s on {stats['workers']} worker(s); videos: "
+            f"{stats['videos_decoded']} decoded at {stats['videos_per_s']:.2f}/s, {stats['videos_reused']} reused, "
+            f"{stats['videos_retried']} retried, {stats['videos_given_up']} given up"
         )
+        gates = stats.get("gates")
+        if gates is not None:
+            lines += [f"  NOT PUBLISHED {problem}" for problem in gates] or ["  gates       passed"]
     return "\n".join(lines)
