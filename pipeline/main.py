@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from pipeline import versions
 from pipeline.gates import GATE_EXIT, GateTripped, gate_problems
 from pipeline.graph import build_pipeline
-from pipeline.local_runner import avoid_data_plane_race
+from pipeline.local_runner import avoid_data_plane_race, keep_memory_flat
 from pipeline.options import IngestConfig, parse
 from pipeline.runs import Interrupted, launch_on_output, launch_on_root, run_on_output, run_on_root
 from pipeline.summary import format_summary, video_stats
@@ -102,6 +102,7 @@ def start_job(
             file=sys.stderr,
         )
     avoid_data_plane_race()
+    keep_memory_flat()
     pipeline = beam.Pipeline(options=options)
     build_pipeline(
         pipeline,

@@ -1,4 +1,4 @@
-"""Regression: the local runner's data-plane race that lost users at 2M rows (pipeline/local_runner.py).
+"""Local-runner fixes: the data-plane race that lost users at 2M rows, and malloc settings (pipeline/local_runner.py).
 
 The race needs a flusher thread to sit between ``get()`` and ``_clear()`` while another write
 lands, so the tests force that interleaving with events instead of hoping for it under load.
@@ -6,6 +6,9 @@ lands, so the tests force that interleaving with events instead of hoping for it
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
@@ -50,3 +53,21 @@ def test_local_runs_use_a_stream_that_keeps_every_chunk():
         assert write_during_a_flush(worker_handlers.DATA_BUFFER_TIME_LIMIT_MS) == b"chunk-1;chunk-2;chunk-3;"
     finally:
         worker_handlers.DATA_BUFFER_TIME_LIMIT_MS = before
+
+
+def test_local_runs_tune_malloc_here_and_in_the_workers_they_start():
+    script = (
+        "import os, subprocess, sys\n"
+        "from pipeline.local_runner import keep_memory_flat\n"
+        "print(sorted(keep_memory_flat().items()))\n"
+        'child = \'import os; print(os.environ["MALLOC_ARENA_MAX"], os.environ["MALLOC_MMAP_THRESHOLD_"])\'\n'
+        "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True).stdout.strip())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["MALLOC_ARENA_MAX"] = "4"  # a setting the user made wins
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    applied, child = out.stdout.strip().splitlines()[-2:]
+    assert applied == str(
+        [("MALLOC_ARENA_MAX", 4), ("MALLOC_MMAP_THRESHOLD_", 262144), ("MALLOC_TRIM_THRESHOLD_", 1048576)]
+    )
+    assert child == "4 262144"
