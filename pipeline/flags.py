@@ -177,8 +177,8 @@ def add_frame_flags(parser: argparse.ArgumentParser, *, old_names: bool = False)
         "--threads",
         "decode_threads",
         defaults.threads,
-        "decoder threads per video",
-        type=positive_int,
+        "decoder threads per video; 0: FFmpeg's choice, as a plain PyAV decode loop",
+        type=non_negative_int,
         metavar="N",
     )
     flag(

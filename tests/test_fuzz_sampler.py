@@ -1,4 +1,5 @@
-"""A fixed-seed slice of the sampler fuzz run: mutated real videos never hang or crash the caller."""
+"""A fixed-seed slice of the sampler fuzz run: mutated real videos never hang or crash the caller, and
+the sampler samples every one a plain PyAV decode loop samples, with the same frames."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ def test_mutations_are_seeded_and_change_the_file():
 def test_forty_mutated_videos_are_each_sampled_or_classified(shared_data, tmp_path):
     sources = source_videos(shared_data / "videos", max_bytes=1_000_000)
     config = SamplerConfig(size=(32, 32), timeout_s=5.0, max_memory_mb=1024)
-    report = run_fuzz(sources, cases=40, seed=1234, config=config, work_dir=tmp_path)
+    report = run_fuzz(sources, cases=40, seed=1234, config=config, work_dir=tmp_path, compare=True)
     assert report.escaped == []
     assert report.hangs == []
     assert report.unexpected == []
+    # Every file a plain PyAV decode loop samples, the sampler samples, with the same frames.
+    assert report.plain_sampled > 10 and report.missed == [] and report.different == []
     assert report.cases == 40
     assert set(report.outcomes) <= {"sampled", *ERROR_KINDS}
     assert report.outcomes["sampled"] > 0

@@ -1,8 +1,8 @@
 """What both backends share: opening a video, choosing and probing its stream, the metadata record.
 
-:func:`open_source` and :func:`open_video_stream` open the file (errors become ``not_found`` or
-``corrupt``), :func:`choose_stream` picks the first video stream that is not cover art, :func:`probe`
-reads what the container claims (:class:`VideoInfo`) and enforces ``max_pixels``; a backend returns
+:func:`open_source` and :func:`open_video_stream` open the file (errors become ``not_found``,
+``io_error``, ``no_video_stream`` or ``corrupt``), :func:`choose_stream` picks the first video
+stream that is not cover art (a still image has none), :func:`probe` reads what the container claims (:class:`VideoInfo`) and enforces ``max_pixels``; a backend returns
 the chosen frames as a :class:`DecodedWindow`, which :func:`to_frame_sample` turns into the
 :class:`~transforms.decode.types.FrameSample` with its metadata.
 """
@@ -18,7 +18,7 @@ from typing import Any
 import av
 
 from transforms.decode.types import SAMPLER_VERSION, FrameSample, SamplerConfig, VideoError
-from transforms.decode.video_source import CountingReader, open_video
+from transforms.decode.video_source import CountingReader, is_io_error, open_video
 
 
 @dataclass
@@ -79,8 +79,15 @@ def mp4_box_overrun(source: io.RawIOBase) -> int | None:
     return None
 
 
+STILL_IMAGE_FORMATS = ("image2",)
+"""Demuxers of single images; FFmpeg's image probes (``jpeg_pipe``, ``png_pipe``...) end in ``_pipe``."""
+
+
 def choose_stream(container, source: io.RawIOBase, uri: str):
-    """The first video stream that is not cover art."""
+    """The first video stream that is not cover art; a still image has none."""
+    name = container.format.name
+    if name in STILL_IMAGE_FORMATS or name.endswith("_pipe"):
+        raise VideoError("no_video_stream", f"{uri} is a still image ({name}), not a video")
     for stream in container.streams.video:
         if not stream.disposition & av.stream.Disposition.attached_pic:
             return stream
@@ -130,8 +137,14 @@ def probe(container, stream, uri: str, config: SamplerConfig) -> VideoInfo:
     )
 
 
-def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig):
-    """A freshly opened container and its video stream, set up for decoding (other streams discarded)."""
+def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig, *, plain: bool = False):
+    """A freshly opened container and its video stream, set up for decoding.
+
+    Other streams are discarded; with ``config.threads`` >= 1 the decoder gets that many threads,
+    with 0 FFmpeg's default. ``plain`` leaves both as PyAV sets them (what a plain ``av.open`` +
+    decode loop gets): damaged streams decode differently with other threading (VP9 with a damaged
+    header decodes only with tile threads), and the sampler must then match such a loop.
+    """
     source.seek(0)
     container = open_container(source, uri)
     try:
@@ -142,9 +155,12 @@ def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig):
     if stream.codec_context is None:
         container.close()
         raise VideoError("unsupported_codec", f"{uri}: the bundled FFmpeg has no decoder for its video codec")
+    if plain:
+        return container, stream
     if config.threads > 1:
         stream.thread_type = "AUTO"
-    stream.codec_context.thread_count = config.threads
+    if config.threads:
+        stream.codec_context.thread_count = config.threads
     for other in container.streams:
         if other.index != stream.index:
             other.discard = av.stream.Discard.all
@@ -152,13 +168,23 @@ def open_video_stream(source: CountingReader, uri: str, config: SamplerConfig):
 
 
 def open_source(uri: str) -> CountingReader:
-    """``open_video`` with a missing or unreadable file reported as ``not_found``."""
+    """``open_video``, with a missing file reported as ``not_found`` and a storage or network
+    failure as ``io_error`` (a directory or another non-file at ``uri`` is ``not_found`` too)."""
     try:
         return open_video(uri)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise VideoError("not_found", str(exc)) from exc
-    except OSError as exc:
-        raise VideoError("not_found", f"cannot read {uri}: {exc}") from exc
+    except Exception as exc:
+        if is_io_error(exc):
+            raise VideoError("io_error", f"cannot read {uri}: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+def raise_read_error(source: CountingReader, uri: str) -> None:
+    """Raise ``io_error`` if reading ``source`` failed: what was decoded cannot be trusted then."""
+    error = source.read_error
+    if error is not None:
+        raise VideoError("io_error", f"reading {uri} failed: {type(error).__name__}: {error}") from error
 
 
 def to_frame_sample(

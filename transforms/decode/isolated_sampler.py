@@ -8,7 +8,8 @@ Limits are enforced from outside the decode:
 * memory: the parent polls the worker's resident set and kills it above ``config.max_memory_mb``
   (``memory``); inside the worker an address-space limit (``RLIMIT_AS``, the same margin above the
   idle worker's size) turns a sudden huge allocation into a MemoryError before the poll could see it;
-* crash: a worker that dies mid-video (a segfault in a decoder) gives ``corrupt``.
+* crash: a worker that dies mid-video (a segfault in a decoder) gives ``corrupt``;
+* a Python exception in the sampler is a bug and gives ``internal_error``.
 
 The worker is a fresh ``python -m transforms.decode.isolated_sampler`` (no fork of a threaded parent, no
 re-import of the caller's main module); requests and answers are JSON plus raw JPEG bytes on two pipes.
@@ -26,12 +27,10 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from transforms.decode.sampler import sample_video
+from transforms.decode.sampler import UNEXPECTED, sample_video
 from transforms.decode.types import FrameSample, SamplerConfig, VideoError
 
 POLL_S = 0.02
-# Start of the message of a Python exception inside the worker (a sampler bug, reported as corrupt).
-UNEXPECTED_PREFIX = "{uri}: unexpected error in the sampler: "
 START_TIMEOUT_S = 120.0
 # The in-worker cooperative deadline only backs up the parent's hard limit.
 WORKER_DEADLINE_FACTOR = 2.0
@@ -88,9 +87,9 @@ def serve(requests: Connection, answers: Connection, config: SamplerConfig) -> N
         except MemoryError:
             message = f"{uri}: out of memory (above {config.max_memory_mb} MiB)"
             _answer(answers, {"status": "error", "kind": "memory", "message": message})
-        except Exception as exc:  # noqa: BLE001 - a decoder bug must not kill the pipeline
-            message = UNEXPECTED_PREFIX.format(uri=uri) + f"{type(exc).__name__}: {exc}"
-            _answer(answers, {"status": "error", "kind": "corrupt", "message": message})
+        except Exception as exc:  # noqa: BLE001 - a sampler bug must not kill the pipeline
+            message = UNEXPECTED.format(uri=uri) + f"{type(exc).__name__}: {exc}"
+            _answer(answers, {"status": "error", "kind": "internal_error", "message": message})
 
 
 def main(argv: list[str]) -> None:

@@ -33,6 +33,7 @@ from transforms.decode.container import (
     open_source,
     open_video_stream,
     probe,
+    raise_read_error,
     to_frame_sample,
 )
 from transforms.decode.frame_render import frame_rotation, frame_to_rgb, jpeg_renderer
@@ -65,24 +66,49 @@ def _time_of(pts: int, tb: Fraction) -> float:
 
 
 class _ErrorCount:
-    """Packets the decoder rejected; skipped as the ffmpeg CLI skips them."""
+    """Signs of damage: packets the decoder rejected (skipped, as the ffmpeg CLI and a plain decode
+    loop skip them), frames it flagged corrupt (concealed errors), and a demuxer error that ended
+    the stream early (what was read until then is kept)."""
 
     def __init__(self):
         self.count = 0
+        self.corrupt_frames = 0
+        self.demux_error: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.count or self.corrupt_frames or self.demux_error)
 
 
 def _decode_packet(ctx, packet, errors: _ErrorCount) -> list[av.VideoFrame]:
+    """The frames the decoder outputs after ``packet``; none when it rejects the packet.
+
+    Any FFmpeg error counts as a rejection (invalid data, "try again" (EAGAIN) or an allocation
+    failure (ENOMEM) on a damaged stream): a plain ``for packet in container.demux(): decode``
+    loop that skips failing packets samples such files, and so must the sampler.
+    """
     try:
-        return ctx.decode(packet)
-    except av.error.InvalidDataError:
+        frames = ctx.decode(packet)
+    except av.error.FFmpegError:
         errors.count += 1
         return []
+    errors.corrupt_frames += sum(frame.is_corrupt for frame in frames)
+    return frames
 
 
 def _decode_all(container, stream, deadline, errors: _ErrorCount):
-    """Every frame of ``stream`` in output order, skipping packets the decoder rejects."""
+    """Every frame of ``stream`` in output order, skipping packets the decoder rejects; a demuxer
+    error ends the stream there (no drain), as it ends a plain decode loop."""
     ctx = stream.codec_context
-    for packet in container.demux(stream):
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as exc:
+            errors.demux_error = str(exc)
+            return
         deadline.check()
         yield from _decode_packet(ctx, packet, errors)
 
@@ -278,10 +304,24 @@ def _linear_times(container, stream, deadline, errors) -> tuple[list[float], flo
 def _linear_window(
     source, info: VideoInfo, config: SamplerConfig, deadline, errors, keep: _Keeper
 ) -> DecodedWindow:
-    """Two fresh linear decodes: the first learns every frame's time, the second keeps the chosen ones."""
-    container, stream = open_video_stream(source, deadline.uri, config)
+    """Two fresh linear decodes: the first learns every frame's time, the second keeps the chosen ones.
+
+    Both decode as a plain PyAV decode loop does (``open_video_stream(plain=True)``: FFmpeg's
+    threading, no stream discarded) unless ``config.threads`` forces a thread count; then a first
+    pass that shows damage (a rejected packet, a frame flagged corrupt, a demuxer error) is redone
+    plainly: how a decoder conceals damage depends on its threading, and the sampler must sample
+    what such a loop samples, with the same frames.
+    """
+    plain = config.threads == 0
+    container, stream = open_video_stream(source, deadline.uri, config, plain=plain)
     with container:
         times, last_duration, count = _linear_times(container, stream, deadline, errors)
+    if errors.any and not plain:
+        plain = True
+        errors.count, errors.corrupt_frames, errors.demux_error = 0, 0, None
+        container, stream = open_video_stream(source, deadline.uri, config, plain=True)
+        with container:
+            times, last_duration, count = _linear_times(container, stream, deadline, errors)
     if not times:
         raise VideoError(
             "corrupt",
@@ -293,7 +333,7 @@ def _linear_window(
     )
     wanted = set(window.indices)
     kept: dict[int, Any] = {}
-    container, stream = open_video_stream(source, deadline.uri, config)
+    container, stream = open_video_stream(source, deadline.uri, config, plain=plain)
     with container:
         for index, frame in enumerate(_decode_all(container, stream, deadline, _ErrorCount())):
             if index in wanted:
@@ -313,6 +353,7 @@ def _linear_window(
         index_timing=window.index_timing,
         path="linear",
         frames_decoded=count + max(window.indices) + 1,
+        extra={"demux_error": errors.demux_error} if errors.demux_error else {},
     )
 
 
@@ -336,13 +377,21 @@ def _decode_window(source: CountingReader, uri: str, config: SamplerConfig, conv
         keep = _Keeper(convert, info)
         try:
             window = _seek_window(container, stream, info, config, deadline, errors, keep)
+            if errors.any:
+                raise _Untrusted(
+                    f"damage near the middle ({errors.count} packet(s) rejected, "
+                    f"{errors.corrupt_frames} frame(s) flagged corrupt)"
+                )
         except _Untrusted as reason:
-            window = None
-            linear_because = str(reason)
+            window, linear_because = None, str(reason)
+        except av.error.FFmpegError as exc:  # seeking or demuxing a damaged file
+            window, linear_because = None, f"seeking failed: {exc}"
     if window is None:
+        errors = _ErrorCount()
         window = _linear_window(source, info, config, deadline, errors, keep)
         window.extra["linear_because"] = linear_because
     window.extra["rejected_packets"] = errors.count
+    raise_read_error(source, uri)
     return window
 
 
@@ -367,7 +416,11 @@ def decode_window(
     except VideoError:
         raise
     except (av.error.FFmpegError, MemoryError) as exc:
+        raise_read_error(source, uri)
         raise _classify_ffmpeg_error(exc, uri) from exc
+    except Exception:
+        raise_read_error(source, uri)
+        raise
     finally:
         if own_source:
             source.close()

@@ -16,20 +16,59 @@ backends produce them:
 
 from __future__ import annotations
 
-from transforms.decode.types import FrameSample, SamplerConfig
+import time
+
+from transforms.decode.types import FrameSample, SamplerConfig, VideoError
+
+IO_ATTEMPTS = 3
+"""Tries of a video whose reading fails with a storage or network error (``io_error``)."""
+
+IO_BACKOFF_S = 0.5
+"""Wait before the second try; doubled before each further one."""
+
+UNEXPECTED = "{uri}: unexpected error in the sampler (a bug, not a property of the file): "
+"""Start of the message of an ``internal_error``."""
 
 
 def sample_video(uri: str, config: SamplerConfig | None = None) -> FrameSample:
     """Sample ``config.num_frames`` middle frames of the video at ``uri`` (local path or ``gs://``).
 
+    A storage or network error is retried :data:`IO_ATTEMPTS` times with exponential backoff (while
+    half of ``config.timeout_s`` is left), then reported as ``io_error``. An exception that is not a
+    ``VideoError`` nor a ``MemoryError`` is a bug: it is reported as ``internal_error``.
+
     Raises:
         VideoError: the video cannot be sampled; ``kind`` classifies why.
+        MemoryError: Python itself ran out of memory (the isolated worker reports it as ``memory``).
     """
     config = config or SamplerConfig()
-    if config.backend == "ffmpeg":
-        from transforms.decode.ffmpeg_backend import sample_with_ffmpeg
+    started = time.monotonic()
+    wait = IO_BACKOFF_S
+    for attempt in range(1, IO_ATTEMPTS + 1):
+        try:
+            return _sample_once(uri, config)
+        except VideoError as error:
+            out_of_time = time.monotonic() - started + wait > config.timeout_s / 2
+            if error.kind != "io_error" or attempt == IO_ATTEMPTS or out_of_time:
+                if error.kind == "io_error":
+                    raise VideoError("io_error", f"{error.message} (tried {attempt} times)") from error
+                raise
+        time.sleep(wait)
+        wait *= 2
+    raise AssertionError("unreachable")
 
-        return sample_with_ffmpeg(uri, config)
-    from transforms.decode.pyav_backend import sample_with_pyav
 
-    return sample_with_pyav(uri, config)
+def _sample_once(uri: str, config: SamplerConfig) -> FrameSample:
+    try:
+        if config.backend == "ffmpeg":
+            from transforms.decode.ffmpeg_backend import sample_with_ffmpeg
+
+            return sample_with_ffmpeg(uri, config)
+        from transforms.decode.pyav_backend import sample_with_pyav
+
+        return sample_with_pyav(uri, config)
+    except (VideoError, MemoryError):
+        raise
+    except Exception as exc:
+        message = UNEXPECTED.format(uri=uri) + f"{type(exc).__name__}: {exc}"
+        raise VideoError("internal_error", message) from exc

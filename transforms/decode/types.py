@@ -23,7 +23,21 @@ ERROR_KINDS = (
     "too_large",
     "timeout",
     "memory",
+    "io_error",
+    "internal_error",
 )
+"""Why a video could not be sampled:
+
+- ``not_found``: nothing exists at the URI;
+- ``no_video_stream``: the file has no video stream (audio only, no streams, a still image);
+- ``unsupported_codec``: the bundled FFmpeg has no decoder for it;
+- ``corrupt``: the data is damaged: the container does not open, or no frame decodes;
+- ``too_large``: frames bigger than ``max_pixels``;
+- ``timeout`` / ``memory``: over the time limit or memory cap;
+- ``io_error``: reading the file failed (storage or network), still failing after retries; the
+  file may be fine, and the next run tries it again;
+- ``internal_error``: an unexpected exception in the sampler: a bug, never a property of the file.
+"""
 
 RESIZE_MODES = ("center-crop", "squash", "pad")
 BACKENDS = ("pyav", "ffmpeg")
@@ -60,7 +74,10 @@ class SamplerConfig:
             side to fit and pads with black.
         jpeg_quality: JPEG quality 1..100 of the output frames.
         backend: ``"pyav"`` (in-process, default) or ``"ffmpeg"`` (the ffmpeg CLI).
-        threads: decoder threads; 1 (default) because Beam already runs one video per core.
+        threads: decoder threads. 0 (default) leaves threading to FFmpeg, as a plain PyAV decode loop
+            does (slice threads; most micro-videos have one slice per frame, so one thread works):
+            how a decoder conceals damage depends on its threading, and with FFmpeg's default the
+            sampler's frames of a damaged file equal a plain loop's. N >= 1 forces N threads.
         timeout_s: wall-clock limit per video. Enforced hard by ``IsolatedSampler`` (the worker is
             killed); ``sample_video`` checks it between packets only.
         max_memory_mb: memory cap per video worker, enforced by ``IsolatedSampler``.
@@ -74,7 +91,7 @@ class SamplerConfig:
     resize: str = "center-crop"
     jpeg_quality: int = 90
     backend: str = "pyav"
-    threads: int = 1
+    threads: int = 0
     timeout_s: float = 60.0
     max_memory_mb: int = 2048
     max_pixels: int = 7680 * 4320
@@ -94,8 +111,8 @@ class SamplerConfig:
             problems.append(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.backend not in BACKENDS:
             problems.append(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.threads < 1:
-            problems.append(f"threads must be >= 1, got {self.threads}")
+        if self.threads < 0:
+            problems.append(f"threads must be >= 0, got {self.threads}")
         if self.timeout_s <= 0 or self.max_memory_mb <= 0 or self.max_pixels <= 0:
             problems.append("timeout_s, max_memory_mb and max_pixels must be positive")
         if problems:

@@ -11,6 +11,19 @@ from __future__ import annotations
 import io
 import os
 
+IO_ERROR_MODULES = ("google.api_core", "google.auth", "google.resumable_media", "requests", "urllib3")
+"""Packages whose exceptions mean storage or network trouble (the GCS client and its transport)."""
+
+
+def is_io_error(exc: BaseException) -> bool:
+    """True for storage and network errors: ``OSError`` (not a missing file), a short read, or an
+    exception of the GCS client's libraries. Anything else reading raises is a bug."""
+    if isinstance(exc, FileNotFoundError):
+        return False
+    if isinstance(exc, OSError | EOFError):
+        return True
+    return any(type(exc).__module__.startswith(module) for module in IO_ERROR_MODULES)
+
 
 def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
@@ -25,6 +38,8 @@ class CountingReader(io.RawIOBase):
 
     That is the wrapped reader's own ``bytes_downloaded`` when it keeps one (the ranged ``gs://``
     reader, whose readahead ``read`` never hands out), else the bytes handed out by ``read``.
+    ``read_error`` keeps the first exception a read or seek raised (the decoder sees only "end of
+    data" or a failure), so the sampler can report a storage error as such.
     """
 
     def __init__(self, raw, size: int):
@@ -32,6 +47,7 @@ class CountingReader(io.RawIOBase):
         self._raw = raw
         self.size = size
         self._handed_out = 0
+        self.read_error: Exception | None = None
 
     @property
     def bytes_read(self) -> int:
@@ -45,7 +61,12 @@ class CountingReader(io.RawIOBase):
         return True
 
     def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
+        try:
+            data = self._raw.read(size)
+        except Exception as exc:
+            if is_io_error(exc):
+                self.read_error = self.read_error or exc
+            raise
         self._handed_out += len(data)
         return data
 
@@ -55,7 +76,12 @@ class CountingReader(io.RawIOBase):
         return len(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._raw.seek(offset, whence)
+        try:
+            return self._raw.seek(offset, whence)
+        except Exception as exc:
+            if is_io_error(exc):
+                self.read_error = self.read_error or exc
+            raise
 
     def tell(self) -> int:
         return self._raw.tell()
