@@ -118,3 +118,14 @@ def test_beam_histories_and_sequences():
 def test_cut_rejects_bad_limits(bad):
     with pytest.raises(ValueError):
         cut_shards([1], bad, 10)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a.json", "k.12.0.jpg", "x" * 95 + ".json", "x" * 96 + ".jpg0", "x" * 101, "é.json", "_e9.0.jpg"],
+)
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 10**6])
+def test_member_size_shortcut_equals_the_written_header(name, size):
+    from transforms.tar_shards import member_header, padded
+
+    assert member_size(name, size) == len(member_header(name, size)) + padded(size)

@@ -11,6 +11,7 @@ one worker; a bucket holds about one shard's worth of elements.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
@@ -22,8 +23,12 @@ import apache_beam as beam
 BUCKET_FILL = 0.8
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stable_hash(identifier: str) -> int:
-    """A 64-bit hash of ``identifier`` that is the same in every process and on every run."""
+    """A 64-bit hash of ``identifier`` that is the same in every process and on every run.
+
+    Cached per process (popular item IDs are hashed again and again; the cache is bounded).
+    """
     return int.from_bytes(hashlib.blake2b(identifier.encode("utf-8"), digest_size=8).digest(), "little")
 
 

@@ -34,8 +34,18 @@ def padded(size: int) -> int:
 
 
 def member_size(name: str, size: int) -> int:
-    """Bytes a member named ``name`` with ``size`` data bytes takes in the archive (header included)."""
+    """Bytes a member named ``name`` with ``size`` data bytes takes in the archive (header included).
+
+    A short ASCII name and a size that fits the ustar field need no PAX record: one 512-byte
+    header (checked against :func:`member_header` in the tests); anything else is measured.
+    """
+    if len(name) <= _USTAR_NAME and name.isascii() and size < _USTAR_MAX_SIZE:
+        return BLOCK + padded(size)
     return len(member_header(name, size)) + padded(size)
+
+
+_USTAR_NAME = tarfile.LENGTH_NAME
+_USTAR_MAX_SIZE = 8**11
 
 
 def sample_size(members: Iterable[tuple[str, int]]) -> int:
