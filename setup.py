@@ -25,6 +25,13 @@ EXTRAS = {
     "train": [
         "torch>=2.4,<2.15",
         "torchvision>=0.19,<0.30",
+        # VideoMAE (model classes only; weights come from a local from_pretrained folder)
+        "transformers>=4.40",
+        # SlowFast-R50 and X3D; 0.1.5 is the last release, it needs fvcore/iopath/portalocker
+        "pytorchvideo==0.1.5",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.9",
+        "portalocker>=2.0",
     ],
     "test": [
         "pytest>=8",

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from tests.fixtures_dataset import solid_frames, write_dataset
 from trainer.config import DataConfig
-from trainer.data import StreamPosition, TrainStream, expand_shard_urls, item_batches
+from trainer.data import ItemStream, StreamPosition, TrainStream, expand_shard_urls
 from trainer.dataset import load_dataset
 from trainer.frames import FrameTransform
 
@@ -168,8 +168,10 @@ def _read_everything(base_url: str) -> None:
     assert dataset.shard_urls("train")[0].startswith(base_url)
     batches = list(_stream(dataset.shard_urls("train"), shuffle=True))
     assert _users(batches, dataset) == set(range(NUM_USERS))
-    indices = torch.cat([i for i, _ in item_batches(dataset.shard_urls("items"), FrameTransform(8), 16)])
+    batches = list(ItemStream(dataset.shard_urls("items"), FrameTransform(8), 16))
+    indices = torch.cat([batch["indices"] for batch in batches])
     assert sorted(indices.tolist()) == list(range(1, dataset.num_items + 1))
+    assert sum(batch["read_errors"] + len(batch["failed"]) for batch in batches) == 0
 
 
 def test_reads_shards_over_http(dataset_dir):

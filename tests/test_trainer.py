@@ -97,7 +97,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
 
 
 def test_presets_and_overrides():
-    paper = preset("paper")
+    paper = preset("paper")  # MicroLens Code/VideoRec/SASRec, see docs/TRAINING.md
     assert (paper.model.num_blocks, paper.model.num_heads, paper.model.dim, paper.model.ffn_dim) == (
         2,
         2,
@@ -111,6 +111,15 @@ def test_presets_and_overrides():
         paper.optim.lr,
         paper.optim.weight_decay,
     ) == (1e-4, 0.0, 1e-4, 0.1)
+    assert (paper.optim.epochs, paper.optim.schedule, paper.optim.warmup_steps, paper.optim.amp) == (
+        50,
+        "constant",
+        0,
+        True,
+    )
+    assert (paper.loss.candidates, paper.loss.logq, paper.selection_metric) == ("in-batch", True, "HR@10")
+    assert (paper.data.frame_size, paper.data.squash) == (224, True)
+    assert (paper.model.encoder, paper.model.encoder_weights) == ("slowfast_r50", "KINETICS400")
     ml = preset("sasrec-ml")
     assert (ml.model.max_seq_len, ml.model.dim, ml.model.num_blocks, ml.model.num_heads) == (50, 64, 2, 2)
     assert (ml.model.dropout, ml.optim.lr, ml.model.encoder) == (0.2, 1e-3, "id")
@@ -188,8 +197,12 @@ def test_tiny_video_run_writes_checkpoints_metrics_and_results(tmp_path):
     assert state["dataset_version"] == "test-v1"
     results = json.loads((run / "results.json").read_text())
     overall = {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "users"}
-    assert set(results["test"]) == overall | {f"{name}/rare" for name in overall}
+    assert set(results["test"]) == overall | {f"{name}/rare" for name in overall} | {"targets_not_encoded"}
     assert set(results["popularity_test"]) == set(results["test"])
+    assert results["items"]["items_encoded"] == 12 and results["items"]["items_not_encoded"] == 0
+    assert results["lost"]["skipped_samples"] == 0 and results["lost"]["failed_reads"] == 0
+    evals = [r for r in records if r["type"] == "eval"]
+    assert all(r["encode_items_per_s"] > 0 and r["items_encoded"] == 12 for r in evals)
 
 
 def test_frozen_baseline_uses_extracted_features(tmp_path):
@@ -199,7 +212,17 @@ def test_frozen_baseline_uses_extracted_features(tmp_path):
     features = tmp_path / "features.npy"
     assert (
         extract_main(
-            ["--data", str(data), "--encoder", "tiny", "--frame-size", "8", "--output", str(features)]
+            [
+                "--data",
+                str(data),
+                "--encoder",
+                "tiny",
+                "--allow-random-backbone",
+                "--frame-size",
+                "8",
+                "--output",
+                str(features),
+            ]
         )
         == 0
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+SELECTION_METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
+
 
 @dataclass
 class DataConfig:
@@ -39,6 +41,8 @@ class DataConfig:
     """Train-time random crop and horizontal flip (evaluation always centre-crops)."""
     decode_device: str = "cpu"
     """``cpu``: loader workers decode JPEGs; ``cuda``: the trainer decodes on the GPU with nvjpeg."""
+    max_lost_fraction: float = 0.001
+    """Stop the run once corrupt samples + failed shard reads exceed this fraction of the samples it reads."""
 
 
 @dataclass
@@ -48,7 +52,11 @@ class ModelConfig:
     encoder: str = "tiny"
     """Item encoder: a video registry name (see ``trainer.models.video_encoders``), ``id`` or ``frozen``."""
     encoder_weights: str | None = None
-    """Backbone weights: a local ``.pt`` state dict, or a torchvision weights name (e.g. ``KINETICS400_V1``)."""
+    """Pretrained backbone weights: a weights name (``KINETICS400_V1`` for torchvision nets,
+    ``KINETICS400`` for pytorchvideo nets), read from the torch hub cache and never downloaded;
+    a local state-dict file (``.pt`` / ``.pth`` / ``.pyth``); or a Hugging Face model folder (VideoMAE)."""
+    allow_random_backbone: bool = False
+    """Allow ``frozen`` / ``top-k`` on a backbone without pretrained weights (ablations, benchmarks)."""
     features: str | None = None
     """For ``frozen``: the ``.npy`` feature table written by ``videorec extract``."""
     freeze: str = "top-k"
@@ -73,7 +81,7 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with separate encoder / recommender groups, warmup + cosine schedule."""
+    """AdamW with separate encoder / recommender groups, warmup then a cosine or constant schedule."""
 
     epochs: int = 10
     """Passes over the training shards."""
@@ -91,14 +99,16 @@ class OptimConfig:
     """Weight decay of the recommender parameters."""
     grad_clip: float = 5.0
     """Clip the global gradient norm to this value (0 disables)."""
+    schedule: str = "cosine"
+    """``cosine`` (decay to ``lr * min_lr_ratio`` at the last step) or ``constant`` after warmup."""
     warmup_steps: int = 0
-    """Linear warmup steps before the cosine decay."""
+    """Linear warmup steps before the schedule."""
     min_lr_ratio: float = 0.0
     """Cosine decays to ``lr * min_lr_ratio``."""
     grad_accumulation: int = 1
     """Micro-batches per optimizer step."""
     amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    """bf16 autocast on CUDA for training steps and item encoding (ignored on CPU); scores stay fp32."""
 
 
 @dataclass
@@ -129,6 +139,8 @@ class TrainConfig:
     """Users (and items, when encoding) per evaluation batch."""
     eval_every_epoch: bool = True
     """Evaluate on validation after every epoch (keeps the best checkpoint)."""
+    selection_metric: str = "NDCG@10"
+    """Validation metric that picks ``best.pt`` (one of ``SELECTION_METRICS``)."""
     checkpoint_every: int = 0
     """Also checkpoint every N optimizer steps (0: only at epoch ends)."""
     log_every: int = 1
@@ -160,12 +172,15 @@ def _tiny() -> TrainConfig:
 
 
 def _paper() -> TrainConfig:
+    """MicroLens's VideoRec with SASRec (westlake-repl/MicroLens, Code/VideoRec/SASRec): the source of
+    every field, and each place where this preset differs on purpose, is in docs/TRAINING.md."""
     return TrainConfig(
-        data=DataConfig(batch_size=64, frame_size=224, squash=True, num_workers=8),
+        data=DataConfig(batch_size=120, frame_size=224, squash=True, augment=False, num_workers=8),
         model=ModelConfig(
-            encoder="r3d_18",
+            encoder="slowfast_r50",
+            encoder_weights="KINETICS400",
             freeze="top-k",
-            trainable_blocks=2,
+            trainable_blocks=1,
             dim=512,
             num_blocks=2,
             num_heads=2,
@@ -174,14 +189,18 @@ def _paper() -> TrainConfig:
             max_seq_len=10,
         ),
         optim=OptimConfig(
-            epochs=20,
+            epochs=50,
             encoder_lr=1e-4,
             encoder_weight_decay=0.0,
             lr=1e-4,
             weight_decay=0.1,
             grad_clip=5.0,
-            warmup_steps=500,
+            schedule="constant",
+            warmup_steps=0,
+            amp=True,
         ),
+        loss=LossConfig(candidates="in-batch", logq=True),
+        selection_metric="HR@10",
     )
 
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trainer import storage
 from trainer.config import DataConfig
-from trainer.frames import FrameTransform, decode_clip, frames_of, sample_generator
+from trainer.frames import FrameTransform, decode_frames, frames_of, sample_generator
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +51,25 @@ def expand_shard_urls(pattern: str) -> list[str]:
     return wds.shardlists.expand_urls(pattern)
 
 
-def _warn_and_continue(exn: Exception) -> bool:
-    log.warning("skipping unreadable shard data: %r", exn)
-    return True
+class ReadErrors:
+    """A webdataset error handler that logs, counts and continues (the count travels in the batches).
+
+    Shard opens and reads are already retried with backoff (``trainer.storage``); what reaches
+    this handler is lost data, and it is counted, never dropped silently.
+    """
+
+    def __init__(self):
+        self.count = 0
+
+    def handler(self, exn: Exception) -> bool:
+        log.warning("unreadable shard data (counted as a failed read): %r", exn)
+        self.count += 1
+        return True
+
+    def take(self) -> int:
+        """Failed reads since the last call."""
+        count, self.count = self.count, 0
+        return count
 
 
 def decode_window(sample: dict, max_seq_len: int) -> list[int]:
@@ -73,7 +89,8 @@ class TrainStream(IterableDataset):
     Yields dicts: ``items`` long ``[B, L+1]`` (right-padded with 0), ``unique_items`` long
     ``[U]``, ``frames`` uint8 ``[U, T, 3, S, S]`` (or ``jpegs``: per unique item, its JPEG
     bytes, when decoding on the GPU; neither without frames), ``skipped`` (corrupt samples
-    dropped from this batch) and ``batch_index`` (global batch number within the epoch).
+    dropped from this batch), ``read_errors`` (shard reads that failed since the previous
+    batch of this worker) and ``batch_index`` (global batch number within the epoch).
     """
 
     def __init__(
@@ -112,13 +129,14 @@ class TrainStream(IterableDataset):
         group, groups = self.rank * num_workers + worker, self.world_size * num_workers
         skip = len(range(worker, self.position.batches, num_workers))
         todo = range(worker + skip * num_workers, self.batches_per_epoch, num_workers)
+        errors = ReadErrors()
         raw_batches = wds.filters.batched(self.config.batch_size, collation_fn=list, partial=False)(
-            self._shuffled_samples(group, groups)
+            self._shuffled_samples(group, groups, errors)
         )
         for batch_index, raw in zip(todo, itertools.islice(raw_batches, skip, None), strict=False):
-            yield self._decode_batch(raw, batch_index)
+            yield dict(self._decode_batch(raw, batch_index), read_errors=errors.take())
 
-    def _shuffled_samples(self, group: int, groups: int) -> Iterator[dict]:
+    def _shuffled_samples(self, group: int, groups: int, errors: ReadErrors) -> Iterator[dict]:
         """Endless passes over this group's share of the shards, each pass shuffled on its own."""
         epoch = self.position.epoch
         split_shards = len(self.urls) >= groups
@@ -130,7 +148,7 @@ class TrainStream(IterableDataset):
             if split_shards:
                 urls = urls[group::groups]
             samples = wds.tariterators.tarfile_samples(
-                ({"url": url} for url in urls), handler=_warn_and_continue, select_files=select
+                ({"url": url} for url in urls), handler=errors.handler, select_files=select
             )
             if not split_shards:
                 samples = itertools.islice(samples, group, None, groups)
@@ -182,7 +200,7 @@ class TrainStream(IterableDataset):
                 found[item] = jpegs
                 continue
             generator = sample_generator(self.seed, self.position.epoch, f"{sample['__key__']}/{item}")
-            found[item] = self.transform(decode_clip(jpegs, min_size=self.transform.decode_size), generator)
+            found[item] = decode_frames(jpegs, self.transform, generator)
         return found
 
 
@@ -200,29 +218,71 @@ def train_loader(stream: IterableDataset, config: DataConfig, pin_memory: bool) 
     )
 
 
-def item_batches(
-    urls: list[str], transform: FrameTransform, batch_size: int, rank: int = 0, world_size: int = 1
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Item shards -> (item indices ``[n]``, uint8 clips ``[n, T, 3, S, S]``) for this rank's items.
+class ItemStream(IterableDataset):
+    """Item shards -> batches of this rank's items, read by DataLoader workers.
 
-    Items whose frames cannot be decoded are logged and left out (they score as padding).
+    Shards are split across ``world_size x num_workers`` groups (by sample when there are
+    fewer shards than groups), so each rank reads only its share. Yields dicts: ``indices``
+    long ``[n]``, ``clips`` uint8 ``[n, T, 3, S, S]``, ``failed`` long ``[f]`` (indices of
+    items whose frames did not decode: never encoded, never ranked), ``unreadable`` (item
+    samples without a readable index) and ``read_errors`` (shard read failures). A batch
+    may hold no clips (``n == 0``) when it only reports failures.
     """
-    storage.register_webdataset_openers()
-    samples = wds.tariterators.tarfile_samples(({"url": url} for url in urls), handler=_warn_and_continue)
-    indices, clips = [], []
-    for position, sample in enumerate(samples):
-        if position % world_size != rank:
-            continue
-        try:
-            meta = json.loads(sample["json"])
-            clip = transform(decode_clip(frames_of(sample, ""), min_size=transform.decode_size))
-        except Exception as exn:
-            log.warning("skipping corrupt item sample %s: %r", sample.get("__key__"), exn)
-            continue
-        indices.append(int(meta["item_index"]))
-        clips.append(clip)
-        if len(indices) == batch_size:
-            yield torch.tensor(indices), torch.stack(clips)
-            indices, clips = [], []
-    if indices:
-        yield torch.tensor(indices), torch.stack(clips)
+
+    def __init__(
+        self, urls: list[str], transform: FrameTransform, batch_size: int, rank: int = 0, world_size: int = 1
+    ):
+        self.urls, self.transform, self.batch_size = list(urls), transform, batch_size
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[dict]:
+        storage.register_webdataset_openers()
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        group, groups = self.rank * workers + worker, self.world_size * workers
+        split_shards = len(self.urls) >= groups
+        errors = ReadErrors()
+        urls = self.urls[group::groups] if split_shards else self.urls
+        samples = wds.tariterators.tarfile_samples(({"url": url} for url in urls), handler=errors.handler)
+        if not split_shards:
+            samples = itertools.islice(samples, group, None, groups)
+        indices, clips, failed, unreadable = [], [], [], 0
+        for sample in samples:
+            try:
+                index = int(json.loads(sample["json"])["item_index"])
+            except Exception as exn:  # no index: the item cannot even be named
+                log.warning("unreadable item sample %s: %r", sample.get("__key__"), exn)
+                unreadable += 1
+                continue
+            try:
+                clips.append(decode_frames(frames_of(sample, ""), self.transform))
+                indices.append(index)
+            except Exception as exn:
+                log.warning("item %d (%s): frames do not decode: %r", index, sample.get("__key__"), exn)
+                failed.append(index)
+            if len(indices) == self.batch_size:
+                yield self._batch(indices, clips, failed, unreadable, errors.take())
+                indices, clips, failed, unreadable = [], [], [], 0
+        if indices or failed or unreadable or errors.count:
+            yield self._batch(indices, clips, failed, unreadable, errors.take())
+
+    def _batch(self, indices, clips, failed, unreadable, read_errors) -> dict:
+        size = self.transform.size
+        return {
+            "indices": torch.tensor(indices, dtype=torch.long),
+            "clips": torch.stack(clips) if clips else torch.zeros(0, 0, 3, size, size, dtype=torch.uint8),
+            "failed": torch.tensor(failed, dtype=torch.long),
+            "unreadable": unreadable,
+            "read_errors": read_errors,
+        }
+
+
+def item_loader(stream: ItemStream, num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader over item batches (``num_workers`` decoding processes, pinned batches on CUDA)."""
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if num_workers else None,
+    )

@@ -1,17 +1,29 @@
-"""Full-ranking evaluation: HR@K and NDCG@K over every item, history masked.
+"""Full-ranking evaluation: HR@K and NDCG@K over every item, history masked, ties against the target.
 
-Each item is encoded once (from the item shards, the id table or the feature table),
-every user's history is run through SASRec, and the held-out item is ranked against
-all items. Items of the user's history other than the target are masked; a target's
-rank is the number of items scoring strictly higher. Users are split across ranks and
-the integer/float64 sums are all-reduced, so distributed evaluation gives the
-single-process numbers.
+Each evaluation encodes every item once (from the item shards with DataLoader workers, the
+id table or the feature table), then runs every user's history through SASRec and ranks the
+held-out item against all *candidate* items:
+
+- scores are computed in fp32 (autocast is switched off for the user states and scores, even
+  inside an autocast region; only item *encoding* may run under bf16 autocast);
+- a target's rank is the number of **other** candidate items scoring **at least as high**
+  (a tie counts against the target; a NaN score counts against the target);
+- items of the user's history other than the target are masked;
+- items whose frames cannot be decoded (or that are missing from the item shards) are not
+  candidates and are dropped from the input windows; they are counted (``ItemTable``), and a
+  user whose *target* cannot be encoded counts as a miss (``targets_not_encoded``).
+
+Users are split across ranks and the integer/float64 sums are all-reduced, so distributed
+evaluation gives the single-process numbers.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,22 +32,46 @@ import torch.distributed as dist
 from trainer.dataset import DatasetInfo, UserSequences
 from trainer.frames import FrameTransform
 
+log = logging.getLogger(__name__)
+
 CUTOFFS = (10, 20)
 SPLITS = {"valid": 2, "test": 1}
 """Split -> how many items from the end the target sits (leave-one-out)."""
+MISS = 2**62
+"""Rank given to a target that cannot be ranked (not encodable, NaN score): beyond every cutoff."""
+COUNT_KEYS = ("users", "targets_not_encoded")
+"""Metric keys that are counts, not means."""
 
 
-def ranks_of_targets(scores: torch.Tensor, targets: torch.Tensor, histories: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among all items.
+def ranks_of_targets(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    histories: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Pessimistic 0-based rank of each target: how many other candidate items score at least as high.
 
-    ``scores`` ``[B, N+1]`` (column 0 = padding), ``targets`` ``[B]``, ``histories`` ``[B, H]``
-    (0 = pad): history items other than the target are excluded from the ranking.
+    ``scores`` ``[B, N+1]`` (column 0 = padding, never a candidate), ``targets`` ``[B]``,
+    ``histories`` ``[B, H]`` (0 = pad): history items other than the target are not
+    candidates. ``candidates`` (bool ``[N+1]``, default all) removes items that could not be
+    encoded. A NaN score counts against the target; a target that is not a candidate, or
+    scores NaN, gets rank :data:`MISS`.
     """
-    scores = scores.float().clone()
+    scores = scores.float()
+    allowed = (
+        torch.ones_like(scores, dtype=torch.bool) if candidates is None else candidates.expand_as(scores)
+    )
+    allowed = allowed.clone()
+    allowed[:, 0] = False
+    allowed.scatter_(1, histories, False)
+    allowed.scatter_(1, targets.unsqueeze(1), False)  # only *other* items compete
     target_scores = scores.gather(1, targets.unsqueeze(1))
-    scores.scatter_(1, histories, float("-inf"))
-    scores[:, 0] = float("-inf")
-    return (scores > target_scores).sum(dim=1)
+    ahead = (scores >= target_scores) | scores.isnan()
+    ranks = (ahead & allowed).sum(dim=1)
+    unrankable = target_scores.squeeze(1).isnan()
+    if candidates is not None:
+        unrankable |= ~candidates[targets]
+    return ranks.masked_fill(unrankable, MISS)
 
 
 def metric_sums(ranks: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS) -> dict[str, float]:
@@ -62,16 +98,22 @@ def evaluation_cases(sequences: UserSequences, split: str) -> tuple[list[np.ndar
 
 
 def _pad(rows: list[np.ndarray], width: int | None = None) -> torch.Tensor:
-    width = width or max(len(r) for r in rows)
+    width = width or max(1, max(len(r) for r in rows))
     out = torch.zeros(len(rows), width, dtype=torch.long)
     for i, row in enumerate(rows):
-        row = row[-width:]
+        row = row[-width:] if len(row) else row
         out[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
     return out
 
 
-def _sums(ranks: torch.Tensor, targets: torch.Tensor, rare_items: torch.Tensor | None) -> dict[str, float]:
+def _sums(
+    ranks: torch.Tensor,
+    targets: torch.Tensor,
+    rare_items: torch.Tensor | None,
+    candidates: torch.Tensor | None,
+) -> dict[str, float]:
     sums = metric_sums(ranks)
+    sums["targets_not_encoded"] = float((~candidates[targets]).sum()) if candidates is not None else 0.0
     if rare_items is not None:
         rare = rare_items[targets]
         sums.update({f"{key}/rare": value for key, value in metric_sums(ranks[rare]).items()})
@@ -89,25 +131,32 @@ def score_users(
     rank: int = 0,
     world_size: int = 1,
     rare_items: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """HR/NDCG means for the given cases; users are split across ranks and the sums all-reduced.
 
     ``score`` maps right-padded history windows ``[B, max_seq_len]`` to item scores ``[B, N+1]``.
     With ``rare_items`` (bool ``[N+1]``), ``KEY/rare`` metrics cover the users whose target is rare.
+    With ``candidates`` (bool ``[N+1]``), only those items are ranked and the input windows
+    keep only those items (``targets_not_encoded`` counts users whose target is not one).
     """
     mine = range(rank, len(histories), world_size)
     if rare_items is not None:
         rare_items = rare_items.to(device)
+    keep = candidates.cpu().numpy() if candidates is not None else None
+    if candidates is not None:
+        candidates = candidates.to(device)
     no_ranks = torch.zeros(0, device=device)
     no_targets = torch.zeros(0, dtype=torch.long, device=device)
-    sums = {key: 0.0 for key in _sums(no_ranks, no_targets, rare_items)}
+    sums = {key: 0.0 for key in _sums(no_ranks, no_targets, rare_items, candidates)}
     for start in range(0, len(mine), batch_size):
         rows = list(mine[start : start + batch_size])
         batch_histories = [histories[i] for i in rows]
-        window = _pad(batch_histories, max_seq_len).to(device)
+        inputs = batch_histories if keep is None else [h[keep[h]] for h in batch_histories]
+        window = _pad(inputs, max_seq_len).to(device)
         batch_targets = torch.from_numpy(targets[rows]).to(device)
-        ranks = ranks_of_targets(score(window), batch_targets, _pad(batch_histories).to(device))
-        for key, value in _sums(ranks, batch_targets, rare_items).items():
+        ranks = ranks_of_targets(score(window), batch_targets, _pad(batch_histories).to(device), candidates)
+        for key, value in _sums(ranks, batch_targets, rare_items, candidates).items():
             sums[key] += value
     if world_size > 1:
         packed = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
@@ -117,13 +166,53 @@ def score_users(
 
 
 def finish(sums: dict[str, float]) -> dict[str, float]:
-    """Sums -> means (``users`` counts stay counts)."""
+    """Sums -> means (counts: ``users``, ``targets_not_encoded``, stay counts)."""
     means = {}
     for key, value in sums.items():
         group = key.partition("/")[2]
         users = sums["users/" + group if group else "users"]
-        means[key] = value if key.split("/")[0] == "users" else (value / users if users else math.nan)
+        is_count = key.split("/")[0] in COUNT_KEYS
+        means[key] = value if is_count else (value / users if users else math.nan)
     return means
+
+
+@dataclass
+class ItemTable:
+    """Every item's embedding, and which items could be encoded."""
+
+    embeddings: torch.Tensor
+    """float32 ``[N+1, d]``; rows of items that were not encoded are zero and never used."""
+    encoded: torch.Tensor
+    """bool ``[N+1]``: candidates (row 0, padding, is False)."""
+    seconds: float = 0.0
+    """Wall time of the encoding."""
+    failed: int = 0
+    """Item samples whose frames did not decode (all ranks)."""
+    unreadable: int = 0
+    """Item samples without a readable item index (all ranks)."""
+    read_errors: int = 0
+    """Item-shard reads that failed (all ranks)."""
+
+    @property
+    def not_encoded(self) -> int:
+        """Items (1..N) that are not candidates: undecodable, unreadable or missing from the shards."""
+        return int((~self.encoded[1:]).sum())
+
+    @property
+    def items_per_s(self) -> float:
+        return int(self.encoded.sum()) / self.seconds if self.seconds > 0 else math.nan
+
+    def stats(self) -> dict[str, float]:
+        """What ``metrics.jsonl`` and ``results.json`` report about the encoding."""
+        return {
+            "items_encoded": int(self.encoded.sum()),
+            "items_not_encoded": self.not_encoded,
+            "item_decode_failures": self.failed,
+            "item_samples_unreadable": self.unreadable,
+            "item_read_errors": self.read_errors,
+            "encode_s": self.seconds,
+            "encode_items_per_s": self.items_per_s,
+        }
 
 
 @torch.no_grad()
@@ -136,30 +225,68 @@ def encode_items(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
-) -> torch.Tensor:
-    """Every item's embedding ``[N+1, d]`` (row 0 and items without frames stay zero)."""
-    from trainer.data import item_batches
+    *,
+    num_workers: int = 0,
+    autocast: bool = False,
+) -> ItemTable:
+    """Encode every item once: id/feature tables directly, video items from the item shards.
 
+    Video items are read by ``num_workers`` DataLoader workers (pinned batches on CUDA), each
+    rank encoding its share of the shards; the rows are all-reduced. ``autocast`` runs the
+    item encoder under bf16 autocast; the table is returned in fp32 either way.
+    """
+    from trainer.data import ItemStream, item_loader
+
+    start = time.perf_counter()
     encoder = model.item_encoder
+    num_items = dataset.num_items
     if not encoder.needs_frames:
-        return encoder(torch.arange(dataset.num_items + 1, device=device)).float()
+        embeddings = encoder(torch.arange(num_items + 1, device=device)).float()
+        encoded = encoder.available().to(device)
+        return ItemTable(embeddings, encoded, time.perf_counter() - start)
     transform = FrameTransform(frame_size, squash=squash, train=False)
-    table = None
-    for indices, clips in item_batches(dataset.shard_urls("items"), transform, batch_size, rank, world_size):
-        embeddings = encoder(indices.to(device), clips.to(device)).float()
-        if table is None:
-            table = torch.zeros(dataset.num_items + 1, embeddings.shape[1], device=device)
-        table[indices.to(device)] = embeddings
-    if table is None:
-        width = encoder.projection.out_features
-        table = torch.zeros(dataset.num_items + 1, width, device=device)
+    stream = ItemStream(dataset.shard_urls("items"), transform, batch_size, rank, world_size)
+    table = torch.zeros(num_items + 1, encoder.projection.out_features, device=device)
+    hits = torch.zeros(num_items + 1, dtype=torch.int64, device=device)
+    counts = torch.zeros(3, dtype=torch.int64, device=device)  # failed, unreadable, read errors
+    for batch in item_loader(stream, num_workers, pin_memory=device.type == "cuda"):
+        counts += torch.tensor(
+            [len(batch["failed"]), batch["unreadable"], batch["read_errors"]], device=device
+        )
+        if not len(batch["indices"]):
+            continue
+        indices = batch["indices"].to(device, non_blocking=True)
+        if bool(((indices < 1) | (indices > num_items)).any()):
+            raise ValueError(f"item shards hold an item_index outside 1..{num_items}")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            embeddings = encoder(indices, batch["clips"].to(device, non_blocking=True))
+        table[indices] = embeddings.float()
+        hits[indices] += 1
     if world_size > 1:
         dist.all_reduce(table)
-    return table
+        dist.all_reduce(hits)
+        dist.all_reduce(counts)
+    if bool((hits > 1).any()):
+        raise ValueError("an item_index appears more than once in the item shards")
+    encoded = hits > 0
+    encoded[0] = False
+    failed, unreadable, read_errors = (int(c) for c in counts.tolist())
+    items = ItemTable(table, encoded, time.perf_counter() - start, failed, unreadable, read_errors)
+    if items.not_encoded:
+        missing = torch.nonzero(~encoded[1:]).flatten()[:10].add(1).tolist()
+        log.warning(
+            "%d of %d items could not be encoded (e.g. %s): they are not candidates",
+            items.not_encoded,
+            num_items,
+            missing,
+        )
+    return items
 
 
-def popularity_baseline(dataset: DatasetInfo, split: str, batch_size: int = 1024) -> dict[str, float]:
-    """Metrics of ranking every user's candidates by training popularity (history masked)."""
+def popularity_baseline(
+    dataset: DatasetInfo, split: str, candidates: torch.Tensor | None = None, batch_size: int = 1024
+) -> dict[str, float]:
+    """Metrics of ranking every user's candidates by training popularity (history masked, ties pessimistic)."""
     popularity = torch.from_numpy(dataset.popularity).double()
     histories, targets = evaluation_cases(dataset.sequences, split)
     return score_users(
@@ -170,7 +297,51 @@ def popularity_baseline(dataset: DatasetInfo, split: str, batch_size: int = 1024
         batch_size,
         torch.device("cpu"),
         rare_items=dataset.rare_items(),
+        candidates=candidates,
     )
+
+
+@torch.no_grad()
+def score_split(
+    model,
+    dataset: DatasetInfo,
+    split: str,
+    items: ItemTable,
+    *,
+    max_seq_len: int,
+    batch_size: int,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``) against encoded ``items``.
+
+    User states and scores are fp32: autocast is disabled here even inside an autocast region.
+    """
+    was_training = model.training
+    model.eval()
+    table = items.embeddings.float()
+    try:
+        with torch.autocast(device.type, enabled=False):
+            histories, targets = evaluation_cases(dataset.sequences, split)
+
+            def score(window: torch.Tensor) -> torch.Tensor:
+                return model.user_states(window, table).float() @ table.T
+
+            return score_users(
+                score,
+                histories,
+                targets,
+                max_seq_len,
+                batch_size,
+                device,
+                rank,
+                world_size,
+                dataset.rare_items().to(device),
+                items.encoded,
+            )
+    finally:
+        model.train(was_training)
 
 
 def evaluate(
@@ -185,28 +356,36 @@ def evaluate(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
-) -> dict[str, float]:
-    """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``)."""
+    num_workers: int = 0,
+    autocast: bool = False,
+) -> tuple[dict[str, float], ItemTable]:
+    """(metrics of ``model`` on ``split``, the item table it was scored against): encode, then score."""
     was_training = model.training
     model.eval()
     try:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            table = encode_items(model, dataset, frame_size, squash, batch_size, device, rank, world_size)
-            histories, targets = evaluation_cases(dataset.sequences, split)
-
-            def score(window: torch.Tensor) -> torch.Tensor:
-                return model.user_states(window, table).float() @ table.float().T
-
-            return score_users(
-                score,
-                histories,
-                targets,
-                max_seq_len,
-                batch_size,
-                device,
-                rank,
-                world_size,
-                dataset.rare_items().to(device),
-            )
+        items = encode_items(
+            model,
+            dataset,
+            frame_size,
+            squash,
+            batch_size,
+            device,
+            rank,
+            world_size,
+            num_workers=num_workers,
+            autocast=autocast,
+        )
     finally:
         model.train(was_training)
+    metrics = score_split(
+        model,
+        dataset,
+        split,
+        items,
+        max_seq_len=max_seq_len,
+        batch_size=batch_size,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+    )
+    return metrics, items

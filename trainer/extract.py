@@ -1,8 +1,11 @@
 """``videorec extract``: item features from a frozen video backbone, for the ``frozen`` baseline.
 
-Writes ``OUTPUT.npy`` (float32 ``[num_items + 1, F]``, row 0 = padding, rows of items
-without decodable frames stay zero) and ``OUTPUT.json`` describing how it was made.
-The table is read back with ``numpy.load(allow_pickle=False)``.
+Writes ``OUTPUT.npy`` (float32 ``[num_items + 1, F]``, row 0 = padding = zeros, rows of
+items that could not be encoded (frames that do not decode, items missing from the item
+shards) are NaN, so they can never pass for features) and ``OUTPUT.json`` describing how it
+was made, with those counts. The table is read back with ``numpy.load(allow_pickle=False)``.
+A frozen backbone needs pretrained ``--encoder-weights`` (``--allow-random-backbone`` for
+ablations).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.data import item_batches
+from trainer.data import ItemStream, item_loader
 from trainer.dataset import load_dataset
 from trainer.frames import FrameTransform
 from trainer.models.video_encoders import ENCODERS, VideoItemEncoder, build_backbone
@@ -26,7 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videorec extract", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="dataset folder, manifest.json or root with LATEST")
     parser.add_argument("--encoder", required=True, choices=sorted(ENCODERS), help="video backbone")
-    parser.add_argument("--encoder-weights", help="local .pt state dict or torchvision weights name")
+    parser.add_argument(
+        "--encoder-weights",
+        help="weights name (read from the torch hub cache), state-dict file or model folder",
+    )
+    parser.add_argument(
+        "--allow-random-backbone", action="store_true", help="extract with random weights (ablations only)"
+    )
+    parser.add_argument("--num-workers", type=int, default=0, help="item-decoding loader workers")
     parser.add_argument("--frame-size", type=int, default=112, help="square frame side given to the backbone")
     parser.add_argument("--squash", action="store_true", help="resize ignoring aspect instead of centre crop")
     parser.add_argument("--batch-size", type=int, default=32, help="items per forward pass")
@@ -43,19 +53,34 @@ def extract_features(
     squash: bool,
     batch_size: int,
     device: torch.device,
+    *,
+    allow_random_backbone: bool = False,
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """(feature table ``[num_items + 1, F]``, description) for every item of the dataset."""
+    if not weights and not allow_random_backbone:
+        raise ValueError(
+            "frozen features from a randomly initialised backbone: pass --encoder-weights "
+            "(or --allow-random-backbone for an ablation)"
+        )
     dataset = load_dataset(data)
     if not dataset.has_frames:
         raise ValueError(f"{dataset.root}: dataset has no frames to extract features from")
-    backbone = build_backbone(encoder, weights)
+    backbone = build_backbone(encoder, weights, num_frames=dataset.num_frames, frame_size=frame_size)
     model = VideoItemEncoder(backbone, dim=1).to(device).eval()
-    table = np.zeros((dataset.num_items + 1, backbone.feature_dim), dtype=np.float32)
-    encoded = 0
+    table = np.full((dataset.num_items + 1, backbone.feature_dim), np.nan, dtype=np.float32)
+    table[0] = 0.0
+    failed = unreadable = read_errors = 0
     transform = FrameTransform(frame_size, squash=squash, train=False)
-    for indices, clips in item_batches(dataset.shard_urls("items"), transform, batch_size):
-        table[indices.numpy()] = model.features(clips.to(device)).float().cpu().numpy()
-        encoded += len(indices)
+    stream = ItemStream(dataset.shard_urls("items"), transform, batch_size)
+    for batch in item_loader(stream, num_workers, pin_memory=device.type == "cuda"):
+        failed += len(batch["failed"])
+        unreadable += batch["unreadable"]
+        read_errors += batch["read_errors"]
+        if len(batch["indices"]):
+            features = model.features(batch["clips"].to(device)).float().cpu().numpy()
+            table[batch["indices"].numpy()] = features
+    encoded = int((~np.isnan(table[1:]).any(axis=1)).sum())
     description = {
         "encoder": encoder,
         "encoder_weights": weights,
@@ -64,6 +89,10 @@ def extract_features(
         "dataset_root": dataset.root,
         "dataset_version": dataset.version,
         "items_encoded": encoded,
+        "items_not_encoded": dataset.num_items - encoded,
+        "item_decode_failures": failed,
+        "item_samples_unreadable": unreadable,
+        "item_read_errors": read_errors,
         "num_items": dataset.num_items,
         "feature_dim": backbone.feature_dim,
     }
@@ -75,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     table, description = extract_features(
-        args.data, args.encoder, args.encoder_weights, args.frame_size, args.squash, args.batch_size, device
+        args.data,
+        args.encoder,
+        args.encoder_weights,
+        args.frame_size,
+        args.squash,
+        args.batch_size,
+        device,
+        allow_random_backbone=args.allow_random_backbone,
+        num_workers=args.num_workers,
     )
     output = Path(args.output).with_suffix(".npy")
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """Frame decoding and augmentation: JPEG bytes -> uint8 clips ``[T, 3, S, S]``.
 
+On the CPU :func:`decode_frames` does it in one fused Pillow pass; with ``--decode-device
+cuda`` nvjpeg decodes and :class:`FrameTransform` resizes and crops the tensors on the GPU.
 Training uses a random crop (the same crop and flip for every frame of an item, so
 motion stays consistent) and evaluation a centre crop; ``squash`` reproduces the
 paper's code, which resizes to ``S x S`` ignoring aspect. Random choices come from a
@@ -68,12 +70,60 @@ def _resize(clip: torch.Tensor, size: int | list[int]) -> torch.Tensor:
 
 
 def _contiguous(clip: torch.Tensor, flip: bool) -> torch.Tensor:
-    """One copy into ``[T, 3, H, W]`` layout (with the flip): numpy's strided uint8 copy is far
-    faster than torch's on the CPU, and decoded frames arrive channels-last."""
-    if clip.device.type != "cpu":
-        return (clip.flip(-1) if flip else clip).contiguous()
-    array = clip.numpy()
-    return torch.from_numpy(np.ascontiguousarray(array[..., ::-1] if flip else array))
+    return (clip.flip(-1) if flip else clip).contiguous()
+
+
+def decode_frames(
+    jpegs: list[bytes], transform: FrameTransform, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One item's JPEG frames -> contiguous uint8 ``[T, 3, S, S]`` on the CPU, as ``transform`` would make them.
+
+    Fused for speed: Pillow decodes each frame downscaled in the DCT (``draft``), then one
+    ``resize`` with a source box does the resize and the crop together, straight to ``S x S``
+    (the crop window of "shorter side to ``S * 8/7``, then crop ``S``" mapped back onto the
+    source), and one strided copy lays the frame out channels-first (with the flip). The crop
+    and flip are drawn once per item, in the same order as :meth:`FrameTransform.__call__`.
+    """
+    size = transform.size
+    images = [_open_jpeg(data, transform.decode_size) for data in jpegs]
+    box = _source_box(images[0].size, transform, generator)
+    flip = transform.train and transform.augment and bool(torch.rand((), generator=generator) < 0.5)
+    out = np.empty((len(images), 3, size, size), dtype=np.uint8)
+    for t, image in enumerate(images):
+        if image.size != (size, size) or box is not None:
+            image = image.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=None)
+        array = np.asarray(image)
+        out[t] = (array[:, ::-1] if flip else array).transpose(2, 0, 1)
+    return torch.from_numpy(out)
+
+
+def _open_jpeg(data: bytes, min_size: int) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    if image.format != "JPEG":
+        raise ValueError(f"frame is {image.format}, not JPEG")
+    image.draft("RGB", (min_size, min_size))  # DCT-domain downscale, never below min_size
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _source_box(
+    source: tuple[int, int], transform: FrameTransform, generator: torch.Generator | None
+) -> tuple[float, float, float, float] | None:
+    """The crop window in source pixels (``None``: the whole frame, squashed to ``S x S``)."""
+    if transform.squash:
+        return None
+    width, height = source
+    short = min(width, height)
+    target = round(transform.size * RESIZE_MARGIN)
+    scale = short / target  # source pixels per resized pixel
+    resized_w, resized_h = (
+        (target, round(height / scale)) if width == short else (round(width / scale), target)
+    )
+    if transform.train and transform.augment:
+        top = int(torch.randint(0, resized_h - transform.size + 1, (), generator=generator))
+        left = int(torch.randint(0, resized_w - transform.size + 1, (), generator=generator))
+    else:
+        top, left = (resized_h - transform.size) // 2, (resized_w - transform.size) // 2
+    return (left * scale, top * scale, (left + transform.size) * scale, (top + transform.size) * scale)
 
 
 def sample_generator(seed: int, epoch: int, key: str) -> torch.Generator:
@@ -81,23 +131,9 @@ def sample_generator(seed: int, epoch: int, key: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}/{epoch}/{key}".encode()) + (seed << 32))
 
 
-def _decode_cpu(data: bytes, min_size: int | None) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        if image.format != "JPEG":
-            raise ValueError(f"frame is {image.format}, not JPEG")
-        if min_size:
-            image.draft("RGB", (min_size, min_size))  # DCT-domain downscale, never below min_size
-        return np.asarray(image.convert("RGB"))
-
-
-def decode_clip(jpegs: list[bytes], device: str = "cpu", min_size: int | None = None) -> torch.Tensor:
-    """Decode one item's JPEG frames to uint8 ``[T, 3, H, W]``.
-
-    On the CPU with Pillow (downscaled while decoding when ``min_size`` allows); on a CUDA
-    device with nvjpeg through ``torchvision.io.decode_jpeg``.
-    """
-    if device == "cpu":  # channels-last view, made contiguous by the transform's single copy
-        return torch.from_numpy(np.stack([_decode_cpu(data, min_size) for data in jpegs])).permute(0, 3, 1, 2)
+def decode_clip_on_device(jpegs: list[bytes], device: str) -> torch.Tensor:
+    """Decode one item's JPEG frames on a CUDA device with nvjpeg (``torchvision.io.decode_jpeg``)
+    to uint8 ``[T, 3, H, W]``; :meth:`FrameTransform.__call__` then resizes and crops them there."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
     tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in jpegs]

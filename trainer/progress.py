@@ -88,7 +88,8 @@ class ProgressReporter:
 
 
 def _cell(name: str, value: float) -> str:
-    return str(int(value)) if name.startswith("users") and value == value else f"{value:.4f}"
+    is_count = name.startswith(("users", "targets_not_encoded"))
+    return str(int(value)) if is_count and value == value else f"{value:.4f}"
 
 
 def summary_table(results: dict[str, dict[str, float]]) -> str:

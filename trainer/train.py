@@ -3,8 +3,12 @@
 Examples::
 
     videorec train --data runs/data --preset tiny --encoder tiny --output runs/tiny
-    torchrun --nproc_per_node=8 -m trainer.train --data gs://bucket/ds --preset paper \\
-        --encoder r3d_18 --encoder-weights KINETICS400_V1 --output runs/paper
+    torchrun --nproc_per_node=8 -m trainer.train --data gs://bucket/ds --preset paper --output runs/paper
+    videorec train --data DS --preset paper --encoder r3d_18 --encoder-weights KINETICS400_V1 --output R
+
+Pretrained weights are read from the torch hub cache, a local file or a model folder and
+never downloaded: missing weights stop the run before any data is read, with the command
+that fetches them (see ``trainer.models.video_encoders.resolve_weights``).
 
 Under torchrun (``WORLD_SIZE`` > 1) each process joins a DDP group: NCCL on GPUs, gloo
 on CPUs. A run folder that already holds ``checkpoints/last.pt`` is resumed (same
@@ -25,6 +29,7 @@ import torch.distributed as dist
 from trainer import checkpoint
 from trainer.config import PRESETS, TrainConfig, preset
 from trainer.dataset import load_dataset
+from trainer.models.video_encoders import ENCODERS, resolve_weights
 
 # flag -> (config section, field, type)
 OVERRIDES: dict[str, tuple[str, str, type]] = {
@@ -35,6 +40,7 @@ OVERRIDES: dict[str, tuple[str, str, type]] = {
     "--shuffle-buffer": ("data", "shuffle_buffer", int),
     "--frame-size": ("data", "frame_size", int),
     "--decode-device": ("data", "decode_device", str),
+    "--max-lost-fraction": ("data", "max_lost_fraction", float),
     "--encoder": ("model", "encoder", str),
     "--encoder-weights": ("model", "encoder_weights", str),
     "--features": ("model", "features", str),
@@ -54,11 +60,13 @@ OVERRIDES: dict[str, tuple[str, str, type]] = {
     "--encoder-lr": ("optim", "encoder_lr", float),
     "--encoder-weight-decay": ("optim", "encoder_weight_decay", float),
     "--grad-clip": ("optim", "grad_clip", float),
+    "--schedule": ("optim", "schedule", str),
     "--warmup-steps": ("optim", "warmup_steps", int),
     "--grad-accumulation": ("optim", "grad_accumulation", int),
     "--candidates": ("loss", "candidates", str),
     "--seed": ("", "seed", int),
     "--eval-batch-size": ("", "eval_batch_size", int),
+    "--selection-metric": ("", "selection_metric", str),
     "--checkpoint-every": ("", "checkpoint_every", int),
     "--log-every": ("", "log_every", int),
 }
@@ -67,6 +75,7 @@ SWITCHES: dict[str, tuple[str, str, bool]] = {
     "--squash": ("data", "squash", True),
     "--no-augment": ("data", "augment", False),
     "--activation-checkpointing": ("model", "activation_checkpointing", True),
+    "--allow-random-backbone": ("model", "allow_random_backbone", True),
     "--no-amp": ("optim", "amp", False),
     "--no-logq": ("loss", "logq", False),
     "--gather-negatives": ("loss", "gather_negatives", True),
@@ -131,9 +140,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         last = Path(config.output) / "checkpoints" / checkpoint.LAST
         resume = last.exists() and not args.no_resume
-        # a resumed run keeps the dataset version it started with, even if LATEST moved since
-        dataset = load_dataset(checkpoint.load(last)["dataset_root"] if resume else config.data.data)
-        trainer = Trainer(config, dataset, device=device, rank=rank, world_size=world_size)
+        if not resume and config.model.encoder in ENCODERS and config.model.encoder_weights:
+            resolve_weights(config.model.encoder, config.model.encoder_weights)  # fail before reading data
+        state = checkpoint.load(last) if resume else None
+        # a resumed run keeps the dataset version it started with, even if LATEST moved since, and
+        # rebuilds its encoder from the checkpoint (which holds the pretrained weights it started from)
+        dataset = load_dataset(state["dataset_root"] if resume else config.data.data)
+        trainer = Trainer(
+            config,
+            dataset,
+            device=device,
+            rank=rank,
+            world_size=world_size,
+            encoder_spec=state["encoder_spec"] if resume else None,
+        )
+        del state
         if resume:
             trainer.resume(last)
             logging.info("resumed %s at step %d", last, trainer.step)

@@ -13,11 +13,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint
-from trainer.config import TrainConfig
+from trainer.config import SELECTION_METRICS, TrainConfig
 from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
 from trainer.dataset import DatasetInfo
-from trainer.evaluate import evaluate, popularity_baseline
-from trainer.frames import FrameTransform, decode_clip
+from trainer.evaluate import ItemTable, encode_items, popularity_baseline, score_split
+from trainer.frames import FrameTransform, decode_clip_on_device
 from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
 from trainer.models.videorec import build_model
 from trainer.progress import METRICS_FILE, ProgressReporter, summary_table, truncate_metrics
@@ -25,20 +25,28 @@ from trainer.sequence_windows import SequenceWindowStream, training_windows
 
 log = logging.getLogger(__name__)
 
-SELECTION_METRIC = "NDCG@10"
 RESULTS_FILE = "results.json"
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float):
-    """LR multiplier: linear warmup to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+def lr_schedule(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float):
+    """LR multiplier: linear warmup to 1, then ``cosine`` decay to ``min_ratio`` at ``total_steps``
+    or ``constant`` 1."""
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"unknown schedule {schedule!r}; choose cosine or constant")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
         progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+class DataLossError(RuntimeError):
+    """More training samples were lost (corrupt samples, failed reads) than the run allows."""
 
 
 class Trainer:
@@ -52,12 +60,21 @@ class Trainer:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        encoder_spec: dict | None = None,
     ):
+        """``encoder_spec``: the ``encoder_spec`` of a checkpoint this run resumes from (the backbone
+        is then rebuilt from it, without its pretrained weights, which the checkpoint holds)."""
         self.config, self.dataset = config, dataset
         self.device, self.rank, self.world_size = torch.device(device), rank, world_size
         self.run_dir = Path(config.output)
         torch.manual_seed(config.seed)
-        self.model = build_model(config.model, dataset.num_items).to(self.device)
+        self.model = build_model(
+            config.model,
+            dataset.num_items,
+            num_frames=dataset.num_frames or 5,
+            frame_size=config.data.frame_size,
+            encoder_spec=encoder_spec,
+        ).to(self.device)
         self.module = (
             DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -113,8 +130,14 @@ class Trainer:
         if optim.max_steps is not None:
             self.total_steps = min(self.total_steps, optim.max_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(optim.warmup_steps, self.total_steps, optim.min_lr_ratio)
+            self.optimizer,
+            lr_schedule(optim.schedule, optim.warmup_steps, self.total_steps, optim.min_lr_ratio),
         )
+        if config.selection_metric not in SELECTION_METRICS:
+            raise ValueError(
+                f"unknown selection metric {config.selection_metric!r}; choose {SELECTION_METRICS}"
+            )
+        self.planned_samples = self.total_steps * per_step
         self.autocast = optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no loss scaling
         self.log_q = log_popularity(torch.from_numpy(dataset.popularity)).to(self.device)
@@ -123,8 +146,9 @@ class Trainer:
         )
         self.step = 0
         self.position = StreamPosition(num_workers=config.data.num_workers)
-        self.best = {"step": -1, SELECTION_METRIC: -1.0}
+        self.best = {"step": -1, "score": -1.0}
         self.skipped_samples = 0
+        self.failed_reads = 0
         self.metrics_lines = 0
         self.reporter: ProgressReporter | None = None
 
@@ -134,7 +158,7 @@ class Trainer:
         if not self.use_frames:
             return None
         if "jpegs" in batch:
-            clips = [decode_clip(jpegs, device=str(self.device)) for jpegs in batch["jpegs"]]
+            clips = [decode_clip_on_device(jpegs, str(self.device)) for jpegs in batch["jpegs"]]
             return torch.stack([self.train_transform(clip) for clip in clips])
         return batch["frames"].to(self.device, non_blocking=True)
 
@@ -175,19 +199,34 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _evaluate(self, split: str) -> dict[str, float]:
-        return evaluate(
+    def _evaluate(self, split: str) -> tuple[dict[str, float], ItemTable]:
+        """Encode every item once (loader workers, bf16 autocast when training uses it), then score
+        ``split`` in fp32."""
+        self.model.eval()
+        items = encode_items(
+            self.model,
+            self.dataset,
+            self.config.data.frame_size,
+            self.config.data.squash,
+            self.config.eval_batch_size,
+            self.device,
+            self.rank,
+            self.world_size,
+            num_workers=self.config.data.num_workers,
+            autocast=self.autocast,
+        )
+        metrics = score_split(
             self.model,
             self.dataset,
             split,
+            items,
             max_seq_len=self.config.model.max_seq_len,
-            frame_size=self.config.data.frame_size,
-            squash=self.config.data.squash,
             batch_size=self.config.eval_batch_size,
             device=self.device,
             rank=self.rank,
             world_size=self.world_size,
         )
+        return metrics, items
 
     def _batches(self):
         """This epoch's remaining batches (the stream starts after the batches already trained)."""
@@ -257,6 +296,7 @@ class Trainer:
                         "loss": loss,
                         "lr": self.scheduler.get_last_lr()[0],
                         "skipped_samples": self.skipped_samples,
+                        "failed_reads": self.failed_reads,
                     },
                     samples=sum(len(b["items"]) for b in micro) * self.world_size,
                     items=sum(len(b["unique_items"]) for b in micro) * self.world_size,
@@ -281,28 +321,72 @@ class Trainer:
         return results
 
     def _account(self, micro: list[dict]) -> None:
-        skipped = sum(int(b["skipped"]) for b in micro)
-        if skipped:
+        """Count the step's lost samples (all ranks) and stop the run past ``max_lost_fraction``."""
+        lost = torch.tensor(
+            [sum(int(b["skipped"]) for b in micro), sum(int(b.get("read_errors", 0)) for b in micro)]
+        )
+        if self.world_size > 1:  # every rank sees the same totals, so all stop together
+            lost = lost.to(self.device)
+            dist.all_reduce(lost)
+        skipped, failed = (int(n) for n in lost.tolist())
+        if skipped or failed:
             self.skipped_samples += skipped
-            log.warning("skipped %d corrupt samples (%d so far)", skipped, self.skipped_samples)
+            self.failed_reads += failed
+            log.warning(
+                "lost %d corrupt samples and %d shard reads this step (%d and %d so far)",
+                skipped,
+                failed,
+                self.skipped_samples,
+                self.failed_reads,
+            )
+        budget = self.config.data.max_lost_fraction * self.planned_samples
+        if self.skipped_samples + self.failed_reads > budget:
+            raise DataLossError(
+                f"lost {self.skipped_samples} corrupt samples and {self.failed_reads} failed shard reads, "
+                f"more than --max-lost-fraction {self.config.data.max_lost_fraction} of the "
+                f"{self.planned_samples} samples this run reads (budget {budget:g}); see the warnings above"
+            )
+
+    def _loss_report(self) -> dict:
+        return {
+            "skipped_samples": self.skipped_samples,
+            "failed_reads": self.failed_reads,
+            "planned_samples": self.planned_samples,
+            "max_lost_fraction": self.config.data.max_lost_fraction,
+        }
+
+    def _checkpoint_extras(self) -> dict:
+        """What ``videorec evaluate`` needs besides the weights: config, dataset and encoder spec."""
+        return {
+            "config": self.config.to_dict(),
+            "dataset_root": self.dataset.root,
+            "dataset_version": self.dataset.version,
+            "encoder_spec": self.model.encoder_spec(),
+        }
 
     def _validate(self, reporter: ProgressReporter) -> None:
-        metrics = self._evaluate("valid")
+        metrics, items = self._evaluate("valid")
         reporter.write(
-            {"type": "eval", "split": "valid", "step": self.step, "epoch": self.position.epoch, **metrics}
+            {
+                "type": "eval",
+                "split": "valid",
+                "step": self.step,
+                "epoch": self.position.epoch,
+                **metrics,
+                **items.stats(),
+            }
         )
-        score = 0.0 if math.isnan(metrics[SELECTION_METRIC]) else metrics[SELECTION_METRIC]  # no valid users
-        if score > self.best[SELECTION_METRIC]:  # starts at -1: the first validation always saves best.pt
-            self.best = {"step": self.step, SELECTION_METRIC: score}
+        selected = metrics[self.config.selection_metric]
+        score = 0.0 if math.isnan(selected) else selected  # no valid users
+        if score > self.best["score"]:  # starts at -1: the first validation always saves best.pt
+            self.best = {"step": self.step, "score": score}
             if self.rank == 0:
                 checkpoint.save_atomic(
                     {
                         "model": self.model.state_dict(),
                         "step": self.step,
                         "valid": metrics,
-                        "config": self.config.to_dict(),
-                        "dataset_root": self.dataset.root,
-                        "dataset_version": self.dataset.version,
+                        **self._checkpoint_extras(),
                     },
                     self.run_dir / "checkpoints" / checkpoint.BEST,
                 )
@@ -311,22 +395,33 @@ class Trainer:
     def _test(self, reporter: ProgressReporter) -> dict[str, dict[str, float]]:
         best = checkpoint.load(self.run_dir / "checkpoints" / checkpoint.BEST)
         self.model.load_state_dict(best["model"])
+        test, items = self._evaluate("test")
         results = {
             "valid": best["valid"],
-            "test": self._evaluate("test"),
-            "popularity_test": popularity_baseline(self.dataset, "test"),
+            "test": test,
+            "popularity_test": popularity_baseline(self.dataset, "test", items.encoded.cpu()),
         }
         reporter.write(
-            {"type": "eval", "split": "test", "step": self.step, "best_step": best["step"], **results["test"]}
+            {
+                "type": "eval",
+                "split": "test",
+                "step": self.step,
+                "best_step": best["step"],
+                **results["test"],
+                **items.stats(),
+            }
         )
         if self.rank == 0:
             summary = {
                 "best_step": best["step"],
+                "selection_metric": self.config.selection_metric,
                 "steps": self.step,
                 "dataset_version": self.dataset.version,
                 "dataset_root": self.dataset.root,
                 "encoder": self.config.model.encoder,
-                "skipped_samples": self.skipped_samples,
+                "encoder_weights": self.config.model.encoder_weights,
+                "items": items.stats(),
+                "lost": self._loss_report(),
                 **results,
             }
             (self.run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -347,10 +442,9 @@ class Trainer:
             "position": self.position.to_dict(),
             "best": dict(self.best),
             "skipped_samples": self.skipped_samples,
+            "failed_reads": self.failed_reads,
             "metrics_lines": self.reporter.lines_written if self.reporter else self.metrics_lines,
-            "config": self.config.to_dict(),
-            "dataset_root": self.dataset.root,
-            "dataset_version": self.dataset.version,
+            **self._checkpoint_extras(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -375,6 +469,7 @@ class Trainer:
             self.position.num_workers = self.config.data.num_workers
         self.best = dict(state["best"])
         self.skipped_samples = int(state["skipped_samples"])
+        self.failed_reads = int(state["failed_reads"])
         self.metrics_lines = int(state["metrics_lines"])
 
     def save(self, name: str) -> None:

@@ -26,6 +26,17 @@ class IdItemEncoder(nn.Module):
     def forward(self, items: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return self.embedding(items)
 
+    def available(self) -> torch.Tensor:
+        """Bool ``[N+1]``: items this encoder can embed (all but padding)."""
+        available = torch.ones(
+            self.embedding.num_embeddings, dtype=torch.bool, device=self.embedding.weight.device
+        )
+        available[0] = False
+        return available
+
+    def spec(self) -> dict:
+        return {"name": "id"}
+
     def recommender_parameters(self) -> list[nn.Parameter]:
         return list(self.parameters())
 
@@ -34,7 +45,8 @@ class IdItemEncoder(nn.Module):
 
 
 def load_feature_table(path: str, num_items: int) -> torch.Tensor:
-    """A ``videorec extract`` table: float32 ``[num_items + 1, F]`` (row 0 padding), read without pickle."""
+    """A ``videorec extract`` table: float32 ``[num_items + 1, F]`` (row 0 padding, NaN rows: items
+    without features), read without pickle."""
     table = np.load(path, allow_pickle=False)
     if table.ndim != 2 or table.shape[0] != num_items + 1:
         raise ValueError(f"{path}: feature table has shape {table.shape}, expected ({num_items + 1}, F)")
@@ -42,14 +54,28 @@ def load_feature_table(path: str, num_items: int) -> torch.Tensor:
 
 
 class FrozenFeatureItemEncoder(nn.Module):
-    """Pre-extracted, fixed item features followed by a trainable projection to d."""
+    """Pre-extracted, fixed item features followed by a trainable projection to d.
+
+    NaN rows of the table (items ``videorec extract`` could not encode) become zeros and the
+    items are reported as unavailable, so evaluation never ranks them.
+    """
 
     needs_frames = False
 
     def __init__(self, features: torch.Tensor, dim: int):
         super().__init__()
-        self.register_buffer("features", features)
+        missing = features.isnan().any(dim=1)
+        missing[0] = True
+        self.register_buffer("features", torch.nan_to_num(features, nan=0.0))
+        self.register_buffer("missing", missing)
         self.projection = nn.Linear(features.shape[1], dim)
+
+    def available(self) -> torch.Tensor:
+        """Bool ``[N+1]``: items with extracted features."""
+        return ~self.missing
+
+    def spec(self) -> dict:
+        return {"name": "frozen", "feature_shape": list(self.features.shape)}
 
     def forward(self, items: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         return self.projection(self.features[items])

@@ -50,23 +50,63 @@ class VideoRec(nn.Module):
     def encoder_parameters(self) -> list[nn.Parameter]:
         return self.item_encoder.encoder_parameters()
 
+    def encoder_spec(self) -> dict:
+        """What rebuilds this item encoder's architecture without its weights (stored in checkpoints)."""
+        return self.item_encoder.spec()
 
-def build_item_encoder(config: ModelConfig, num_items: int) -> nn.Module:
-    """The item encoder named by ``config.encoder``."""
+
+def build_item_encoder(
+    config: ModelConfig,
+    num_items: int,
+    *,
+    num_frames: int = 5,
+    frame_size: int = 112,
+    encoder_spec: dict | None = None,
+) -> nn.Module:
+    """The item encoder named by ``config.encoder``, for clips of ``num_frames`` x ``frame_size`` px.
+
+    With ``encoder_spec`` (saved in a checkpoint by :meth:`VideoRec.encoder_spec`) the same
+    architecture is rebuilt without reading pretrained weights or feature tables: the
+    checkpoint's state dict supplies them. Otherwise ``frozen`` / ``top-k`` on a backbone
+    without pretrained weights is refused unless ``config.allow_random_backbone``.
+    """
     if config.encoder == "id":
         return IdItemEncoder(num_items, config.dim)
     if config.encoder == "frozen":
+        if encoder_spec is not None:
+            return FrozenFeatureItemEncoder(torch.zeros(encoder_spec["feature_shape"]), config.dim)
         if not config.features:
             raise ValueError("--encoder frozen needs --features FEATURES.npy (written by videorec extract)")
         return FrozenFeatureItemEncoder(load_feature_table(config.features, num_items), config.dim)
-    backbone = build_backbone(config.encoder, config.encoder_weights)
+    if encoder_spec is not None:
+        backbone = build_backbone(config.encoder, spec=encoder_spec)
+    else:
+        if config.freeze != "all" and not config.encoder_weights and not config.allow_random_backbone:
+            raise ValueError(
+                f"--freeze {config.freeze} would keep a randomly initialised {config.encoder} backbone "
+                "(partly) frozen: pass pretrained --encoder-weights, or --freeze all "
+                "(or --allow-random-backbone for an ablation)"
+            )
+        backbone = build_backbone(
+            config.encoder, config.encoder_weights, num_frames=num_frames, frame_size=frame_size
+        )
     apply_freezing(backbone, config.freeze, config.trainable_blocks)
     return VideoItemEncoder(backbone, config.dim, config.activation_checkpointing)
 
 
-def build_model(config: ModelConfig, num_items: int) -> VideoRec:
-    """VideoRec for ``num_items`` items as described by ``config``."""
+def build_model(
+    config: ModelConfig,
+    num_items: int,
+    *,
+    num_frames: int = 5,
+    frame_size: int = 112,
+    encoder_spec: dict | None = None,
+) -> VideoRec:
+    """VideoRec for ``num_items`` items as described by ``config`` (see :func:`build_item_encoder`)."""
     user_encoder = SASRec(
         config.max_seq_len, config.dim, config.num_blocks, config.num_heads, config.ffn_dim, config.dropout
     )
-    return VideoRec(build_item_encoder(config, num_items), user_encoder)
+    item_encoder = build_item_encoder(
+        config, num_items, num_frames=num_frames, frame_size=frame_size, encoder_spec=encoder_spec
+    )
+    return VideoRec(item_encoder, user_encoder)
