@@ -76,6 +76,7 @@ def ingest(inputs: Path, root: Path) -> dict:
     argv = [
         f"--interactions={inputs / 'pairs.csv'}",
         f"--video-map={inputs / 'videos.csv'}",
+        "--allow-any-uri",
         f"--dataset-root={root}",
         "--frame-size=224",
         "--resize=squash",

@@ -146,6 +146,8 @@ def choose_and_encode_items(
             work_dir(config),
             progress_every,
             reuse,
+            allow_any_uri=config.allow_any_uri,
+            max_attempts=config.max_attempts,
         )
         encoded, video_failures = needed | "EncodeItems" >> encode
     else:

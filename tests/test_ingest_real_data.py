@@ -65,6 +65,7 @@ def test_ml100k_with_real_videos_accounts_for_every_interaction(shared_data, tmp
             str(shared_data / "interactions" / "ml-100k" / "u.data"),
             "--video-map",
             str(mapping),
+            "--allow-any-uri",
             "--frame-size",
             "32",
             "--output",

@@ -57,6 +57,11 @@ def test_frames_subcommand_is_wired_into_videorec(shared_data, tmp_path, capsys)
     assert "1 of 1 videos sampled" in capsys.readouterr().out
 
 
-def test_bad_options_exit_2(tmp_path, capsys):
-    assert main(["x.mp4", "--out", str(tmp_path), "--num-frames", "0"]) == 2
-    assert "num_frames must be >= 1" in capsys.readouterr().err
+def test_bad_options_exit_2_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["x.mp4", "--out", str(tmp_path), "--num-frames", "0"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "videorec frames: error: argument --num-frames: must be at least 1, got 0 (see videorec frames --help)"
+    ]

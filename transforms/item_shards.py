@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import posixpath
 import sys
 import time
 from dataclasses import dataclass
@@ -83,6 +85,25 @@ def video_uri(root: str, pattern: str, item_id: str) -> str:
     return storage.join(root, pattern.format(item=item_id, key=sanitize_key(item_id)))
 
 
+def escapes_folder(relative: str) -> bool:
+    """True when the relative path ``relative`` would name a file outside its folder (``..``,
+    an absolute path, a URL)."""
+    normal = posixpath.normpath(relative)
+    return relative.startswith("/") or "://" in relative or normal == ".." or normal.startswith("../")
+
+
+def _pattern_uri(item_id: str, root: str, pattern: str):
+    """``(item_id, uri)``, or a ``bad_item_id`` failure when the ID would lead outside ``root``."""
+    relative = pattern.format(item=item_id, key=sanitize_key(item_id))
+    if escapes_folder(relative) or "\x00" in relative:
+        message = f"the item ID makes the video path {relative!r}, outside the video folder"
+        yield beam.pvalue.TaggedOutput(
+            FAILED, failure("item", "locate", "bad_item_id", message, item_id=item_id)
+        )
+        return
+    yield item_id, storage.join(root, relative)
+
+
 def parse_video_mapping(text: str, mapping_path: str) -> dict[str, str]:
     """``item -> uri`` from a CSV with a header naming ``item`` and ``uri`` (or ``video``/``path``) columns.
 
@@ -122,23 +143,26 @@ def parse_titles(text: str, titles_path: str) -> dict[str, str]:
 
 
 class LocateVideos(beam.PTransform):
-    """PCollection[item_id] -> (item_id, uri) (main) + failure dicts (``failed``) for unmapped items.
+    """PCollection[item_id] -> (item_id, uri) (main) + failure dicts (``failed``) for items without one.
 
-    Either ``root`` + ``pattern`` (every item gets a URI; a missing file fails later as
-    ``not_found``) or ``mapping_path``, a CSV of item -> uri.
+    Either ``root`` + ``pattern`` (every item gets a URI inside ``root``; a missing file fails later
+    as ``not_found``; an ID that would lead outside ``root`` fails as ``bad_item_id``) or
+    ``mapping_path``, a CSV of item -> uri (no entry: ``no_video``; a URI outside the CSV's folder:
+    ``bad_uri``, unless ``allow_any_uri``).
     """
 
-    def __init__(self, root: str | None, pattern: str, mapping_path: str | None):
+    def __init__(self, root: str | None, pattern: str, mapping_path: str | None, allow_any_uri: bool = False):
         super().__init__()
         self.root, self.pattern, self.mapping_path = root, pattern, mapping_path
+        self.allow_any_uri = allow_any_uri
 
     def expand(self, item_ids):
         if self.mapping_path is None:
-            root, pattern = self.root, self.pattern
-            return item_ids | "ApplyPattern" >> beam.Map(
-                lambda item: (item, video_uri(root, pattern, item))
+            return item_ids | "ApplyPattern" >> beam.FlatMap(
+                _pattern_uri, self.root, self.pattern
             ).with_outputs(FAILED, main="located")
         mapping_path = self.mapping_path
+        inside = None if self.allow_any_uri else mapping_folder(mapping_path)
         mapping = (
             item_ids.pipeline
             | "MappingFile" >> beam.Create([mapping_path])
@@ -150,16 +174,42 @@ class LocateVideos(beam.PTransform):
         return (
             {"needed": item_ids | "KeyNeeded" >> beam.Map(lambda item: (item, None)), "uri": mapping}
             | "JoinMapping" >> beam.CoGroupByKey()
-            | "KeepNeeded" >> beam.FlatMap(_mapped_uri).with_outputs(FAILED, main="located")
+            | "KeepNeeded" >> beam.FlatMap(_mapped_uri, inside).with_outputs(FAILED, main="located")
         )
 
 
-def _mapped_uri(joined: tuple[str, dict]):
+def mapping_folder(mapping_path: str) -> str:
+    """The folder of a video map: where its relative URIs resolve and its URIs must stay."""
+    return mapping_path.rsplit("/", 1)[0] if "/" in mapping_path else "."
+
+
+def _inside(uri: str, folder: str) -> bool:
+    if storage.is_remote(uri) != storage.is_remote(folder):
+        return False
+    if storage.is_remote(uri):
+        return posixpath.normpath(uri.split("://", 1)[1]).startswith(
+            folder.split("://", 1)[1].rstrip("/") + "/"
+        )
+    return os.path.abspath(uri).startswith(os.path.abspath(folder).rstrip("/") + "/")
+
+
+def _mapped_uri(joined: tuple[str, dict], inside: str | None):
+    """``(item_id, uri)`` of a needed item; ``no_video`` or (with ``inside``, the only folder allowed)
+    ``bad_uri`` failures."""
     item_id, sides = joined
     if not sides["needed"]:
         return
     if sides["uri"]:
-        yield item_id, sorted(sides["uri"])[0]
+        uri = sorted(sides["uri"])[0]
+        if inside is not None and not _inside(uri, inside):
+            message = (
+                f"the video map names {uri}, outside its folder {inside}; pass --allow-any-uri to allow it"
+            )
+            yield beam.pvalue.TaggedOutput(
+                FAILED, failure("item", "locate", "bad_uri", message, item_id=item_id)
+            )
+            return
+        yield item_id, uri
     else:
         yield beam.pvalue.TaggedOutput(
             FAILED,
@@ -318,10 +368,13 @@ class PlanDecodes(beam.DoFn):
     previous version recorded in ``setup`` (it would be too big to travel in the job graph).
     """
 
-    def __init__(self, reuse: ReuseFrom):
+    def __init__(self, reuse: ReuseFrom, max_attempts: int | None = None):
         self.reuse = reuse
+        self.max_attempts = max_attempts
         self.previous = None
         self.items_reused = Metrics.counter("videorec", "items_reused")
+        self.videos_retried = Metrics.counter("videorec", "videos_retried")
+        self.videos_given_up = Metrics.counter("videorec", "videos_given_up")
 
     def setup(self):
         self.previous = self.reuse.read()
@@ -334,7 +387,15 @@ class PlanDecodes(beam.DoFn):
             return  # no video: FingerprintVideos recorded it as not_found
         uri, fingerprint = sides["uri"][0], sides["fingerprint"][0]
         before = {item_id: self.previous.items[item_id]} if item_id in self.previous.items else {}
-        plan = plan_decodes(before, {item_id: fingerprint})
+        plan = plan_decodes(before, {item_id: fingerprint}, max_attempts=self.max_attempts)
+        if plan.given_up:
+            self.videos_given_up.inc()
+            yield beam.pvalue.TaggedOutput(
+                "given_up", given_up_failure(item_id, uri, before[item_id], self.max_attempts)
+            )
+            return
+        if plan.retries:
+            self.videos_retried.inc()
         if plan.to_reuse and item_id in self.previous.frames:
             self.items_reused.inc()
             yield beam.pvalue.TaggedOutput(
@@ -343,6 +404,19 @@ class PlanDecodes(beam.DoFn):
             return
         yield beam.pvalue.TaggedOutput("attempts", (item_id, (fingerprint, plan.attempts.get(item_id, 1))))
         yield item_id, uri
+
+
+def given_up_failure(item_id: str, uri: str, previous, max_attempts: int) -> dict:
+    """The failure carried over for a video not decoded again: same reason, fingerprint and attempts."""
+    message = (
+        f"not decoded again: failed {previous.attempts} times ({previous.status}) and unchanged since "
+        f"(--max-attempts {max_attempts}); it is tried again when the file changes"
+    )
+    return {
+        **failure("item", "plan", previous.status, message, item_id=item_id, uri=uri),
+        "fingerprint": previous.fingerprint,
+        "attempts": previous.attempts,
+    }
 
 
 def with_fingerprints(joined: tuple[str, dict]):
@@ -375,13 +449,16 @@ class EncodeItems(beam.PTransform):
         work_dir: str,
         progress_every: int = 0,
         reuse: ReuseFrom | None = None,
+        allow_any_uri: bool = False,
+        max_attempts: int | None = None,
     ):
         super().__init__()
-        self.locate = LocateVideos(videos, pattern, video_map)
+        self.locate = LocateVideos(videos, pattern, video_map, allow_any_uri)
         self.sampler_config = sampler_config
         self.sample = SampleMidFrames(sampler_config)
         self.write = WriteFrameFragments(work_dir, progress_every)
         self.reuse = reuse
+        self.max_attempts = max_attempts
 
     def expand(self, item_ids):
         located = item_ids | "LocateVideos" >> self.locate
@@ -404,7 +481,9 @@ class EncodeItems(beam.PTransform):
             {"uri": videos, "fingerprint": fingerprinted.fingerprints}
             | "JoinFingerprints" >> beam.CoGroupByKey()
             | "PlanDecodes"
-            >> beam.ParDo(PlanDecodes(self.reuse)).with_outputs("reused", "attempts", main="decode")
+            >> beam.ParDo(PlanDecodes(self.reuse, self.max_attempts)).with_outputs(
+                "reused", "attempts", "given_up", main="decode"
+            )
         )
         decoded, decode_failures = self.decode(planned.decode, failures)
         recorded = (
@@ -418,4 +497,9 @@ class EncodeItems(beam.PTransform):
             | "RecordFingerprints" >> beam.FlatMap(with_fingerprints).with_outputs(FAILED, main="items")
         )
         encoded = (recorded.items, planned.reused) | "DecodedAndReused" >> beam.Flatten()
-        return encoded, (recorded[FAILED], fingerprinted.missing) | "WithMissingVideos" >> beam.Flatten()
+        failed = (
+            recorded[FAILED],
+            fingerprinted.missing,
+            planned.given_up,
+        ) | "WithMissingVideos" >> beam.Flatten()
+        return encoded, failed
