@@ -17,6 +17,7 @@ from pipeline.options import IngestConfig
 from pipeline.runs import publish_version
 from transforms import storage
 from transforms.failures import CountFailures, WriteFailures, failure_counts
+from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
 from transforms.interactions import FAILED, ReadInteractions, packed_row_count
 from transforms.item_catalog import ItemCatalog
 from transforms.item_lookup import excluded_items_of
@@ -31,7 +32,6 @@ from transforms.sequences import (
     effective_min_length,
     rare_items,
 )
-from transforms.tables import ITEMS_TABLE, SEQUENCES_TABLE
 from transforms.train_shards import WriteUserShards
 
 

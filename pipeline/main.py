@@ -26,9 +26,10 @@ from pipeline.options import IngestConfig, parse
 from pipeline.runs import Interrupted, launch_on_output, launch_on_root, run_on_output, run_on_root
 from pipeline.summary import format_summary, video_stats
 from transforms import storage
+from transforms.format import RUN_STATS_FILE
 from transforms.interactions import resolve_inputs
 from transforms.item_shards import ReuseFrom
-from transforms.manifest import RUN_STATS_FILE, read_manifest
+from transforms.manifest import read_manifest
 
 PROGRESS_EVERY = 50
 

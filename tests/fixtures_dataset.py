@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from transforms.keys import sanitize_key
+from transforms.format import sanitize_key
 
 FrameMaker = Callable[[str], list[np.ndarray]]
 
@@ -158,6 +158,18 @@ def write_dataset(
         "num_users": len(users),
         "max_seq_len": max_seq_len,
         "tables": {name: [TABLE_PART.format(name)] for name in ("items", "sequences")},
+        "counts": {
+            "rows_read": sum(len(s) for s in sequences.values()),
+            "rows_used": sum(len(s) for s in sequences.values()),
+            "rows_dropped": {},
+            "items_seen": len(item_ids),
+            "items_encoded": len(item_ids),
+            "items_failed": {},
+            "users_seen": len(users),
+            "users_kept": len(users),
+            "users_dropped": {},
+        },
+        "failures": [],
         "shards": {
             "items": _write_shards(folder, "items", item_samples, per_shard),
             "train": _write_shards(folder, "train", train_samples, per_shard),

@@ -25,8 +25,9 @@ from transforms.fingerprint import (
     stat_tree,
     stat_video,
 )
+from transforms.format import ITEMS_TABLE
 from transforms.item_shards import EncodedItem, ItemRow
-from transforms.tables import ITEMS_TABLE, items_table, write_table_part
+from transforms.tables import items_table, write_table_part
 
 SAMPLER = SamplerConfig().config_hash()
 

@@ -15,7 +15,7 @@ from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 from transforms.decode.sampler import sample_video
 from transforms.decode.types import SamplerConfig
-from transforms.keys import sanitize_key
+from transforms.format import sanitize_key
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 FRAME_ARGS = ["--frame-size", "64", "--shard-max-samples", "7"]

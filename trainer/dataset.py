@@ -8,7 +8,6 @@ a nightly ingest that moves ``LATEST`` mid-run cannot mix two versions.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from dataclasses import dataclass
 
@@ -18,10 +17,16 @@ import pyarrow.parquet as pq
 import torch
 
 from trainer import storage
+from transforms.format import (
+    ITEMS_TABLE,
+    LATEST_FILE,
+    MANIFEST_FILE,
+    SEQUENCES_TABLE,
+    parse_manifest,
+    version_manifest_path,
+)
 
 log = logging.getLogger(__name__)
-
-SUPPORTED_FORMAT_VERSIONS = (2,)
 
 
 @dataclass
@@ -93,14 +98,14 @@ def resolve_manifest_url(data: str) -> str:
         raise ValueError("--data is required: a dataset folder, its manifest.json, or a root holding LATEST")
     if data.endswith(".json"):
         return data
-    latest = storage.join_url(data, "LATEST")
+    latest = storage.join_url(data, LATEST_FILE)
     if storage.exists(latest):
         version = storage.read_bytes(latest).decode("utf-8").strip()
         if not version or "/" in version or version.startswith("."):
             raise ValueError(f"{latest}: does not name a dataset version: {version!r}")
         log.info("%s -> version %s", latest, version)
-        return storage.join_url(data, f"versions/{version}/manifest.json")
-    manifest = storage.join_url(data, "manifest.json")
+        return storage.join_url(data, version_manifest_path(version))
+    manifest = storage.join_url(data, MANIFEST_FILE)
     if not storage.exists(manifest):
         raise FileNotFoundError(f"{data}: neither {manifest} nor {latest} exists")
     return manifest
@@ -121,23 +126,18 @@ def _read_table(root: str, manifest: dict, name: str, columns: list[str]) -> pa.
 def load_dataset(data: str) -> DatasetInfo:
     """Load manifest, item popularity and user sequences of the dataset named by ``data``."""
     manifest_url = resolve_manifest_url(data)
-    manifest = json.loads(storage.read_bytes(manifest_url))
-    version = manifest.get("format_version")
-    if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise ValueError(
-            f"{manifest_url}: format_version {version!r} is not supported ({SUPPORTED_FORMAT_VERSIONS})"
-        )
+    manifest = parse_manifest(storage.read_bytes(manifest_url), manifest_url)
     root = storage.parent_url(manifest_url)
     num_items = int(manifest["num_items"])
 
-    items = _read_table(root, manifest, "items", ["item_index", "popularity"])
+    items = _read_table(root, manifest, ITEMS_TABLE, ["item_index", "popularity"])
     popularity = np.zeros(num_items + 1, dtype=np.int64)
     indices = items.column("item_index").to_numpy().astype(np.int64)
     if len(indices) and (indices.min() < 1 or indices.max() > num_items):
         raise ValueError(f"{root}: the items table has item_index outside 1..{num_items}")
     popularity[indices] = items.column("popularity").to_numpy()
 
-    table = _read_table(root, manifest, "sequences", ["user_index", "item_indices"])
+    table = _read_table(root, manifest, SEQUENCES_TABLE, ["user_index", "item_indices"])
     if table.num_rows == 0:
         raise ValueError(f"{root}: the dataset has no users")
     column = table.column("item_indices").combine_chunks()

@@ -20,9 +20,9 @@ from apache_beam.metrics import Metrics
 
 from transforms import storage
 from transforms.buckets import bucket_of
+from transforms.format import FAILURE_PART_PATTERN
 
 KINDS = ("row", "item", "user")
-FAILURE_PART_PATTERN = "failures/part-{:05d}.jsonl"
 FAILURES_PER_PART = 100_000
 MAX_TEXT_CHARS = 500
 

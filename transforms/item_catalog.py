@@ -20,16 +20,15 @@ from transforms.buckets import (
     shard_ranges,
     sum_count_and_bytes,
 )
+from transforms.format import ITEM_SHARD_PATTERN, ITEMS_TABLE, metadata_member, sanitize_key
 from transforms.item_lookup import ItemLookup, placed_items_array
 from transforms.item_shards import (
-    ITEM_SHARD_PATTERN,
     ItemRow,
     item_json,
     item_sample_members,
     read_frame_members,
 )
-from transforms.keys import sanitize_key
-from transforms.tables import ITEMS_TABLE, items_table, write_table_part
+from transforms.tables import items_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, sample_size
 
 
@@ -143,7 +142,7 @@ class _WriteItemBucket(beam.DoFn):
             with TarShardWriter(self.dataset_dir, shard_path) as shard:
                 for row in framed[start:end]:
                     offset = shard.offset()
-                    shard.add(f"{sanitize_key(row.item_id)}.json", item_json(row))
+                    shard.add(metadata_member(sanitize_key(row.item_id)), item_json(row))
                     for name, data in read_frame_members(row.source):
                         shard.add(name, data)
                     shard.end_sample()

@@ -24,12 +24,11 @@ from apache_beam.metrics import Metrics
 
 from transforms import storage
 from transforms.failures import failure
-from transforms.keys import sanitize_key
+from transforms.format import item_frame_member, metadata_member, sanitize_key
 from transforms.sample_frames import SampleMidFrames
 from transforms.tar_shards import encode_members, read_members
 
 FAILED = "failed"
-ITEM_SHARD_PATTERN = "items/items-{:06d}.tar"
 
 
 class EncodedItem(NamedTuple):
@@ -225,7 +224,7 @@ def _mapped_uri(joined: tuple[str, dict], inside: str | None):
 
 
 def frame_member_names(key: str, count: int) -> list[str]:
-    return [f"{key}.{j}.jpg" for j in range(count)]
+    return [item_frame_member(key, j) for j in range(count)]
 
 
 def fragment_path(work_dir: str, item_id: str) -> str:
@@ -284,7 +283,7 @@ def item_json(row: ItemRow) -> bytes:
 
 def item_sample_members(row: ItemRow) -> list[tuple[str, int]]:
     key = sanitize_key(row.item_id)
-    return [(f"{key}.json", len(item_json(row)))] + list(
+    return [(metadata_member(key), len(item_json(row)))] + list(
         zip(frame_member_names(key, len(row.frame_sizes)), row.frame_sizes, strict=True)
     )
 

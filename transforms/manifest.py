@@ -7,10 +7,8 @@ import json
 from collections.abc import Mapping
 
 from transforms import storage
+from transforms.format import COUNT_CHECKS, FORMAT_VERSION, MANIFEST_FILE
 
-FORMAT_VERSION = 2
-MANIFEST_FILE = "manifest.json"
-RUN_STATS_FILE = "run_stats.json"
 CREATED_BY = "videorec-pipeline 0.1.0"
 
 
@@ -20,14 +18,11 @@ class ReconciliationError(AssertionError):
 
 def reconcile(counts: Mapping) -> None:
     """Raise :class:`ReconciliationError` unless rows, items and users each add up exactly."""
-    checks = [
-        ("rows", counts["rows_read"], counts["rows_used"] + sum(counts["rows_dropped"].values())),
-        ("items", counts["items_seen"], counts["items_encoded"] + sum(counts["items_failed"].values())),
-        ("users", counts["users_seen"], counts["users_kept"] + sum(counts["users_dropped"].values())),
-    ]
-    broken = [
-        f"{name}: {total} seen != {parts} accounted for" for name, total, parts in checks if total != parts
-    ]
+    broken = []
+    for name, total, kept, dropped in COUNT_CHECKS:
+        accounted = counts[kept] + sum(counts[dropped].values())
+        if counts[total] != accounted:
+            broken.append(f"{name}: {counts[total]} seen != {accounted} accounted for")
     if broken:
         raise ReconciliationError("counts do not reconcile: " + "; ".join(broken))
 

@@ -13,37 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transforms import storage
-
-ITEMS_TABLE = "items"
-SEQUENCES_TABLE = "sequences"
-TABLES = (ITEMS_TABLE, SEQUENCES_TABLE)
-
-ITEMS_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.string()),
-        ("item_index", pa.int32()),
-        ("title", pa.string()),
-        ("popularity", pa.int64()),
-        ("shard", pa.string()),
-        ("offset", pa.int64()),
-        ("size", pa.int64()),
-        ("fingerprint", pa.string()),
-        ("status", pa.string()),
-    ]
+from transforms.format import (
+    ITEMS_SCHEMA,
+    SCHEMAS,
+    SEQUENCES_SCHEMA,
+    table_part_path,
 )
-SEQUENCES_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("user_index", pa.int32()),
-        ("item_indices", pa.list_(pa.int32())),
-        ("item_ids", pa.list_(pa.string())),
-        ("timestamps", pa.list_(pa.int64())),
-    ]
-)
-
-
-def part_path(table: str, bucket: int) -> str:
-    return f"tables/{table}/part-{bucket:05d}.parquet"
 
 
 def items_table(rows: Iterable) -> pa.Table:
@@ -89,14 +64,14 @@ def encode_parquet(table: pa.Table) -> bytes:
 def write_table_part(dataset_dir: str, table: str, bucket: int, data: pa.Table) -> dict:
     """Write one part of ``table``; return ``{"table", "path", "rows", "bytes", "sha256"}``."""
     encoded = encode_parquet(data)
-    path = part_path(table, bucket)
+    path = table_part_path(table, bucket)
     sha = storage.write_bytes(storage.join(dataset_dir, path), encoded)
     return {"table": table, "path": path, "rows": data.num_rows, "bytes": len(encoded), "sha256": sha}
 
 
 def read_table(dataset_dir: str, manifest: Mapping, table: str, columns: list[str] | None = None) -> pa.Table:
     """Every part of ``table`` of the dataset at ``dataset_dir``, concatenated in the manifest's order."""
-    schema = {ITEMS_TABLE: ITEMS_SCHEMA, SEQUENCES_TABLE: SEQUENCES_SCHEMA}[table]
+    schema = SCHEMAS[table]
     parts = [
         pq.read_table(io.BytesIO(storage.read_bytes(storage.join(dataset_dir, path))), columns=columns)
         for path in manifest["tables"][table]

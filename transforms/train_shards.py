@@ -29,14 +29,19 @@ from transforms.buckets import (
     shard_ranges,
     sum_count_and_bytes,
 )
+from transforms.format import (
+    ITEM_SHARD_PATTERN,
+    SEQUENCES_TABLE,
+    TRAIN_SHARD_PATTERN,
+    metadata_member,
+    sanitize_key,
+    train_frame_member,
+)
 from transforms.item_lookup import ItemLookup
-from transforms.item_shards import ITEM_SHARD_PATTERN
-from transforms.keys import sanitize_key
 from transforms.sequences import UserSequence, pack_sequence, train_window, unpack_sequence
-from transforms.tables import SEQUENCES_TABLE, sequences_table, write_table_part
+from transforms.tables import sequences_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, read_members, sample_size
 
-TRAIN_SHARD_PATTERN = "train/train-{:06d}.tar"
 MIN_WINDOW = 2  # one input item and one target
 
 
@@ -79,9 +84,11 @@ def distinct_items(sample: TrainSample) -> list[tuple[str, int]]:
 def sample_members(sample: TrainSample, items: ItemLookup) -> list[tuple[str, int]]:
     """``(member name, size)`` of the sample: its JSON, then frame j of each distinct item with frames."""
     key = sanitize_key(sample.user_id)
-    members = [(f"{key}.json", len(sample_json(sample)))]
+    members = [(metadata_member(key), len(sample_json(sample)))]
     for item_id, index in distinct_items(sample):
-        members += [(f"{key}.{index}.{j}.jpg", size) for j, size in enumerate(items.frames_of(item_id)[3])]
+        members += [
+            (train_frame_member(key, index, j), size) for j, size in enumerate(items.frames_of(item_id)[3])
+        ]
     return members
 
 
@@ -128,10 +135,10 @@ class _WriteUserBucket(beam.DoFn):
             with TarShardWriter(self.dataset_dir, shard_path) as shard:
                 for sample in shard_samples:
                     key = sanitize_key(sample.user_id)
-                    shard.add(f"{key}.json", sample_json(sample))
+                    shard.add(metadata_member(key), sample_json(sample))
                     for item_id, index in distinct_items(sample):
                         for j, frame in enumerate(frames.get(item_id, ())):
-                            shard.add(f"{key}.{index}.{j}.jpg", frame)
+                            shard.add(train_frame_member(key, index, j), frame)
                     shard.end_sample()
                     self.samples_written.inc()
             yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())

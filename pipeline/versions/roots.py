@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pipeline.versions.errors import InvalidVersion
 from pipeline.versions.folders import folder_at
-from transforms.manifest import FORMAT_VERSION
+from transforms.format import FORMAT_VERSION
 
 LATEST = "LATEST"
 

@@ -1,0 +1,173 @@
+"""The dataset format contract (docs/FORMAT.md), shared by the writers, ``videorec inspect`` and the trainer.
+
+File names, sample keys and member names, table schemas and the manifest's shape live here and
+nowhere else. No Beam and no torch: ``trainer/`` imports this module and nothing else from
+ingest. ``tests/test_format.py`` checks that docs/FORMAT.md states what this module says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+
+import pyarrow as pa
+
+FORMAT_VERSION = 2
+
+MANIFEST_FILE = "manifest.json"
+RUN_STATS_FILE = "run_stats.json"
+LATEST_FILE = "LATEST"
+VERSIONS_DIR = "versions"
+ITEM_SHARD_PATTERN = "items/items-{:06d}.tar"
+TRAIN_SHARD_PATTERN = "train/train-{:06d}.tar"
+TABLE_PART_PATTERN = "tables/{table}/part-{bucket:05d}.parquet"
+FAILURE_PART_PATTERN = "failures/part-{:05d}.jsonl"
+
+ITEMS_TABLE = "items"
+SEQUENCES_TABLE = "sequences"
+TABLES = (ITEMS_TABLE, SEQUENCES_TABLE)
+
+ITEMS_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("item_index", pa.int32()),
+        ("title", pa.string()),
+        ("popularity", pa.int64()),
+        ("shard", pa.string()),
+        ("offset", pa.int64()),
+        ("size", pa.int64()),
+        ("fingerprint", pa.string()),
+        ("status", pa.string()),
+    ]
+)
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("user_index", pa.int32()),
+        ("item_indices", pa.list_(pa.int32())),
+        ("item_ids", pa.list_(pa.string())),
+        ("timestamps", pa.list_(pa.int64())),
+    ]
+)
+SCHEMAS = {ITEMS_TABLE: ITEMS_SCHEMA, SEQUENCES_TABLE: SEQUENCES_SCHEMA}
+
+
+def table_part_path(table: str, bucket: int) -> str:
+    return TABLE_PART_PATTERN.format(table=table, bucket=bucket)
+
+
+def version_manifest_path(version_id: str) -> str:
+    """Where a dataset root keeps a version's manifest, relative to the root."""
+    return f"{VERSIONS_DIR}/{version_id}/{MANIFEST_FILE}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Sample keys and member names
+# --------------------------------------------------------------------------------------------------
+
+_SAFE = re.compile(rb"[A-Za-z0-9-]")
+_ESCAPE = re.compile(r"_([0-9a-f]{2})")
+
+
+def sanitize_key(identifier: str) -> str:
+    """A tar- and WebDataset-safe sample key for ``identifier`` (reversible, injective).
+
+    WebDataset splits a member name at its first dot into key and extension, so a key holds only
+    ``[A-Za-z0-9_-]``: no ``/``, no ``.``, no leading ``-``; every other byte (and ``_``) is
+    escaped as ``_xx`` hex; the empty string maps to ``_``.
+    """
+    raw = str(identifier).encode("utf-8")
+    out = []
+    for i, byte in enumerate(raw):
+        char = bytes([byte])
+        if _SAFE.fullmatch(char) and not (i == 0 and char == b"-"):
+            out.append(char.decode("ascii"))
+        else:
+            out.append(f"_{byte:02x}")
+    return "".join(out) or "_"
+
+
+def unsanitize_key(key: str) -> str:
+    """Invert :func:`sanitize_key`."""
+    if key == "_":
+        return ""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), key).encode("latin-1").decode("utf-8")
+
+
+def metadata_member(key: str) -> str:
+    """A sample's JSON member (item and train samples alike)."""
+    return f"{key}.json"
+
+
+def item_frame_member(key: str, frame: int) -> str:
+    """Frame ``frame`` of an item sample."""
+    return f"{key}.{frame}.jpg"
+
+
+def train_frame_member(key: str, item_index: int, frame: int) -> str:
+    """Frame ``frame`` of item ``item_index`` in a user's train sample."""
+    return f"{key}.{item_index}.{frame}.jpg"
+
+
+def train_frame_prefix(item_index: int) -> str:
+    """What a train sample's frame fields of one item start with, once WebDataset strips the key."""
+    return f"{item_index}."
+
+
+# --------------------------------------------------------------------------------------------------
+# The manifest
+# --------------------------------------------------------------------------------------------------
+
+COUNT_CHECKS = (
+    ("rows", "rows_read", "rows_used", "rows_dropped"),
+    ("items", "items_seen", "items_encoded", "items_failed"),
+    ("users", "users_seen", "users_kept", "users_dropped"),
+)
+
+
+def manifest_problems(manifest: Mapping) -> list[str]:
+    """Everything wrong with the shape and counts of a manifest document (empty: it is sound).
+
+    Files are not opened here: ``videorec inspect`` and the version checks verify sizes and hashes.
+    """
+    if not isinstance(manifest, Mapping):
+        return ["the manifest is not a JSON object"]
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return [f"format_version is {manifest.get('format_version')!r}, this code reads {FORMAT_VERSION}"]
+    problems = [
+        f"{field} is missing"
+        for field in ("dataset_version", "num_items", "num_users", "tables", "shards", "counts", "failures")
+        if field not in manifest
+    ]
+    if problems:
+        return problems
+    for table in TABLES:
+        parts = manifest["tables"].get(table)
+        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
+            problems.append(f"tables.{table} is not a list of part paths")
+    for kind in ("items", "train"):
+        if not isinstance(manifest["shards"].get(kind), list):
+            problems.append(f"shards.{kind} is not a list")
+    counts = manifest["counts"]
+    for name, total, kept, dropped in COUNT_CHECKS:
+        try:
+            accounted = counts[kept] + sum(counts[dropped].values())
+        except (KeyError, AttributeError, TypeError):
+            problems.append(f"counts for {name} are incomplete")
+            continue
+        if counts[total] != accounted:
+            problems.append(f"{name}: {counts[total]} seen != {accounted} accounted for")
+    return problems
+
+
+def parse_manifest(data: bytes, where: str) -> dict:
+    """The manifest in ``data`` (read from ``where``); ``ValueError`` naming every problem if it is unsound."""
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where}: not a JSON manifest ({err})") from None
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+    return manifest
