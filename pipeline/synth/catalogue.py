@@ -44,12 +44,33 @@ def popularity_weights(config: SynthConfig) -> np.ndarray:
     return 1.0 / ranks.astype(np.float64) ** config.popularity_exponent
 
 
+def new_item_mask(config: SynthConfig) -> np.ndarray:
+    """Bool, item ``i`` at index ``i - 1``: the ``config.new_items`` items released late, drawn at random."""
+    mask = np.zeros(config.items, dtype=bool)
+    if config.new_items:
+        rng = seeded_rng(config.seed, SEED_CATALOGUE, 2)
+        mask[rng.choice(config.items, config.new_items, replace=False)] = True
+    return mask
+
+
+def release_ms(config: SynthConfig) -> int:
+    """Epoch ms from which users may interact with the new items."""
+    return config.start_ms + round(config.new_item_release_day * DAY_MS)
+
+
 def generate_interactions(config: SynthConfig, categories: np.ndarray) -> Interactions:
-    """Draw each user's sequence: preferred categories (drifting), then a popular unseen item of one."""
+    """Draw each user's sequence: preferred categories (drifting), then a popular unseen item of one.
+
+    New items (:func:`new_item_mask`) are picked only once the user's previous interaction is at or
+    after :func:`release_ms`, and then weigh as much as an average item.
+    """
     weights = popularity_weights(config)
+    new = new_item_mask(config)
+    weights[new] = weights.mean()
+    released_at = release_ms(config)
     members = [np.flatnonzero(categories == c) for c in range(config.categories)]
     result = Interactions()
-    max_len = min(config.max_interactions, config.items)
+    max_len = min(config.max_interactions, config.items - config.new_items)
     for user in range(1, config.users + 1):
         rng = seeded_rng(config.seed, SEED_USER, user)
         preferred = list(rng.choice(config.categories, config.categories_per_user, replace=False))
@@ -66,9 +87,10 @@ def generate_interactions(config: SynthConfig, categories: np.ndarray) -> Intera
                 category = int(rng.integers(config.categories))
             else:
                 category = int(rng.choice(preferred))
-            candidates = members[category][~seen[members[category]]]
+            open_items = ~seen if clock >= released_at else ~seen & ~new
+            candidates = members[category][open_items[members[category]]]
             if candidates.size == 0:
-                candidates = np.flatnonzero(~seen)
+                candidates = np.flatnonzero(open_items)
             chances = weights[candidates] / weights[candidates].sum()
             index = int(rng.choice(candidates, p=chances))
             seen[index] = True

@@ -64,6 +64,16 @@ def _parser() -> argparse.ArgumentParser:
     content.add_argument(
         "--rotation-fraction", type=float, default=defaults.rotation_fraction, help="with display rotation"
     )
+    content.add_argument(
+        "--new-items", type=int, default=defaults.new_items, metavar="N", help="items released late"
+    )
+    content.add_argument(
+        "--new-item-release-day",
+        type=float,
+        default=defaults.new_item_release_day,
+        metavar="DAYS",
+        help="days after the start when the new items are released",
+    )
     faults = parser.add_argument_group("planted faults (recorded in synth.json)")
     faults.add_argument("--missing-videos", type=int, default=0, metavar="N", help="videos not written")
     faults.add_argument("--truncated-videos", type=int, default=0, metavar="N", help="files cut inside mdat")

@@ -84,6 +84,11 @@ class SynthConfig:
     """Items whose file keeps its ``ftyp`` box and then holds random bytes."""
     bad_rows: int = 0
     """Malformed rows added to ``pairs.csv`` (kinds cycle through ``BAD_ROW_KINDS``)."""
+    new_items: int = 0
+    """Items released late (drawn at random, categories like any other item): no user interacts with
+    one before ``new_item_release_day``; from then on each weighs as much as an average item."""
+    new_item_release_day: float = 15.0
+    """Days after ``start_ms`` when the new items are released."""
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first inconsistent field."""
@@ -114,6 +119,10 @@ class SynthConfig:
                 raise ValueError(
                     f"HEVC videos need both sides >= 64, got {width}x{height}; or set hevc_fraction 0"
                 )
+        if not 0 <= self.new_items < self.items or self.new_item_release_day < 0:
+            raise ValueError("new_items must be in 0..items-1 and new_item_release_day not negative")
+        if self.min_interactions > self.items - self.new_items:
+            raise ValueError("min_interactions exceeds the number of items released from the start")
         if any(count < 0 for count in (*self.video_fault_counts().values(), self.bad_rows)):
             raise ValueError("fault counts must not be negative")
         for name in (

@@ -28,7 +28,9 @@ from pipeline.synth.catalogue import (
     assign_categories,
     generate_interactions,
     make_title,
+    new_item_mask,
     plant_video_faults,
+    release_ms,
     video_spec,
 )
 from pipeline.synth.config import (
@@ -163,6 +165,7 @@ def ground_truth(
         for item, _ in seq:
             popularity[item] += 1
     num_interactions = sum(popularity.values())
+    new = new_item_mask(config)
     return {
         "synth_format_version": SYNTH_FORMAT_VERSION,
         "config": asdict(config),
@@ -179,6 +182,12 @@ def ground_truth(
             "timestamps": "epoch milliseconds; no two interactions of one user share a timestamp",
             "bad_rows": "line is the 1-based line number in pairs.csv, whose line 1 is the header",
             "faults": "faulty videos are all referenced by pairs.csv; their interactions are left in the log",
+            "new_items": "items released late: no interaction with one is before release_ms; after it each "
+            "weighs as much as an average item; categories are drawn as for any other item",
+        },
+        "new_items": {
+            "release_ms": release_ms(config),
+            "items": [str(spec.item) for spec in specs if new[spec.item - 1]],
         },
         "expected_outcomes": EXPECTED_OUTCOMES,
         "counts": {
@@ -204,6 +213,7 @@ def ground_truth(
                 "item": str(spec.item),
                 "category": spec.category,
                 "popularity": popularity[spec.item],
+                "new": bool(new[spec.item - 1]),
                 "fault": spec.fault,
                 "video": spec.describe(),
             }
