@@ -114,3 +114,27 @@ class RankInBuckets(beam.PTransform):
             ),
             beam.pvalue.AsSingleton(first | "FirstPositions" >> PrefixSums()),
         )
+
+
+class CountBuckets(beam.PTransform):
+    """PCollection[sample bytes] (one per element) -> singleton PCollection[bucket count] (:func:`bucket_count`)."""
+
+    def __init__(self, max_samples: int, max_bytes: int):
+        super().__init__()
+        self.max_samples, self.max_bytes = max_samples, max_bytes
+
+    def expand(self, sizes):
+        limits = (self.max_samples, self.max_bytes)
+        return (
+            sizes
+            | "One" >> beam.Map(lambda size: (1, size))
+            | "Totals" >> beam.CombineGlobally(sum_count_and_bytes)
+            | "Buckets" >> beam.Map(lambda totals: bucket_count(*totals, *limits))
+        )
+
+
+class FirstShardNumbers(beam.PTransform):
+    """PCollection[(bucket, elements, bucket-local shard starts)] -> singleton dict bucket -> first shard number."""
+
+    def expand(self, cut):
+        return cut | "ShardsPerBucket" >> beam.Map(lambda c: (c[0], len(c[2]))) | "Prefix" >> PrefixSums()

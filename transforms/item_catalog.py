@@ -12,13 +12,12 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.buckets import (
-    PrefixSums,
+    CountBuckets,
+    FirstShardNumbers,
     RankInBuckets,
-    bucket_count,
     bucket_of,
     id_order_key,
     shard_ranges,
-    sum_count_and_bytes,
 )
 from transforms.format import ITEM_SHARD_PATTERN, ITEMS_TABLE, metadata_member, sanitize_key
 from transforms.item_lookup import ItemLookup, placed_items_array
@@ -83,12 +82,8 @@ class ItemCatalog(beam.PTransform):
         )
         buckets = beam.pvalue.AsSingleton(
             rows
-            | "ItemSizes" >> beam.Map(lambda row: (1, sample_size(item_sample_members(row))))
-            | "ItemTotals" >> beam.CombineGlobally(sum_count_and_bytes)
-            | "ItemBuckets"
-            >> beam.Map(
-                lambda totals, *limits: bucket_count(*totals, *limits), self.max_samples, self.max_bytes
-            )
+            | "ItemSizes" >> beam.Map(lambda row: sample_size(item_sample_members(row)))
+            | "ItemBuckets" >> CountBuckets(self.max_samples, self.max_bytes)
         )
         cut = (
             rows
@@ -99,9 +94,7 @@ class ItemCatalog(beam.PTransform):
                 lambda ranked, *limits: cut_item_bucket(*ranked, *limits), self.max_samples, self.max_bytes
             )
         )
-        first_shard = beam.pvalue.AsSingleton(
-            cut | "ShardsPerBucket" >> beam.MapTuple(lambda b, rows, starts: (b, len(starts))) | PrefixSums()
-        )
+        first_shard = beam.pvalue.AsSingleton(cut | "FirstShards" >> FirstShardNumbers())
         written = cut | "WriteItemBucket" >> beam.ParDo(
             _WriteItemBucket(self.dataset_dir), first_shard
         ).with_outputs("shards", "tables", main="placed")

@@ -21,13 +21,12 @@ from apache_beam.metrics import Metrics
 
 from transforms import storage
 from transforms.buckets import (
-    PrefixSums,
+    CountBuckets,
+    FirstShardNumbers,
     RankInBuckets,
-    bucket_count,
     bucket_of,
     id_order_key,
     shard_ranges,
-    sum_count_and_bytes,
 )
 from transforms.format import (
     ITEM_SHARD_PATTERN,
@@ -166,13 +165,8 @@ class WriteUserShards(beam.PTransform):
         max_seq_len = self.max_seq_len
         buckets = beam.pvalue.AsSingleton(
             sequences
-            | "EstimateSize"
-            >> beam.Map(lambda s, lookup: (1, _estimated_size(s, lookup, max_seq_len)), items)
-            | "UserTotals" >> beam.CombineGlobally(sum_count_and_bytes)
-            | "UserBuckets"
-            >> beam.Map(
-                lambda totals, *limits: bucket_count(*totals, *limits), self.max_samples, self.max_bytes
-            )
+            | "EstimateSize" >> beam.Map(lambda s, lookup: _estimated_size(s, lookup, max_seq_len), items)
+            | "UserBuckets" >> CountBuckets(self.max_samples, self.max_bytes)
         )
         cut = (
             sequences
@@ -187,9 +181,7 @@ class WriteUserShards(beam.PTransform):
                 self.max_bytes,
             )
         )
-        first_shard = beam.pvalue.AsSingleton(
-            cut | "ShardsPerBucket" >> beam.MapTuple(lambda b, users, starts: (b, len(starts))) | PrefixSums()
-        )
+        first_shard = beam.pvalue.AsSingleton(cut | "FirstShards" >> FirstShardNumbers())
         written = cut | "WriteUserBucket" >> beam.ParDo(
             _WriteUserBucket(self.dataset_dir), items, first_shard
         ).with_outputs("shards", "tables")
