@@ -94,62 +94,71 @@ def proc_table() -> dict[int, tuple[int, int]]:
     return table
 
 
-def tree_rss(root: int) -> tuple[int, int, int]:
-    """``(largest single process, its pid, whole tree)`` resident bytes of ``root`` and its descendants."""
+def tree_rss(root: int) -> dict[int, int]:
+    """``{pid: resident bytes}`` of ``root`` and all its descendants."""
     table = proc_table()
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in table.items():
         children.setdefault(parent, []).append(pid)
-    largest = largest_pid = total = 0
+    sizes = {}
     stack = [root]
     while stack:
         pid = stack.pop()
         if pid in table:
-            if table[pid][1] > largest:
-                largest, largest_pid = table[pid][1], pid
-            total += table[pid][1]
+            sizes[pid] = table[pid][1]
         stack += children.get(pid, [])
-    return largest, largest_pid, total
+    return sizes
 
 
-def process_role(pid: int) -> str:
-    """``worker`` for a Beam SDK worker process, ``driver`` for anything else (the runner's process)."""
+def is_sdk_worker(pid: int) -> bool:
+    """Whether ``pid`` runs a Beam SDK worker (``...sdk_worker_main``); False once it has ended."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            command = handle.read()
+            return b"sdk_worker_main" in handle.read()
     except OSError:
-        return "ended"
-    return "worker" if b"sdk_worker_main" in command else "driver"
+        return False
 
 
 def run_measured(command: list[str], cwd: Path, env: dict, log: Path, poll_s: float) -> dict:
-    """Run ``command``; return its exit code, wall and CPU seconds, the tree's peak RSS and the role of
-    the process that peaked (``driver``: the runner's own process; ``worker``: an SDK worker).
+    """Run ``command``; return its exit code, wall and CPU seconds and peak resident memory.
 
-    stdout and stderr go to ``log``. CPU is the ``wait4`` rusage of the child, which includes every
-    descendant it waited for (the DirectRunner reaps its worker processes).
+    Peaks (MB): the largest single process of the tree, the whole tree, the command's own process
+    (the runner's driver, which holds the DirectRunner's in-memory shuffles) and the largest SDK
+    worker process; ``largest_process`` says whether the overall peak was the ``driver``, a
+    ``worker`` or another descendant. stdout and stderr go to ``log``. CPU is the ``wait4`` rusage of
+    the child, which includes every descendant it waited for (the DirectRunner reaps its workers).
     """
     started = time.monotonic()
+    workers: dict[int, bool] = {}
+    peaks = {"largest": 0, "tree": 0, "driver": 0, "worker": 0}
+    largest_role = None
     with open(log, "wb") as out:
         child = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        peak_largest = peak_tree = 0
-        largest_role = None
         while True:
             pid, status, usage = os.wait4(child.pid, os.WNOHANG)
             if pid:
                 break
-            largest, largest_pid, total = tree_rss(child.pid)
-            if largest > peak_largest:
-                peak_largest, largest_role = largest, process_role(largest_pid)
-            peak_tree = max(peak_tree, total)
+            sizes = tree_rss(child.pid)
+            for proc in sizes.keys() - workers.keys():
+                workers[proc] = is_sdk_worker(proc)
+            if sizes:
+                top = max(sizes, key=sizes.get)
+                if sizes[top] > peaks["largest"]:
+                    peaks["largest"] = sizes[top]
+                    largest_role = "driver" if top == child.pid else "worker" if workers[top] else "other"
+            peaks["tree"] = max(peaks["tree"], sum(sizes.values()))
+            peaks["driver"] = max(peaks["driver"], sizes.get(child.pid, 0))
+            peaks["worker"] = max([peaks["worker"]] + [size for p, size in sizes.items() if workers[p]])
             time.sleep(poll_s)
         child.returncode = os.waitstatus_to_exitcode(status)
     return {
         "returncode": child.returncode,
         "wall_s": round(time.monotonic() - started, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_largest_mb": round(peak_largest / 2**20, 1),
-        "peak_rss_tree_mb": round(peak_tree / 2**20, 1),
+        "peak_rss_largest_mb": round(peaks["largest"] / 2**20, 1),
+        "peak_rss_tree_mb": round(peaks["tree"] / 2**20, 1),
+        "peak_rss_driver_mb": round(peaks["driver"] / 2**20, 1),
+        "peak_rss_worker_mb": round(peaks["worker"] / 2**20, 1),
         "largest_process": largest_role,
         # ru_maxrss (KiB) of the largest reaped descendant: a check on the polled figure.
         "maxrss_reaped_mb": round(usage.ru_maxrss / 1024, 1),
@@ -274,7 +283,7 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict | None:
 
 
 def fits(runs: list[dict], x_key: str) -> dict:
-    """Linear fits of wall, CPU and largest-process peak RSS against ``x_key`` over reconciled runs."""
+    """Linear fits of wall, CPU and the peak RSS figures against ``x_key`` over reconciled runs."""
     good = [r for r in runs if r["reconciled"]]
     xs = [r[x_key] for r in good]
     return {
@@ -282,6 +291,8 @@ def fits(runs: list[dict], x_key: str) -> dict:
         "wall_s": linear_fit(xs, [r["wall_s"] for r in good]),
         "cpu_s": linear_fit(xs, [r["cpu_s"] for r in good]),
         "peak_rss_largest_mb": linear_fit(xs, [r["peak_rss_largest_mb"] for r in good]),
+        "peak_rss_driver_mb": linear_fit(xs, [r["peak_rss_driver_mb"] for r in good]),
+        "peak_rss_worker_mb": linear_fit(xs, [r["peak_rss_worker_mb"] for r in good]),
     }
 
 
@@ -347,8 +358,9 @@ def project_dataflow(id_fit: dict, video_fit: dict | None, real: dict, workers_l
       (Beam, sampler set-up, shards and tables at 224 px, on 64x64 clips) plus ``videorec frames`` CPU
       per real MicroLens HEVC 720p clip at 224 px. Dataflow runs the same Python per element; the
       DirectRunner's own grouping is counted too, so this over-counts what Dataflow Shuffle does.
-    - Worker memory: the largest process's peak RSS fitted linearly against rows, at 1B rows, per
-      SDK process (Dataflow starts one per vCPU).
+    - Worker memory: the largest SDK worker process's peak RSS fitted linearly against rows, at 1B
+      rows, times the SDK processes of a worker (Dataflow starts one per vCPU). The DirectRunner's
+      driver, which holds every in-memory shuffle, has no Dataflow counterpart (Dataflow Shuffle).
     - Shuffle: ``interactions x record bytes x 3`` (rows grouped by user, then per-row item IDs in
       two more passes: item counts and needed items).
     - Item shards: ``videos x JPEG bytes per item`` (5 frames at 224 px, measured on the real clips;
@@ -360,7 +372,7 @@ def project_dataflow(id_fit: dict, video_fit: dict | None, real: dict, workers_l
     per_video = video_fit["cpu_s"]["slope"] if video_fit and video_fit["cpu_s"] else None
     cpu_s = n * per_row + v * ((per_video or 0.0) + real["cpu_s_per_video"])
     vcpu_hours = cpu_s / 3600
-    rss = id_fit["peak_rss_largest_mb"]
+    rss = id_fit["peak_rss_worker_mb"]
     process_gb = (rss["fixed"] + rss["slope"] * n) / 1024
     worker_gb = process_gb * WORKER["vcpus"]
     workers = max(1, math.ceil(vcpu_hours / (WORKER["vcpus"] * TARGET_HOURS)))
@@ -388,7 +400,7 @@ def project_dataflow(id_fit: dict, video_fit: dict | None, real: dict, workers_l
         "vcpu_hours": round(vcpu_hours, 1),
         "vcpu_hours_rows": round(n * per_row / 3600, 1),
         "vcpu_hours_videos": round(v * ((per_video or 0.0) + real["cpu_s_per_video"]) / 3600, 1),
-        "largest_process_gb_at_1b_rows": round(process_gb, 2),
+        "sdk_process_gb_at_1b_rows": round(process_gb, 2),
         "worker_memory_gb_needed": round(worker_gb, 1),
         "fits_worker": worker_gb <= WORKER["memory_gb"] * 0.8,
         "max_workers_for_target_hours": workers,
@@ -438,7 +450,8 @@ def row_line(run: dict, size_key: str) -> str:
     return (
         f"| {run['code']} | {run[size_key]:,} | {counts.get('users_seen', '-')} | {run['wall_s']:.1f} | "
         f"{run['cpu_s']:.0f} | {rate if rate is not None else '-'} | {run['peak_rss_largest_mb']:.0f} | "
-        f"{run['peak_rss_tree_mb']:.0f} | {run['largest_process']} | {status} |"
+        f"{run['peak_rss_driver_mb']:.0f} | {run['peak_rss_worker_mb']:.0f} | {run['peak_rss_tree_mb']:.0f} | "
+        f"{run['largest_process']} | {status} |"
     )
 
 
@@ -447,10 +460,12 @@ def fit_line(label: str, fit: dict, unit: str) -> str:
     if wall is None:
         return f"- {label}: fewer than two reconciled sizes, no fit"
     rss = fit["peak_rss_largest_mb"]
+    worker, driver = fit["peak_rss_worker_mb"], fit["peak_rss_driver_mb"]
     return (
         f"- {label}: wall = {wall['fixed']:.1f} s + {wall['slope'] * 1e6:.1f} s per million {unit} "
         f"(largest residual {wall['max_relative_residual']:.1%}); CPU {fit['cpu_s']['slope'] * 1e3:.3f} ms per "
-        f"{unit[:-1]}; largest-process RSS {rss['fixed']:.0f} MB + {rss['slope'] * 1e6:.1f} MB per million {unit}"
+        f"{unit[:-1]}; peak RSS per million {unit}: largest process +{rss['slope'] * 1e6:.1f} MB "
+        f"(from {rss['fixed']:.0f}), driver +{driver['slope'] * 1e6:.1f} MB, SDK worker +{worker['slope'] * 1e6:.1f} MB"
     )
 
 
@@ -458,15 +473,15 @@ def report(results: dict) -> str:
     lines = [
         f"workers {results['workers']}, {results['cpus']} CPUs, load average at start {results['load_at_start']}",
         "",
-        "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | peak RSS tree MB | largest | reconciled |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | driver MB | worker MB | tree MB | largest | reconciled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(row_line(r, "rows") for r in results["id_only"]),
     ]
     if results["videos"]:
         lines += [
             "",
-            "| code | videos | users | wall s | CPU s | videos/s | peak RSS largest MB | peak RSS tree MB | largest | reconciled |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| code | videos | users | wall s | CPU s | videos/s | peak RSS largest MB | driver MB | worker MB | tree MB | largest | reconciled |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *(row_line(r, "videos") for r in results["videos"]),
         ]
     lines.append("")
@@ -481,7 +496,7 @@ def report(results: dict) -> str:
             f"Dataflow projection for full MicroLens from {label}'s per-element costs:",
             f"- {p['vcpu_hours']} vCPU-hours ({p['vcpu_hours_rows']} for rows, {p['vcpu_hours_videos']} for videos); "
             f"max {p['max_workers_for_target_hours']} x {p['worker']['machine_type']} for {p['target_hours']} h",
-            f"- largest process at 1B rows {p['largest_process_gb_at_1b_rows']} GB, "
+            f"- largest SDK worker process at 1B rows {p['sdk_process_gb_at_1b_rows']} GB, "
             f"{p['worker_memory_gb_needed']} GB per {p['worker']['vcpus']}-vCPU worker "
             f"({'fits' if p['fits_worker'] else 'does NOT fit'} {p['worker']['memory_gb']} GB)",
             f"- shuffle {p['shuffle_gb']} GB; item shards {p['item_shard_gb']} GB; train shards "

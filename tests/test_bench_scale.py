@@ -29,7 +29,8 @@ def test_peak_rss_is_the_largest_process_of_the_tree_and_cpu_includes_descendant
     run = run_measured([sys.executable, "-c", GRANDCHILD], tmp_path, {}, tmp_path / "log", 0.05)
     assert run["returncode"] == 0
     assert 300 <= run["peak_rss_largest_mb"] < 400  # the grandchild's 300 MB, not the parent's
-    assert run["peak_rss_tree_mb"] > run["peak_rss_largest_mb"]
+    assert run["peak_rss_worker_mb"] == run["peak_rss_largest_mb"]
+    assert run["peak_rss_driver_mb"] < 100 and run["peak_rss_tree_mb"] > run["peak_rss_largest_mb"]
     assert run["maxrss_reaped_mb"] >= 300  # rusage saw the reaped grandchild too
     assert run["cpu_s"] > 0 and run["largest_process"] == "worker"
 
@@ -94,7 +95,7 @@ def test_expected_users_match_a_real_ingest_and_its_outputs(tmp_path):
     assert run["returncode"] == 0 and run["reconciled"], run["error"]
     assert run["counts"]["users_dropped"]  # repeats pushed some users under 5 rows
     assert run["counts"]["users_kept"] == users.size and run["counts"]["rows_used"] == rows
-    assert run["rows_per_s"] > 0 and run["peak_rss_largest_mb"] > 50
+    assert run["rows_per_s"] > 0 and run["peak_rss_driver_mb"] > 50 and run["peak_rss_worker_mb"] > 50
     assert describe_missing(users, sequence_table_users(tmp_path / "out"))["missing"] == 0
     assert describe_missing(users, train_shard_users(tmp_path / "out"))["missing"] == 0
     assert sorted(first_seen) == list(users) and list(first_seen) != list(users)

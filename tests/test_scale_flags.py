@@ -65,7 +65,7 @@ def test_the_validator_rejects_what_dataflow_would_reject():
 def fit(cpu_per_row: float, rss_fixed_mb: float, rss_per_row_mb: float) -> dict:
     return {
         "cpu_s": {"fixed": 5.0, "slope": cpu_per_row, "max_relative_residual": 0.0},
-        "peak_rss_largest_mb": {"fixed": rss_fixed_mb, "slope": rss_per_row_mb, "max_relative_residual": 0.0},
+        "peak_rss_worker_mb": {"fixed": rss_fixed_mb, "slope": rss_per_row_mb, "max_relative_residual": 0.0},
     }
 
 
@@ -79,9 +79,7 @@ def test_projection_follows_the_measured_costs():
     assert flat["vcpu_hours_rows"] == pytest.approx(rows_hours, abs=0.1)
     assert double["vcpu_hours_rows"] == pytest.approx(2 * rows_hours, abs=0.1)
     assert flat["vcpu_hours_videos"] == pytest.approx(MICROLENS["videos"] * 0.3 / 3600, abs=0.1)
-    assert flat["fits_worker"] and flat["largest_process_gb_at_1b_rows"] == pytest.approx(
-        400 / 1024, abs=0.01
-    )
+    assert flat["fits_worker"] and flat["sdk_process_gb_at_1b_rows"] == pytest.approx(400 / 1024, abs=0.01)
     # Memory growing with rows as the issue measured (about 0.45 KB per row) does not fit any worker.
     assert not project_dataflow(fit(4e-4, 400.0, 4.5e-4), None, REAL, 2)["fits_worker"]
     # Train shards repeat each item's frames for every window holding it.
