@@ -21,12 +21,11 @@ from pathlib import Path
 
 from pipeline.versions.errors import InvalidVersion
 from pipeline.versions.folders import folder_at
-from transforms.format import FORMAT_VERSION
+from transforms.format import FORMAT_VERSION, LATEST_FILE, MANIFEST_FILE, VERSIONS_DIR
 
-LATEST = "LATEST"
-
-VERSIONS = "versions"
-MANIFEST = "manifest.json"
+LATEST = LATEST_FILE
+VERSIONS = VERSIONS_DIR
+MANIFEST = MANIFEST_FILE
 
 
 def new_version_id() -> str:
