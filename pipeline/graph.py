@@ -23,6 +23,7 @@ from transforms.item_catalog import ItemCatalog
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames, EncodeItems, ReuseFrom, parse_titles
 from transforms.manifest import build_manifest, write_manifest
+from transforms.new_items import ChooseNewItems
 from transforms.sequences import (
     BuildUserSequences,
     CountItemInteractions,
@@ -67,8 +68,13 @@ def finish_dataset(
     invalid_rows,
     users_seen,
     items_seen,
+    new_split=None,
 ):
-    """Write the manifest (last) from the per-shard and per-part summaries, then remove the work folder."""
+    """Write the manifest (last) from the per-shard and per-part summaries, then remove the work folder.
+
+    ``new_split`` (with ``--new-items``/``--new-items-after``) is ``[new items chosen, kept users whose
+    test target is a new item]``, recorded as ``counts.new_items`` and ``counts.users_new_target``.
+    """
     items_parts = [p for p in table_parts if p["table"] == ITEMS_TABLE]
     sequence_parts = [p for p in table_parts if p["table"] == SEQUENCES_TABLE]
     dropped = failure_counts(failure_parts)
@@ -83,6 +89,8 @@ def finish_dataset(
         "users_kept": sum(p["rows"] for p in sequence_parts),
         "users_dropped": dropped["user"],
     }
+    if new_split is not None:
+        counts["new_items"], counts["users_new_target"] = new_split
     manifest = build_manifest(
         config=config.content_config(),
         sampler=sampler_section,
@@ -126,15 +134,19 @@ class WrittenFiles:
 
 
 def choose_and_encode_items(
-    histories, config: IngestConfig, progress_every: int, reuse: ReuseFrom | None
+    histories, config: IngestConfig, progress_every: int, reuse: ReuseFrom | None, new_items=None
 ) -> ItemOutcomes:
-    """Drop rare items, decide which items are needed, and decode (or describe) those."""
+    """Drop rare items, decide which items are needed, and decode (or describe) those.
+
+    ``new_items`` (singleton PCollection of the new-item set, or None) changes which users are
+    long enough, as it does when the sequences are built.
+    """
     pipeline = histories.pipeline
     sampler_config, _ = sampler_settings(config)
     item_counts = histories | "CountItemInteractions" >> CountItemInteractions()
     rare = item_counts | "RareItems" >> beam.FlatMap(rare_items, config.min_item_interactions)
     needed = histories | "NeededItems" >> NeededItems(
-        rare, effective_min_length(config.min_user_interactions)
+        rare, effective_min_length(config.min_user_interactions), new_items
     )
     undecoded = (item_counts, needed) | "DroppedItems" >> DroppedItemRecords(config.min_item_interactions)
     if config.has_videos:
@@ -210,9 +222,14 @@ def build_pipeline(
     source_files = [path for _, path, _ in sources]
     rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
     histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
-    items = choose_and_encode_items(histories.histories, config, progress_every, reuse)
+    new_items = None
+    if config.splits_new_items:
+        new_items = histories.histories | "ChooseNewItems" >> ChooseNewItems(
+            config.new_items, config.new_items_after
+        )
+    items = choose_and_encode_items(histories.histories, config, progress_every, reuse, new_items)
     sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
-        items.excluded, effective_min_length(config.min_user_interactions), source_files
+        items.excluded, effective_min_length(config.min_user_interactions), source_files, new_items
     )
     written = write_dataset_files(items.encoded, sequences.sequences, items.excluded, config)
     failure_parts = (
@@ -222,6 +239,15 @@ def build_pipeline(
         | "WriteFailures" >> WriteFailures(config.output)
     )
     count, singleton, as_list = beam.combiners.Count.Globally, beam.pvalue.AsSingleton, beam.pvalue.AsList
+    new_split = {}
+    if new_items is not None:
+        new_split["new_split"] = singleton(
+            sequences.sequences
+            | "TestTargetIsNew"
+            >> beam.Map(lambda sequence, new: int(sequence.item_ids[-1] in new), singleton(new_items))
+            | "CountNewTargets" >> beam.CombineGlobally(sum)
+            | "WithNewItemCount" >> beam.Map(lambda users, new: [len(new), users], singleton(new_items))
+        )
     written_version = (
         pipeline
         | "Finish" >> beam.Create([None])
@@ -242,6 +268,7 @@ def build_pipeline(
             invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),
             users_seen=singleton(histories.histories | "CountUsers" >> count()),
             items_seen=singleton(items.seen | "CountItems" >> count()),
+            **new_split,
         )
     )
     if publish_with is not None:

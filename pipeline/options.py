@@ -44,6 +44,9 @@ class IngestConfig:
             least 3 always applies, since leave-one-out needs a train, a validation and a test item.
         min_item_interactions: items with fewer (deduplicated) interactions are dropped first.
         max_seq_len: training samples hold the last ``max_seq_len + 1`` training items.
+        new_items: hold out this fraction of the items seen, those first interacted with last, as new
+            items (``transforms.new_items``); None: no new-item split.
+        new_items_after: hold out the items first interacted with after this time (epoch ms) instead.
         shard_max_samples: most samples per item or train shard.
         shard_max_bytes: most bytes per shard (a single bigger sample gets a shard of its own).
         sampler: frame-sampler settings as ``SamplerConfig`` keyword arguments.
@@ -74,6 +77,8 @@ class IngestConfig:
     min_user_interactions: int = 5
     min_item_interactions: int = 1
     max_seq_len: int = 10
+    new_items: float | None = None
+    new_items_after: int | None = None
     shard_max_samples: int = DEFAULT_SHARD_MAX_SAMPLES
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
     sampler: dict = field(default_factory=dict)
@@ -104,7 +109,13 @@ class IngestConfig:
             "max_seq_len": self.max_seq_len,
             "shard_max_samples": self.shard_max_samples,
             "shard_max_bytes": self.shard_max_bytes,
+            **({"new_items": self.new_items} if self.new_items is not None else {}),
+            **({"new_items_after": self.new_items_after} if self.new_items_after is not None else {}),
         }
+
+    @property
+    def splits_new_items(self) -> bool:
+        return self.new_items is not None or self.new_items_after is not None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,6 +177,22 @@ def parser() -> argparse.ArgumentParser:
         default=10,
         metavar="N",
         help="training samples hold a user's last N + 1 training items",
+    )
+    new = filters.add_mutually_exclusive_group()
+    new.add_argument(
+        "--new-items",
+        type=fraction,
+        default=None,
+        metavar="FRACTION",
+        help="hold out the items first interacted with last as new items (test targets only; "
+        "ties of first-interaction time broken by item ID hash, see docs/FORMAT.md)",
+    )
+    new.add_argument(
+        "--new-items-after",
+        type=int,
+        default=None,
+        metavar="EPOCH_MS",
+        help="hold out the items first interacted with after this time as new items",
     )
     out = p.add_argument_group("output")
     where = out.add_mutually_exclusive_group(required=True)
@@ -267,6 +294,8 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         min_user_interactions=args.min_user_interactions,
         min_item_interactions=args.min_item_interactions,
         max_seq_len=args.max_seq_len,
+        new_items=args.new_items,
+        new_items_after=args.new_items_after,
         shard_max_samples=args.shard_max_samples,
         shard_max_bytes=args.shard_max_bytes,
         sampler=sampler_settings(args),

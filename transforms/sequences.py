@@ -20,7 +20,8 @@ from apache_beam.metrics import Metrics
 
 from transforms.failures import failure
 from transforms.interactions import Interaction, pack_row, unpack_rows
-from transforms.item_lookup import excluded_items_of
+from transforms.item_lookup import ExcludedItems, excluded_items_of
+from transforms.new_items import HELD_OUT, hold_out_new_items
 
 FAILED = "failed"
 MIN_SEQUENCE_LENGTH = 3  # one training item, one validation item, one test item
@@ -97,11 +98,16 @@ def surviving_rows(history: Sequence[Interaction], excluded_items: Mapping[str, 
 
 
 def items_of_eligible_user(
-    history: Sequence[Interaction], excluded_items: Mapping[str, str], min_length: int
+    history: Sequence[Interaction],
+    excluded_items: Mapping[str, str],
+    min_length: int,
+    new_items: ExcludedItems | None = None,
 ) -> list[str]:
-    """The distinct items of a user who still has ``min_length`` interactions without excluded items."""
+    """The distinct items of a user who still has ``min_length`` interactions without excluded items
+    and held-out new items; the new items of such a user are named too (they stay candidates)."""
     rows = surviving_rows(history, excluded_items)
-    return sorted({row.item_id for row in rows}) if len(rows) >= min_length else []
+    kept, _ = hold_out_new_items(rows, new_items)
+    return sorted({row.item_id for row in rows}) if len(kept) >= min_length else []
 
 
 def row_ids(row: Interaction, source_files: Sequence[str]) -> dict:
@@ -122,11 +128,13 @@ def build_sequence(
     excluded_items: Mapping[str, str],
     min_length: int,
     source_files: Sequence[str] = (),
+    new_items: ExcludedItems | None = None,
 ) -> tuple[UserSequence | None, list[dict]]:
     """Filter one user's deduplicated, ordered history into a sequence.
 
-    Rows of excluded items are dropped with ``item_<reason>``; if fewer than ``min_length`` rows
-    remain, the user and those rows are dropped as ``user_too_few_interactions``.
+    Rows of excluded items are dropped with ``item_<reason>``; rows of ``new_items`` other than the
+    last remaining row are dropped with ``new_item_held_out`` (:func:`hold_out_new_items`); if fewer
+    than ``min_length`` rows remain, the user and those rows are dropped as ``user_too_few_interactions``.
     """
     failures = [
         failure(
@@ -139,7 +147,17 @@ def build_sequence(
         for row in history
         if row.item_id in excluded_items
     ]
-    kept = surviving_rows(history, excluded_items)
+    kept, held = hold_out_new_items(surviving_rows(history, excluded_items), new_items)
+    failures += [
+        failure(
+            "row",
+            "sequence",
+            HELD_OUT,
+            f"item {row.item_id!r} is new and this is not the user's test target",
+            **row_ids(row, source_files),
+        )
+        for row in held
+    ]
     if len(kept) < min_length:
         message = f"{len(kept)} usable interactions, fewer than the minimum {min_length}"
         failures += [
@@ -244,10 +262,10 @@ class _BuildSequence(beam.DoFn):
         self.users_kept = Metrics.counter("videorec", "users_kept")
         self.rows_used = Metrics.counter("videorec", "rows_used")
 
-    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str]):
+    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str], new_items=None):
         user_id = history[0]
         sequence, failures = build_sequence(
-            user_id, history_rows(history), excluded_items, self.min_length, self.source_files
+            user_id, history_rows(history), excluded_items, self.min_length, self.source_files, new_items
         )
         for record in failures:
             yield beam.pvalue.TaggedOutput(FAILED, record)
@@ -262,18 +280,22 @@ class BuildUserSequences(beam.PTransform):
 
     ``excluded_items`` is a PCollection ``(item_id, reason)`` of items removed before splitting
     (too few interactions, video failed...); workers see it as one compact ``ExcludedItems``.
+    ``new_items``, when given, is the singleton PCollection of the new-item set
+    (:class:`transforms.new_items.ChooseNewItems`).
     """
 
-    def __init__(self, excluded_items, min_length: int, source_files: Sequence[str]):
+    def __init__(self, excluded_items, min_length: int, source_files: Sequence[str], new_items=None):
         super().__init__()
         self.excluded_items = excluded_items
         self.min_length = min_length
         self.source_files = source_files
+        self.new_items = new_items
 
     def expand(self, histories):
         excluded = beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items))
+        extra = [] if self.new_items is None else [beam.pvalue.AsSingleton(self.new_items)]
         return histories | "FilterAndSplit" >> beam.ParDo(
-            _BuildSequence(self.min_length, self.source_files), excluded
+            _BuildSequence(self.min_length, self.source_files), excluded, *extra
         ).with_outputs(FAILED, main="sequences")
 
 
@@ -281,25 +303,32 @@ class _EligibleItems(beam.DoFn):
     def __init__(self, min_length: int):
         self.min_length = min_length
 
-    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str]):
-        yield from items_of_eligible_user(history_rows(history), excluded_items, self.min_length)
+    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str], new_items=None):
+        yield from items_of_eligible_user(history_rows(history), excluded_items, self.min_length, new_items)
 
 
 class NeededItems(beam.PTransform):
-    """(user_id, history) -> distinct item_id of users who pass the length filter before decoding."""
+    """(user_id, history) -> distinct item_id of users who pass the length filter before decoding.
 
-    def __init__(self, excluded_items, min_length: int):
+    With ``new_items`` (singleton PCollection of the new-item set), the length filter counts the
+    rows left after the new-item hold-out, as :class:`BuildUserSequences` does.
+    """
+
+    def __init__(self, excluded_items, min_length: int, new_items=None):
         super().__init__()
         self.excluded_items = excluded_items
         self.min_length = min_length
+        self.new_items = new_items
 
     def expand(self, histories):
+        extra = [] if self.new_items is None else [beam.pvalue.AsSingleton(self.new_items)]
         return (
             histories
             | "ItemsOfEligibleUsers"
             >> beam.ParDo(
                 _EligibleItems(self.min_length),
                 beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items)),
+                *extra,
             )
             | "Distinct" >> beam.Distinct()
         )
