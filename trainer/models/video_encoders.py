@@ -352,7 +352,7 @@ def _per_frame(name: str) -> Encoder:
             model.fc = nn.Linear(TINY_WIDTHS[-1] * block.expansion, 1000)
         feature_dim = model.fc.in_features
         model.fc = nn.Identity()
-        blocks = ["conv1", "layer1", "layer2", "layer3", "layer4"]
+        blocks = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
         mean, std = _torchvision_mean_std(name)
         return Backbone(
             PerFrameImageNet(model), feature_dim, [f"image_net.{b}" for b in blocks], spec, mean, std
@@ -395,7 +395,7 @@ def _strip_pytorchvideo_head(head: nn.Module) -> int:
 
 
 def _slowfast_r50(spec: dict) -> Backbone:
-    narrow = {"stem_dim_outs": (16, 2)} if _is_tiny(spec) else {}  # 1/4 of the widths
+    narrow = {"stem_dim_outs": (8, 1)} if _is_tiny(spec) else {}  # 1/8 of the widths
     model = _pytorchvideo_hub().slowfast_r50(pretrained=False, **narrow)
     model.blocks[5].pool = nn.ModuleList([nn.AdaptiveAvgPool3d(1), nn.AdaptiveAvgPool3d(1)])
     feature_dim = _strip_pytorchvideo_head(model.blocks[6])
@@ -710,12 +710,18 @@ class VideoItemEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> VideoItemEncoder:
-        """Frozen blocks stay in eval mode, so their normalisation statistics stay as loaded."""
+        """Frozen blocks stay in eval mode (no dropout, no stochastic depth), and so does every frozen
+        batch norm, so normalisation statistics stay as loaded."""
         super().train(mode)
         for name in self.block_names:
             block = self.backbone.get_submodule(name)
             if not any(p.requires_grad for p in block.parameters()):
                 block.eval()
+        for module in self.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()
         return self
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
