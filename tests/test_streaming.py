@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.fixtures_dataset import solid_frames, write_dataset
+from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import ItemStream, StreamPosition, TrainStream, expand_shard_urls
 from trainer.dataset import load_dataset
@@ -187,6 +188,82 @@ def test_reads_shards_over_http(dataset_dir):
         server.server_close()
 
 
+class FlakyHandler(http.server.BaseHTTPRequestHandler):
+    """Serves a folder with HTTP Range support; a tar shard's first request answers 503, its second
+    breaks off halfway through the body, later ones succeed (``always_fail``: shards that never do)."""
+
+    root: Path
+    always_fail: tuple[str, ...] = ()
+    requests: list[tuple[str, str, int]]  # (path, Range header, status)
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.root / self.path.lstrip("/")
+        if not path.is_file():
+            self._answer(404)
+            return
+        data = path.read_bytes()
+        seen = sum(1 for p, _, _ in self.requests if p == self.path)
+        flaky = self.path.endswith(".tar")
+        if self.path.endswith(self.always_fail) or (flaky and seen == 0):
+            self._answer(503)
+            return
+        start = int(self.headers.get("Range", "bytes=0-")[len("bytes=") :].rstrip("-"))
+        status = 206 if start else 200
+        self.requests.append((self.path, self.headers.get("Range", ""), status))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if flaky and seen == 1:  # break off halfway: the client sees a short body
+            self.wfile.write(data[start : start + (len(data) - start) // 2])
+            self.close_connection = True
+            return
+        self.wfile.write(data[start:])
+
+    def _answer(self, status: int) -> None:
+        self.requests.append((self.path, self.headers.get("Range", ""), status))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def _flaky_server(root: Path, always_fail: tuple[str, ...] = ()):
+    handler = type("Handler", (FlakyHandler,), {"root": root, "always_fail": always_fail, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler.requests
+
+
+def test_shard_reads_are_retried_and_resumed_at_the_byte_they_reached(dataset_dir, monkeypatch):
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    server, requests = _flaky_server(dataset_dir.parent)
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/{dataset_dir.name}"
+        _read_everything(base)
+    finally:
+        server.shutdown()
+        server.server_close()
+    shard = f"/{dataset_dir.name}/train/train-000000.tar"
+    statuses = [(status, bool(ranged)) for path, ranged, status in requests if path == shard]
+    assert statuses[:3] == [(503, False), (200, False), (206, True)]  # refused, broken off, resumed
+
+
+def test_a_shard_that_keeps_failing_is_counted_as_a_failed_read(dataset_dir, monkeypatch):
+    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(storage, "RETRIES", 2)
+    server, requests = _flaky_server(dataset_dir.parent, always_fail=("train-000001.tar",))
+    try:
+        dataset = load_dataset(f"http://127.0.0.1:{server.server_port}/{dataset_dir.name}")
+        batches = list(_stream(dataset.shard_urls("train"), batch_size=4, batches=4, frames=False))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sum(b["read_errors"] for b in batches) >= 1
+    assert sum(1 for path, _, _ in requests if path.endswith("train-000001.tar")) >= 3  # 1 + 2 retries
+
+
 @pytest.mark.gcs
 def test_reads_shards_from_gcs(dataset_dir, gcs_emulator):
     bucket = gcs_emulator.make_bucket("videorec-train")
@@ -197,6 +274,11 @@ def test_reads_shards_from_gcs(dataset_dir, gcs_emulator):
     manifest = json.loads(bucket.blob("datasets/ds/manifest.json").download_as_bytes())
     assert manifest["num_users"] == NUM_USERS
     _read_everything("gs://videorec-train/datasets/ds")
+    # a broken GCS read resumes with a ranged read at the byte it reached
+    tar = (dataset_dir / "train/train-000000.tar").read_bytes()
+    tail, size = storage._open_gcs_at("gs://videorec-train/datasets/ds/train/train-000000.tar", 1000)
+    with tail:
+        assert tail.read() == tar[1000:] and size == len(tar)
     # a root holding LATEST also resolves over GCS (the layout is ROOT/versions/<id>)
     bucket.blob("root/LATEST").upload_from_string(b"v9")
     bucket.blob("root/versions/v9/manifest.json").upload_from_filename(str(dataset_dir / "manifest.json"))

@@ -197,7 +197,9 @@ def test_tiny_video_run_writes_checkpoints_metrics_and_results(tmp_path):
     assert state["dataset_version"] == "test-v1"
     results = json.loads((run / "results.json").read_text())
     overall = {"HR@10", "HR@20", "NDCG@10", "NDCG@20", "users"}
-    assert set(results["test"]) == overall | {f"{name}/rare" for name in overall} | {"targets_not_encoded"}
+    subsets = {f"{name}/{subset}" for name in overall for subset in ("rare", "warm", "new")}
+    assert set(results["test"]) == overall | subsets | {"targets_not_encoded"}
+    assert results["test"]["users/warm"] + results["test"]["users/new"] == results["test"]["users"]
     assert set(results["popularity_test"]) == set(results["test"])
     assert results["items"]["items_encoded"] == 12 and results["items"]["items_not_encoded"] == 0
     assert results["lost"]["skipped_samples"] == 0 and results["lost"]["failed_reads"] == 0
@@ -271,3 +273,42 @@ def test_frozen_blocks_keep_their_batchnorm_statistics():
     encoder(torch.tensor([1]), torch.randint(0, 255, (1, 3, 3, 16, 16), dtype=torch.uint8))
     assert torch.equal(encoder.backbone.stem[1].running_mean, before)  # frozen stem: eval mode
     assert encoder.backbone.layer2.training  # the trainable top block trains
+
+
+def test_lost_samples_are_counted_and_stop_the_run_past_the_threshold(tmp_path):
+    import io
+    import tarfile
+
+    from trainer.trainer import DataLossError
+
+    data = write_dataset(
+        tmp_path / "ds", _shifted_sequences(24, 12), frames=solid_frames(12, 2), max_seq_len=5, per_shard=6
+    )
+    shard = data / "train/train-000001.tar"
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, content in members:
+            if member.name.endswith(".json"):  # every user sample of this shard is corrupt
+                content = b"{not json"
+                member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    flags = "--preset tiny --epochs 1 --batch-size 6 --frame-size 8 --no-progress --no-shard-shuffle"
+    # 6 of 24 samples lost: far past the default 0.1%
+    budget = (
+        r"lost \d corrupt samples and 0 failed shard reads, more than --max-lost-fraction 0.001 of the 24"
+    )
+    with pytest.raises(DataLossError, match=budget):  # at the first step that loses one
+        train_main(["--data", str(data), "--output", str(tmp_path / "strict"), *flags.split()])
+    assert not (tmp_path / "strict/results.json").exists()
+    run = tmp_path / "lenient"
+    train_main(["--data", str(data), "--output", str(run), "--max-lost-fraction", "0.3", *flags.split()])
+    results = json.loads((run / "results.json").read_text())
+    assert results["lost"] == {
+        "skipped_samples": 6,
+        "failed_reads": 0,
+        "planned_samples": 24,
+        "max_lost_fraction": 0.3,
+    }
+    train = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_samples"] for r in train if r["type"] == "train"][-1] == 6
