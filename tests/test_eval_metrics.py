@@ -89,10 +89,11 @@ def test_scores_are_fp32_even_inside_an_autocast_region():
     from trainer.evaluate import ItemTable, score_split
     from trainer.models.videorec import build_model
 
-    class Cases:  # the two attributes score_split reads from a dataset
+    class Cases:  # the attributes score_split reads from a dataset
         sequences = UserSequences(
             user_index=np.arange(3), offsets=np.array([0, 4, 8, 12]), items=np.arange(1, 13) % 7 + 1
         )
+        popularity = np.ones(8, dtype=np.int64)
 
         @staticmethod
         def rare_items():

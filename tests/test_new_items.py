@@ -133,3 +133,28 @@ def test_new_item_split_is_byte_identical_for_one_and_two_workers(logs, split, t
             == (outputs[1] / relative).read_bytes()
             == (outputs[2] / relative).read_bytes()
         ), relative
+
+
+def test_evaluation_reports_new_targets_apart_and_popularity_cannot_rank_them(split, tmp_path):
+    import json
+
+    from trainer.dataset import load_dataset
+    from trainer.evaluate import popularity_baseline
+    from trainer.train import main as train_main
+    from transforms.manifest import read_manifest
+
+    counts = read_manifest(str(split))["counts"]
+    dataset = load_dataset(str(split))
+    baseline = popularity_baseline(dataset, "test")
+    assert baseline["users/new"] == counts["users_new_target"]
+    assert baseline["users/warm"] + baseline["users/new"] == baseline["users"] == counts["users_kept"]
+    # a new item has training popularity 0: every other candidate ties or beats it
+    assert baseline["HR@20/new"] == 0.0 and baseline["HR@10/warm"] > 0.1
+    run = tmp_path / "run"
+    flags = "--preset tiny --encoder id --epochs 2 --batch-size 32 --no-progress"
+    train_main(["--data", str(split), "--output", str(run), *flags.split()])
+    results = json.loads((run / "results.json").read_text())
+    for subset in ("warm", "new", "rare"):
+        assert results["test"][f"users/{subset}"] == results["popularity_test"][f"users/{subset}"]
+    assert results["test"]["users/new"] == counts["users_new_target"]
+    assert 0.0 <= results["test"]["HR@10/new"] <= 1.0

@@ -72,7 +72,7 @@ class DatasetInfo:
 
     @property
     def num_frames(self) -> int:
-        return int(self.manifest.get("sampler", {}).get("num_frames", 0))
+        return int((self.manifest.get("sampler") or {}).get("num_frames", 0))
 
     @property
     def max_seq_len(self) -> int:

@@ -9,6 +9,9 @@ held-out item against all *candidate* items:
 - a target's rank is the number of **other** candidate items scoring **at least as high**
   (a tie counts against the target; a NaN score counts against the target);
 - items of the user's history other than the target are masked;
+- users are reported all together and per subset of their target: ``rare`` (long tail of
+  training popularity), ``warm`` (seen in training) and ``new`` (never seen in training: with a
+  new-item split, the held-out new items; an ``id`` model scores them with untrained embeddings);
 - items whose frames cannot be decoded (or that are missing from the item shards) are not
   candidates and are dropped from the input windows; they are counted (``ItemTable``), and a
   user whose *target* cannot be encoded counts as a miss (``targets_not_encoded``).
@@ -111,13 +114,23 @@ def _sums(
     targets: torch.Tensor,
     rare_items: torch.Tensor | None,
     candidates: torch.Tensor | None,
+    seen_items: torch.Tensor | None = None,
 ) -> dict[str, float]:
     sums = metric_sums(ranks)
     sums["targets_not_encoded"] = float((~candidates[targets]).sum()) if candidates is not None else 0.0
     if rare_items is not None:
         rare = rare_items[targets]
         sums.update({f"{key}/rare": value for key, value in metric_sums(ranks[rare]).items()})
+    if seen_items is not None:
+        warm = seen_items[targets]
+        sums.update({f"{key}/warm": value for key, value in metric_sums(ranks[warm]).items()})
+        sums.update({f"{key}/new": value for key, value in metric_sums(ranks[~warm]).items()})
     return sums
+
+
+def seen_in_training(dataset: DatasetInfo) -> torch.Tensor:
+    """Bool ``[N+1]``: items with at least one training interaction (``warm`` targets; the rest are ``new``)."""
+    return torch.from_numpy(dataset.popularity > 0)
 
 
 @torch.no_grad()
@@ -132,23 +145,28 @@ def score_users(
     world_size: int = 1,
     rare_items: torch.Tensor | None = None,
     candidates: torch.Tensor | None = None,
+    seen_items: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """HR/NDCG means for the given cases; users are split across ranks and the sums all-reduced.
 
     ``score`` maps right-padded history windows ``[B, max_seq_len]`` to item scores ``[B, N+1]``.
     With ``rare_items`` (bool ``[N+1]``), ``KEY/rare`` metrics cover the users whose target is rare.
+    With ``seen_items`` (bool ``[N+1]``, :func:`seen_in_training`), ``KEY/warm`` metrics cover the
+    users whose target is one of them and ``KEY/new`` the others.
     With ``candidates`` (bool ``[N+1]``), only those items are ranked and the input windows
     keep only those items (``targets_not_encoded`` counts users whose target is not one).
     """
     mine = range(rank, len(histories), world_size)
     if rare_items is not None:
         rare_items = rare_items.to(device)
+    if seen_items is not None:
+        seen_items = seen_items.to(device)
     keep = candidates.cpu().numpy() if candidates is not None else None
     if candidates is not None:
         candidates = candidates.to(device)
     no_ranks = torch.zeros(0, device=device)
     no_targets = torch.zeros(0, dtype=torch.long, device=device)
-    sums = {key: 0.0 for key in _sums(no_ranks, no_targets, rare_items, candidates)}
+    sums = {key: 0.0 for key in _sums(no_ranks, no_targets, rare_items, candidates, seen_items)}
     for start in range(0, len(mine), batch_size):
         rows = list(mine[start : start + batch_size])
         batch_histories = [histories[i] for i in rows]
@@ -156,7 +174,7 @@ def score_users(
         window = _pad(inputs, max_seq_len).to(device)
         batch_targets = torch.from_numpy(targets[rows]).to(device)
         ranks = ranks_of_targets(score(window), batch_targets, _pad(batch_histories).to(device), candidates)
-        for key, value in _sums(ranks, batch_targets, rare_items, candidates).items():
+        for key, value in _sums(ranks, batch_targets, rare_items, candidates, seen_items).items():
             sums[key] += value
     if world_size > 1:
         packed = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
@@ -298,6 +316,7 @@ def popularity_baseline(
         torch.device("cpu"),
         rare_items=dataset.rare_items(),
         candidates=candidates,
+        seen_items=seen_in_training(dataset),
     )
 
 
@@ -339,6 +358,7 @@ def score_split(
                 world_size,
                 dataset.rare_items().to(device),
                 items.encoded,
+                seen_in_training(dataset),
             )
     finally:
         model.train(was_training)

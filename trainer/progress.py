@@ -93,14 +93,21 @@ def _cell(name: str, value: float) -> str:
 
 
 def summary_table(results: dict[str, dict[str, float]]) -> str:
-    """``{split: {metric: value}}`` as an aligned text table."""
+    """``{split: {metric: value}}`` as an aligned text table: one row per split and user subset
+    (``test``, ``test/rare``, ``test/warm``, ``test/new``...), one column per metric."""
+    subsets: dict[str, dict[str, float]] = {}
+    for split, values in results.items():
+        for key, value in values.items():
+            name, _, subset = key.partition("/")
+            subsets.setdefault(f"{split}/{subset}" if subset else split, {})[name] = value
     names = sorted(
-        {k for values in results.values() for k in values}, key=lambda k: (k.startswith("users"), k)
+        {k for values in subsets.values() for k in values},
+        key=lambda k: (k.startswith(("users", "targets")), k),
     )
     header = ["split", *names]
     rows = [
-        [split, *(_cell(name, values.get(name, float("nan"))) for name in names)]
-        for split, values in results.items()
+        [row, *("" if name not in values else _cell(name, values[name]) for name in names)]
+        for row, values in subsets.items()
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
