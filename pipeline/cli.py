@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 
@@ -28,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.train", "train VideoRec (video encoder + SASRec) on streamed shards"),
     "evaluate": ("trainer.evaluate_cli", "score a checkpoint with full-ranking HR@K / NDCG@K"),
     "extract": ("trainer.extract", "extract frozen item features for the 'frozen' baseline"),
+    "experiment": ("trainer.experiment", "run the paper's comparison (popularity, id, frozen, end to end)"),
 }
 
 
@@ -64,23 +66,41 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage(), file=sys.stderr)
         return 2
     module_name, _ = SUBCOMMANDS[name]
+    configure_logging()
+    try:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name in ("torch", "torchvision"):
+                print(
+                    f"videorec {name}: needs the training extra; install it with "
+                    "pip install 'videorec-pipeline[train]'",
+                    file=sys.stderr,
+                )
+                return 2
+            raise
+        return int(module.main(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"videorec {name}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+OUR_LOGGERS = ("pipeline", "transforms", "trainer", "benchmarks")
+"""Packages whose INFO lines (``resumed from step N``, a broken lease...) are shown; others show WARNING+."""
+
+
+def configure_logging() -> None:
+    """``LEVEL name: message`` on stderr: INFO and up for this project, WARNING and up for libraries.
+
+    Beam's import-time warning about optional clients is dropped, and its local job service's
+    re-logging of worker warnings is silenced (worker errors still surface as job failures).
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(_DropBeamImportNoise())
-    # The local job service re-logs every worker warning; worker errors still surface as job failures.
+    for name in OUR_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name in ("torch", "torchvision"):
-            print(
-                f"videorec {name}: needs the training extra; install it with "
-                "pip install 'videorec-pipeline[train]'",
-                file=sys.stderr,
-            )
-            return 2
-        raise
-    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

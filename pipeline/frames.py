@@ -1,63 +1,50 @@
-"""``videorec frames VIDEO... --out DIR``: sample the middle frames of video files into JPEGs.
+"""``videorec frames VIDEO... --output DIR``: sample the middle frames of video files into JPEGs.
 
-For each video writes ``DIR/<name>.<i>.jpg`` (i = 0..N-1, presentation order) and ``DIR/<name>.json``
-(the sampler's metadata plus the source URI and frame file names), and prints one line. A video that
-cannot be sampled prints its error class and message; the command still processes the rest and
-exits 1 at the end (0 when every video was sampled, 2 on bad arguments).
+For each video writes ``DIR/<name>.<i>.jpg`` (i = 0..N-1, presentation order) and, last,
+``DIR/<name>.json`` (the sampler's metadata plus the source URI and frame file names), replacing
+what an earlier run wrote for that name, and prints one line. A video that cannot be sampled prints
+its error class and message (its earlier outputs are removed); the command still processes the rest
+and exits 1 at the end (0 when every video was sampled, 2 on bad arguments, with one line). The frame
+flags are ``videorec ingest``'s (:func:`pipeline.flags.add_frame_flags`); ``--out`` is an alias of
+``--output``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
-import sys
 from pathlib import Path
 
+from pipeline.flags import Parser, add_frame_flags, sampler_settings
 from transforms.decode.isolated_sampler import IsolatedSampler
 from transforms.decode.sampler import sample_video
-from transforms.decode.types import BACKENDS, RESIZE_MODES, FrameSample, SamplerConfig, VideoError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"224"`` -> (224, 224); ``"256x320"`` -> height 256, width 320."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW with positive integers, got {text!r}")
-    return parts[0], parts[1]
+from transforms.decode.types import FrameSample, SamplerConfig, VideoError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = SamplerConfig()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="videorec frames",
-        description="Sample the middle frames of videos (local paths or gs://) into JPEGs + JSON metadata.",
+        description="Sample the middle frames of videos (local paths or gs://) into JPEGs + JSON metadata. "
+        "Exit status: 0 every video sampled, 1 some could not be (each says why), 2 bad flags.",
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files or gs:// URIs")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (created if missing)")
-    parser.add_argument("--num-frames", type=int, default=defaults.num_frames, help="frames per video (N)")
-    parser.add_argument("--stride", type=int, default=defaults.stride, help="frames between chosen frames")
     parser.add_argument(
-        "--size", type=parse_size, default=defaults.size, help="output size, N or HxW (default 256x256)"
+        "--output",
+        "--out",
+        dest="output",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder (created if missing); a video's earlier outputs there are replaced",
     )
-    parser.add_argument("--resize", choices=RESIZE_MODES, default=defaults.resize, help="resize policy")
-    parser.add_argument("--quality", type=int, default=defaults.jpeg_quality, help="JPEG quality 1..100")
-    parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend, help="decoder backend")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="decoder threads per video")
-    parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds per video")
-    parser.add_argument(
-        "--max-memory-mb", type=int, default=defaults.max_memory_mb, help="memory cap per video"
-    )
+    add_frame_flags(parser, old_names=True)
     parser.add_argument(
         "--in-process",
         action="store_true",
-        help="decode in this process (no hard time/memory limit; for debugging)",
+        help="decode in this process (no hard time or memory limit; for debugging)",
     )
     return parser
 
@@ -72,14 +59,36 @@ def output_name(uri: str, taken: set[str]) -> str:
     return name
 
 
+def previous_outputs(out_dir: Path, name: str) -> list[Path]:
+    """What an earlier run wrote for the video ``name``: ``name.json`` and ``name.<i>.jpg``."""
+    frames = [p for p in out_dir.glob(f"{glob.escape(name)}.*.jpg") if p.name[len(name) + 1 : -4].isdigit()]
+    return [p for p in [out_dir / f"{name}.json", *frames] if p.exists()]
+
+
+def remove_outputs(out_dir: Path, name: str) -> None:
+    """Delete a video's earlier outputs, its JSON first (a frame without its JSON is never read)."""
+    for path in previous_outputs(out_dir, name):
+        path.unlink()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def write_sample(out_dir: Path, name: str, uri: str, sample: FrameSample) -> None:
+    """Replace the video's earlier outputs with ``name.<i>.jpg`` and, last, ``name.json``."""
+    remove_outputs(out_dir, name)
     frame_files = []
     for index, jpeg in enumerate(sample.frames):
         frame_file = f"{name}.{index}.jpg"
-        (out_dir / frame_file).write_bytes(jpeg)
+        _write_atomically(out_dir / frame_file, jpeg)
         frame_files.append(frame_file)
     record = {"uri": uri, "frames": frame_files, **sample.meta}
-    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _write_atomically(
+        out_dir / f"{name}.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    )
 
 
 def summary_line(name: str, sample: FrameSample) -> str:
@@ -109,23 +118,22 @@ class InProcessSampler:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        config = SamplerConfig(
-            num_frames=args.num_frames,
-            stride=args.stride,
-            size=args.size,
-            resize=args.resize,
-            jpeg_quality=args.quality,
-            backend=args.backend,
-            threads=args.threads,
-            timeout_s=args.timeout,
-            max_memory_mb=args.max_memory_mb,
-        )
+        config = SamplerConfig(**sampler_settings(args))
     except ValueError as exc:
-        print(f"videorec frames: {exc}", file=sys.stderr)
-        return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+        parser.error(str(exc))
+    out: Path = args.output
+    if out.exists() and not out.is_dir():
+        parser.error(f"--output {out} is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".videorec-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        parser.error(f"cannot write to --output {out} ({err.strerror or err}); choose a writable folder")
     failures = 0
     taken: set[str] = set()
     sampler = InProcessSampler(config) if args.in_process else IsolatedSampler(config)
@@ -136,9 +144,10 @@ def main(argv: list[str]) -> int:
                 sample = sampler.sample(uri)
             except VideoError as error:
                 failures += 1
+                remove_outputs(out, name)
                 print(f"FAIL  {name}: {error.kind}: {error.message}", flush=True)
                 continue
-            write_sample(args.out, name, uri, sample)
+            write_sample(out, name, uri, sample)
             print(summary_line(name, sample), flush=True)
-    print(f"{len(args.videos) - failures} of {len(args.videos)} videos sampled into {args.out}")
+    print(f"{len(args.videos) - failures} of {len(args.videos)} videos sampled into {out}")
     return 1 if failures else 0

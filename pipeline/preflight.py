@@ -314,7 +314,7 @@ def _is_float(text: str) -> bool:
 
 
 def _check_videos(config: IngestConfig, items: list[str]) -> None:
-    from transforms.item_shards import video_uri
+    from transforms.item_shards import escapes_folder, video_uri
 
     root = config.videos
     if storage.is_remote(root):
@@ -327,10 +327,13 @@ def _check_videos(config: IngestConfig, items: list[str]) -> None:
     for item in list(dict.fromkeys(items))[:SAMPLE_ITEMS]:
         try:
             uri = video_uri(root, config.video_pattern, item)
+            relative = config.video_pattern.format(item=item, key=item)
         except (KeyError, IndexError, ValueError) as err:
             raise BadInput(
                 f"--video-pattern {config.video_pattern!r} is not a valid pattern ({err}); use {{item}} or {{key}}"
             ) from None
+        if escapes_folder(relative):
+            continue  # fails in the job as bad_item_id; never looked for outside the folder
         if storage.exists(uri):
             return
         tried.append(uri)

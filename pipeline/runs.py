@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import os
 import secrets
 import shutil
@@ -35,8 +36,9 @@ from pipeline.options import IngestConfig
 from pipeline.preflight import check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
+from transforms.format import MANIFEST_FILE
 from transforms.item_shards import ReuseFrom
-from transforms.manifest import MANIFEST_FILE, read_manifest
+from transforms.manifest import read_manifest
 
 STAGING = ".staging-"
 """Infix of a local run's staging folder: ``PARENT/.NAME.staging-<host>-<pid>-<random>``."""
@@ -44,6 +46,13 @@ STAGING = ".staging-"
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (what schedulers send); handled like Ctrl-C."""
+
+
+class SignalWatch:
+    """Which of SIGINT / SIGTERM arrived while inside :func:`interrupts_raise` (``received``)."""
+
+    def __init__(self):
+        self.received: str | None = None
 
 
 class Interrupted(Exception):
@@ -55,41 +64,56 @@ class Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises :class:`Terminated` in the main thread, so clean-up code runs."""
+def interrupts_raise() -> Iterator[SignalWatch]:
+    """While inside, the first SIGINT or SIGTERM raises ``KeyboardInterrupt`` (:class:`Terminated`) in
+    the main thread, so clean-up code runs; later ones are only noted, so clean-up is not cut short.
 
-    def terminate(signum, frame):
-        raise Terminated()
+    Beam re-raises an interrupt that lands inside a transform as a ``RuntimeError``; the yielded
+    :class:`SignalWatch` still says which signal it was.
+    """
+    watch = SignalWatch()
+
+    def handle(signum, frame):
+        first = watch.received is None
+        watch.received = watch.received or signal.Signals(signum).name
+        if first:
+            # Beam logs the interrupt it re-raises as an error with a traceback: noise after a Ctrl-C.
+            logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     try:
-        previous = signal.signal(signal.SIGTERM, terminate)
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: signals cannot be handled here
-        yield
+        yield watch
         return
     try:
-        yield
+        yield watch
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _signal_name(interrupt: KeyboardInterrupt) -> str:
-    return "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 WORKER_SITE = str(Path(__file__).resolve().parent / "worker_site")
 """Folder with the ``sitecustomize`` module that quiets local Beam worker processes' start-up logging."""
 
 
-def quiet_local_workers() -> None:
-    """Put :data:`WORKER_SITE` first on ``PYTHONPATH`` for the worker processes this run starts."""
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if WORKER_SITE not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([WORKER_SITE, *paths])
+@contextlib.contextmanager
+def quiet_local_workers() -> Iterator[None]:
+    """While inside, :data:`WORKER_SITE` is first on ``PYTHONPATH`` for the worker processes the job starts."""
+    saved = os.environ.get("PYTHONPATH")
+    paths = [p for p in (saved or "").split(os.pathsep) if p and p != WORKER_SITE]
+    os.environ["PYTHONPATH"] = os.pathsep.join([WORKER_SITE, *paths])
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def announce(config: IngestConfig, quiet: bool) -> None:
-    """The run's first progress line, printed before any input is read; quiets local workers."""
-    quiet_local_workers()
+    """The run's first progress line, printed before any input is read."""
     if not quiet:
         target = config.output or f"{config.dataset_root} (new version)"
         print(f"ingest: checking inputs and {target}", file=sys.stderr, flush=True)
@@ -119,15 +143,15 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
     else:
         _remove_abandoned_staging(final)
         staging = _staging_folder(final)
-    with sigterm_as_interrupt():
+    with interrupts_raise() as signals:
         try:
-            result = run_job(replace(config, output=staging))
+            with quiet_local_workers():
+                result = run_job(replace(config, output=staging))
             check_gates(result.manifest, config.max_dropped_fraction)
-        except KeyboardInterrupt as interrupt:
-            _delete_dataset(staging)
-            raise Interrupted(_signal_name(interrupt), f"removed the unfinished output {staging}") from None
         except BaseException:
             _delete_dataset(staging)
+            if signals.received:
+                raise Interrupted(signals.received, f"removed the unfinished output {staging}") from None
             raise
         if staging != final:
             swap_into_place(staging, final)
@@ -252,20 +276,17 @@ def run_on_root(config: IngestConfig, run_job, quiet: bool):
     check_inputs(config)
     lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s, held_by_process=True)
     keeper = versions.LeaseKeeper(lease, config.lease_ttl_s)
-    with sigterm_as_interrupt():
+    with interrupts_raise() as signals:
         try:
-            with keeper:
+            with keeper, quiet_local_workers():
                 versioned, reuse = version_to_write(config, lease)
                 result = run_job(versioned, reuse)
             check_gates(result.manifest, config.max_dropped_fraction)
-        except KeyboardInterrupt as interrupt:
-            versions.abandon_run(keeper.lease)
-            raise Interrupted(
-                _signal_name(interrupt),
-                f"removed unpublished version {lease.version_id} and released the root",
-            ) from None
         except BaseException:
             versions.abandon_run(keeper.lease)
+            if signals.received:
+                cleaned = f"removed unpublished version {lease.version_id} and released the root"
+                raise Interrupted(signals.received, cleaned) from None
             raise
     lease = keeper.lease
     pruned = versions.finish_run(lease, keep=config.keep)

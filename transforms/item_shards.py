@@ -379,12 +379,14 @@ class PlanDecodes(beam.DoFn):
         self.previous = self.reuse.read()
 
     def process(self, joined: tuple[str, dict]):
+        item_id, sides = joined
+        if sides["uri"] and sides["fingerprint"]:  # else no video: FingerprintVideos recorded not_found
+            yield from self.plan(item_id, sides["uri"][0], sides["fingerprint"][0])
+
+    def plan(self, item_id: str, uri: str, fingerprint: str):
+        """The outputs of one item with a video (see the class docstring)."""
         from transforms.fingerprint import plan_decodes
 
-        item_id, sides = joined
-        if not sides["uri"] or not sides["fingerprint"]:
-            return  # no video: FingerprintVideos recorded it as not_found
-        uri, fingerprint = sides["uri"][0], sides["fingerprint"][0]
         before = {item_id: self.previous.items[item_id]} if item_id in self.previous.items else {}
         plan = plan_decodes(before, {item_id: fingerprint}, max_attempts=self.max_attempts)
         if plan.given_up:
