@@ -3,13 +3,15 @@
 On one dataset of JPEG frames (default: ``videorec synth`` + the real ingest job at
 ``--frame-size``; or ``--data DIR``), measures in one run:
 
-1. loader throughput on one core (``num_workers=0``): samples/s and decoded frames/s of
-   the trainer's stream (tar read, shuffle, JSON, Pillow JPEG decode with draft downscale,
-   crop/flip, collate);
+1. loader throughput on one core (``num_workers=0``, one torch thread): samples/s and
+   decoded frames/s of the trainer's stream (tar read, shuffle, JSON, fused Pillow decode +
+   random crop + flip straight to ``S x S``, collate);
 2. baseline: stock ``webdataset.WebDataset(...).decode("torchrgb8")`` over the same shards,
-   which decodes every member at full size;
-3. training-step consumption (samples/s of ``Trainer.train_step`` on cached batches) for the
-   ``tiny`` and ``r3d_18`` encoders, and the loader cores needed to keep each fed.
+   which decodes every member (no augmentation), on the same core;
+3. the ratio of the two (frames/s), from ``--rounds`` alternating rounds of each (median),
+   so load from other processes hits both alike;
+4. training-step consumption (samples/s of ``Trainer.train_step`` on cached batches) for
+   ``--encoders`` (default ``tiny`` and ``r3d_18``), and the loader cores needed to keep each fed.
 
     .venv/bin/python benchmarks/bench_loader.py [--data DIR] [--batches 20] [--out results.json]
 """
@@ -17,8 +19,10 @@ On one dataset of JPEG frames (default: ``videorec synth`` + the real ingest job
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -58,7 +62,8 @@ def make_dataset(folder: Path, frame_size: int) -> Path:
     return folder / "ds"
 
 
-def loader_rate(dataset, batch_size: int, frame_size: int, batches: int) -> dict:
+def loader_rate(dataset, batch_size: int, frame_size: int, batches: int) -> tuple[dict, list[dict]]:
+    """The trainer's stream, read in this process: rates and the batches it produced."""
     config = preset("tiny").data
     config.batch_size, config.frame_size = batch_size, frame_size
     stream = TrainStream(
@@ -76,30 +81,31 @@ def loader_rate(dataset, batch_size: int, frame_size: int, batches: int) -> dict
         frames += batch["frames"].shape[0] * batch["frames"].shape[1]
         cached.append(batch)
     elapsed = time.perf_counter() - start
-    return {
+    rates = {
         "samples_per_s": samples / elapsed,
         "frames_per_s": frames / elapsed,
         "frames_per_sample": frames / samples,
-        "batches": len(cached),
-    }, cached
+    }
+    return rates, cached
 
 
-def baseline_rate(dataset, seconds: float) -> dict:
-    pipeline = wds.WebDataset(dataset.shard_urls("train"), shardshuffle=False).decode("torchrgb8")
-    start, samples, frames = time.perf_counter(), 0, 0
-    for sample in pipeline:
-        samples += 1
-        frames += sum(1 for key in sample if key.endswith(".jpg"))
-        if time.perf_counter() - start > seconds:
-            break
+def baseline_rate(dataset, samples: int) -> dict:
+    """Stock webdataset decode of ``samples`` train samples (passes over the shards), in this process."""
+    start, seen, frames = time.perf_counter(), 0, 0
+    while seen < samples:
+        pipeline = wds.WebDataset(dataset.shard_urls("train"), shardshuffle=False).decode("torchrgb8")
+        for sample in itertools.islice(pipeline, samples - seen):
+            seen += 1
+            frames += sum(1 for key in sample if key.endswith(".jpg"))
     elapsed = time.perf_counter() - start
-    return {"samples_per_s": samples / elapsed, "frames_per_s": frames / elapsed}
+    return {"samples_per_s": seen / elapsed, "frames_per_s": frames / elapsed}
 
 
 def step_rate(dataset, encoder: str, batches: list[dict], frame_size: int, steps: int) -> dict:
     config = preset("tiny")
     config.model.encoder, config.data.frame_size, config.output = encoder, frame_size, tempfile.mkdtemp()
     config.model.dim, config.model.ffn_dim, config.model.freeze = 512, 2048, "top-k"
+    config.model.allow_random_backbone = True  # speed does not depend on the weights
     trainer = Trainer(config, dataset)
     trainer.train_step([batches[0]])  # warm-up
     start = time.perf_counter()
@@ -108,6 +114,10 @@ def step_rate(dataset, encoder: str, batches: list[dict], frame_size: int, steps
     elapsed = time.perf_counter() - start
     samples = sum(len(batches[(i + 1) % len(batches)]["items"]) for i in range(steps))
     return {"samples_per_s": samples / elapsed, "step_s": elapsed / steps}
+
+
+def _median(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 def main() -> int:
@@ -119,24 +129,36 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--batches", type=int, default=20, help="loader batches to time")
     parser.add_argument("--steps", type=int, default=3, help="train steps to time per encoder")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating loader / baseline rounds")
+    parser.add_argument(
+        "--encoders", default="tiny,r3d_18", help="encoders whose step rate to time ('' for none)"
+    )
     parser.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data or str(make_dataset(Path(scratch), args.frame_size))
         dataset = load_dataset(data)
-        loader, cached = loader_rate(dataset, args.batch_size, args.frame_size, args.batches)
+        torch.set_num_threads(1)  # the loader and the baseline: one core each
+        ours, stock = [], []
+        for _ in range(args.rounds):
+            rates, cached = loader_rate(dataset, args.batch_size, args.frame_size, args.batches)
+            ours.append(rates)
+            stock.append(baseline_rate(dataset, samples=args.batch_size * args.batches))
+        loader, baseline = _median(ours), _median(stock)
         results = {
             "device": "cuda" if torch.cuda.is_available() else f"cpu x{os.cpu_count()}",
             "frame_size": args.frame_size,
             "batch_size": args.batch_size,
             "frames_per_item": dataset.num_frames,
             "stored_frame_size": dataset.manifest["sampler"].get("size"),
+            "rounds": args.rounds,
             "loader_one_core": loader,
-            "baseline_stock_webdataset_decode_one_core": baseline_rate(dataset, seconds=10),
+            "baseline_stock_webdataset_decode_one_core": baseline,
+            "loader_vs_stock_frames_per_s": loader["frames_per_s"] / baseline["frames_per_s"],
             "train_step": {},
         }
-        for encoder in ("tiny", "r3d_18"):
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        for encoder in filter(None, args.encoders.split(",")):
             step = step_rate(dataset, encoder, cached, args.frame_size, args.steps)
             step["loader_cores_needed"] = step["samples_per_s"] / loader["samples_per_s"]
             results["train_step"][encoder] = step

@@ -330,3 +330,41 @@ def test_sequence_windows_make_every_training_item_a_target_once():
     )
     assert [b["items"].tolist() for b in tail] == [b["items"].tolist() for b in full[4:]]
     assert len({int(row[0]) for b in full for row in b["items"]}) == 18
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "size", "squash", "train"),
+    [
+        (16, 16, 16, False, True),  # stored at the training size: used whole, flip only
+        (16, 24, 16, False, True),  # shorter side within [S, S*8/7]: a crop without resizing
+        (48, 64, 16, False, True),  # larger: downscaled to S*8/7, random crop
+        (48, 64, 16, False, False),  # evaluation: centre crop
+        (12, 20, 16, False, False),  # smaller than S: upscaled
+        (48, 64, 16, True, True),  # squash
+    ],
+)
+def test_fused_decode_matches_the_tensor_transform(height, width, size, squash, train):
+    from PIL import Image
+
+    from trainer.frames import decode_frames, sample_generator
+
+    y, x = np.mgrid[0:height, 0:width]
+    frames = [
+        np.stack([x * 4 + t, y * 5, (x + y) * 2], axis=-1).clip(0, 255).astype(np.uint8) for t in range(3)
+    ]
+    jpegs = []
+    for frame in frames:
+        out = io.BytesIO()
+        Image.fromarray(frame).save(out, format="JPEG", quality=100)
+        jpegs.append(out.getvalue())
+    transform = FrameTransform(size, squash=squash, train=train)
+    for seed in range(4):
+        fused = decode_frames(jpegs, transform, sample_generator(seed, 0, "k"))
+        decoded = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs])
+        reference = transform(torch.from_numpy(decoded).permute(0, 3, 1, 2), sample_generator(seed, 0, "k"))
+        assert fused.shape == reference.shape == (3, 3, size, size) and fused.is_contiguous()
+        difference = (fused.int() - reference.int()).abs()
+        if transform.resized(width, height) == (width, height):
+            assert torch.equal(fused, reference)  # a pure crop (and flip): identical
+        else:  # Pillow's and torchvision's antialiased bilinear resampling agree to rounding
+            assert difference.float().mean() < 1.0 and difference.max() <= 8
