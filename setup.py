@@ -32,6 +32,8 @@ EXTRAS = {
         "fvcore>=0.1.5",
         "iopath>=0.1.9",
         "portalocker>=2.0",
+        # videorec experiment's results.png
+        "matplotlib>=3.7",
     ],
     "test": [
         "pytest>=8",
