@@ -4,7 +4,8 @@ Checks: every file the manifest lists exists with the recorded size and sha256; 
 as a tar and holds the recorded number of samples; the tables have ``num_items`` / ``num_users``
 rows; the counts reconcile; the failures parts hold one record per dropped row, item and user.
 ``--sample N --out DIR`` also writes the frames of the first N item samples (train samples for
-datasets without item shards) as JPEG files for a person to look at.
+datasets without item shards) as JPEG files for a person to look at, and one contact sheet per
+sample (``KEY.sheet.png``: the frames in a row, labelled with the item ID and title).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections import Counter
 
 import pyarrow.parquet as pq
 
+from pipeline.contact_sheet import contact_sheet, sample_rows
 from pipeline.summary import format_summary
 from transforms import storage
 from transforms.manifest import ReconciliationError, read_manifest, reconcile
@@ -100,23 +102,38 @@ def _check_failures(found: Counter, counts: dict) -> list[str]:
 
 
 def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
-    """Write the frames (and JSON) of the first ``count`` samples to ``out_dir``; return the file paths."""
+    """Write the frames (and JSON) of the first ``count`` samples to ``out_dir``, and one contact
+    sheet per sample (``KEY.sheet.png``, :mod:`pipeline.contact_sheet`); return the file paths."""
     manifest = read_manifest(dataset)
     shards = manifest["shards"]["items"] or manifest["shards"]["train"]
     os.makedirs(out_dir, exist_ok=True)
-    written, keys = [], set()
+    written, keys, members = [], set(), {}
+
+    def write_sheet():
+        if members:
+            key = next(iter(members))[0]
+            target = os.path.join(out_dir, f"{key}.sheet.png")
+            contact_sheet(sample_rows({name: data for (_, name), data in members.items()})).save(target)
+            written.append(target)
+            members.clear()
+
     for shard in shards:
         data = storage.read_bytes(storage.join(dataset, shard["path"]))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
             for member in archive:
-                key = member.name.split(".", 1)[0]
-                if key not in keys and len(keys) == count:
-                    return written
+                key, _, name = member.name.partition(".")
+                if key not in keys:
+                    write_sheet()
+                    if len(keys) == count:
+                        return written
                 keys.add(key)
+                content = archive.extractfile(member).read()
+                members[(key, name)] = content
                 target = os.path.join(out_dir, os.path.basename(member.name))
                 with open(target, "wb") as out:
-                    out.write(archive.extractfile(member).read())
+                    out.write(content)
                 written.append(target)
+    write_sheet()
     return written
 
 

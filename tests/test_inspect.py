@@ -62,6 +62,13 @@ def test_a_fresh_dataset_passes_and_samples_dump_as_images(dataset, tmp_path, ca
     images = sorted(out.glob("*.jpg"))
     assert len(images) == 10 and len(list(out.glob("*.json"))) == 2
     assert Image.open(images[0]).size == (32, 32)
+    sheets = sorted(out.glob("*.sheet.png"))
+    assert len(sheets) == 2
+    with Image.open(sheets[0]) as sheet:  # 5 frames of 32 px in a row under a label
+        assert sheet.width >= 5 * 32 and 32 < sheet.height < 2 * 32 + 20
+        key = sheets[0].name.split(".")[0]
+        first_frame = Image.open(out / f"{key}.0.jpg").convert("RGB")
+        assert sheet.crop((2, 16, 34, 48)).tobytes() == first_frame.tobytes()
 
 
 def test_flipped_byte_in_a_shard_is_a_checksum_problem(damaged, capsys):
