@@ -109,3 +109,16 @@ def test_experiment_writes_table_and_plot_and_a_rerun_skips_complete_arms(datase
     printed = capsys.readouterr().out
     assert all(f"{arm} is complete, skipped" in printed for arm in ARMS[1:5])
     assert (out / "results.md").read_text() == table
+    # an arm killed after its last checkpoint but before its results: the rerun resumes it from
+    # last.pt (as videorec train does) and reaches the same metrics
+    metrics = [{k: r[k] for k in ("arm", "subset", "users", "HR@10", "NDCG@20")} for r in rows]
+    (out / "arms" / "id" / "arm.json").unlink()
+    (out / "arms" / "id" / "results.json").unlink()
+    assert (out / "arms" / "id" / "checkpoints" / "last.pt").exists()
+    assert experiment(dataset, out) == 0
+    assert "running id" in capsys.readouterr().out
+    with open(out / "results.csv", newline="") as handle:
+        again = [
+            {k: r[k] for k in ("arm", "subset", "users", "HR@10", "NDCG@20")} for r in csv.DictReader(handle)
+        ]
+    assert again == metrics
