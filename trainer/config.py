@@ -172,35 +172,44 @@ def _tiny() -> TrainConfig:
 
 
 def _paper() -> TrainConfig:
-    """MicroLens's VideoRec with SASRec (westlake-repl/MicroLens, Code/VideoRec/SASRec): the source of
-    every field, and each place where this preset differs on purpose, is in docs/TRAINING.md."""
+    """MicroLens's VideoRec with SASRec (github.com/westlake-repl/MicroLens, Code/VideoRec/SASRec).
+
+    Each field names its source there; docs/TRAINING.md has the same table and every place
+    where this preset differs on purpose (classifier head, bf16, no SyncBatchNorm, ...).
+    """
     return TrainConfig(
-        data=DataConfig(batch_size=120, frame_size=224, squash=True, augment=False, num_workers=8),
+        data=DataConfig(
+            batch_size=120,  # run_video.py: "slowfast-50: ... 270/120" (topT, batch 120 per GPU)
+            frame_size=224,  # run_video.py image_resize = 224; main.py views clips as (frame_no, 3, 224, 224)
+            squash=True,  # their frames are resized to 224 x 224 ignoring aspect (../shared/BRIEF.md)
+            augment=False,  # their frames are read from LMDB as stored: no crop or flip
+            num_workers=8,  # throughput only (theirs: parameters.py num_workers=2)
+        ),
         model=ModelConfig(
-            encoder="slowfast_r50",
-            encoder_weights="KINETICS400",
-            freeze="top-k",
-            trainable_blocks=1,
-            dim=512,
-            num_blocks=2,
-            num_heads=2,
-            ffn_dim=2048,
-            dropout=0.1,
-            max_seq_len=10,
+            encoder="slowfast_r50",  # main.py: torch.hub pytorchvideo slowfast_r50, pretrained=True
+            encoder_weights="KINETICS400",  # ... i.e. pytorchvideo's Kinetics-400 SLOWFAST_8x8_R50.pyth
+            freeze="top-k",  # run_video.py: video_freeze_paras_before 270 for slowfast-50 "topT":
+            trainable_blocks=1,  # parameters 0..269 are blocks.0-3, so blocks.4 (res5) trains
+            dim=512,  # run_video.py embedding_dim_list = [512]
+            num_blocks=2,  # parameters.py transformer_block = 2
+            num_heads=2,  # parameters.py num_attention_heads = 2
+            ffn_dim=2048,  # 4 x d (../shared/BRIEF.md: FFN 2048)
+            dropout=0.1,  # run_video.py drop_rate = 0.1
+            max_seq_len=10,  # run_video.py max_seq_len_list = [10]
         ),
         optim=OptimConfig(
-            epochs=50,
-            encoder_lr=1e-4,
-            encoder_weight_decay=0.0,
-            lr=1e-4,
-            weight_decay=0.1,
-            grad_clip=5.0,
-            schedule="constant",
-            warmup_steps=0,
-            amp=True,
+            epochs=50,  # run_video.py epoch = 50
+            encoder_lr=1e-4,  # run_video.py video_fine_tune_lr_list = [1e-4]
+            encoder_weight_decay=0.0,  # main.py: the video_net_params group has weight_decay 0
+            lr=1e-4,  # run_video.py lr_list = [1e-4]
+            weight_decay=0.1,  # run_video.py weight_decay = 0.1 (the recsys_params group)
+            grad_clip=5.0,  # main.py clip_grad_norm_(max_norm=5)
+            schedule="constant",  # run_video.py step_schedule_with_warmup, gap 1, alpha 1: lr x 1 per epoch
+            warmup_steps=0,  # main.py warmup_steps = 0
+            amp=True,  # main.py autocast(enabled=True) + GradScaler (fp16 there, bf16 here)
         ),
-        loss=LossConfig(candidates="in-batch", logq=True),
-        selection_metric="HR@10",
+        loss=LossConfig(candidates="in-batch", logq=True),  # in-batch softmax, logQ, own items masked
+        selection_metric="HR@10",  # main.py keeps the epoch with the best validation Hit@10
     )
 
 
