@@ -16,6 +16,7 @@ from pipeline import versions
 from pipeline.options import IngestConfig
 from pipeline.runs import publish_version
 from transforms import storage
+from transforms.bundle_counts import CountKeys
 from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
 from transforms.interactions import FAILED, ReadInteractions, packed_row_count
@@ -180,11 +181,7 @@ def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> W
     checked against it, so no kept item can be mistaken for an excluded one.
     """
     pipeline = encoded.pipeline
-    popularity = (
-        sequences
-        | "TrainingItems" >> beam.FlatMap(lambda s: s.item_ids[:-2])
-        | "Popularity" >> beam.combiners.Count.PerElement()
-    )
+    popularity = sequences | "Popularity" >> CountKeys(lambda s: s.item_ids[:-2])
     titles = (
         pipeline
         | "TitlesFile" >> beam.Create([config.titles] if config.titles else [])

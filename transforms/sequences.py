@@ -18,6 +18,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.bundle_counts import CountKeys
 from transforms.failures import failure
 from transforms.interactions import Interaction, pack_row, unpack_rows
 from transforms.item_lookup import ExcludedItems, excluded_items_of
@@ -299,14 +300,6 @@ class BuildUserSequences(beam.PTransform):
         ).with_outputs(FAILED, main="sequences")
 
 
-class _EligibleItems(beam.DoFn):
-    def __init__(self, min_length: int):
-        self.min_length = min_length
-
-    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str], new_items=None):
-        yield from items_of_eligible_user(history_rows(history), excluded_items, self.min_length, new_items)
-
-
 class NeededItems(beam.PTransform):
     """(user_id, history) -> distinct item_id of users who pass the length filter before decoding.
 
@@ -322,15 +315,18 @@ class NeededItems(beam.PTransform):
 
     def expand(self, histories):
         extra = [] if self.new_items is None else [beam.pvalue.AsSingleton(self.new_items)]
+        min_length = self.min_length
         return (
             histories
             | "ItemsOfEligibleUsers"
-            >> beam.ParDo(
-                _EligibleItems(self.min_length),
+            >> CountKeys(
+                lambda history, excluded, *new: items_of_eligible_user(
+                    history_rows(history), excluded, min_length, *new
+                ),
                 beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items)),
                 *extra,
             )
-            | "Distinct" >> beam.Distinct()
+            | "Distinct" >> beam.Keys()
         )
 
 
@@ -342,10 +338,8 @@ class CountItemInteractions(beam.PTransform):
     """(user_id, history) -> (item_id, number of deduplicated interactions)."""
 
     def expand(self, histories):
-        return (
-            histories
-            | "ItemsOfHistory" >> beam.FlatMap(lambda history: [row.item_id for row in history_rows(history)])
-            | "CountPerItem" >> beam.combiners.Count.PerElement()
+        return histories | "CountPerItem" >> CountKeys(
+            lambda history: [row.item_id for row in history_rows(history)]
         )
 
 
