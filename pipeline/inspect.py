@@ -141,7 +141,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="videorec inspect", description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="dataset folder or its manifest.json (local or gs://)")
     parser.add_argument("--sample", type=int, default=0, metavar="N", help="dump the frames of N samples")
-    parser.add_argument("--out", default="inspect-samples", metavar="DIR", help="folder for --sample output")
+    parser.add_argument(
+        "--output",
+        "--out",
+        dest="out",
+        default="inspect-samples",
+        metavar="DIR",
+        help="folder for --sample output (default: inspect-samples)",
+    )
     args = parser.parse_args(argv)
     dataset = (
         args.dataset[: -len("/manifest.json")] if args.dataset.endswith("/manifest.json") else args.dataset

@@ -26,6 +26,8 @@ import shutil
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +38,7 @@ from pipeline.options import IngestConfig
 from pipeline.preflight import check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
-from transforms.format import MANIFEST_FILE
+from transforms.format import MANIFEST_FILE, RUN_STATS_FILE
 from transforms.item_shards import ReuseFrom
 from transforms.manifest import read_manifest
 
@@ -49,10 +51,43 @@ class Terminated(KeyboardInterrupt):
 
 
 class SignalWatch:
-    """Which of SIGINT / SIGTERM arrived while inside :func:`interrupts_raise` (``received``)."""
+    """Which of SIGINT / SIGTERM arrived while inside :func:`interrupts_raise` (``received``), and the
+    processes that already ran under this one when it started (``children_before``)."""
 
     def __init__(self):
         self.received: str | None = None
+        self.children_before = descendants(os.getpid())
+
+    def stop_job_processes(self) -> None:
+        """Kill the processes started under this one since (Beam workers, sampler workers), so none
+        writes into a folder the clean-up deletes; waits up to 5 s for them to go."""
+        doomed: set[int] = set()
+        while new := descendants(os.getpid()) - self.children_before - doomed:
+            for pid in new:  # freeze first, so none reacts to another's death or starts a new one
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGSTOP)
+            doomed |= new
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while doomed and time.monotonic() < deadline:
+            doomed = {pid for pid in doomed if not process_is_dead(pid)}
+            time.sleep(0.02)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process under ``pid`` (children, grandchildren...), from ``/proc``; empty where there is none."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
 
 class Interrupted(Exception):
@@ -77,8 +112,14 @@ def interrupts_raise() -> Iterator[SignalWatch]:
         first = watch.received is None
         watch.received = watch.received or signal.Signals(signum).name
         if first:
-            # Beam logs the interrupt it re-raises as an error with a traceback: noise after a Ctrl-C.
+            # Beam logs the interrupt it re-raises, and the workers' broken pipes, as errors with
+            # tracebacks: noise after a Ctrl-C.
+            for name in [n for n in logging.root.manager.loggerDict if n.startswith("apache_beam")]:
+                logging.getLogger(name).setLevel(logging.CRITICAL)
             logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+            # The runner's threads then fail talking to the workers stopped below: expected, not shown.
+            threading.excepthook = lambda args: None
+            watch.stop_job_processes()
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     try:
@@ -148,6 +189,7 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
             with quiet_local_workers():
                 result = run_job(replace(config, output=staging))
             check_gates(result.manifest, config.max_dropped_fraction)
+            remove_unlisted_files(staging, result.manifest, quiet)
         except BaseException:
             _delete_dataset(staging)
             if signals.received:
@@ -183,6 +225,32 @@ def _remove_abandoned_staging(final: str) -> None:
         dead = len(owner) == 3 and owner[0] == host and owner[1].isdigit()
         if dead and process_is_dead(int(owner[1])):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def listed_files(manifest: dict) -> set[str]:
+    """Paths (relative to the dataset folder) of every file a manifest names, plus itself and run stats."""
+    listed = {MANIFEST_FILE, RUN_STATS_FILE, *manifest.get("failures", [])}
+    listed |= {path for paths in manifest.get("tables", {}).values() for path in paths}
+    listed |= {shard["path"] for shards in manifest.get("shards", {}).values() for shard in shards}
+    return listed
+
+
+def remove_unlisted_files(folder: str, manifest: dict, quiet: bool) -> int:
+    """Delete what a finished job left in a local dataset folder beside the files its manifest names
+    (a killed worker's temporary file, an emptied ``_work/``); says how many. Returns the count."""
+    if storage.is_remote(folder):
+        return 0
+    base = Path(folder)
+    listed = listed_files(manifest)
+    stray = [p for p in base.rglob("*") if p.is_file() and p.relative_to(base).as_posix() not in listed]
+    for path in stray:
+        path.unlink()
+    for path in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if not any(path.iterdir()):
+            path.rmdir()
+    if stray and not quiet:
+        print(f"ingest: removed {len(stray)} file(s) the job left beside the dataset", file=sys.stderr)
+    return len(stray)
 
 
 def _delete_dataset(folder: str) -> None:
@@ -282,6 +350,7 @@ def run_on_root(config: IngestConfig, run_job, quiet: bool):
                 versioned, reuse = version_to_write(config, lease)
                 result = run_job(versioned, reuse)
             check_gates(result.manifest, config.max_dropped_fraction)
+            remove_unlisted_files(versioned.output, result.manifest, quiet)
         except BaseException:
             versions.abandon_run(keeper.lease)
             if signals.received:

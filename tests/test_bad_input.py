@@ -28,6 +28,7 @@ from PIL import Image
 from pipeline import versions
 from pipeline.cli import main as videorec
 from pipeline.inspect import verify_dataset
+from pipeline.runs import remove_unlisted_files
 from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 
@@ -395,6 +396,11 @@ def test_overwrite_replaces_the_whole_dataset_and_leaves_nothing_stale(
     on_disk = {str(p.relative_to(out)) for p in out.rglob("*.tar")}
     assert on_disk == listed
     assert leftovers(tmp_path) == []
+    # What a killed worker could leave in a finished job's folder is removed before the swap.
+    (out / "items" / "items-000000.tar.tmp-7-8").write_bytes(b"half a shard")
+    (out / "_work" / "fragments").mkdir(parents=True)
+    assert remove_unlisted_files(str(out), manifest, quiet=True) == 1
+    assert leftovers(tmp_path) == [] and verify_dataset(str(out)) == []
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout_s: float = 120) -> None:

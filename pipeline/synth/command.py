@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         "videos/{item}.mp4 and the ground truth synth.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder, created if absent")
+    parser.add_argument(
+        "--output", "--out", dest="out", required=True, metavar="DIR", help="output folder, created if absent"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace earlier synth output in --out")
     parser.add_argument(
         "--workers", type=int, help="encoding processes, all CPUs if unset; never changes the output"
