@@ -17,14 +17,16 @@ from pipeline.options import IngestConfig
 from pipeline.runs import publish_version
 from transforms import storage
 from transforms.bundle_counts import CountKeys
+from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
 from transforms.interactions import FAILED, ReadInteractions, packed_row_count
-from transforms.item_catalog import ItemCatalog
+from transforms.item_catalog import ItemCatalog, parse_titles
 from transforms.item_lookup import excluded_items_of
-from transforms.item_shards import DescribeItemsWithoutFrames, EncodeItems, ReuseFrom, parse_titles
+from transforms.item_shards import DescribeItemsWithoutFrames
 from transforms.manifest import build_manifest, write_manifest
 from transforms.new_items import ChooseNewItems
+from transforms.reuse import ReuseFrom
 from transforms.sequences import (
     BuildUserSequences,
     CountItemInteractions,

@@ -28,8 +28,8 @@ from pipeline.summary import format_summary, video_stats
 from transforms import storage
 from transforms.format import RUN_STATS_FILE
 from transforms.interactions import resolve_inputs
-from transforms.item_shards import ReuseFrom
 from transforms.manifest import read_manifest
+from transforms.reuse import ReuseFrom
 
 PROGRESS_EVERY = 50
 

@@ -314,7 +314,7 @@ def _is_float(text: str) -> bool:
 
 
 def _check_videos(config: IngestConfig, items: list[str]) -> None:
-    from transforms.item_shards import escapes_folder, video_uri
+    from transforms.locate_videos import escapes_folder, video_uri
 
     root = config.videos
     if storage.is_remote(root):
@@ -352,7 +352,7 @@ def _check_csv_header(path: str, flag: str, check) -> None:
 
 
 def _video_map_header(head: str, path: str, flag: str) -> None:
-    from transforms.item_shards import parse_video_mapping
+    from transforms.locate_videos import parse_video_mapping
 
     try:
         parse_video_mapping(head.split("\n", 1)[0] + "\n", path)
@@ -361,7 +361,7 @@ def _video_map_header(head: str, path: str, flag: str) -> None:
 
 
 def _titles_header(head: str, path: str, flag: str) -> None:
-    from transforms.item_shards import parse_titles
+    from transforms.item_catalog import parse_titles
 
     try:
         parse_titles(head.split("\n", 1)[0] + "\n", path)
