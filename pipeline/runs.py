@@ -39,7 +39,7 @@ from pipeline.preflight import check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
 from transforms.format import MANIFEST_FILE, RUN_STATS_FILE
-from transforms.item_shards import ReuseFrom
+from transforms.reuse import ReuseFrom
 from transforms.manifest import read_manifest
 
 STAGING = ".staging-"
