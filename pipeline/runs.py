@@ -39,8 +39,8 @@ from pipeline.preflight import check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
 from transforms.format import MANIFEST_FILE, RUN_STATS_FILE
-from transforms.reuse import ReuseFrom
 from transforms.manifest import read_manifest
+from transforms.reuse import ReuseFrom
 
 STAGING = ".staging-"
 """Infix of a local run's staging folder: ``PARENT/.NAME.staging-<host>-<pid>-<random>``."""
