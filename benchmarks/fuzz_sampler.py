@@ -23,6 +23,16 @@ reading the whole file) and ``damage_before_window`` (the sampler's frames are e
 loop's frames of the undamaged file: the damage lies before the keyframe it starts decoding at, and
 reaches the plain loop's window through decoder state, e.g. an in-band parameter set).
 
+Measured (seed 0, 1,000 cases over every file of ``../shared/data/videos``, 30 min on 2 loaded
+cores): 574 sampled, the rest classified (corrupt 332, no_video_stream 44, too_large 34,
+unsupported_codec 11, timeout 5); no escape, hang or internal_error. The plain loop sampled 575:
+the sampler sampled all but one, whose damaged header claims 1280x33488 frames (over
+``max_pixels``, a limit judged before decoding, now counted with the limits). Of 566 compared,
+13 were ``unstable`` (HEVC, VVC), 5 ``timing_elsewhere``, and 14 differ in pixels with the same
+frame times: damage the sampler's own reads show no sign of (no rejected packet, no frame flagged
+corrupt) changes what the decoder outputs depending on how far it is fed (e.g. a truncated last
+MJPEG frame, HEVC in MPEG-TS); these stay listed as ``different``.
+
 Usage::
 
     python -m benchmarks.fuzz_sampler --cases 1000 --seed 0 [--videos ../shared/data/videos] [--timeout 10]
@@ -49,6 +59,9 @@ from transforms.decode.types import SamplerConfig, VideoError
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts", ".3gp"}
 HEADER_BYTES = 4096
+LIMITS = ("timeout", "memory", "too_large")
+"""Outcomes set by the sampler's limits (time, memory, and ``max_pixels`` judged on the size the
+container claims, before any frame is decoded), not by its decoding: such cases are not compared."""
 GRACE_S = 5.0
 
 
@@ -366,7 +379,7 @@ def _compare(
     if not reference["frames"] or reference["too_large"]:
         return
     report.plain_sampled += 1
-    if outcome in ("timeout", "memory") or sampler.get("error") in ("timeout", "memory"):
+    if outcome in LIMITS or sampler.get("error") in LIMITS:
         report.not_compared += 1  # the sampler's limits, not its decoding, stopped it
         return
     if outcome != "sampled" or "error" in sampler:
