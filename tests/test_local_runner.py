@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker.data_plane import ClosableOutputStream
 
@@ -42,8 +43,13 @@ def write_during_a_flush(stream_limit_ms: int) -> bytes:
 
 
 def test_beams_time_based_stream_drops_a_chunk_written_during_a_periodic_flush():
-    # Upstream behaviour this project works around: if this starts failing, Beam fixed the race.
-    assert write_during_a_flush(50) == b"chunk-1;chunk-3;"
+    """The upstream race this project works around, shown on the installed Beam."""
+    received = write_during_a_flush(50)
+    if received == b"chunk-1;chunk-2;chunk-3;":
+        pytest.skip(
+            "this Beam keeps a chunk written during a flush: pipeline/local_runner.py's workaround can go"
+        )
+    assert received == b"chunk-1;chunk-3;"
 
 
 def test_local_runs_use_a_stream_that_keeps_every_chunk():
