@@ -1,7 +1,8 @@
 """Frame decoding and augmentation: JPEG bytes -> uint8 clips ``[T, 3, S, S]``.
 
-On the CPU :func:`decode_frames` does it in one fused Pillow pass; with ``--decode-device
-cuda`` nvjpeg decodes and :class:`FrameTransform` resizes and crops the tensors on the GPU.
+On the CPU :func:`decode_frames` decodes (libjpeg-turbo, or Pillow's DCT downscale for large
+frames), crops and flips in one pass per frame; with ``--decode-device cuda`` nvjpeg decodes
+and :class:`FrameTransform` resizes and crops the tensors on the GPU, by the same rules.
 Training uses a random crop (the same crop and flip for every frame of an item, so
 motion stays consistent) and evaluation a centre crop; ``squash`` reproduces the
 paper's code, which resizes to ``S x S`` ignoring aspect. Random choices come from a
