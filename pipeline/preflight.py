@@ -176,7 +176,7 @@ def check_output_folder(output: str, *, overwrite: bool, flag: str = "--output")
         BadInput: otherwise.
     """
     if storage.is_remote(output):
-        if storage.match(output.rstrip("/") + "/") and not overwrite:
+        if _holds_objects(output) and not overwrite:
             raise BadInput(
                 f"{flag} {output} already holds files; pass --overwrite to replace them, or choose another {flag}"
             )
@@ -190,6 +190,13 @@ def check_output_folder(output: str, *, overwrite: bool, flag: str = "--output")
             f"or choose another {flag}"
         )
     _check_writable_folder(os.path.dirname(os.path.abspath(output)), f"the folder of {flag}")
+
+
+def _holds_objects(url: str) -> bool:
+    """True when at least one object lies under the ``gs://`` prefix ``url`` (one listing of one object)."""
+    bucket, prefix = storage.split_gcs_url(url)
+    blobs = storage.gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else "", max_results=1)
+    return next(iter(blobs), None) is not None
 
 
 def _check_writable_folder(folder: str, what: str) -> None:
@@ -318,7 +325,7 @@ def _check_videos(config: IngestConfig, items: list[str]) -> None:
 
     root = config.videos
     if storage.is_remote(root):
-        if not storage.match(root.rstrip("/") + "/"):
+        if not _holds_objects(root):
             raise BadInput(f"--videos {root} holds no objects; check the gs:// path")
     elif not os.path.isdir(root):
         what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
