@@ -20,7 +20,7 @@ from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
-from transforms.interactions import FAILED, ReadInteractions, packed_row_count
+from transforms.interactions import FAILED, VALID, ReadInteractions
 from transforms.item_catalog import ItemCatalog, parse_titles
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames
@@ -259,11 +259,7 @@ def build_pipeline(
             train_shards=as_list(written.train_shards),
             table_parts=as_list(written.table_parts),
             failure_parts=as_list(failure_parts),
-            valid_rows=singleton(
-                rows.rows
-                | "RowsPerUserAndSplit" >> beam.Map(lambda user_rows: packed_row_count(user_rows[1]))
-                | "CountValidRows" >> beam.CombineGlobally(sum)
-            ),
+            valid_rows=singleton(rows[VALID] | "CountValidRows" >> beam.CombineGlobally(sum)),
             invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),
             users_seen=singleton(histories.histories | "CountUsers" >> count()),
             items_seen=singleton(items.seen | "CountItems" >> count()),

@@ -31,6 +31,7 @@ from transforms.failures import failure
 FORMATS = ("microlens-csv", "microlens-tsv", "parquet", "movielens")
 ROW_REASONS = ("missing_field", "bad_timestamp", "empty_user", "empty_item", "bad_encoding")
 FAILED = "failed"
+VALID = "valid"
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid")
 ITEM_COLUMNS = ("item", "item_id", "itemid", "movieid", "video", "video_id")
@@ -347,20 +348,12 @@ def unpack_rows(user_id: str, packed: bytes) -> list[Interaction]:
     return rows
 
 
-def packed_row_count(packed: bytes) -> int:
-    """How many :func:`pack_row` records ``packed`` holds."""
-    count = position = 0
-    while position < len(packed):
-        position += _ROW.size + _ROW.unpack_from(packed, position)[4]
-        count += 1
-    return count
-
-
 _ROW = struct.Struct("<qiqiI")
 
 
 class ParseSplit(beam.DoFn):
-    """InputSplit -> ``(user_id, packed rows of that user in the split)`` (main), failure dicts (``failed``).
+    """InputSplit -> ``(user_id, packed rows of that user in the split)`` (main), failure dicts (``failed``)
+    and the split's number of valid rows (``valid``, one int per split).
 
     Rows are grouped by user within the split before they leave the worker, so the shuffle holds
     one value per user and split instead of one per row (a split's rows fit in memory by design).
@@ -385,12 +378,14 @@ class ParseSplit(beam.DoFn):
                     by_user.setdefault(result.user_id, []).append(pack_row(result))
                 else:
                     yield beam.pvalue.TaggedOutput(FAILED, result)
+        yield beam.pvalue.TaggedOutput(VALID, sum(len(rows) for rows in by_user.values()))
         for user_id, rows in by_user.items():
             yield user_id, b"".join(rows)
 
 
 class ReadInteractions(beam.PTransform):
-    """PBegin -> tagged outputs: main = ``(user_id, packed rows)`` (see :func:`pack_row`), ``failed`` = failure dicts.
+    """PBegin -> tagged outputs: main = ``(user_id, packed rows)`` (see :func:`pack_row`), ``failed`` = failure
+    dicts, ``valid`` = valid rows per split.
 
     ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
     Text files are read in byte splits on all workers; a first pass counts each split's newlines
@@ -411,4 +406,4 @@ class ReadInteractions(beam.PTransform):
         )
         return splits | "ParseRows" >> beam.ParDo(
             ParseSplit(), beam.pvalue.AsSingleton(newlines_before)
-        ).with_outputs(FAILED, main="rows")
+        ).with_outputs(FAILED, VALID, main="rows")
