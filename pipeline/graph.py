@@ -219,7 +219,9 @@ def build_pipeline(
     version it wrote as ``LATEST`` and releases the root (``publish_version``).
     """
     source_files = [path for _, path, _ in sources]
-    rows = pipeline | "ReadInteractions" >> ReadInteractions(sources)
+    rows = pipeline | "ReadInteractions" >> ReadInteractions(
+        sources, timestamp_format=config.timestamp_format
+    )
     histories = rows.rows | "GroupIntoHistories" >> GroupIntoHistories(source_files)
     new_items = None
     if config.splits_new_items:

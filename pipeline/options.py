@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentP
 from pipeline.flags import Parser, add_frame_flags, positive_float, positive_int, sampler_settings
 from pipeline.versions import DEFAULT_LEASE_TTL_S
 from transforms.interactions import FORMATS
+from transforms.timestamps import DEFAULT_TIMESTAMP_FORMAT, TIMESTAMP_FORMATS
 
 DEFAULT_SHARD_MAX_SAMPLES = 1000
 DEFAULT_SHARD_MAX_BYTES = 256 * 1024 * 1024
@@ -33,6 +34,9 @@ class IngestConfig:
         interactions: interaction file, glob or comma-separated list (local or ``gs://``).
         output: dataset folder to write (local or ``gs://``); the manifest lands there last.
         format: one of ``FORMATS``; None detects each file's format from its name and first line.
+        timestamp_format: how timestamps are written, one of ``TIMESTAMP_FORMATS``
+            (``transforms.timestamps``): ``unix`` keeps integers as they are, the others are
+            converted to integer seconds.
         videos: folder holding the videos; None (and no ``video_map``) writes an ID-only dataset.
         video_pattern: file name of an item's video under ``videos``; ``{item}`` is the item ID,
             ``{key}`` its sanitised key.
@@ -69,6 +73,7 @@ class IngestConfig:
     interactions: str
     output: str | None
     format: str | None = None
+    timestamp_format: str = DEFAULT_TIMESTAMP_FORMAT
     videos: str | None = None
     video_pattern: str = "{item}.mp4"
     video_map: str | None = None
@@ -100,6 +105,11 @@ class IngestConfig:
         return {
             "interactions": self.interactions,
             "format": self.format,
+            **(
+                {"timestamp_format": self.timestamp_format}
+                if self.timestamp_format != DEFAULT_TIMESTAMP_FORMAT
+                else {}
+            ),
             "videos": self.videos,
             "video_pattern": self.video_pattern if self.videos else None,
             "video_map": self.video_map,
@@ -137,6 +147,14 @@ def parser() -> argparse.ArgumentParser:
     )
     inputs.add_argument(
         "--format", choices=FORMATS, default=None, help="format of every interaction file (default: detected)"
+    )
+    inputs.add_argument(
+        "--timestamp-format",
+        choices=TIMESTAMP_FORMATS,
+        default=DEFAULT_TIMESTAMP_FORMAT,
+        help="how the timestamp column is written: unix (integers, kept as they are), or unix_ms, "
+        "float (seconds with a fraction) or iso8601 (dates, UTC unless an offset is given), each "
+        "converted to integer seconds (default: unix)",
     )
     inputs.add_argument(
         "--videos", default=None, metavar="ROOT", help="folder of videos; without it the dataset is ID-only"
@@ -286,6 +304,7 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         interactions=args.interactions,
         output=args.output.rstrip("/") if args.output else None,
         format=args.format,
+        timestamp_format=args.timestamp_format,
         videos=args.videos,
         video_pattern=args.video_pattern,
         video_map=args.video_map,

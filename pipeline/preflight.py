@@ -7,8 +7,10 @@ first problem found:
 - ``gs://`` locations: one listing per bucket with a bounded retry; the message says whether
   credentials, permissions, the bucket or the network is the problem;
 - interaction files: they exist, their format is known, a CSV header names user, item and
-  timestamp columns, and the first :data:`SAMPLE_ROWS` rows of each file parse (an empty or
-  header-only file, ISO-date or fractional timestamps, and a wrong ``--format`` are caught here);
+  timestamp columns, and the first :data:`SAMPLE_ROWS` rows of each file parse with
+  ``--timestamp-format`` (an empty or header-only file, timestamps written otherwise, such as ISO
+  dates or fractional seconds, with the ``--timestamp-format`` to pass, and a wrong ``--format`` are
+  caught here);
 - ``--videos`` is a folder that exists and holds the videos of at least one of the sampled items;
   ``--video-map`` and ``--titles`` exist and name the columns they need;
 - ``--output`` is not a file, is empty or ``--overwrite`` is given, and its parent is writable;
@@ -66,7 +68,7 @@ def check_inputs(config: IngestConfig) -> list[tuple[int, str, str]]:
         raise BadInput(f"{err}; check the path or glob given to --interactions") from None
     items: list[str] = []
     for _, path, fmt in sources:
-        items += sample_rows(path, fmt, config.max_dropped_fraction)
+        items += sample_rows(path, fmt, config.max_dropped_fraction, config.timestamp_format)
     if config.videos is not None:
         _check_videos(config, items)
     if config.video_map is not None:
@@ -233,7 +235,7 @@ def _probe_gcs(url: str, what: str) -> None:
 # ---------------------------------------------------------------------------------------------- rows
 
 
-def sample_rows(path: str, fmt: str, max_bad_fraction: float) -> list[str]:
+def sample_rows(path: str, fmt: str, max_bad_fraction: float, timestamp_format: str = "unix") -> list[str]:
     """Parse the first :data:`SAMPLE_ROWS` rows of one interaction file; return their item IDs.
 
     Raises:
@@ -243,13 +245,13 @@ def sample_rows(path: str, fmt: str, max_bad_fraction: float) -> list[str]:
     try:
         if fmt == "parquet":
             with storage.open_read(path) as reader:
-                results = _first(parse_parquet(reader, 0, path), SAMPLE_ROWS)
+                results = _first(parse_parquet(reader, 0, path, timestamp_format), SAMPLE_ROWS)
         else:
             head = read_head(path, HEAD_BYTES)
             lines = head.splitlines(True)
             if len(head) == HEAD_BYTES and lines and not lines[-1].endswith(b"\n"):
                 lines = lines[:-1]  # cut off mid-line
-            results = _first(parse_text(lines, fmt, 0, path), SAMPLE_ROWS)
+            results = _first(parse_text(lines, fmt, 0, path, timestamp_format=timestamp_format), SAMPLE_ROWS)
     except BadInput:
         raise
     except ValueError as err:
@@ -263,7 +265,7 @@ def sample_rows(path: str, fmt: str, max_bad_fraction: float) -> list[str]:
     if not results:
         raise BadInput(f"{path} has no data rows; give a file with interactions")
     if len(bad) > max_bad_fraction * len(results):
-        raise BadInput(_bad_rows_message(path, fmt, bad, len(results)))
+        raise BadInput(_bad_rows_message(path, fmt, bad, len(results), timestamp_format))
     return [r.item_id for r in rows]
 
 
@@ -276,22 +278,29 @@ def _first(results, n: int) -> list:
     return out
 
 
-def _bad_rows_message(path: str, fmt: str, bad: list[dict], sampled: int) -> str:
+def _bad_rows_message(path: str, fmt: str, bad: list[dict], sampled: int, timestamp_format: str) -> str:
     reasons = Counter(r["reason"] for r in bad)
     first = bad[0]
     where = f"line {first['row']}" if fmt != "parquet" else f"row {first['row']}"
     if reasons.most_common(1)[0][0] == "bad_timestamp":
         values = [_timestamp_text(r) for r in bad if r["reason"] == "bad_timestamp"]
         values = [v for v in values if v]
+        given = f"not --timestamp-format {timestamp_format}"
         if values and all(ISO_DATE.match(v) for v in values):
             return (
-                f"{path}: timestamps are dates ({where}: {values[0]!r}), not integer Unix times; convert the "
-                "timestamp column to integer seconds since 1970-01-01 UTC"
+                f"{path}: timestamps are dates ({where}: {values[0]!r}), {given}; pass --timestamp-format "
+                "iso8601 (converted to integer seconds, UTC unless the dates have an offset)"
             )
         if values and all(_is_float(v) for v in values):
             return (
-                f"{path}: timestamps have fractions of a second ({where}: {values[0]!r}); ingest needs "
-                "integers: convert the timestamp column to integer milliseconds (round(t * 1000))"
+                f"{path}: timestamps have fractions of a second ({where}: {values[0]!r}), {given}; pass "
+                "--timestamp-format float (converted to integer seconds), or convert the column to "
+                "integer milliseconds yourself to keep sub-second order"
+            )
+        if values and all(_is_integer(v) for v in values):
+            return (
+                f"{path}: timestamps are integers ({where}: {values[0]!r}), {given}; pass "
+                "--timestamp-format unix (kept as they are) or unix_ms (milliseconds, converted to seconds)"
             )
     counts = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common())
     return (
@@ -300,13 +309,19 @@ def _bad_rows_message(path: str, fmt: str, bad: list[dict], sampled: int) -> str
     )
 
 
-TIMESTAMP_MESSAGE = re.compile(r"^timestamp '(.*)' is not (a number|an integer)$")
+TIMESTAMP_MESSAGE = re.compile(
+    r"^timestamp '(.*)' is not (a number|an integer|a finite number|an ISO 8601 date)$"
+)
 
 
 def _timestamp_text(record: dict) -> str | None:
     """The rejected timestamp of a ``bad_timestamp`` row, from its message (``parse_timestamp``'s)."""
     match = TIMESTAMP_MESSAGE.match(record.get("message", ""))
     return match.group(1).strip() if match else None
+
+
+def _is_integer(text: str) -> bool:
+    return text.strip().lstrip("-").isdigit()
 
 
 def _is_float(text: str) -> bool:

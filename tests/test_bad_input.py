@@ -171,20 +171,44 @@ def test_a_pattern_that_finds_no_video_is_refused(synth, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "stamp,expected",
+    "stamp,expected,fmt,seconds",
     [
-        (lambda k: f"2024-03-0{1 + k % 9}T10:00:0{k % 10}", "timestamps are dates"),
-        (lambda k: f"1700000000.{k + 1}5", "timestamps have fractions of a second"),
+        (lambda k: f"2024-03-0{1 + k % 9}T10:00:0{k % 10}", "timestamps are dates", "iso8601", 1709287200),
+        (lambda k: f"1700000000.{k + 1}5", "timestamps have fractions of a second", "float", 1700000000),
     ],
     ids=["iso-dates", "float-seconds"],
 )
-def test_timestamps_that_are_not_integers_are_refused_with_the_fix(tmp_path, capsys, stamp, expected):
+def test_timestamps_that_are_not_integers_are_refused_with_the_flag_to_pass(
+    tmp_path, capsys, stamp, expected, fmt, seconds
+):
     rows = [(u, i, stamp(k)) for k, (u, i, _) in enumerate(good_rows())]
     pairs = write_csv(tmp_path / "pairs.csv", rows)
-    status, err = ingest(capsys, "--interactions", str(pairs), "--output", str(tmp_path / "out"), *LOCAL)
+    out = tmp_path / "out"
+    status, err = ingest(capsys, "--interactions", str(pairs), "--output", str(out), *LOCAL)
     assert status == 2
     line = one_error_line(err)
-    assert expected in line and "convert the timestamp column" in line
+    assert expected in line and "not --timestamp-format unix" in line
+    assert f"pass --timestamp-format {fmt}" in line
+    assert sorted(snapshot(tmp_path)) == ["pairs.csv"]
+    # the flag the message names ingests every row, as integer seconds
+    status, err = ingest(
+        capsys, "--interactions", str(pairs), "--output", str(out), "--timestamp-format", fmt, *LOCAL
+    )
+    assert status == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["rows_dropped"] == {} and manifest["counts"]["rows_used"] == len(rows)
+    assert manifest["config"]["timestamp_format"] == fmt
+    first = dataset_table(out, "sequences").to_pylist()[0]["timestamps"][0]
+    assert first == seconds and leftovers(tmp_path) == []
+
+
+def test_integer_timestamps_under_another_timestamp_format_are_refused(tmp_path, capsys):
+    pairs = write_csv(tmp_path / "pairs.csv", good_rows())
+    argv = ["--interactions", str(pairs), "--output", str(tmp_path / "out"), "--timestamp-format", "iso8601"]
+    status, err = ingest(capsys, *argv, *LOCAL)
+    assert status == 2
+    line = one_error_line(err)
+    assert "timestamps are integers" in line and "pass --timestamp-format unix" in line
     assert sorted(snapshot(tmp_path)) == ["pairs.csv"]
 
 

@@ -27,6 +27,7 @@ from apache_beam.metrics import Metrics
 
 from transforms import storage
 from transforms.failures import failure
+from transforms.timestamps import convert_timestamp
 
 FORMATS = ("microlens-csv", "microlens-tsv", "parquet", "movielens")
 ROW_REASONS = ("missing_field", "bad_timestamp", "empty_user", "empty_item", "bad_encoding")
@@ -94,8 +95,16 @@ def parse_timestamp(text: str) -> int:
     return int(number)
 
 
-def make_interaction(user: object, item: object, timestamp: object, position: tuple[int, int, int]):
-    """Validate one row's fields; return an :class:`Interaction` or raise :class:`RowError`."""
+def make_interaction(
+    user: object,
+    item: object,
+    timestamp: object,
+    position: tuple[int, int, int],
+    timestamp_format: str = "unix",
+):
+    """Validate one row's fields; return an :class:`Interaction` or raise :class:`RowError`.
+
+    ``timestamp`` is read as ``timestamp_format`` (``transforms.timestamps``)."""
     user_id = "" if user is None else str(user).strip()
     item_id = "" if item is None else str(item).strip()
     if not user_id:
@@ -104,7 +113,13 @@ def make_interaction(user: object, item: object, timestamp: object, position: tu
         raise RowError("empty_item", "item ID is empty")
     if timestamp is None or (isinstance(timestamp, str) and not timestamp.strip()):
         raise RowError("bad_timestamp", "timestamp is empty")
-    ts = timestamp if isinstance(timestamp, int) else parse_timestamp(str(timestamp))
+    if timestamp_format == "unix":
+        ts = timestamp if isinstance(timestamp, int) else parse_timestamp(str(timestamp))
+    else:
+        try:
+            ts = convert_timestamp(timestamp, timestamp_format)
+        except ValueError as err:
+            raise RowError("bad_timestamp", str(err)) from None
     return Interaction(user_id, item_id, ts, *position)
 
 
@@ -144,11 +159,13 @@ def parse_text(
     path: str,
     first_line: int = 1,
     columns: tuple[int, int, int] | None = None,
+    timestamp_format: str = "unix",
 ) -> Iterator[Interaction | dict]:
     """Interactions and failure records from lines of one text file, in file order.
 
     ``first_line`` is the line number of the first of ``lines``. A CSV's first non-blank line is its
     header unless ``columns`` (from :func:`csv_columns`) are given, as they are for later splits.
+    Timestamps are read as ``timestamp_format`` (``transforms.timestamps``).
     """
     for number, text, raw in _decoded_lines(lines, first_line):
         where = {"file": path, "row": number}
@@ -159,24 +176,26 @@ def parse_text(
             columns = csv_columns(text, path)
             continue
         try:
-            yield from _parse_line(text, fmt, columns, (file_index, number))
+            yield from _parse_line(text, fmt, columns, (file_index, number), timestamp_format)
         except RowError as err:
             yield failure("row", "read", err.reason, str(err), **where, text=text)
 
 
-def _parse_line(text: str, fmt: str, columns, position: tuple[int, int]) -> Iterator[Interaction]:
+def _parse_line(
+    text: str, fmt: str, columns, position: tuple[int, int], timestamp_format: str = "unix"
+) -> Iterator[Interaction]:
     file_index, number = position
     if fmt == "microlens-csv":
         fields = text.split(",") if '"' not in text else next(csv.reader([text]))  # same fields, 10x faster
         if len(fields) <= max(columns):
             raise RowError("missing_field", f"expected at least {max(columns) + 1} fields, got {len(fields)}")
         user, item, ts = (fields[c] for c in columns)
-        yield make_interaction(user, item, ts, (file_index, number, 0))
+        yield make_interaction(user, item, ts, (file_index, number, 0), timestamp_format)
     elif fmt == "movielens":
         fields = text.split("\t")
         if len(fields) != 4:
             raise RowError("missing_field", f"expected 4 tab-separated fields, got {len(fields)}")
-        yield make_interaction(fields[0], fields[1], fields[3], (file_index, number, 0))
+        yield make_interaction(fields[0], fields[1], fields[3], (file_index, number, 0), timestamp_format)
     elif fmt == "microlens-tsv":
         fields = text.split("\t")
         if len(fields) != 2:
@@ -193,7 +212,9 @@ def _parse_line(text: str, fmt: str, columns, position: tuple[int, int]) -> Iter
         raise ValueError(f"unknown text format {fmt!r}")
 
 
-def parse_parquet(reader, file_index: int, path: str) -> Iterator[Interaction | dict]:
+def parse_parquet(
+    reader, file_index: int, path: str, timestamp_format: str = "unix"
+) -> Iterator[Interaction | dict]:
     """Interactions and failure records from one Parquet file, in row order, one row group at a time."""
     import pyarrow.parquet as pq
 
@@ -209,7 +230,7 @@ def parse_parquet(reader, file_index: int, path: str) -> Iterator[Interaction | 
         for user, item, ts in zip(users, items, times, strict=True):
             number += 1
             try:
-                yield make_interaction(user, item, ts, (file_index, number, 0))
+                yield make_interaction(user, item, ts, (file_index, number, 0), timestamp_format)
             except RowError as err:
                 yield failure(
                     "row", "read", err.reason, str(err), file=path, row=number, text=repr((user, item, ts))
@@ -244,10 +265,14 @@ class InputSplit(NamedTuple):
     start: int
     end: int | None
     columns: tuple[int, int, int] | None = None
+    timestamp_format: str = "unix"
 
 
-def plan_splits(sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BYTES) -> list[InputSplit]:
-    """Cut each text file into ``split_bytes`` splits (a Parquet file is one split).
+def plan_splits(
+    sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BYTES, timestamp_format: str = "unix"
+) -> list[InputSplit]:
+    """Cut each text file into ``split_bytes`` splits (a Parquet file is one split), each to be parsed
+    with ``timestamp_format``.
 
     A CSV's header is parsed here, so a file whose header names no user, item or timestamp
     column fails before the job starts, and every later split knows the columns.
@@ -255,7 +280,7 @@ def plan_splits(sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BY
     splits = []
     for file_index, path, fmt in sources:
         if fmt == "parquet":
-            splits.append(InputSplit(file_index, path, fmt, 0, 0, None))
+            splits.append(InputSplit(file_index, path, fmt, 0, 0, None, None, timestamp_format))
             continue
         size = storage.size(path)
         columns = None
@@ -271,7 +296,11 @@ def plan_splits(sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BY
         bounds = list(range(0, max(size, 1), split_bytes))
         for number, start in enumerate(bounds):
             end = bounds[number + 1] if number + 1 < len(bounds) else None
-            splits.append(InputSplit(file_index, path, fmt, number, start, end, columns if number else None))
+            splits.append(
+                InputSplit(
+                    file_index, path, fmt, number, start, end, columns if number else None, timestamp_format
+                )
+            )
     return splits
 
 
@@ -367,11 +396,19 @@ class ParseSplit(beam.DoFn):
         by_user: dict[str, list[bytes]] = {}
         with storage.open_read(split.path) as reader:
             if split.format == "parquet":
-                parsed = parse_parquet(reader, split.file_index, split.path)
+                parsed = parse_parquet(reader, split.file_index, split.path, split.timestamp_format)
             else:
                 skipped, lines = split_lines(reader, split.start, split.end)
                 first = 1 + newlines_before[(split.file_index, split.number)] + skipped
-                parsed = parse_text(lines, split.format, split.file_index, split.path, first, split.columns)
+                parsed = parse_text(
+                    lines,
+                    split.format,
+                    split.file_index,
+                    split.path,
+                    first,
+                    split.columns,
+                    split.timestamp_format,
+                )
             for result in parsed:
                 self.rows_read.inc()
                 if isinstance(result, Interaction):
@@ -389,12 +426,17 @@ class ReadInteractions(beam.PTransform):
 
     ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
     Text files are read in byte splits on all workers; a first pass counts each split's newlines
-    so that every row keeps its exact line number.
+    so that every row keeps its exact line number. ``timestamp_format``: ``--timestamp-format``.
     """
 
-    def __init__(self, sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BYTES):
+    def __init__(
+        self,
+        sources: list[tuple[int, str, str]],
+        split_bytes: int = SPLIT_BYTES,
+        timestamp_format: str = "unix",
+    ):
         super().__init__()
-        self.splits = plan_splits(sources, split_bytes)
+        self.splits = plan_splits(sources, split_bytes, timestamp_format)
 
     def expand(self, pbegin):
         splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()
