@@ -6,6 +6,10 @@ rows; the counts reconcile; the failures parts hold one record per dropped row, 
 ``--sample N --out DIR`` also writes the frames of the first N item samples (train samples for
 datasets without item shards) as JPEG files for a person to look at, and one contact sheet per
 sample (``KEY.sheet.png``: the frames in a row, labelled with the item ID and title).
+
+Exit status: 0 the dataset is whole, 1 it has problems (each printed as a ``PROBLEM:`` line: a
+damaged shard, table part or failures part is one of them, never a traceback), 2 its manifest
+cannot be read.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import tarfile
 from collections import Counter
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contact_sheet import contact_sheet, sample_rows
@@ -68,23 +73,35 @@ def verify_dataset(dataset: str) -> list[str]:
             if samples != shard["samples"]:
                 problems.append(f"{shard['path']}: {samples} samples, manifest says {shard['samples']}")
     for name, parts in manifest.get("table_files", {}).items():
-        rows = 0
+        rows, counted = 0, True
         for entry in parts:
             found, data = _check_file(dataset, entry)
             problems += found
-            if data is not None:
-                rows += pq.read_metadata(io.BytesIO(data)).num_rows
+            try:
+                rows += pq.read_metadata(io.BytesIO(data)).num_rows if data is not None else 0
+            except (pa.ArrowException, OSError) as err:
+                problems.append(f"{entry['path']}: not a readable Parquet file ({_short(err)})")
+                counted = False  # its rows are unknown: the count below would only repeat the problem
         expected = manifest["num_items"] if name == "items" else manifest["num_users"]
-        if rows != expected:
+        if counted and rows != expected:
             problems.append(f"table {name}: {rows} rows in its parts, manifest says {expected}")
     records = Counter()
     for entry in manifest.get("failure_files", []):
         found, data = _check_file(dataset, entry)
         problems += found
-        if data is not None:
+        if data is None:
+            continue
+        try:
             records += failure_records_by_reason(data)
+        except (ValueError, KeyError, TypeError) as err:  # not JSON lines, or records without kind/reason
+            problems.append(f"{entry['path']}: not readable failure records ({_short(err)})")
     problems += _check_failures(records, manifest["counts"])
     return problems
+
+
+def _short(err: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def failure_records_by_reason(data: bytes) -> Counter:
@@ -118,23 +135,34 @@ def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
             members.clear()
 
     for shard in shards:
-        data = storage.read_bytes(storage.join(dataset, shard["path"]))
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            for member in archive:
-                key, _, name = member.name.partition(".")
-                if key not in keys:
-                    write_sheet()
-                    if len(keys) == count:
-                        return written
-                keys.add(key)
-                content = archive.extractfile(member).read()
-                members[(key, name)] = content
-                target = os.path.join(out_dir, os.path.basename(member.name))
-                with open(target, "wb") as out:
-                    out.write(content)
-                written.append(target)
+        path = storage.join(dataset, shard["path"])
+        if not storage.exists(path):
+            continue  # reported by verify_dataset
+        for member_name, content in _members(storage.read_bytes(path)):
+            key, _, name = member_name.partition(".")
+            if key not in keys:
+                write_sheet()
+                if len(keys) == count:
+                    return written
+            keys.add(key)
+            members[(key, name)] = content
+            target = os.path.join(out_dir, os.path.basename(member_name))
+            with open(target, "wb") as out:
+                out.write(content)
+            written.append(target)
     write_sheet()
     return written
+
+
+def _members(data: bytes):
+    """``(name, content)`` of a shard's files, up to the first damage (which verify_dataset reports)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive:
+                if member.isfile():
+                    yield member.name, archive.extractfile(member).read()
+    except tarfile.TarError:
+        return
 
 
 def main(argv: list[str]) -> int:

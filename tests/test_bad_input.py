@@ -622,6 +622,24 @@ def test_frames_output_pointing_at_a_file_is_refused(synth, tmp_path, capsys):
     assert target.read_text() == "keep me"
 
 
+def test_inspect_reports_a_corrupt_items_part_as_a_problem_not_a_traceback(id_only_dataset, tmp_path, capsys):
+    dataset = tmp_path / "dataset"
+    shutil.copytree(id_only_dataset, dataset)
+    (part,) = (dataset / "tables/items").glob("part-*.parquet")
+    part.write_bytes(part.read_bytes()[:100])  # cut short
+    before = snapshot(dataset)
+    capsys.readouterr()
+    assert videorec(["inspect", str(dataset)]) == 1  # 1: the dataset has problems (2: no manifest)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    problems = [line for line in out.splitlines() if line.startswith("PROBLEM: ")]
+    relative = f"tables/items/{part.name}"
+    assert problems[-1].startswith(f"PROBLEM: {relative}: not a readable Parquet file (")
+    assert f"PROBLEM: {relative}: sha256 differs from the manifest" in problems
+    assert out.splitlines()[-1] == f"dataset has {len(problems)} problem(s)"
+    assert snapshot(dataset) == before
+
+
 def test_frames_replaces_a_videos_old_outputs_and_reads_sizes_like_ingest(synth, tmp_path, capsys):
     video, out = str(synth / "videos" / "1.mp4"), tmp_path / "frames"
     assert frames_cmd(capsys, video, "--out", str(out), "--num-frames", "5", "--in-process")[0] == 0
