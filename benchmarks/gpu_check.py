@@ -44,7 +44,7 @@ from trainer.config import DataConfig, LossConfig, ModelConfig, OptimConfig, Tra
 from trainer.data import StreamPosition, TrainStream  # noqa: E402
 from trainer.dataset import DatasetInfo, UserSequences  # noqa: E402
 from trainer.frames import FrameTransform, decode_clip_on_device, decode_frames  # noqa: E402
-from trainer.models.video_encoders import ENCODERS  # noqa: E402
+from trainer.models.encoder_registry import ENCODERS  # noqa: E402
 from trainer.trainer import Trainer  # noqa: E402
 
 POLICIES = ("frozen", "top-k", "all")

@@ -14,7 +14,8 @@ from trainer import checkpoint
 from trainer.config import ModelConfig, preset
 from trainer.extract import main as extract_main
 from trainer.loss import full_softmax_loss, in_batch_softmax_loss, log_popularity
-from trainer.models.video_encoders import ENCODERS, VideoItemEncoder, apply_freezing, build_backbone
+from trainer.models.encoder_registry import ENCODERS, build_backbone
+from trainer.models.video_item_encoder import VideoItemEncoder, apply_freezing
 from trainer.models.videorec import build_model
 from trainer.train import build_parser, config_from_args
 from trainer.train import main as train_main

@@ -9,16 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.models.video_encoders import (
-    ENCODERS,
-    MVIT_CLIP,
-    VideoItemEncoder,
-    apply_freezing,
-    build_backbone,
-    pad_frames,
-    slowfast_pathways,
-    videomae_clip,
-)
+from trainer.models.backbone import pad_frames
+from trainer.models.encoder_registry import ENCODERS, build_backbone
+from trainer.models.hub_backbones import slowfast_pathways, videomae_clip
+from trainer.models.torchvision_backbones import MVIT_CLIP
+from trainer.models.video_item_encoder import VideoItemEncoder, apply_freezing
 
 FRAMES = 5
 

@@ -19,13 +19,10 @@ import torchvision
 from tests.fixtures_dataset import solid_frames, write_dataset
 from trainer import checkpoint
 from trainer.config import ModelConfig
-from trainer.models.video_encoders import (
-    MissingWeightsError,
-    TinyVideoNet,
-    VideoItemEncoder,
-    build_backbone,
-    hub_checkpoint_dir,
-)
+from trainer.models.backbone import TinyVideoNet
+from trainer.models.encoder_registry import build_backbone
+from trainer.models.encoder_weights import MissingWeightsError, hub_checkpoint_dir
+from trainer.models.video_item_encoder import VideoItemEncoder
 from trainer.models.videorec import build_model
 from trainer.train import main as train_main
 

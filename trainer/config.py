@@ -50,7 +50,7 @@ class ModelConfig:
     """VideoRec = item encoder (video / id / frozen features) + SASRec user encoder."""
 
     encoder: str = "tiny"
-    """Item encoder: a video registry name (see ``trainer.models.video_encoders``), ``id`` or ``frozen``."""
+    """Item encoder: a video registry name (see ``trainer.models.encoder_registry``), ``id`` or ``frozen``."""
     encoder_weights: str | None = None
     """Pretrained backbone weights: a weights name (``KINETICS400_V1`` for torchvision nets,
     ``KINETICS400`` for pytorchvideo nets), read from the torch hub cache and never downloaded;

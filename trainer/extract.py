@@ -22,7 +22,8 @@ import torch
 from trainer.data import ItemStream, item_loader
 from trainer.dataset import load_dataset
 from trainer.frames import FrameTransform
-from trainer.models.video_encoders import ENCODERS, VideoItemEncoder, build_backbone
+from trainer.models.encoder_registry import ENCODERS, build_backbone
+from trainer.models.video_item_encoder import VideoItemEncoder
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from trainer import checkpoint
 from trainer.config import PRESETS, TrainConfig, preset
 from trainer.dataset import load_dataset
-from trainer.models.video_encoders import ENCODERS, resolve_weights
+from trainer.models.encoder_registry import ENCODERS, resolve_weights
 
 # flag -> (config section, field, type)
 OVERRIDES: dict[str, tuple[str, str, type]] = {

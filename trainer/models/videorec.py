@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from trainer.config import ModelConfig
+from trainer.models.encoder_registry import build_backbone
 from trainer.models.item_encoders import FrozenFeatureItemEncoder, IdItemEncoder, load_feature_table
 from trainer.models.sasrec import SASRec
-from trainer.models.video_encoders import VideoItemEncoder, apply_freezing, build_backbone
+from trainer.models.video_item_encoder import VideoItemEncoder, apply_freezing
 
 
 class VideoRec(nn.Module):
