@@ -41,6 +41,21 @@ def test_the_document_lists_each_table_column_with_its_type(table):
         assert f"{field.name}: {shown}" in FORMAT_MD, (table, field.name, shown)
 
 
+def test_frame_fields_are_parsed_as_they_are_written():
+    """What WebDataset hands the trainer (the member name without ``{key}.``) reads back as a frame."""
+    key = fmt.sanitize_key("u1")
+    item_field = fmt.item_frame_member(key, 3).removeprefix(f"{key}.")
+    train_field = fmt.train_frame_member(key, 12, 4).removeprefix(f"{key}.")
+    assert fmt.frame_number(item_field, fmt.ITEM_FRAME_PREFIX) == 3
+    assert fmt.frame_number(train_field, fmt.train_frame_prefix(12)) == 4
+    assert fmt.frame_number(train_field, fmt.train_frame_prefix(1)) is None  # item 12, not item 1
+    assert fmt.frame_number(train_field, fmt.ITEM_FRAME_PREFIX) is None
+    assert fmt.frame_number(fmt.METADATA_FIELD, fmt.ITEM_FRAME_PREFIX) is None
+    assert fmt.metadata_member(key) == f"{key}.{fmt.METADATA_FIELD}"
+    assert fmt.is_metadata_member(fmt.metadata_member(key))
+    assert not fmt.is_metadata_member(fmt.item_frame_member(key, 0))
+
+
 def test_keys_are_safe_and_reversible():
     for identifier in ["u1", "../secret", "/abs", "-x", "a.b", "é", "", "_5f"]:
         key = fmt.sanitize_key(identifier)

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.frames import FrameTransform, decode_frames, frames_of, sample_generator
+from transforms.format import ITEM_FRAME_PREFIX, METADATA_FIELD, is_metadata_member, train_frame_prefix
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class ReadErrors:
 
 def decode_window(sample: dict, max_seq_len: int) -> list[int]:
     """The last ``max_seq_len + 1`` item indices of a train sample's JSON (raises on bad content)."""
-    meta = json.loads(sample["json"])
+    meta = json.loads(sample[METADATA_FIELD])
     items = [int(i) for i in meta["item_indices"]][-(max_seq_len + 1) :]
     if len(items) < 2:
         raise ValueError(f"{sample.get('__key__')}: window of {len(items)} items has no training target")
@@ -140,7 +141,7 @@ class TrainStream(IterableDataset):
         """Endless passes over this group's share of the shards, each pass shuffled on its own."""
         epoch = self.position.epoch
         split_shards = len(self.urls) >= groups
-        select = None if self.with_frames else (lambda name: name.endswith(".json"))
+        select = None if self.with_frames else is_metadata_member
         for repeat in itertools.count():
             urls = list(self.urls)
             if self.config.shuffle_shards:
@@ -195,7 +196,7 @@ class TrainStream(IterableDataset):
         for item in dict.fromkeys(window):
             if item in known or item in found:
                 continue
-            jpegs = frames_of(sample, f"{item}.")
+            jpegs = frames_of(sample, train_frame_prefix(item))
             if self.config.decode_device != "cpu":
                 found[item] = jpegs
                 continue
@@ -249,13 +250,13 @@ class ItemStream(IterableDataset):
         indices, clips, failed, unreadable = [], [], [], 0
         for sample in samples:
             try:
-                index = int(json.loads(sample["json"])["item_index"])
+                index = int(json.loads(sample[METADATA_FIELD])["item_index"])
             except Exception as exn:  # no index: the item cannot even be named
                 log.warning("unreadable item sample %s: %r", sample.get("__key__"), exn)
                 unreadable += 1
                 continue
             try:
-                clips.append(decode_frames(frames_of(sample, ""), self.transform))
+                clips.append(decode_frames(frames_of(sample, ITEM_FRAME_PREFIX), self.transform))
                 indices.append(index)
             except Exception as exn:
                 log.warning("item %d (%s): frames do not decode: %r", index, sample.get("__key__"), exn)

@@ -22,6 +22,8 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
+from transforms.format import frame_field, frame_number
+
 RESIZE_MARGIN = 8 / 7
 """Crops take ``S`` out of a shorter side of at most ``S * 8/7`` (the usual 256 -> 224)."""
 
@@ -184,17 +186,20 @@ def decode_clip_on_device(jpegs: list[bytes], device: str) -> torch.Tensor:
 
 
 def frames_of(sample: dict, prefix: str) -> list[bytes]:
-    """The JPEG frames ``{prefix}0.jpg, {prefix}1.jpg, ...`` of a webdataset sample, in frame order."""
+    """The JPEG frames of a webdataset sample whose fields start with ``prefix``, in frame order.
+
+    ``prefix``: ``ITEM_FRAME_PREFIX`` for an item sample, ``train_frame_prefix(item_index)`` for
+    one item of a train sample; the field names are the format's (``transforms.format.frame_field``).
+    """
     found = {}
     for name, value in sample.items():
-        if name.startswith(prefix) and name.endswith(".jpg"):
-            index = name[len(prefix) : -len(".jpg")]
-            if index.isdigit():
-                found[int(index)] = value
+        index = frame_number(name, prefix)
+        if index is not None:
+            found[index] = value
     if not found:
-        raise ValueError(f"{sample.get('__key__')}: no frames named {prefix}N.jpg")
+        raise ValueError(f"{sample.get('__key__')}: no frames named {frame_field(prefix, 'N')}")
     if sorted(found) != list(range(len(found))):
         raise ValueError(
-            f"{sample.get('__key__')}: frames {prefix}N.jpg are not numbered 0..{len(found) - 1}"
+            f"{sample.get('__key__')}: frames {frame_field(prefix, 'N')} are not numbered 0..{len(found) - 1}"
         )
     return [found[i] for i in range(len(found))]

@@ -95,19 +95,46 @@ def unsanitize_key(key: str) -> str:
     return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), key).encode("latin-1").decode("utf-8")
 
 
+METADATA_FIELD = "json"
+"""The extension of a sample's JSON member, and so the field WebDataset hands it over as."""
+FRAME_EXTENSION = "jpg"
+ITEM_FRAME_PREFIX = ""
+"""What an item sample's frame fields start with, once WebDataset strips the key (nothing)."""
+
+
 def metadata_member(key: str) -> str:
     """A sample's JSON member (item and train samples alike)."""
-    return f"{key}.json"
+    return f"{key}.{METADATA_FIELD}"
+
+
+def is_metadata_member(name: str) -> bool:
+    """Whether tar member ``name`` is a sample's JSON member."""
+    return name.endswith(f".{METADATA_FIELD}")
+
+
+def frame_field(prefix: str, frame: int | str) -> str:
+    """A frame member's name once WebDataset strips the key: ``{prefix}{frame}.jpg``, where
+    ``prefix`` is :data:`ITEM_FRAME_PREFIX` or a :func:`train_frame_prefix`."""
+    return f"{prefix}{frame}.{FRAME_EXTENSION}"
+
+
+def frame_number(field: str, prefix: str) -> int | None:
+    """The frame number of sample field ``field`` if it is a :func:`frame_field` of ``prefix``, else ``None``."""
+    suffix = f".{FRAME_EXTENSION}"
+    if not (field.startswith(prefix) and field.endswith(suffix)):
+        return None
+    number = field[len(prefix) : -len(suffix)]
+    return int(number) if number.isdigit() else None
 
 
 def item_frame_member(key: str, frame: int) -> str:
     """Frame ``frame`` of an item sample."""
-    return f"{key}.{frame}.jpg"
+    return f"{key}.{frame_field(ITEM_FRAME_PREFIX, frame)}"
 
 
 def train_frame_member(key: str, item_index: int, frame: int) -> str:
     """Frame ``frame`` of item ``item_index`` in a user's train sample."""
-    return f"{key}.{item_index}.{frame}.jpg"
+    return f"{key}.{frame_field(train_frame_prefix(item_index), frame)}"
 
 
 def train_frame_prefix(item_index: int) -> str:
