@@ -186,3 +186,23 @@ def _table_part(folder: Path, name: str) -> Path:
     path = folder / TABLE_PART.format(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def rewrite_shard(folder: Path, relative: str, change: Callable[[str, bytes], bytes]) -> None:
+    """Rewrite the shard ``relative`` member by member (``change(name, content)`` gives the new content)
+    and record its new size and sha256 in the manifest: a dataset written with damaged samples, whose
+    shards are exactly what its manifest says."""
+    path = folder / relative
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for member, content in members:
+            content = change(member.name, content)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    data = path.read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["shards"]["items"] + manifest["shards"]["train"]:
+        if entry["path"] == relative:
+            entry["bytes"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fixtures_dataset import solid_frames, write_dataset
+from tests.fixtures_dataset import rewrite_shard, solid_frames, write_dataset
 from trainer import checkpoint
 from trainer.config import ModelConfig, preset
 from trainer.extract import main as extract_main
@@ -258,12 +258,12 @@ def test_frozen_baseline_uses_extracted_features(tmp_path):
     assert (run / "results.json").exists()
 
 
-def test_video_encoder_on_an_id_only_dataset_is_a_clear_error(tmp_path):
+def test_video_encoder_on_an_id_only_dataset_is_a_clear_error(tmp_path, capsys):
     data = write_dataset(tmp_path / "ds", _shifted_sequences(8, 6), max_seq_len=5)
-    with pytest.raises(ValueError, match="needs frames"):
-        train_main(
-            ["--data", str(data), "--preset", "tiny", "--output", str(tmp_path / "run"), "--no-progress"]
-        )
+    argv = ["--data", str(data), "--preset", "tiny", "--output", str(tmp_path / "run"), "--no-progress"]
+    assert train_main(argv) == 2
+    assert "needs frames" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_frozen_blocks_keep_their_batchnorm_statistics():
@@ -276,31 +276,25 @@ def test_frozen_blocks_keep_their_batchnorm_statistics():
     assert encoder.backbone.layer2.training  # the trainable top block trains
 
 
-def test_lost_samples_are_counted_and_stop_the_run_past_the_threshold(tmp_path):
-    import io
-    import tarfile
-
-    from trainer.trainer import DataLossError
+def test_lost_samples_are_counted_and_stop_the_run_past_the_threshold(tmp_path, capsys):
+    import re
 
     data = write_dataset(
         tmp_path / "ds", _shifted_sequences(24, 12), frames=solid_frames(12, 2), max_seq_len=5, per_shard=6
     )
-    shard = data / "train/train-000001.tar"
-    with tarfile.open(shard) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for member, content in members:
-            if member.name.endswith(".json"):  # every user sample of this shard is corrupt
-                content = b"{not json"
-                member.size = len(content)
-            tar.addfile(member, io.BytesIO(content))
+    # every user sample of this shard is corrupt (and the manifest records the shard as it is)
+    rewrite_shard(
+        data, "train/train-000001.tar", lambda name, c: b"{not json" if name.endswith(".json") else c
+    )
     flags = "--preset tiny --epochs 1 --batch-size 6 --frame-size 8 --no-progress --no-shard-shuffle"
     # 6 of 24 samples lost: far past the default 0.1%
     budget = (
         r"lost \d corrupt samples and 0 failed shard reads, more than --max-lost-fraction 0.001 of the 24"
     )
-    with pytest.raises(DataLossError, match=budget):  # at the first step that loses one
-        train_main(["--data", str(data), "--output", str(tmp_path / "strict"), *flags.split()])
+    capsys.readouterr()
+    # exit 4 at the first step that loses one
+    assert train_main(["--data", str(data), "--output", str(tmp_path / "strict"), *flags.split()]) == 4
+    assert re.search(f"^videorec train: error: {budget}", capsys.readouterr().err, re.MULTILINE)
     assert not (tmp_path / "strict/results.json").exists()
     run = tmp_path / "lenient"
     train_main(["--data", str(data), "--output", str(run), "--max-lost-fraction", "0.3", *flags.split()])

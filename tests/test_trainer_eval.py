@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.fixtures_dataset import solid_frames, write_dataset
+from tests.fixtures_dataset import rewrite_shard, solid_frames, write_dataset
 from trainer.config import ModelConfig
 from trainer.dataset import load_dataset
 from trainer.evaluate import MISS, encode_items, evaluation_cases, score_split
@@ -26,15 +24,11 @@ def _sequences() -> dict[str, list[str]]:
     return {str(u): [str((u + t) % NUM_ITEMS + 1) for t in range(8)] for u in range(24)}
 
 
-def _corrupt_item_frames(tar_path: Path, key: str) -> None:
-    with tarfile.open(tar_path) as tar:
-        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(tar_path, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for member, content in members:
-            if member.name == f"{key}.0.jpg":
-                content = b"\xff\xd8 not a jpeg"
-                member.size = len(content)
-            tar.addfile(member, io.BytesIO(content))
+def _corrupt_item_frames(folder: Path, shard: str, key: str) -> None:
+    """The item's first frame is not a JPEG (the shard is recorded so in the manifest)."""
+    rewrite_shard(
+        folder, shard, lambda name, content: b"\xff\xd8 not a jpeg" if name == f"{key}.0.jpg" else content
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def broken_dataset(tmp_path_factory) -> Path:
     folder = write_dataset(
         tmp_path_factory.mktemp("ds"), _sequences(), frames=solid_frames(12, 2), max_seq_len=5, per_shard=5
     )
-    _corrupt_item_frames(folder / "items/items-000000.tar", BROKEN)
+    _corrupt_item_frames(folder, "items/items-000000.tar", BROKEN)
     return folder
 
 

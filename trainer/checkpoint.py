@@ -10,11 +10,14 @@ checkpoint intact.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
 
 import torch
+
+from trainer.errors import CheckpointError
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -39,6 +42,42 @@ def save_atomic(state: dict, path: str | Path) -> None:
 def load(path: str | Path) -> dict:
     """A checkpoint saved by :func:`save_atomic`, loaded without unpickling arbitrary objects."""
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+EVALUATE_KEYS = ("model", "config", "dataset_version", "dataset_root", "encoder_spec")
+"""What every checkpoint of a run holds (``best.pt`` and ``last.pt``); ``videorec evaluate`` needs these."""
+RESUME_KEYS = (
+    *EVALUATE_KEYS,
+    *("optimizer", "scheduler", "scaler", "rng", "step", "position", "best"),
+    *("skipped_samples", "failed_reads", "metrics_lines"),
+)
+"""What ``last.pt`` holds besides, to continue a run."""
+
+
+def read(path: str | Path, needs: tuple[str, ...] = EVALUATE_KEYS, fix: str = "") -> dict:
+    """The checkpoint at ``path``, which must hold ``needs``.
+
+    Raises:
+        CheckpointError: it does not exist, does not load (damaged or cut short), or is not a videorec
+            checkpoint; the message ends with ``fix`` when given.
+    """
+    path = Path(path)
+    fix = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist{fix}")
+    try:
+        state = load(path)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not load ({reason}): damaged or cut short{fix}"
+        ) from None
+    missing = [key for key in needs if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a videorec run checkpoint (it has no {', '.join(missing)}){fix}"
+        )
+    return state
 
 
 def rng_state() -> dict:

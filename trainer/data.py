@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.frames import FrameTransform, decode_frames, frames_of, sample_generator
+from trainer.shard_reader import ShardMismatch, shard_samples
 from transforms.format import ITEM_FRAME_PREFIX, METADATA_FIELD, is_metadata_member, train_frame_prefix
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,19 @@ class ReadErrors:
     """A webdataset error handler that logs, counts and continues (the count travels in the batches).
 
     Shard opens and reads are already retried with backoff (``trainer.storage``); what reaches
-    this handler is lost data, and it is counted, never dropped silently.
+    this handler is lost data, and it is counted, never dropped silently. A shard that is not the
+    one the manifest describes (:class:`~trainer.shard_reader.ShardMismatch`) is kept apart in
+    ``mismatched``: the trainer stops on it rather than count it.
     """
 
     def __init__(self):
         self.count = 0
+        self.mismatched: list[str] = []
 
     def handler(self, exn: Exception) -> bool:
+        if isinstance(exn, ShardMismatch):  # the trainer reports it, once
+            self.mismatched.append(str(exn.args[0]))
+            return True
         log.warning("unreadable shard data (counted as a failed read): %r", exn)
         self.count += 1
         return True
@@ -71,6 +78,11 @@ class ReadErrors:
         """Failed reads since the last call."""
         count, self.count = self.count, 0
         return count
+
+    def take_mismatched(self) -> list[str]:
+        """Messages of the shards found not to match the manifest since the last call."""
+        found, self.mismatched = self.mismatched, []
+        return found
 
 
 def decode_window(sample: dict, max_seq_len: int) -> list[int]:
@@ -91,7 +103,12 @@ class TrainStream(IterableDataset):
     ``[U]``, ``frames`` uint8 ``[U, T, 3, S, S]`` (or ``jpegs``: per unique item, its JPEG
     bytes, when decoding on the GPU; neither without frames), ``skipped`` (corrupt samples
     dropped from this batch), ``read_errors`` (shard reads that failed since the previous
-    batch of this worker) and ``batch_index`` (global batch number within the epoch).
+    batch of this worker), ``bad_shards`` (messages naming shards whose size or sha256 is not
+    the manifest's, ``trainer.shard_reader``) and ``batch_index`` (global batch number within
+    the epoch). ``shard_entries`` (URL -> manifest entry) turns those checks on.
+
+    A batch may hold no samples (every one was corrupt, or every shard was refused: then the
+    remaining batches of the epoch are empty and carry ``bad_shards``).
     """
 
     def __init__(
@@ -106,9 +123,11 @@ class TrainStream(IterableDataset):
         position: StreamPosition,
         rank: int = 0,
         world_size: int = 1,
+        shard_entries: dict[str, dict] | None = None,
     ):
         if not urls:
             raise ValueError("no train shards to read")
+        self.shard_entries = dict(shard_entries or {})
         self.urls = list(urls)
         self.config = config
         self.seed = seed
@@ -134,8 +153,14 @@ class TrainStream(IterableDataset):
         raw_batches = wds.filters.batched(self.config.batch_size, collation_fn=list, partial=False)(
             self._shuffled_samples(group, groups, errors)
         )
+        done = 0
         for batch_index, raw in zip(todo, itertools.islice(raw_batches, skip, None), strict=False):
-            yield dict(self._decode_batch(raw, batch_index), read_errors=errors.take())
+            batch = self._decode_batch(raw, batch_index)
+            yield dict(batch, read_errors=errors.take(), bad_shards=errors.take_mismatched())
+            done += 1
+        for batch_index in todo[done:]:  # the shards ran dry: every one was refused
+            batch = self._decode_batch([], batch_index)
+            yield dict(batch, read_errors=errors.take(), bad_shards=errors.take_mismatched())
 
     def _shuffled_samples(self, group: int, groups: int, errors: ReadErrors) -> Iterator[dict]:
         """Endless passes over this group's share of the shards, each pass shuffled on its own."""
@@ -148,9 +173,7 @@ class TrainStream(IterableDataset):
                 random.Random(f"shards/{self.seed}/{epoch}/{repeat}").shuffle(urls)
             if split_shards:
                 urls = urls[group::groups]
-            samples = wds.tariterators.tarfile_samples(
-                ({"url": url} for url in urls), handler=errors.handler, select_files=select
-            )
+            samples = shard_samples(urls, self.shard_entries, errors.handler, select)
             if not split_shards:
                 samples = itertools.islice(samples, group, None, groups)
             if self.config.shuffle_buffer > 1:
@@ -161,6 +184,8 @@ class TrainStream(IterableDataset):
             for sample in samples:
                 produced += 1
                 yield sample
+            if not produced and errors.mismatched:
+                return  # every shard was refused; the batches say why
             if not produced:
                 raise RuntimeError(f"train shards yielded no samples for worker group {group}/{groups}")
 
@@ -226,15 +251,24 @@ class ItemStream(IterableDataset):
     fewer shards than groups), so each rank reads only its share. Yields dicts: ``indices``
     long ``[n]``, ``clips`` uint8 ``[n, T, 3, S, S]``, ``failed`` long ``[f]`` (indices of
     items whose frames did not decode: never encoded, never ranked), ``unreadable`` (item
-    samples without a readable index) and ``read_errors`` (shard read failures). A batch
-    may hold no clips (``n == 0``) when it only reports failures.
+    samples without a readable index), ``read_errors`` (shard read failures) and ``bad_shards``
+    (messages naming shards that are not the manifest's; ``shard_entries``: URL -> manifest
+    entry, as for :class:`TrainStream`). A batch may hold no clips (``n == 0``) when it only
+    reports failures.
     """
 
     def __init__(
-        self, urls: list[str], transform: FrameTransform, batch_size: int, rank: int = 0, world_size: int = 1
+        self,
+        urls: list[str],
+        transform: FrameTransform,
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        shard_entries: dict[str, dict] | None = None,
     ):
         self.urls, self.transform, self.batch_size = list(urls), transform, batch_size
         self.rank, self.world_size = rank, world_size
+        self.shard_entries = dict(shard_entries or {})
 
     def __iter__(self) -> Iterator[dict]:
         storage.register_webdataset_openers()
@@ -244,7 +278,7 @@ class ItemStream(IterableDataset):
         split_shards = len(self.urls) >= groups
         errors = ReadErrors()
         urls = self.urls[group::groups] if split_shards else self.urls
-        samples = wds.tariterators.tarfile_samples(({"url": url} for url in urls), handler=errors.handler)
+        samples = shard_samples(urls, self.shard_entries, errors.handler)
         if not split_shards:
             samples = itertools.islice(samples, group, None, groups)
         indices, clips, failed, unreadable = [], [], [], 0
@@ -262,19 +296,20 @@ class ItemStream(IterableDataset):
                 log.warning("item %d (%s): frames do not decode: %r", index, sample.get("__key__"), exn)
                 failed.append(index)
             if len(indices) == self.batch_size:
-                yield self._batch(indices, clips, failed, unreadable, errors.take())
+                yield self._batch(indices, clips, failed, unreadable, errors)
                 indices, clips, failed, unreadable = [], [], [], 0
-        if indices or failed or unreadable or errors.count:
-            yield self._batch(indices, clips, failed, unreadable, errors.take())
+        if indices or failed or unreadable or errors.count or errors.mismatched:
+            yield self._batch(indices, clips, failed, unreadable, errors)
 
-    def _batch(self, indices, clips, failed, unreadable, read_errors) -> dict:
+    def _batch(self, indices, clips, failed, unreadable, errors: ReadErrors) -> dict:
         size = self.transform.size
         return {
             "indices": torch.tensor(indices, dtype=torch.long),
             "clips": torch.stack(clips) if clips else torch.zeros(0, 0, 3, size, size, dtype=torch.uint8),
             "failed": torch.tensor(failed, dtype=torch.long),
             "unreadable": unreadable,
-            "read_errors": read_errors,
+            "read_errors": errors.take(),
+            "bad_shards": errors.take_mismatched(),
         }
 
 

@@ -3,12 +3,19 @@
 Everything is found through ``manifest.json`` (see docs/FORMAT.md); the trainer never
 guesses shard paths. A dataset root holding ``LATEST`` is resolved once, at start, so
 a nightly ingest that moves ``LATEST`` mid-run cannot mix two versions.
+
+A dataset that cannot be used raises :class:`~trainer.errors.DatasetError` naming the problem and
+the fix: no manifest, an unsound one (``transforms.format.manifest_problems``), table parts that
+are missing, unreadable or disagree with it, or local shards whose size is not the manifest's
+(:func:`check_local_shards`; remote shards and every checksum are checked as they are streamed,
+``trainer.shard_reader``).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from trainer import storage
+from trainer.errors import REINGEST, DatasetError
 from transforms.format import (
     ITEMS_TABLE,
     LATEST_FILE,
@@ -88,45 +96,119 @@ class DatasetInfo:
     def shard_urls(self, kind: str) -> list[str]:
         return [storage.join_url(self.root, shard["path"]) for shard in self.manifest["shards"].get(kind, [])]
 
+    def shard_entries(self, kind: str) -> dict[str, dict]:
+        """URL -> the manifest's entry (``path``, ``samples``, ``bytes``, ``sha256``) of each ``kind`` shard."""
+        return {storage.join_url(self.root, s["path"]): s for s in self.manifest["shards"].get(kind, [])}
+
     def shard_samples(self, kind: str) -> int:
         return sum(int(shard["samples"]) for shard in self.manifest["shards"].get(kind, []))
 
 
 def resolve_manifest_url(data: str) -> str:
-    """The manifest URL for ``data``: a manifest, a dataset folder, or a root with ``LATEST``."""
+    """The manifest URL for ``data``: a manifest, a dataset folder, or a root with ``LATEST``.
+
+    Raises:
+        DatasetError: ``data`` is empty, names no manifest or root, or its ``LATEST`` names no version.
+    """
     if not data:
-        raise ValueError("--data is required: a dataset folder, its manifest.json, or a root holding LATEST")
+        raise DatasetError(
+            "--data is required: a dataset folder, its manifest.json, or a root holding LATEST"
+        )
     if data.endswith(".json"):
+        if not storage.exists(data):
+            raise DatasetError(
+                f"--data {data} does not exist; give a dataset's manifest.json, folder or root"
+            )
         return data
     latest = storage.join_url(data, LATEST_FILE)
     if storage.exists(latest):
         version = storage.read_bytes(latest).decode("utf-8").strip()
         if not version or "/" in version or version.startswith("."):
-            raise ValueError(f"{latest}: does not name a dataset version: {version!r}")
+            raise DatasetError(
+                f"{latest} does not name a dataset version ({version!r}); publish one with "
+                "videorec ingest --dataset-root, or give a version's folder as --data"
+            )
         log.info("%s -> version %s", latest, version)
         return storage.join_url(data, version_manifest_path(version))
     manifest = storage.join_url(data, MANIFEST_FILE)
     if not storage.exists(manifest):
-        raise FileNotFoundError(f"{data}: neither {manifest} nor {latest} exists")
+        what = (
+            "does not exist"
+            if not _exists_at_all(data)
+            else f"holds neither {MANIFEST_FILE} nor {LATEST_FILE}"
+        )
+        raise DatasetError(
+            f"--data {data} {what}; give a dataset folder written by videorec ingest, its "
+            f"{MANIFEST_FILE}, or a dataset root holding {LATEST_FILE}"
+        )
     return manifest
+
+
+def _exists_at_all(data: str) -> bool:
+    """Whether a local ``data`` exists as anything (remote locations are assumed to: no listing)."""
+    return bool(storage.scheme_of(data)) or os.path.exists(data)
+
+
+def read_manifest(manifest_url: str) -> dict:
+    """The parsed, sound manifest at ``manifest_url``.
+
+    Raises:
+        DatasetError: it is not JSON or unsound (``transforms.format.manifest_problems``, every problem named).
+    """
+    try:
+        return parse_manifest(storage.read_bytes(manifest_url), manifest_url)
+    except ValueError as err:  # parse_manifest's report of an unsound manifest
+        raise DatasetError(f"{err}; this is not a sound dataset version: {REINGEST}") from None
 
 
 def _read_table(root: str, manifest: dict, name: str, columns: list[str]) -> pa.Table:
     """Every part of table ``name``, concatenated in the manifest's order (docs/FORMAT.md)."""
-    parts = manifest.get("tables", {}).get(name)
-    if not isinstance(parts, list):
-        raise ValueError(f"{root}: the manifest lists no parts of table {name!r}")
-    tables = [
-        pq.read_table(io.BytesIO(storage.read_bytes(storage.join_url(root, path))), columns=columns)
-        for path in parts
-    ]
+    parts = manifest["tables"][name]  # a list of paths: checked by parse_manifest
+    tables = []
+    for path in parts:
+        url = storage.join_url(root, path)
+        if not storage.exists(url):
+            raise DatasetError(
+                f"{url}, a part of the {name} table listed in the manifest, is missing; {REINGEST}"
+            )
+        try:
+            tables.append(pq.read_table(io.BytesIO(storage.read_bytes(url)), columns=columns))
+        except (pa.ArrowException, OSError) as err:
+            reason = " ".join(str(err).split())[:160]
+            raise DatasetError(
+                f"{url} is not a readable part of the {name} table ({reason}); {REINGEST}"
+            ) from None
     return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.int64()) for c in columns})
 
 
+def check_local_shards(dataset: DatasetInfo, kind: str) -> None:
+    """Every local ``kind`` shard exists and has the manifest's size (one ``stat`` each, no reads).
+
+    Raises:
+        DatasetError: naming the first shard that is missing or of another size.
+    """
+    for url, entry in dataset.shard_entries(kind).items():
+        if storage.scheme_of(url):
+            continue  # remote: checked when opened (trainer.shard_reader)
+        try:
+            size = os.path.getsize(url)
+        except OSError:
+            raise DatasetError(f"shard {url}, listed in the manifest, is missing; {REINGEST}") from None
+        if "bytes" in entry and size != int(entry["bytes"]):
+            raise DatasetError(
+                f"shard {url} has {size} bytes, the manifest says {entry['bytes']}: it changed after it was "
+                f"written; {REINGEST}"
+            )
+
+
 def load_dataset(data: str) -> DatasetInfo:
-    """Load manifest, item popularity and user sequences of the dataset named by ``data``."""
+    """Load manifest, item popularity and user sequences of the dataset named by ``data``.
+
+    Raises:
+        DatasetError: the dataset cannot be used (see the module docstring).
+    """
     manifest_url = resolve_manifest_url(data)
-    manifest = parse_manifest(storage.read_bytes(manifest_url), manifest_url)
+    manifest = read_manifest(manifest_url)
     root = storage.parent_url(manifest_url)
     num_items = int(manifest["num_items"])
 
@@ -134,12 +216,19 @@ def load_dataset(data: str) -> DatasetInfo:
     popularity = np.zeros(num_items + 1, dtype=np.int64)
     indices = items.column("item_index").to_numpy().astype(np.int64)
     if len(indices) and (indices.min() < 1 or indices.max() > num_items):
-        raise ValueError(f"{root}: the items table has item_index outside 1..{num_items}")
+        raise DatasetError(
+            f"{root}: the items table has item_index outside 1..{num_items}, the manifest's num_items; {REINGEST}"
+        )
     popularity[indices] = items.column("popularity").to_numpy()
 
     table = _read_table(root, manifest, SEQUENCES_TABLE, ["user_index", "item_indices"])
     if table.num_rows == 0:
-        raise ValueError(f"{root}: the dataset has no users")
+        raise DatasetError(f"{root}: the dataset has no users; ingest interactions with at least 3 per user")
+    if table.num_rows != int(manifest["num_users"]):
+        raise DatasetError(
+            f"{root}: the sequences table has {table.num_rows} users, the manifest says "
+            f"{manifest['num_users']}; {REINGEST}"
+        )
     column = table.column("item_indices").combine_chunks()
     sequences = UserSequences(
         user_index=table.column("user_index").to_numpy().astype(np.int64),

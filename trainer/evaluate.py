@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 from trainer.dataset import DatasetInfo, UserSequences
+from trainer.errors import REINGEST, DatasetError
 from trainer.frames import FrameTransform
 
 log = logging.getLogger(__name__)
@@ -263,19 +264,23 @@ def encode_items(
         encoded = encoder.available().to(device)
         return ItemTable(embeddings, encoded, time.perf_counter() - start)
     transform = FrameTransform(frame_size, squash=squash, train=False)
-    stream = ItemStream(dataset.shard_urls("items"), transform, batch_size, rank, world_size)
+    urls = dataset.shard_urls("items")
+    stream = ItemStream(urls, transform, batch_size, rank, world_size, dataset.shard_entries("items"))
     table = torch.zeros(num_items + 1, encoder.projection.out_features, device=device)
     hits = torch.zeros(num_items + 1, dtype=torch.int64, device=device)
-    counts = torch.zeros(3, dtype=torch.int64, device=device)  # failed, unreadable, read errors
+    counts = torch.zeros(4, dtype=torch.int64, device=device)  # failed, unreadable, read errors, bad shards
+    bad_shards: list[str] = []
     for batch in item_loader(stream, num_workers, pin_memory=device.type == "cuda"):
+        bad_shards += batch["bad_shards"]
         counts += torch.tensor(
-            [len(batch["failed"]), batch["unreadable"], batch["read_errors"]], device=device
+            [len(batch["failed"]), batch["unreadable"], batch["read_errors"], len(batch["bad_shards"])],
+            device=device,
         )
         if not len(batch["indices"]):
             continue
         indices = batch["indices"].to(device, non_blocking=True)
         if bool(((indices < 1) | (indices > num_items)).any()):
-            raise ValueError(f"item shards hold an item_index outside 1..{num_items}")
+            raise DatasetError(f"item shards hold an item_index outside 1..{num_items}; {REINGEST}")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             embeddings = encoder(indices, batch["clips"].to(device, non_blocking=True))
         table[indices] = embeddings.float()
@@ -284,11 +289,15 @@ def encode_items(
         dist.all_reduce(table)
         dist.all_reduce(hits)
         dist.all_reduce(counts)
+    if int(counts[3]):  # every rank stops on it together
+        raise DatasetError(
+            bad_shards[0] if bad_shards else f"an item shard is not the manifest's; {REINGEST}"
+        )
     if bool((hits > 1).any()):
-        raise ValueError("an item_index appears more than once in the item shards")
+        raise DatasetError(f"an item_index appears more than once in the item shards; {REINGEST}")
     encoded = hits > 0
     encoded[0] = False
-    failed, unreadable, read_errors = (int(c) for c in counts.tolist())
+    failed, unreadable, read_errors = (int(c) for c in counts.tolist()[:3])
     items = ItemTable(table, encoded, time.perf_counter() - start, failed, unreadable, read_errors)
     if items.not_encoded:
         missing = torch.nonzero(~encoded[1:]).flatten()[:10].add(1).tolist()

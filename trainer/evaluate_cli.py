@@ -3,7 +3,12 @@
 The checkpoint carries its run config, the dataset version it was trained on and the
 encoder's architecture (``encoder_spec``), so the pretrained weights or feature table the
 run started from are not needed again; ``--data`` evaluates on another dataset version with
-the same item indexing. Scores are fp32; ``--amp`` encodes items under bf16 autocast on CUDA.
+the same item indexing (a different version is scored with a warning). Scores are fp32; ``--amp``
+encodes items under bf16 autocast on CUDA.
+
+Refusals print one line, ``videorec evaluate: error: ...``, and exit 2: a missing, damaged or
+foreign checkpoint, an unusable dataset, a frames model on an ID-only dataset, or a dataset whose
+item count does not fit the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import sys
 
 import torch
 
-from trainer import checkpoint
+from trainer import checkpoint, storage
 from trainer.config import TrainConfig
 from trainer.dataset import load_dataset
+from trainer.errors import DatasetError, UsageError, run_command
 from trainer.evaluate import encode_items, score_split
 from trainer.models.videorec import build_model
 from trainer.progress import summary_table
+from transforms.format import MANIFEST_FILE
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,16 +46,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = checkpoint.load(args.checkpoint)
+def load_model(state: dict, config: TrainConfig, dataset, device: torch.device):
+    """The checkpoint's model for ``dataset``, in eval mode.
+
+    Raises:
+        UsageError: a frames model on an ID-only dataset.
+        DatasetError: the dataset's item count does not fit the checkpoint.
+    """
+    model = build_model(config.model, dataset.num_items, encoder_spec=state["encoder_spec"])
+    if model.needs_frames and not dataset.has_frames:
+        raise UsageError(
+            f"the checkpoint's encoder {config.model.encoder!r} needs frames but --data {dataset.root} has "
+            "none (ID-only); evaluate it on a dataset ingested with --videos"
+        )
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # tensor shapes: another item count
+        first = " ".join(str(err).split())[:200]
+        raise DatasetError(
+            f"the checkpoint does not fit --data {dataset.root} ({dataset.num_items} items; {first}); "
+            "evaluate on the dataset it was trained on, or one with the same items"
+        ) from None
+    return model.to(device).eval()
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Score the checkpoint as ``args`` say; raises ``trainer.errors`` refusals."""
+    fix = "give the checkpoints/best.pt or last.pt of a videorec train run"
+    state = checkpoint.read(args.checkpoint, fix=fix)
     config = TrainConfig.from_dict(state["config"])
-    dataset = load_dataset(args.data or state["dataset_root"])
+    trained_on = str(state["dataset_root"])
+    if not args.data and not storage.exists(storage.join_url(trained_on, MANIFEST_FILE)):
+        raise DatasetError(
+            f"the dataset the checkpoint was trained on ({trained_on}) is gone; pass --data with a copy of "
+            f"version {state['dataset_version']!r}, or another version with the same items"
+        )
+    dataset = load_dataset(args.data or trained_on)
+    if dataset.version != str(state["dataset_version"]):
+        log.warning(
+            "the checkpoint was trained on dataset version %s; scoring on version %s (%s), which must "
+            "index the same items",
+            state["dataset_version"],
+            dataset.version,
+            dataset.root,
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(config.model, dataset.num_items, encoder_spec=state["encoder_spec"]).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
+    model = load_model(state, config, dataset, device)
     batch_size = args.batch_size or config.eval_batch_size
     items = encode_items(
         model,
@@ -87,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
                 sort_keys=True,
             )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command("videorec evaluate", lambda: evaluate(args))
 
 
 if __name__ == "__main__":

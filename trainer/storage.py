@@ -133,6 +133,11 @@ class ResumingReader(io.RawIOBase):
         self._stream, self._size = with_retries(f"opening {url}", lambda: open_at(0))
         self._open_at = lambda offset: open_at(offset)[0]
 
+    @property
+    def size(self) -> int | None:
+        """The object's size in bytes, as its first open reported it (None when it did not)."""
+        return self._size
+
     def readable(self) -> bool:
         return True
 

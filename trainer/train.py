@@ -12,7 +12,13 @@ that fetches them (see ``trainer.models.video_encoders.resolve_weights``).
 
 Under torchrun (``WORLD_SIZE`` > 1) each process joins a DDP group: NCCL on GPUs, gloo
 on CPUs. A run folder that already holds ``checkpoints/last.pt`` is resumed (same
-dataset version, same data position) unless ``--no-resume`` is given.
+dataset version, same data position) unless ``--no-resume`` is given; a checkpoint of
+another dataset version than ``--data`` is refused (a dataset root whose ``LATEST`` moved
+on since the run started resumes on the version the run started with).
+
+Refusals (``trainer.errors``) print one line, ``videorec train: error: ...``, with no
+traceback: exit 2 for bad flags, data, weights or checkpoints, 4 when more samples were
+lost to damaged data than ``--max-lost-fraction`` allows.
 """
 
 from __future__ import annotations
@@ -26,10 +32,16 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from trainer import checkpoint
+from trainer import checkpoint, storage
 from trainer.config import PRESETS, TrainConfig, preset
-from trainer.dataset import load_dataset
+from trainer.dataset import DatasetInfo, load_dataset, read_manifest, resolve_manifest_url
+from trainer.errors import DatasetError, UsageError, run_command
 from trainer.models.encoder_registry import ENCODERS, resolve_weights
+from trainer.models.encoder_weights import MissingWeightsError
+from trainer.progress import METRICS_FILE
+from transforms.format import LATEST_FILE, version_manifest_path
+
+log = logging.getLogger(__name__)
 
 # flag -> (config section, field, type)
 OVERRIDES: dict[str, tuple[str, str, type]] = {
@@ -92,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", required=True, help="run folder (checkpoints, metrics.jsonl, results.json)"
     )
     parser.add_argument(
-        "--no-resume", action="store_true", help="start over even if the run folder has a checkpoint"
+        "--no-resume",
+        action="store_true",
+        help="start over even if the run folder has a checkpoint (of any dataset version): its "
+        "checkpoints, metrics.jsonl and results.json are replaced",
     )
     for flag, (section, field, kind) in OVERRIDES.items():
         parser.add_argument(flag, type=kind, default=None, help=f"override {section or 'run'}.{field}")
@@ -130,22 +145,84 @@ def init_distributed() -> tuple[torch.device, int, int]:
     return device, dist.get_rank(), world_size
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def check_names(config: TrainConfig) -> None:
+    """Refuse an ``--encoder`` that names nothing, before anything is read."""
+    known = [*ENCODERS, "id", "frozen"]
+    if config.model.encoder not in known:
+        raise UsageError(f"unknown --encoder {config.model.encoder!r}; choose one of {', '.join(known)}")
+
+
+def dataset_to_resume(data: str, state: dict, run_dir: Path) -> DatasetInfo:
+    """The dataset version the checkpoint ``state`` was trained on, as ``--data`` names it.
+
+    ``--data`` must resolve to that version, or be a dataset root that still holds it (``LATEST``
+    moved on since the run started: the run continues on its own version).
+
+    Raises:
+        DatasetError: ``--data`` is another dataset version (the fix: ``--no-resume``, or another ``--output``).
+    """
+    version = str(state["dataset_version"])
+    manifest_url = resolve_manifest_url(data)
+    current = str(read_manifest(manifest_url).get("dataset_version", ""))
+    if current == version:
+        return load_dataset(manifest_url)
+    pinned = storage.join_url(data, version_manifest_path(version))
+    if storage.exists(storage.join_url(data, LATEST_FILE)) and storage.exists(pinned):
+        log.info(
+            "%s: LATEST is now version %s; the run goes on with version %s it started with",
+            data,
+            current,
+            version,
+        )
+        return load_dataset(pinned)
+    raise DatasetError(
+        f"run folder {run_dir} holds a checkpoint of dataset version {version!r}, but --data {data} is "
+        f"version {current!r}; pass --no-resume to start over there, or choose another --output"
+    )
+
+
+RUN_OUTPUTS = (
+    "results.json",
+    METRICS_FILE,
+    f"checkpoints/{checkpoint.LAST}",
+    f"checkpoints/{checkpoint.BEST}",
+)
+"""What a run writes into its folder (``--no-resume`` removes these first)."""
+
+
+def start_over(run_dir: Path) -> None:
+    """Remove an earlier run's outputs from ``run_dir`` (``--no-resume``)."""
+    removed = [name for name in RUN_OUTPUTS if (run_dir / name).is_file()]
+    for name in removed:
+        (run_dir / name).unlink()
+    if removed:
+        log.info("--no-resume: removed %s from %s", ", ".join(removed), run_dir)
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train as ``args`` say (see the module docstring); raises ``trainer.errors`` refusals."""
     config = config_from_args(args)
+    check_names(config)
+    from trainer.run_eval import RESULTS_FILE
     from trainer.trainer import Trainer  # after logging is configured
 
     device, rank, world_size = init_distributed()
     try:
-        last = Path(config.output) / "checkpoints" / checkpoint.LAST
+        run_dir = Path(config.output)
+        last = run_dir / "checkpoints" / checkpoint.LAST
         resume = last.exists() and not args.no_resume
         if not resume and config.model.encoder in ENCODERS and config.model.encoder_weights:
             resolve_weights(config.model.encoder, config.model.encoder_weights)  # fail before reading data
-        state = checkpoint.load(last) if resume else None
-        # a resumed run keeps the dataset version it started with, even if LATEST moved since, and
-        # rebuilds its encoder from the checkpoint (which holds the pretrained weights it started from)
-        dataset = load_dataset(state["dataset_root"] if resume else config.data.data)
+        state = None
+        if resume:
+            # the run rebuilds its encoder from the checkpoint (which holds the pretrained weights it
+            # started from) and keeps the dataset version it started with
+            state = checkpoint.read(last, checkpoint.RESUME_KEYS, "pass --no-resume to start over")
+            dataset = dataset_to_resume(config.data.data, state, run_dir)
+        else:
+            dataset = load_dataset(config.data.data)
+            if args.no_resume and rank == 0:
+                start_over(run_dir)
         trainer = Trainer(
             config,
             dataset,
@@ -154,15 +231,24 @@ def main(argv: list[str] | None = None) -> int:
             world_size=world_size,
             encoder_spec=state["encoder_spec"] if resume else None,
         )
-        del state
         if resume:
-            trainer.resume(last)
-            logging.info("resumed %s at step %d", last, trainer.step)
+            trainer.resume(state)
+            log.info("resumed from step %d (%s)", trainer.step, last)
+        del state
         trainer.train()
+        if rank == 0:
+            print(f"results: {run_dir / RESULTS_FILE}")
+            print(f"metrics: {run_dir / METRICS_FILE}")
+            print(f"checkpoints: {last.parent / checkpoint.BEST} (best validation), {last} (last step)")
     finally:
         if world_size > 1:
             dist.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command("videorec train", lambda: train(args), also=(MissingWeightsError,))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""The training loop: optimizer steps over the shard stream, evaluation, checkpoints, resume."""
+"""The training loop: optimizer steps over the shard stream, lost-sample accounting, the epochs.
+
+Checkpoints and resume live in :mod:`trainer.run_state`, validation and test in
+:mod:`trainer.run_eval`; :class:`Trainer` brings the three together.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -15,24 +19,24 @@ from torch.nn.parallel import DistributedDataParallel
 from trainer import checkpoint
 from trainer.config import SELECTION_METRICS, TrainConfig
 from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
-from trainer.dataset import DatasetInfo
-from trainer.evaluate import ItemTable, encode_items, popularity_baseline, score_split
+from trainer.dataset import DatasetInfo, check_local_shards
+from trainer.errors import DataLossError, DatasetError, UsageError
 from trainer.frames import FrameTransform, decode_clip_on_device
 from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
 from trainer.models.videorec import build_model
-from trainer.progress import METRICS_FILE, ProgressReporter, summary_table, truncate_metrics
+from trainer.progress import METRICS_FILE, ProgressReporter, truncate_metrics
+from trainer.run_eval import RunEvaluation
+from trainer.run_state import RunState
 from trainer.sequence_windows import SequenceWindowStream, training_windows
 
 log = logging.getLogger(__name__)
-
-RESULTS_FILE = "results.json"
 
 
 def lr_schedule(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float):
     """LR multiplier: linear warmup to 1, then ``cosine`` decay to ``min_ratio`` at ``total_steps``
     or ``constant`` 1."""
     if schedule not in ("cosine", "constant"):
-        raise ValueError(f"unknown schedule {schedule!r}; choose cosine or constant")
+        raise UsageError(f"unknown --schedule {schedule!r}; choose cosine or constant")
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -45,12 +49,11 @@ def lr_schedule(schedule: str, warmup_steps: int, total_steps: int, min_ratio: f
     return factor
 
 
-class DataLossError(RuntimeError):
-    """More training samples were lost (corrupt samples, failed reads) than the run allows."""
+class Trainer(RunState, RunEvaluation):
+    """Trains one VideoRec on one dataset version, on one rank of a (possibly 1-process) group.
 
-
-class Trainer:
-    """Trains one VideoRec on one dataset version, on one rank of a (possibly 1-process) group."""
+    Checkpoints and resume are :class:`~trainer.run_state.RunState`'s, validation, test and
+    ``results.json`` :class:`~trainer.run_eval.RunEvaluation`'s."""
 
     def __init__(
         self,
@@ -68,13 +71,17 @@ class Trainer:
         self.device, self.rank, self.world_size = torch.device(device), rank, world_size
         self.run_dir = Path(config.output)
         torch.manual_seed(config.seed)
-        self.model = build_model(
-            config.model,
-            dataset.num_items,
-            num_frames=dataset.num_frames or 5,
-            frame_size=config.data.frame_size,
-            encoder_spec=encoder_spec,
-        ).to(self.device)
+        try:
+            model = build_model(
+                config.model,
+                dataset.num_items,
+                num_frames=dataset.num_frames or 5,
+                frame_size=config.data.frame_size,
+                encoder_spec=encoder_spec,
+            )
+        except ValueError as err:  # the model's flags do not fit (the message names them)
+            raise UsageError(str(err)) from None
+        self.model = model.to(self.device)
         self.module = (
             DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -85,12 +92,13 @@ class Trainer:
         torch.manual_seed(config.seed * 1000 + rank)
         self.use_frames = self.model.needs_frames
         if self.use_frames and not dataset.has_frames:
-            raise ValueError(
-                f"encoder {config.model.encoder!r} needs frames but dataset {dataset.root} has none"
+            raise UsageError(
+                f"encoder {config.model.encoder!r} needs frames but dataset {dataset.root} has none (ID-only); "
+                "train --encoder id on it, or ingest the videos with --videos"
             )
         if config.loss.candidates == "full" and self.use_frames:
-            raise ValueError(
-                "full-softmax candidates need an id or frozen encoder (video items are encoded per batch)"
+            raise UsageError(
+                "--candidates full needs an id or frozen encoder (video items are encoded per batch)"
             )
         optim = config.optim
         groups = [
@@ -115,9 +123,20 @@ class Trainer:
             else dataset.shard_urls("train")
         )
         if config.data.source not in ("shards", "sequences"):
-            raise ValueError(f"unknown data source {config.data.source!r}; choose shards or sequences")
+            raise UsageError(f"unknown --source {config.data.source!r}; choose shards or sequences")
         if config.data.source == "sequences" and self.use_frames:
-            raise ValueError("--source sequences has no frames; use it with the id or frozen encoder")
+            raise UsageError("--source sequences has no frames; use it with the id or frozen encoder")
+        self.shard_entries = {} if config.data.train_shards else dataset.shard_entries("train")
+        if config.data.source == "shards":
+            if not self.urls:
+                raise DatasetError(
+                    f"{dataset.root} has no train shards (no user has more than 3 interactions); "
+                    "ingest more interactions per user"
+                )
+            if not config.data.train_shards:
+                check_local_shards(dataset, "train")
+        if self.use_frames:
+            check_local_shards(dataset, "items")
         self.windows = (
             training_windows(dataset.sequences, config.model.max_seq_len)
             if config.data.source == "sequences"
@@ -134,8 +153,9 @@ class Trainer:
             lr_schedule(optim.schedule, optim.warmup_steps, self.total_steps, optim.min_lr_ratio),
         )
         if config.selection_metric not in SELECTION_METRICS:
-            raise ValueError(
-                f"unknown selection metric {config.selection_metric!r}; choose {SELECTION_METRICS}"
+            raise UsageError(
+                f"unknown --selection-metric {config.selection_metric!r}; choose one of "
+                f"{', '.join(SELECTION_METRICS)}"
             )
         self.planned_samples = self.total_steps * per_step
         self.autocast = optim.amp and self.device.type == "cuda"
@@ -199,35 +219,6 @@ class Trainer:
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _evaluate(self, split: str) -> tuple[dict[str, float], ItemTable]:
-        """Encode every item once (loader workers, bf16 autocast when training uses it), then score
-        ``split`` in fp32."""
-        self.model.eval()
-        items = encode_items(
-            self.model,
-            self.dataset,
-            self.config.data.frame_size,
-            self.config.data.squash,
-            self.config.eval_batch_size,
-            self.device,
-            self.rank,
-            self.world_size,
-            num_workers=self.config.data.num_workers,
-            autocast=self.autocast,
-        )
-        metrics = score_split(
-            self.model,
-            self.dataset,
-            split,
-            items,
-            max_seq_len=self.config.model.max_seq_len,
-            batch_size=self.config.eval_batch_size,
-            device=self.device,
-            rank=self.rank,
-            world_size=self.world_size,
-        )
-        return metrics, items
-
     def _batches(self):
         """This epoch's remaining batches (the stream starts after the batches already trained)."""
         batches_per_epoch = self.steps_per_epoch * self.config.optim.grad_accumulation
@@ -254,6 +245,7 @@ class Trainer:
             position=StreamPosition(**self.position.to_dict()),
             rank=self.rank,
             world_size=self.world_size,
+            shard_entries=self.shard_entries,
         )
         return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
 
@@ -285,9 +277,9 @@ class Trainer:
                 self.step < self.total_steps and self.position.batches < self.steps_per_epoch * accumulation
             ):
                 micro = [next(batches) for _ in range(accumulation)]
-                loss = self.train_step(micro)
+                usable = self._account(micro)
+                loss = self.train_step(usable) if usable else self._empty_step()
                 self.position.batches += accumulation
-                self._account(micro)
                 record = reporter.step(
                     {
                         "type": "train",
@@ -320,15 +312,27 @@ class Trainer:
         reporter.close()
         return results
 
-    def _account(self, micro: list[dict]) -> None:
-        """Count the step's lost samples (all ranks) and stop the run past ``max_lost_fraction``."""
+    def _account(self, micro: list[dict]) -> list[dict]:
+        """Count the step's lost samples (all ranks) and stop the run past ``max_lost_fraction``, or
+        on a shard that is not the manifest's; returns the micro-batches to train on (those holding
+        samples; under DDP none if any rank's micro-batch is empty, so every rank steps alike)."""
+        bad_shards = [message for b in micro for message in b.get("bad_shards", ())]
         lost = torch.tensor(
-            [sum(int(b["skipped"]) for b in micro), sum(int(b.get("read_errors", 0)) for b in micro)]
+            [
+                sum(int(b["skipped"]) for b in micro),
+                sum(int(b.get("read_errors", 0)) for b in micro),
+                len(bad_shards),
+                sum(1 for b in micro if not len(b["items"])),
+            ]
         )
         if self.world_size > 1:  # every rank sees the same totals, so all stop together
             lost = lost.to(self.device)
             dist.all_reduce(lost)
-        skipped, failed = (int(n) for n in lost.tolist())
+        skipped, failed, mismatched, empty = (int(n) for n in lost.tolist())
+        if mismatched:
+            raise DatasetError(
+                bad_shards[0] if bad_shards else "a train shard on another rank is not the manifest's"
+            )
         if skipped or failed:
             self.skipped_samples += skipped
             self.failed_reads += failed
@@ -344,154 +348,18 @@ class Trainer:
             raise DataLossError(
                 f"lost {self.skipped_samples} corrupt samples and {self.failed_reads} failed shard reads, "
                 f"more than --max-lost-fraction {self.config.data.max_lost_fraction} of the "
-                f"{self.planned_samples} samples this run reads (budget {budget:g}); see the warnings above"
+                f"{self.planned_samples} samples this run reads (budget {budget:g}); see the warnings above, "
+                "and write the dataset again or raise --max-lost-fraction"
             )
+        if empty and self.world_size > 1:
+            return []
+        return [b for b in micro if len(b["items"])]
 
-    def _loss_report(self) -> dict:
-        return {
-            "skipped_samples": self.skipped_samples,
-            "failed_reads": self.failed_reads,
-            "planned_samples": self.planned_samples,
-            "max_lost_fraction": self.config.data.max_lost_fraction,
-        }
-
-    def _checkpoint_extras(self) -> dict:
-        """What ``videorec evaluate`` needs besides the weights: config, dataset and encoder spec."""
-        return {
-            "config": self.config.to_dict(),
-            "dataset_root": self.dataset.root,
-            "dataset_version": self.dataset.version,
-            "encoder_spec": self.model.encoder_spec(),
-        }
-
-    def _validate(self, reporter: ProgressReporter) -> None:
-        metrics, items = self._evaluate("valid")
-        reporter.write(
-            {
-                "type": "eval",
-                "split": "valid",
-                "step": self.step,
-                "epoch": self.position.epoch,
-                **metrics,
-                **items.stats(),
-            }
-        )
-        selected = metrics[self.config.selection_metric]
-        score = 0.0 if math.isnan(selected) else selected  # no valid users
-        if score > self.best["score"]:  # starts at -1: the first validation always saves best.pt
-            self.best = {"step": self.step, "score": score}
-            if self.rank == 0:
-                checkpoint.save_atomic(
-                    {
-                        "model": self.model.state_dict(),
-                        "step": self.step,
-                        "valid": metrics,
-                        **self._checkpoint_extras(),
-                    },
-                    self.run_dir / "checkpoints" / checkpoint.BEST,
-                )
-        _barrier(self.world_size)
-
-    def _test(self, reporter: ProgressReporter) -> dict[str, dict[str, float]]:
-        best = checkpoint.load(self.run_dir / "checkpoints" / checkpoint.BEST)
-        self.model.load_state_dict(best["model"])
-        test, items = self._evaluate("test")
-        results = {
-            "valid": best["valid"],
-            "test": test,
-            "popularity_test": popularity_baseline(self.dataset, "test", items.encoded.cpu()),
-        }
-        reporter.write(
-            {
-                "type": "eval",
-                "split": "test",
-                "step": self.step,
-                "best_step": best["step"],
-                **results["test"],
-                **items.stats(),
-            }
-        )
-        if self.rank == 0:
-            summary = {
-                "best_step": best["step"],
-                "selection_metric": self.config.selection_metric,
-                "steps": self.step,
-                "dataset_version": self.dataset.version,
-                "dataset_root": self.dataset.root,
-                "encoder": self.config.model.encoder,
-                "encoder_weights": self.config.model.encoder_weights,
-                "items": items.stats(),
-                "lost": self._loss_report(),
-                **results,
-            }
-            (self.run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-            print(summary_table(results))
-        return results
-
-    # --- state --------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        """Everything needed to continue this run exactly (this rank's RNG state included)."""
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": checkpoint.rng_state(),
-            "step": self.step,
-            "position": self.position.to_dict(),
-            "best": dict(self.best),
-            "skipped_samples": self.skipped_samples,
-            "failed_reads": self.failed_reads,
-            "metrics_lines": self.reporter.lines_written if self.reporter else self.metrics_lines,
-            **self._checkpoint_extras(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["dataset_version"] != self.dataset.version:
-            raise ValueError(
-                f"checkpoint is for dataset version {state['dataset_version']!r}, "
-                f"not {self.dataset.version!r}"
-            )
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        self.step = int(state["step"])
-        self.position = StreamPosition(**state["position"])
-        if self.position.num_workers != self.config.data.num_workers:
-            log.warning(
-                "resuming with %d loader workers instead of %d: batch order after resume differs",
-                self.config.data.num_workers,
-                self.position.num_workers,
-            )
-            self.position.num_workers = self.config.data.num_workers
-        self.best = dict(state["best"])
-        self.skipped_samples = int(state["skipped_samples"])
-        self.failed_reads = int(state["failed_reads"])
-        self.metrics_lines = int(state["metrics_lines"])
-
-    def save(self, name: str) -> None:
-        """Checkpoint the run (rank 0 writes; every rank's RNG state is gathered into it)."""
-        state = self.state_dict()
-        if self.world_size > 1:
-            rng_states = [None] * self.world_size
-            dist.all_gather_object(rng_states, state["rng"])
-            state["rng"] = rng_states[0]
-            state["rank_rng"] = rng_states
-        if self.rank == 0:
-            checkpoint.save_atomic(state, self.run_dir / "checkpoints" / name)
-        _barrier(self.world_size)
-
-    def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint written by :meth:`save`."""
-        state = checkpoint.load(path)
-        if "rank_rng" in state and self.rank < len(state["rank_rng"]):
-            state["rng"] = state["rank_rng"][self.rank]
-        self.load_state_dict(state)
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        dist.barrier()
+    def _empty_step(self) -> float:
+        """A step whose samples were all lost: no update, the schedule moves on; the loss is NaN."""
+        log.warning("step %d: every sample of the step was lost; no update", self.step + 1)
+        with warnings.catch_warnings():  # the schedule moves on although the optimizer did not step
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)`")
+            self.scheduler.step()
+        self.step += 1
+        return math.nan
