@@ -20,12 +20,12 @@ from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
-from transforms.interactions import FAILED, VALID, ReadInteractions
 from transforms.item_catalog import ItemCatalog, parse_titles
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames
 from transforms.manifest import build_manifest, write_manifest
 from transforms.new_items import ChooseNewItems
+from transforms.read_interactions import FAILED, VALID, ReadInteractions
 from transforms.reuse import ReuseFrom
 from transforms.sequences import (
     BuildUserSequences,

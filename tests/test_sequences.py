@@ -7,8 +7,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.buckets import id_order_key
-from transforms.interactions import Interaction, pack_row
+from transforms.buckets import bucket_of, id_order_key
+from transforms.packed_rows import Interaction, pack_row, pack_user_rows, unpack_user_rows
 from transforms.sequences import (
     BuildUserSequences,
     GroupIntoHistories,
@@ -85,12 +85,30 @@ def test_member_sizes_are_exact_tar_sizes():
     assert sample_size([("a.json", 1), ("a.0.jpg", 513)]) == 1024 + 1536
 
 
+def test_user_rows_blobs_round_trip_and_split_users_by_bucket():
+    by_user = {
+        f"u{n}": [pack_row(row("a", n, n, user=f"u{n}")), pack_row(row("b", n, n + 1, user=f"u{n}"))]
+        for n in range(50)
+    }
+    blobs = pack_user_rows(by_user, 4)
+    assert len(blobs) == 4
+    seen = {}
+    for bucket, blob in blobs.items():
+        for user_id, packed in unpack_user_rows(blob):
+            assert bucket_of(user_id, 4) == bucket
+            seen[user_id] = packed
+    assert seen == {user: b"".join(rows) for user, rows in by_user.items()}
+    assert pack_user_rows(by_user, 4) == blobs  # deterministic
+
+
 def test_beam_histories_and_sequences():
     rows = [row(i, t, t, user=u) for u in ("u1", "u2") for t, i in enumerate("abcde")]
     rows.append(row("a", 0, 99, user="u1"))  # exact duplicate of u1's first row
     rows += [row("z", 1, 50, user="u3")]
     with BeamTestPipeline() as p:
-        packed = p | beam.Create([(r.user_id, pack_row(r)) for r in rows])
+        # one blob per row, as if every row came from its own split: the shuffle must regroup them
+        blobs = [item for r in rows for item in pack_user_rows({r.user_id: [pack_row(r)]}, 2).items()]
+        packed = p | beam.Create(blobs)
         grouped = packed | GroupIntoHistories(["log"])
         excluded = p | "Excluded" >> beam.Create([("e", "corrupt")])
         built = grouped.histories | BuildUserSequences(excluded, 4, ["log"])

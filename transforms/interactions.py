@@ -18,36 +18,20 @@ failure record (stage ``read``) with one of the reasons in ``ROW_REASONS``.
 from __future__ import annotations
 
 import csv
-import struct
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
-import apache_beam as beam
-from apache_beam.metrics import Metrics
-
 from transforms import storage
 from transforms.failures import failure
+from transforms.packed_rows import Interaction
 from transforms.timestamps import convert_timestamp
 
 FORMATS = ("microlens-csv", "microlens-tsv", "parquet", "movielens")
 ROW_REASONS = ("missing_field", "bad_timestamp", "empty_user", "empty_item", "bad_encoding")
-FAILED = "failed"
-VALID = "valid"
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid")
 ITEM_COLUMNS = ("item", "item_id", "itemid", "movieid", "video", "video_id")
 TIME_COLUMNS = ("timestamp", "time", "ts", "unix_ts")
-
-
-class Interaction(NamedTuple):
-    """One valid interaction. ``file_index, row, column`` is its unique position in the input."""
-
-    user_id: str
-    item_id: str
-    timestamp: int
-    file_index: int
-    row: int
-    column: int = 0
 
 
 class RowError(ValueError):
@@ -357,95 +341,3 @@ def first_line_numbers(counts: list[tuple[tuple[int, int], int]]) -> dict[tuple[
         before[(file_index, number)] = running
         running += count
     return before
-
-
-def pack_row(row: Interaction) -> bytes:
-    """An interaction without its user, as compact bytes (what moves through the shuffle)."""
-    item = row.item_id.encode("utf-8")
-    return _ROW.pack(row.timestamp, row.file_index, row.row, row.column, len(item)) + item
-
-
-def unpack_rows(user_id: str, packed: bytes) -> list[Interaction]:
-    """The interactions of ``user_id`` from concatenated :func:`pack_row` records."""
-    rows, position = [], 0
-    while position < len(packed):
-        timestamp, file_index, row, column, length = _ROW.unpack_from(packed, position)
-        position += _ROW.size
-        item = packed[position : position + length].decode("utf-8")
-        position += length
-        rows.append(Interaction(user_id, item, timestamp, file_index, row, column))
-    return rows
-
-
-_ROW = struct.Struct("<qiqiI")
-
-
-class ParseSplit(beam.DoFn):
-    """InputSplit -> ``(user_id, packed rows of that user in the split)`` (main), failure dicts (``failed``)
-    and the split's number of valid rows (``valid``, one int per split).
-
-    Rows are grouped by user within the split before they leave the worker, so the shuffle holds
-    one value per user and split instead of one per row (a split's rows fit in memory by design).
-    Side input: ``(file_index, split) -> newlines before the split``, to number lines exactly.
-    """
-
-    def __init__(self):
-        self.rows_read = Metrics.counter("videorec", "rows_read")
-
-    def process(self, split: InputSplit, newlines_before: dict):
-        by_user: dict[str, list[bytes]] = {}
-        with storage.open_read(split.path) as reader:
-            if split.format == "parquet":
-                parsed = parse_parquet(reader, split.file_index, split.path, split.timestamp_format)
-            else:
-                skipped, lines = split_lines(reader, split.start, split.end)
-                first = 1 + newlines_before[(split.file_index, split.number)] + skipped
-                parsed = parse_text(
-                    lines,
-                    split.format,
-                    split.file_index,
-                    split.path,
-                    first,
-                    split.columns,
-                    split.timestamp_format,
-                )
-            for result in parsed:
-                self.rows_read.inc()
-                if isinstance(result, Interaction):
-                    by_user.setdefault(result.user_id, []).append(pack_row(result))
-                else:
-                    yield beam.pvalue.TaggedOutput(FAILED, result)
-        yield beam.pvalue.TaggedOutput(VALID, sum(len(rows) for rows in by_user.values()))
-        for user_id, rows in by_user.items():
-            yield user_id, b"".join(rows)
-
-
-class ReadInteractions(beam.PTransform):
-    """PBegin -> tagged outputs: main = ``(user_id, packed rows)`` (see :func:`pack_row`), ``failed`` = failure
-    dicts, ``valid`` = valid rows per split.
-
-    ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
-    Text files are read in byte splits on all workers; a first pass counts each split's newlines
-    so that every row keeps its exact line number. ``timestamp_format``: ``--timestamp-format``.
-    """
-
-    def __init__(
-        self,
-        sources: list[tuple[int, str, str]],
-        split_bytes: int = SPLIT_BYTES,
-        timestamp_format: str = "unix",
-    ):
-        super().__init__()
-        self.splits = plan_splits(sources, split_bytes, timestamp_format)
-
-    def expand(self, pbegin):
-        splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()
-        newlines_before = (
-            splits
-            | "CountNewlines" >> beam.Map(count_newlines)
-            | "AllSplitCounts" >> beam.combiners.ToList()
-            | "LinesBeforeEachSplit" >> beam.Map(first_line_numbers)
-        )
-        return splits | "ParseRows" >> beam.ParDo(
-            ParseSplit(), beam.pvalue.AsSingleton(newlines_before)
-        ).with_outputs(FAILED, VALID, main="rows")

@@ -27,8 +27,8 @@ import apache_beam as beam
 import numpy as np
 
 from transforms.buckets import stable_hash
-from transforms.interactions import Interaction, unpack_rows
 from transforms.item_lookup import ExcludedItems, HashCollisionError
+from transforms.packed_rows import Interaction, unpack_rows
 
 NEW_ITEM = "new_item"
 """The reason of every member of the new-item set."""

@@ -20,9 +20,9 @@ from apache_beam.metrics import Metrics
 
 from transforms.bundle_counts import CountKeys
 from transforms.failures import failure
-from transforms.interactions import Interaction, pack_row, unpack_rows
 from transforms.item_lookup import ExcludedItems, excluded_items_of
 from transforms.new_items import HELD_OUT, hold_out_new_items
+from transforms.packed_rows import Interaction, pack_row, unpack_rows, unpack_user_rows
 
 FAILED = "failed"
 MIN_SEQUENCE_LENGTH = 3  # one training item, one validation item, one test item
@@ -177,70 +177,47 @@ def train_window(sequence: UserSequence, max_seq_len: int) -> tuple[tuple[str, .
     return sequence.item_ids[start:end], sequence.timestamps[start:end]
 
 
-class ConcatPackedRows(beam.CombineFn):
-    """Concatenates a user's packed rows into one ``bytes``.
-
-    Accumulators leave a worker compacted to one ``bytes`` (not a list), because a runner may hold
-    every shuffled value in memory: one small object per user and bundle is what it costs.
-    """
-
-    def create_accumulator(self) -> list[bytes]:
-        return []
-
-    def add_input(self, accumulator, packed):
-        if isinstance(accumulator, bytes):
-            accumulator = [accumulator]
-        accumulator.append(packed)
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        return [_joined(accumulator) for accumulator in accumulators]
-
-    def compact(self, accumulator) -> bytes:
-        return _joined(accumulator)
-
-    def extract_output(self, accumulator) -> bytes:
-        return _joined(accumulator)
-
-
-def _joined(accumulator: bytes | list[bytes]) -> bytes:
-    return accumulator if isinstance(accumulator, bytes) else b"".join(accumulator)
-
-
 def history_rows(history: tuple[str, bytes]) -> list[Interaction]:
     """The time-ordered, deduplicated rows of a ``(user_id, packed rows)`` history."""
     return unpack_rows(*history)
 
 
-class _GroupedHistory(beam.DoFn):
+class _BucketHistories(beam.DoFn):
     def __init__(self, source_files: Sequence[str]):
         self.source_files = list(source_files)
         self.users_seen = Metrics.counter("videorec", "users_seen")
 
-    def process(self, keyed: tuple[str, bytes]):
-        user_id, packed = keyed
-        unique, duplicates = dedupe_history(unpack_rows(user_id, packed))
-        self.users_seen.inc()
-        for row in duplicates:
-            yield beam.pvalue.TaggedOutput(
-                FAILED,
-                failure(
-                    "row",
-                    "dedupe",
-                    "duplicate",
-                    "same user, item and timestamp as an earlier row",
-                    **row_ids(row, self.source_files),
-                ),
-            )
-        yield user_id, b"".join(pack_row(row) for row in unique)
+    def process(self, bucket: tuple[int, Iterable[bytes]]):
+        by_user: dict[str, list[bytes]] = {}
+        for blob in bucket[1]:
+            for user_id, packed in unpack_user_rows(blob):
+                by_user.setdefault(user_id, []).append(packed)
+        for user_id in sorted(by_user):
+            unique, duplicates = dedupe_history(unpack_rows(user_id, b"".join(by_user.pop(user_id))))
+            self.users_seen.inc()
+            for row in duplicates:
+                yield beam.pvalue.TaggedOutput(
+                    FAILED,
+                    failure(
+                        "row",
+                        "dedupe",
+                        "duplicate",
+                        "same user, item and timestamp as an earlier row",
+                        **row_ids(row, self.source_files),
+                    ),
+                )
+            yield user_id, b"".join(pack_row(row) for row in unique)
 
 
 class GroupIntoHistories(beam.PTransform):
-    """(user_id, packed rows) -> (user_id, packed rows: time-ordered, deduplicated) + ``failed``.
+    """(user bucket, blob of users' packed rows) -> (user_id, packed rows: time-ordered, deduplicated)
+    + ``failed``.
 
-    Rows move as compact bytes and are concatenated per user before and after the shuffle
-    (``ConcatPackedRows``), so memory per row stays near its packed size. Use
-    :func:`history_rows` to read a history.
+    The input is :class:`transforms.read_interactions.ParseSplit`'s: one blob per split and user bucket
+    (:func:`transforms.packed_rows.pack_user_rows`). Grouping by bucket, not by user, keeps the
+    shuffle to a few large values, so a runner that holds grouped values in memory (the local
+    runner does) holds about the packed rows' bytes. A worker regroups one bucket (a few MB) by
+    user. Use :func:`history_rows` to read a history.
     """
 
     def __init__(self, source_files: Sequence[str]):
@@ -250,9 +227,9 @@ class GroupIntoHistories(beam.PTransform):
     def expand(self, rows):
         return (
             rows
-            | "GroupByUser" >> beam.CombinePerKey(ConcatPackedRows())
+            | "GroupByUserBucket" >> beam.GroupByKey()
             | "OrderAndDedupe"
-            >> beam.ParDo(_GroupedHistory(self.source_files)).with_outputs(FAILED, main="histories")
+            >> beam.ParDo(_BucketHistories(self.source_files)).with_outputs(FAILED, main="histories")
         )
 
 

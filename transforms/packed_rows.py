@@ -1,0 +1,89 @@
+"""Interactions as compact bytes: what the history shuffle moves, and how many user buckets it uses.
+
+A row travels without its user ID (:func:`pack_row`); a split's rows travel grouped by user and
+users grouped by bucket, one blob per split and bucket (:func:`pack_user_rows`). No Beam here.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from transforms import storage
+from transforms.buckets import bucket_of
+
+
+class Interaction(NamedTuple):
+    """One valid interaction. ``file_index, row, column`` is its unique position in the input."""
+
+    user_id: str
+    item_id: str
+    timestamp: int
+    file_index: int
+    row: int
+    column: int = 0
+
+
+def pack_row(row: Interaction) -> bytes:
+    """An interaction without its user, as compact bytes (what moves through the shuffle)."""
+    item = row.item_id.encode("utf-8")
+    return _ROW.pack(row.timestamp, row.file_index, row.row, row.column, len(item)) + item
+
+
+def unpack_rows(user_id: str, packed: bytes) -> list[Interaction]:
+    """The interactions of ``user_id`` from concatenated :func:`pack_row` records."""
+    rows, position = [], 0
+    while position < len(packed):
+        timestamp, file_index, row, column, length = _ROW.unpack_from(packed, position)
+        position += _ROW.size
+        item = packed[position : position + length].decode("utf-8")
+        position += length
+        rows.append(Interaction(user_id, item, timestamp, file_index, row, column))
+    return rows
+
+
+_ROW = struct.Struct("<qiqiI")
+
+
+def pack_user_rows(by_user: dict[str, list[bytes]], buckets: int) -> dict[int, bytes]:
+    """``{user bucket: blob}``: each user's packed rows, framed by user ID, in one blob per bucket.
+
+    Users go to bucket ``stable_hash(user_id) % buckets``; read a blob with :func:`unpack_user_rows`.
+    """
+    blobs: dict[int, list[bytes]] = {}
+    for user_id in sorted(by_user):
+        user = user_id.encode("utf-8")
+        rows = b"".join(by_user[user_id])
+        parts = blobs.setdefault(bucket_of(user_id, buckets), [])
+        parts += [_USER_FRAME.pack(len(user), len(rows)), user, rows]
+    return {bucket: b"".join(parts) for bucket, parts in sorted(blobs.items())}
+
+
+def unpack_user_rows(blob: bytes) -> Iterator[tuple[str, bytes]]:
+    """``(user_id, packed rows)`` of each user framed in a :func:`pack_user_rows` blob."""
+    position = 0
+    while position < len(blob):
+        user_length, rows_length = _USER_FRAME.unpack_from(blob, position)
+        position += _USER_FRAME.size
+        user_id = blob[position : position + user_length].decode("utf-8")
+        position += user_length
+        yield user_id, blob[position : position + rows_length]
+        position += rows_length
+
+
+_USER_FRAME = struct.Struct("<II")
+
+# Input bytes per user bucket of the history shuffle: a bucket's rows are regrouped by user in one
+# worker's memory (a few MB), and the shuffle moves one value per split and bucket, not per user.
+HISTORY_BUCKET_BYTES = 2 * 1024 * 1024
+PARQUET_EXPANSION = 4  # a Parquet file's rows take about this many times its size as text
+
+
+def history_bucket_count(sources: list[tuple[int, str, str]]) -> int:
+    """User buckets for the history shuffle, from the input files' sizes (never from worker count)."""
+    total = sum(
+        storage.size(path) * (PARQUET_EXPANSION if fmt == "parquet" else 1) for _, path, fmt in sources
+    )
+    return max(1, math.ceil(total / HISTORY_BUCKET_BYTES))
