@@ -11,6 +11,8 @@ import json
 
 from PIL import Image, ImageDraw, ImageFont
 
+from transforms.format import ITEM_FRAME_PREFIX, METADATA_FIELD, frame_number, is_frame_member, train_frame_of
+
 LABEL_HEIGHT = 14
 GAP = 2
 
@@ -40,19 +42,19 @@ def sample_rows(members: dict[str, bytes]) -> list[tuple[str, list[bytes]]]:
     Item samples (``json`` + ``F.jpg``) give one row labelled ``item ID: title``; train samples
     (``json`` + ``INDEX.F.jpg``) one row per item of the window, labelled with the item ID.
     """
-    document = json.loads(members["json"]) if "json" in members else {}
-    frames = {name: data for name, data in members.items() if name.endswith(".jpg")}
+    document = json.loads(members[METADATA_FIELD]) if METADATA_FIELD in members else {}
+    frames = {name: data for name, data in members.items() if is_frame_member(name)}
     if "item_ids" in document:  # a user's train sample
         labels = dict(zip(document["item_indices"], document["item_ids"], strict=True))
         by_item: dict[int, list[tuple[int, bytes]]] = {}
         for name, data in frames.items():
-            index, frame, _ = name.split(".")
-            by_item.setdefault(int(index), []).append((int(frame), data))
+            index, frame = train_frame_of(name)
+            by_item.setdefault(index, []).append((frame, data))
         return [
             (f"item {labels.get(index, index)}", [d for _, d in sorted(by_item[index])])
             for index in sorted(by_item)
         ]
     title = document.get("title")
     label = f"item {document.get('item_id', '?')}" + (f": {title}" if title else "")
-    ordered = sorted(frames.items(), key=lambda kv: int(kv[0].split(".")[0]))
+    ordered = sorted(frames.items(), key=lambda kv: frame_number(kv[0], ITEM_FRAME_PREFIX))
     return [(label, [data for _, data in ordered])]

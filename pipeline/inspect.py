@@ -29,6 +29,14 @@ import pyarrow.parquet as pq
 from pipeline.contact_sheet import contact_sheet, sample_rows
 from pipeline.summary import format_summary
 from transforms import storage
+from transforms.format import (
+    ITEM_SHARDS,
+    ITEMS_TABLE,
+    MANIFEST_FILE,
+    SHARD_KINDS,
+    TRAIN_SHARDS,
+    split_member,
+)
 from transforms.manifest import ReconciliationError, read_manifest, reconcile
 
 
@@ -48,7 +56,7 @@ def _check_file(dataset: str, entry: dict) -> tuple[list[str], bytes | None]:
 def count_tar_samples(data: bytes) -> int:
     """Distinct WebDataset keys (member name up to the first dot) in a tar archive."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-        return len({m.name.split(".", 1)[0] for m in archive if m.isfile()})
+        return len({split_member(m.name)[0] for m in archive if m.isfile()})
 
 
 def verify_dataset(dataset: str) -> list[str]:
@@ -59,7 +67,7 @@ def verify_dataset(dataset: str) -> list[str]:
         reconcile(manifest["counts"])
     except ReconciliationError as err:
         problems.append(str(err))
-    for kind in ("items", "train"):
+    for kind in SHARD_KINDS:
         for shard in manifest["shards"][kind]:
             found, data = _check_file(dataset, shard)
             problems += found
@@ -82,7 +90,7 @@ def verify_dataset(dataset: str) -> list[str]:
             except (pa.ArrowException, OSError) as err:
                 problems.append(f"{entry['path']}: not a readable Parquet file ({_short(err)})")
                 counted = False  # its rows are unknown: the count below would only repeat the problem
-        expected = manifest["num_items"] if name == "items" else manifest["num_users"]
+        expected = manifest["num_items"] if name == ITEMS_TABLE else manifest["num_users"]
         if counted and rows != expected:
             problems.append(f"table {name}: {rows} rows in its parts, manifest says {expected}")
     records = Counter()
@@ -122,7 +130,7 @@ def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
     """Write the frames (and JSON) of the first ``count`` samples to ``out_dir``, and one contact
     sheet per sample (``KEY.sheet.png``, :mod:`pipeline.contact_sheet`); return the file paths."""
     manifest = read_manifest(dataset)
-    shards = manifest["shards"]["items"] or manifest["shards"]["train"]
+    shards = manifest["shards"][ITEM_SHARDS] or manifest["shards"][TRAIN_SHARDS]
     os.makedirs(out_dir, exist_ok=True)
     written, keys, members = [], set(), {}
 
@@ -139,7 +147,7 @@ def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
         if not storage.exists(path):
             continue  # reported by verify_dataset
         for member_name, content in _members(storage.read_bytes(path)):
-            key, _, name = member_name.partition(".")
+            key, name = split_member(member_name)
             if key not in keys:
                 write_sheet()
                 if len(keys) == count:
@@ -167,7 +175,7 @@ def _members(data: bytes):
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="videorec inspect", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", help="dataset folder or its manifest.json (local or gs://)")
+    parser.add_argument("dataset", help=f"dataset folder or its {MANIFEST_FILE} (local or gs://)")
     parser.add_argument("--sample", type=int, default=0, metavar="N", help="dump the frames of N samples")
     parser.add_argument(
         "--output",
@@ -178,9 +186,7 @@ def main(argv: list[str]) -> int:
         help="folder for --sample output (default: inspect-samples)",
     )
     args = parser.parse_args(argv)
-    dataset = (
-        args.dataset[: -len("/manifest.json")] if args.dataset.endswith("/manifest.json") else args.dataset
-    )
+    dataset = args.dataset.removesuffix(f"/{MANIFEST_FILE}")
     try:
         manifest = read_manifest(dataset)
     except (FileNotFoundError, OSError, ValueError) as err:

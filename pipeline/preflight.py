@@ -28,7 +28,7 @@ import threading
 from collections import Counter
 
 from pipeline.options import IngestConfig
-from transforms import storage
+from transforms import gcs, storage
 from transforms.interactions import Interaction, parse_parquet, parse_text, read_head, resolve_inputs
 
 SAMPLE_ROWS = 200
@@ -94,7 +94,7 @@ def _gcs_locations(config: IngestConfig) -> list[str]:
     buckets = {}
     for url in candidates:
         if url and url.strip().startswith("gs://"):
-            buckets.setdefault(storage.split_gcs_url(url.strip())[0], url.strip())
+            buckets.setdefault(gcs.split_gcs_url(url.strip())[0], url.strip())
     return list(buckets.values())
 
 
@@ -104,14 +104,14 @@ def check_gcs_access(url: str, timeout_s: float = GCS_CHECK_S) -> None:
     Raises:
         BadInput: no credentials, credentials refused, no permission, no such bucket, or no answer.
     """
-    bucket, _ = storage.split_gcs_url(url)
+    bucket, _ = gcs.split_gcs_url(url)
     outcome: dict = {}
 
     def attempt() -> None:
         try:
             from google.api_core.retry import Retry, if_transient_error
 
-            client = storage.gcs_client()
+            client = gcs.gcs_client()
             retry = Retry(predicate=if_transient_error, initial=0.5, maximum=4.0, timeout=timeout_s / 2)
             list(client.list_blobs(bucket, max_results=1, timeout=(5, 10), retry=retry))
         except BaseException as exc:  # noqa: BLE001 - every failure is turned into a message below
@@ -196,8 +196,8 @@ def check_output_folder(output: str, *, overwrite: bool, flag: str = "--output")
 
 def _holds_objects(url: str) -> bool:
     """True when at least one object lies under the ``gs://`` prefix ``url`` (one listing of one object)."""
-    bucket, prefix = storage.split_gcs_url(url)
-    blobs = storage.gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else "", max_results=1)
+    bucket, prefix = gcs.split_gcs_url(url)
+    blobs = gcs.gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else "", max_results=1)
     return next(iter(blobs), None) is not None
 
 
@@ -221,9 +221,9 @@ def _probe_gcs(url: str, what: str) -> None:
     """Write and delete an empty probe object under ``url`` (bounded retry)."""
     from google.api_core.retry import Retry, if_transient_error
 
-    bucket, prefix = storage.split_gcs_url(url)
+    bucket, prefix = gcs.split_gcs_url(url)
     name = f"{prefix}/" if prefix else ""
-    blob = storage.gcs_client().bucket(bucket).blob(f"{name}.videorec-probe-{secrets.token_hex(4)}")
+    blob = gcs.gcs_client().bucket(bucket).blob(f"{name}.videorec-probe-{secrets.token_hex(4)}")
     retry = Retry(predicate=if_transient_error, initial=0.5, maximum=4.0, timeout=GCS_CHECK_S / 2)
     try:
         blob.upload_from_string(b"", timeout=(5, 10), retry=retry)

@@ -18,9 +18,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "transforms", "trainer")
 
-# transforms/decode/video_source.py reads gs:// videos through transforms.storage (ranged downloads,
-# emulator credentials), imported inside open_video; docs/ARCHITECTURE.md names this exception.
-DECODE_REACHES_OUT = {("transforms.decode.video_source", "transforms.storage")}
+# transforms/decode/video_source.py reads gs:// videos through transforms.ranged_reads (ranged
+# downloads) and other remote videos through Beam with transforms.storage's emulator credentials, both
+# imported inside open_video; docs/ARCHITECTURE.md names this exception.
+DECODE_REACHES_OUT = {
+    ("transforms.decode.video_source", "transforms.ranged_reads"),
+    ("transforms.decode.video_source", "transforms.storage"),
+}
 
 
 def project_modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -200,9 +204,9 @@ def test_no_import_cycles():
 
 
 MAX_MODULE_LINES = 400
-# Over the limit already when this test was written (402, 433 and 451 lines) and waiting for a
-# split of their own; remove each entry when its module is split.
-NOT_YET_SPLIT = {"transforms/storage.py", "transforms/decode/pyav_backend.py", "transforms/interactions.py"}
+# Over the limit already when this test was written and waiting for a split of its own; remove the
+# entry when the module is split (storage.py and decode/pyav_backend.py were split since).
+NOT_YET_SPLIT = {"transforms/interactions.py"}
 
 
 def test_no_module_is_longer_than_400_lines():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -105,3 +106,115 @@ def test_manifest_checks_name_every_problem():
     without_users = {key: value for key, value in good_manifest().items() if key != "num_users"}
     with pytest.raises(ValueError, match="num_users is missing"):
         fmt.parse_manifest(json.dumps(without_users).encode(), "m")
+
+
+def test_member_and_path_helpers_read_back_what_the_writers_spell():
+    key = fmt.sanitize_key("user 1")
+    assert fmt.split_member(fmt.train_frame_member(key, 12, 4)) == (key, "12.4.jpg")
+    assert fmt.split_member(fmt.metadata_member(key)) == (key, fmt.METADATA_FIELD)
+    assert fmt.split_member(key) == (key, "")
+    assert fmt.is_frame_member(fmt.item_frame_member(key, 0))
+    assert fmt.is_frame_member(fmt.frame_field(fmt.train_frame_prefix(3), 1))
+    assert not fmt.is_frame_member(fmt.metadata_member(key))
+    train_field = fmt.split_member(fmt.train_frame_member(key, 12, 4))[1]
+    assert fmt.train_frame_of(train_field) == (12, 4)
+    item_field = fmt.split_member(fmt.item_frame_member(key, 4))[1]
+    assert fmt.train_frame_of(item_field) is None and fmt.train_frame_of(fmt.METADATA_FIELD) is None
+    assert fmt.item_shard_number(fmt.ITEM_SHARD_PATTERN.format(37)) == 37
+    for path in (fmt.TRAIN_SHARD_PATTERN.format(37), "items/items-x.tar", "items-000001.tar"):
+        with pytest.raises(ValueError):
+            fmt.item_shard_number(path)
+    assert fmt.is_manifest_path(fmt.MANIFEST_FILE) and fmt.is_manifest_path("gs://b/v/" + fmt.MANIFEST_FILE)
+    assert not fmt.is_manifest_path("gs://b/root") and not fmt.is_manifest_path("data/v1/")
+    assert set(fmt.SHARD_KINDS) == set(good_manifest()["shards"])
+
+
+# The dataset's file names, folder names and member spellings, as a module would spell them itself.
+SPELLINGS = {
+    fmt.METADATA_FIELD,
+    f".{fmt.METADATA_FIELD}",
+    fmt.FRAME_EXTENSION,
+    f".{fmt.FRAME_EXTENSION}",
+    fmt.MANIFEST_FILE,
+    f"/{fmt.MANIFEST_FILE}",
+    fmt.RUN_STATS_FILE,
+    fmt.LATEST_FILE,
+    fmt.VERSIONS_DIR,
+    *(
+        pattern.split("/")[0] + "/"
+        for pattern in (
+            fmt.ITEM_SHARD_PATTERN,
+            fmt.TRAIN_SHARD_PATTERN,
+            fmt.TABLE_PART_PATTERN,
+            fmt.FAILURE_PART_PATTERN,
+        )
+    ),
+}
+# Files that are not part of a dataset version, spelt where they are written.
+NOT_DATASET_FILES = {
+    # ``videorec frames`` writes loose NAME.I.jpg and NAME.json files for a person to look at.
+    ("pipeline/frames.py", "*"),
+    # ``extract`` writes a description of its embeddings file beside it (OUTPUT.json).
+    ("trainer/extract.py", f".{fmt.METADATA_FIELD}"),
+}
+
+
+def _not_code(tree: ast.AST) -> set[int]:
+    """ids of the string constants that are docstrings or ``__all__`` entries (names, not data)."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                skipped.add(id(first.value))
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            skipped.update(id(child) for child in ast.walk(node.value))
+    return skipped
+
+
+def spelt_format_names(path: Path, name: str) -> list[str]:
+    """``name:line: literal`` for each string literal in ``path`` (f-string parts too) that spells a
+    dataset file, folder or member name, or a frame member's ``.jpg`` ending."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = _not_code(tree)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Constant) or not isinstance(node.value, str) or id(node) in skipped:
+            continue
+        if (name, "*") in NOT_DATASET_FILES or (name, node.value) in NOT_DATASET_FILES:
+            continue
+        if node.value in SPELLINGS or node.value.endswith(f".{fmt.FRAME_EXTENSION}"):
+            found.append((node.lineno, node.col_offset, node.value))
+    return [f"{name}:{line}: {value!r}" for line, _, value in sorted(found)]
+
+
+def test_no_module_spells_a_dataset_file_name_or_member_name_itself():
+    """The writers, ``videorec inspect`` and the trainer take every file, folder and member name from
+    transforms/format.py; a literal elsewhere that spells one (``".jpg"``, ``"json"``,
+    ``"manifest.json"``, ``"items/"``...) is a second spelling that can drift. Docstrings and
+    messages may mention names: only whole literals (and an f-string's literal parts) are matched."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for package in ("pipeline", "transforms", "trainer"):
+        for path in sorted((root / package).rglob("*.py")):
+            name = path.relative_to(root).as_posix()
+            if name != "transforms/format.py":
+                found += spelt_format_names(path, name)
+    assert found == []
+
+
+def test_the_spelling_check_sees_literals_and_f_string_parts(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        '"""Docstrings may say manifest.json and {key}.json."""\n'
+        '__all__ = ["LATEST"]\n'
+        'A = f"{key}.{j}.jpg"\n'
+        'B = name.endswith(".json")\n'
+        'C = "manifest.json"\n'
+        'D = "see manifest.json"\n'
+    )
+    assert spelt_format_names(source, "m.py") == [
+        "m.py:3: '.jpg'",
+        "m.py:4: '.json'",
+        "m.py:5: 'manifest.json'",
+    ]

@@ -1,4 +1,4 @@
-"""Ranged reads (``storage.read_range``/``read_ranges``/``GcsRangeReader``) move only the bytes asked.
+"""Ranged reads (``ranged_reads.read_range``/``read_ranges``/``GcsRangeReader``) move only the bytes asked.
 
 The ``gs://`` tests count bytes where they cross the wire: a byte-counting proxy sits between the
 client and a real gcp-storage-emulator and records each HTTP exchange's status, header bytes and
@@ -13,7 +13,8 @@ import random
 import pytest
 
 from tests.byte_counting_proxy import CountingProxy
-from transforms import storage
+from transforms import ranged_reads
+from transforms.gcs import gcs_client
 
 BUCKET = "ranged-reads"
 BIG = 24 * 1024 * 1024
@@ -37,7 +38,7 @@ def proxy(gcs_emulator, monkeypatch):
 @pytest.fixture
 def big_object(proxy, big_data) -> str:
     """``gs://`` URL of a 24 MiB object of random bytes, uploaded through the proxy; counts reset after."""
-    client = storage.gcs_client()
+    client = gcs_client()
     bucket = client.bucket(BUCKET)
     if not bucket.exists():
         bucket = client.create_bucket(BUCKET)
@@ -63,7 +64,7 @@ def bucket_calls(proxy: CountingProxy):
 @pytest.mark.gcs
 def test_read_range_transfers_what_it_asks(proxy, big_object, big_data):
     offset, size = 5_000_000, 75_000
-    assert storage.read_range(big_object, offset, size) == big_data[offset : offset + size]
+    assert ranged_reads.read_range(big_object, offset, size) == big_data[offset : offset + size]
     downloads = media(proxy)
     assert len(downloads) == 1 and downloads[0].status == 206
     assert downloads[0].range == f"bytes={offset}-{offset + size - 1}"
@@ -80,7 +81,7 @@ def test_read_ranges_coalesces_nearby_ranges_and_keeps_caller_order(proxy, big_o
         for _ in range(15):
             size = rng.randrange(1, 40_000)
             ranges.append((offset, size))
-            offset += size + rng.randrange(0, storage.COALESCE_GAP)
+            offset += size + rng.randrange(0, ranged_reads.COALESCE_GAP)
     ranges += [
         ranges[3],
         (ranges[7][0] + 10, 5),
@@ -88,41 +89,43 @@ def test_read_ranges_coalesces_nearby_ranges_and_keeps_caller_order(proxy, big_o
     ]  # a repeat, a range inside another, an empty one
     rng.shuffle(ranges)
 
-    got = storage.read_ranges(big_object, ranges)
+    got = ranged_reads.read_ranges(big_object, ranges)
 
     assert got == [big_data[offset : offset + size] for offset, size in ranges]
-    plan = storage.coalesce(ranges)
+    plan = ranged_reads.coalesce(ranges)
     assert len(plan) == 3
     downloads = media(proxy)
     assert len(downloads) == 3 < len(ranges)
     assert sorted(e.range for e in downloads) == sorted(f"bytes={start}-{end - 1}" for start, end, _ in plan)
     asked = sum(size for _, size in ranges)
-    assert sum(e.body_bytes for e in downloads) <= asked + storage.COALESCE_GAP * (len(ranges) - len(plan))
+    assert sum(e.body_bytes for e in downloads) <= asked + ranged_reads.COALESCE_GAP * (
+        len(ranges) - len(plan)
+    )
     assert object_calls(proxy) == [] and len(bucket_calls(proxy)) <= 1
 
 
 @pytest.mark.gcs
 def test_ranged_download_retries_transient_errors(proxy, big_object, big_data):
     proxy.fail_next(2)
-    assert storage.read_range(big_object, 1234, 5678) == big_data[1234 : 1234 + 5678]
+    assert ranged_reads.read_range(big_object, 1234, 5678) == big_data[1234 : 1234 + 5678]
     assert [e.status for e in proxy.exchanges()] == [503, 503, 206]
 
 
 @pytest.mark.gcs
 def test_ranged_reads_fail_loudly_on_missing_objects_and_short_files(proxy, big_object):
     with pytest.raises(FileNotFoundError):
-        storage.read_range(f"gs://{BUCKET}/absent.bin", 0, 10)
+        ranged_reads.read_range(f"gs://{BUCKET}/absent.bin", 0, 10)
     with pytest.raises(FileNotFoundError):
-        storage.GcsRangeReader(f"gs://{BUCKET}/absent.bin")
+        ranged_reads.GcsRangeReader(f"gs://{BUCKET}/absent.bin")
     with pytest.raises(EOFError):
-        storage.read_range(big_object, BIG - 10, 20)
+        ranged_reads.read_range(big_object, BIG - 10, 20)
     with pytest.raises(EOFError):
-        storage.read_range(big_object, BIG + 100, 20)
+        ranged_reads.read_range(big_object, BIG + 100, 20)
 
 
 @pytest.mark.gcs
 def test_gcs_range_reader_counts_the_bytes_it_downloads(proxy, big_object, big_data):
-    reader = storage.GcsRangeReader(big_object)
+    reader = ranged_reads.GcsRangeReader(big_object)
     assert reader.size == BIG and len(object_calls(proxy)) == 1
     rng = random.Random(2)
     for _ in range(30):
@@ -150,21 +153,24 @@ def test_read_ranges_local_file_order_and_coalescing(tmp_path):
         (0, 5),
         (40, 100),
         (300_000, 1000),
-        (30 + storage.COALESCE_GAP, 7),
+        (30 + ranged_reads.COALESCE_GAP, 7),
         (5, 5),
     ]
 
-    assert storage.read_ranges(str(path), ranges) == [data[o : o + s] for o, s in ranges]
-    assert storage.read_range(str(path), 123, 456) == data[123:579]
-    assert storage.coalesce(ranges) == [
-        (0, 30 + storage.COALESCE_GAP + 7, [2, 6, 1, 3, 5]),
+    assert ranged_reads.read_ranges(str(path), ranges) == [data[o : o + s] for o, s in ranges]
+    assert ranged_reads.read_range(str(path), 123, 456) == data[123:579]
+    assert ranged_reads.coalesce(ranges) == [
+        (0, 30 + ranged_reads.COALESCE_GAP + 7, [2, 6, 1, 3, 5]),
         (300_000, 301_000, [4]),
         (900_000, 900_050, [0]),
     ]
     # A join stops growing at ``max_span``; a lone range larger than that is still one request.
-    assert storage.coalesce([(0, 10), (10, 10), (20, 10)], max_span=20) == [(0, 20, [0, 1]), (20, 30, [2])]
-    assert storage.coalesce([(0, 50)], max_span=20) == [(0, 50, [0])]
+    assert ranged_reads.coalesce([(0, 10), (10, 10), (20, 10)], max_span=20) == [
+        (0, 20, [0, 1]),
+        (20, 30, [2]),
+    ]
+    assert ranged_reads.coalesce([(0, 50)], max_span=20) == [(0, 50, [0])]
     with pytest.raises(EOFError):
-        storage.read_ranges(str(path), [(999_990, 20)])
+        ranged_reads.read_ranges(str(path), [(999_990, 20)])
     with pytest.raises(ValueError):
-        storage.coalesce([(-1, 5)])
+        ranged_reads.coalesce([(-1, 5)])

@@ -42,7 +42,7 @@ from pipeline.versions import (
     validate_manifest,
     version_url,
 )
-from transforms.storage import gcs_client, split_gcs_url
+from transforms.gcs import gcs_client, split_gcs_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ from transforms.format import (
     LATEST_FILE,
     MANIFEST_FILE,
     SEQUENCES_TABLE,
+    is_manifest_path,
     parse_manifest,
     version_manifest_path,
 )
@@ -114,7 +115,7 @@ def resolve_manifest_url(data: str) -> str:
         raise DatasetError(
             "--data is required: a dataset folder, its manifest.json, or a root holding LATEST"
         )
-    if data.endswith(".json"):
+    if is_manifest_path(data):
         if not storage.exists(data):
             raise DatasetError(
                 f"--data {data} does not exist; give a dataset's manifest.json, folder or root"

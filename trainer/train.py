@@ -8,7 +8,7 @@ Examples::
 
 Pretrained weights are read from the torch hub cache, a local file or a model folder and
 never downloaded: missing weights stop the run before any data is read, with the command
-that fetches them (see ``trainer.models.video_encoders.resolve_weights``).
+that fetches them (see ``trainer.models.encoder_registry.resolve_weights``).
 
 Under torchrun (``WORLD_SIZE`` > 1) each process joins a DDP group: NCCL on GPUs, gloo
 on CPUs. A run folder that already holds ``checkpoints/last.pt`` is resumed (same

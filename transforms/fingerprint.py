@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import gcs, storage
 from transforms.decode.video_source import is_local, local_path
 from transforms.failures import failure
 from transforms.manifest import read_manifest
@@ -61,8 +61,8 @@ def stat_video(uri: str, *, client=None) -> VideoStat:
         return VideoStat(uri, st.st_size, f"mtime_ns={st.st_mtime_ns}")
     if not uri.startswith("gs://"):
         raise ValueError(f"cannot fingerprint {uri!r}: only local paths and gs:// are supported")
-    bucket, name = storage.split_gcs_url(uri)
-    blob = (client or storage.gcs_client()).bucket(bucket).get_blob(name)
+    bucket, name = gcs.split_gcs_url(uri)
+    blob = (client or gcs.gcs_client()).bucket(bucket).get_blob(name)
     if blob is None:
         raise FileNotFoundError(f"no such video object: {uri}")
     return _blob_stat(uri, blob)
@@ -79,9 +79,9 @@ def stat_tree(location: str, *, client=None) -> Iterator[VideoStat]:
         for path in paths:
             yield stat_video(path)
         return
-    bucket, prefix = storage.split_gcs_url(location)
+    bucket, prefix = gcs.split_gcs_url(location)
     prefix = f"{prefix}/" if prefix else ""
-    for blob in (client or storage.gcs_client()).list_blobs(bucket, prefix=prefix):
+    for blob in (client or gcs.gcs_client()).list_blobs(bucket, prefix=prefix):
         yield _blob_stat(f"gs://{bucket}/{blob.name}", blob)
 
 
@@ -235,7 +235,7 @@ class _FingerprintFn(beam.DoFn):
 
     def _gcs(self):
         if self._client is None:
-            self._client = storage.gcs_client()
+            self._client = gcs.gcs_client()
         return self._client
 
     def process(self, element: tuple[str, str]):

@@ -53,6 +53,21 @@ SEQUENCES_SCHEMA = pa.schema(
 SCHEMAS = {ITEMS_TABLE: ITEMS_SCHEMA, SEQUENCES_TABLE: SEQUENCES_SCHEMA}
 
 
+ITEM_SHARDS = "items"
+TRAIN_SHARDS = "train"
+SHARD_KINDS = (ITEM_SHARDS, TRAIN_SHARDS)
+"""The manifest's ``shards`` lists: item shards (one sample per item) and train shards (one per user)."""
+
+
+def item_shard_number(path: str) -> int:
+    """``n`` of the item shard path ``ITEM_SHARD_PATTERN.format(n)``; ``ValueError`` for any other path."""
+    prefix, suffix = ITEM_SHARD_PATTERN.split("{:06d}")
+    number = path.removeprefix(prefix).removesuffix(suffix)
+    if not (path.startswith(prefix) and path.endswith(suffix) and number.isdigit()):
+        raise ValueError(f"not an item shard path: {path!r}")
+    return int(number)
+
+
 def table_part_path(table: str, bucket: int) -> str:
     return TABLE_PART_PATTERN.format(table=table, bucket=bucket)
 
@@ -60,6 +75,12 @@ def table_part_path(table: str, bucket: int) -> str:
 def version_manifest_path(version_id: str) -> str:
     """Where a dataset root keeps a version's manifest, relative to the root."""
     return f"{VERSIONS_DIR}/{version_id}/{MANIFEST_FILE}"
+
+
+def is_manifest_path(path: str) -> bool:
+    """Whether ``path`` names a manifest document (any ``*.json``, the extension of :data:`MANIFEST_FILE`)
+    rather than a dataset folder or root."""
+    return path.endswith(MANIFEST_FILE[MANIFEST_FILE.rindex(".") :])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -112,6 +133,17 @@ def is_metadata_member(name: str) -> bool:
     return name.endswith(f".{METADATA_FIELD}")
 
 
+def is_frame_member(name: str) -> bool:
+    """Whether tar member ``name`` (or a field, once WebDataset strips the key) is a frame (a JPEG)."""
+    return name.endswith(f".{FRAME_EXTENSION}")
+
+
+def split_member(name: str) -> tuple[str, str]:
+    """``(key, field)`` of tar member ``name``, split at its first dot as WebDataset splits it."""
+    key, _, field = name.partition(".")
+    return key, field
+
+
 def frame_field(prefix: str, frame: int | str) -> str:
     """A frame member's name once WebDataset strips the key: ``{prefix}{frame}.jpg``, where
     ``prefix`` is :data:`ITEM_FRAME_PREFIX` or a :func:`train_frame_prefix`."""
@@ -140,6 +172,16 @@ def train_frame_member(key: str, item_index: int, frame: int) -> str:
 def train_frame_prefix(item_index: int) -> str:
     """What a train sample's frame fields of one item start with, once WebDataset strips the key."""
     return f"{item_index}."
+
+
+def train_frame_of(field: str) -> tuple[int, int] | None:
+    """``(item_index, frame)`` of a train sample's frame field (:func:`train_frame_prefix` +
+    :func:`frame_field`), else ``None``."""
+    index = field.partition(".")[0]
+    if not index.isdigit():
+        return None
+    frame = frame_number(field, train_frame_prefix(int(index)))
+    return None if frame is None else (int(index), frame)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,7 +215,7 @@ def manifest_problems(manifest: Mapping) -> list[str]:
         parts = manifest["tables"].get(table)
         if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
             problems.append(f"tables.{table} is not a list of part paths")
-    for kind in ("items", "train"):
+    for kind in SHARD_KINDS:
         if not isinstance(manifest["shards"].get(kind), list):
             problems.append(f"shards.{kind} is not a list")
     counts = manifest["counts"]

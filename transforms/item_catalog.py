@@ -22,7 +22,13 @@ from transforms.buckets import (
     id_order_key,
     shard_ranges,
 )
-from transforms.format import ITEM_SHARD_PATTERN, ITEMS_TABLE, metadata_member, sanitize_key
+from transforms.format import (
+    ITEM_SHARD_PATTERN,
+    ITEMS_TABLE,
+    item_shard_number,
+    metadata_member,
+    sanitize_key,
+)
 from transforms.item_lookup import ItemLookup, placed_items_array
 from transforms.item_shards import (
     ItemRow,
@@ -172,4 +178,4 @@ class _WriteItemBucket(beam.DoFn):
 
 
 def _shard_number(shard: str | None) -> int | None:
-    return None if shard is None else int(shard.rsplit("-", 1)[1].split(".")[0])
+    return None if shard is None else item_shard_number(shard)

@@ -17,11 +17,14 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import storage
-from transforms.format import item_frame_member, metadata_member, sanitize_key
+from transforms import ranged_reads, storage
+from transforms.format import is_frame_member, item_frame_member, metadata_member, sanitize_key
 from transforms.tar_shards import encode_members, read_members
 
 FAILED = "failed"
+FRAGMENTS_DIR = "fragments"
+"""The folder under the job's work folder that holds each decoded item's fragment, ``{key}.tar``
+(a work file, never part of a dataset version)."""
 
 
 class EncodedItem(NamedTuple):
@@ -63,8 +66,8 @@ def read_frame_members(item: EncodedItem) -> list[tuple[str, bytes]]:
     if item.fragment_size is None:
         data = storage.read_bytes(item.fragment)
     else:
-        data = storage.read_range(item.fragment, item.fragment_offset, item.fragment_size)
-    return [(name, payload) for name, payload in read_members(data) if name.endswith(".jpg")]
+        data = ranged_reads.read_range(item.fragment, item.fragment_offset, item.fragment_size)
+    return [(name, payload) for name, payload in read_members(data) if is_frame_member(name)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -77,7 +80,7 @@ def frame_member_names(key: str, count: int) -> list[str]:
 
 
 def fragment_path(work_dir: str, item_id: str) -> str:
-    return storage.join(work_dir, "fragments", sanitize_key(item_id) + ".tar")
+    return storage.join(work_dir, FRAGMENTS_DIR, f"{sanitize_key(item_id)}.tar")
 
 
 class WriteFrameFragments(beam.DoFn):

@@ -7,7 +7,14 @@ import json
 from collections.abc import Mapping
 
 from transforms import storage
-from transforms.format import COUNT_CHECKS, FORMAT_VERSION, MANIFEST_FILE
+from transforms.format import (
+    COUNT_CHECKS,
+    FORMAT_VERSION,
+    ITEM_SHARDS,
+    MANIFEST_FILE,
+    TRAIN_SHARDS,
+    is_manifest_path,
+)
 
 CREATED_BY = "videorec-pipeline 0.1.0"
 
@@ -68,8 +75,8 @@ def build_manifest(
             name: _by_path(parts, ("path", "rows", "bytes", "sha256")) for name, parts in tables.items()
         },
         "shards": {
-            "items": sorted(item_shards, key=lambda s: s["path"]),
-            "train": sorted(train_shards, key=lambda s: s["path"]),
+            ITEM_SHARDS: sorted(item_shards, key=lambda s: s["path"]),
+            TRAIN_SHARDS: sorted(train_shards, key=lambda s: s["path"]),
         },
         "counts": dict(counts),
         "failures": sorted(p["path"] for p in failures),
@@ -95,5 +102,5 @@ def write_manifest(dataset_dir: str, manifest: Mapping) -> str:
 
 def read_manifest(dataset_dir: str) -> dict:
     """The manifest of the dataset at ``dataset_dir`` (a folder, or the manifest.json itself)."""
-    path = dataset_dir if dataset_dir.endswith(".json") else storage.join(dataset_dir, MANIFEST_FILE)
+    path = dataset_dir if is_manifest_path(dataset_dir) else storage.join(dataset_dir, MANIFEST_FILE)
     return json.loads(storage.read_bytes(path).decode("utf-8"))

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import ranged_reads, storage
 from transforms.failures import failure
+from transforms.format import ITEMS_TABLE, is_frame_member, is_metadata_member
 from transforms.item_shards import FAILED, EncodedItem
 from transforms.tar_shards import read_members
 
@@ -52,7 +53,9 @@ class PreviousVersion:
         from transforms.manifest import read_manifest
         from transforms.tables import read_table
 
-        table = read_table(version, read_manifest(version), "items", ["item_id", "shard", "offset", "size"])
+        table = read_table(
+            version, read_manifest(version), ITEMS_TABLE, ["item_id", "shard", "offset", "size"]
+        )
         frames = {
             row["item_id"]: (storage.join(version, row["shard"]), row["offset"], row["size"])
             for row in table.to_pylist()
@@ -64,9 +67,9 @@ class PreviousVersion:
 def reused_item(item_id: str, fingerprint: str, where: tuple[str, int, int]) -> EncodedItem:
     """An item whose frames are taken from its sample in an earlier version's item shard."""
     shard, offset, size = where
-    members = read_members(storage.read_range(shard, offset, size))
-    meta = json.loads(next(data for name, data in members if name.endswith(".json")))
-    sizes = tuple(len(data) for name, data in members if name.endswith(".jpg"))
+    members = read_members(ranged_reads.read_range(shard, offset, size))
+    meta = json.loads(next(data for name, data in members if is_metadata_member(name)))
+    sizes = tuple(len(data) for name, data in members if is_frame_member(name))
     return EncodedItem(item_id, shard, sizes, meta["sampler"], offset, size, fingerprint)
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import storage
+from transforms import ranged_reads, storage
 from transforms.buckets import (
     CountBuckets,
     FirstShardNumbers,
@@ -32,6 +32,7 @@ from transforms.format import (
     ITEM_SHARD_PATTERN,
     SEQUENCES_TABLE,
     TRAIN_SHARD_PATTERN,
+    is_frame_member,
     metadata_member,
     sanitize_key,
     train_frame_member,
@@ -101,9 +102,9 @@ def read_item_frames(dataset_dir: str, items: ItemLookup, item_ids: Iterable[str
     frames = {}
     for shard, wanted in sorted(by_shard.items()):
         url = storage.join(dataset_dir, ITEM_SHARD_PATTERN.format(shard))
-        data = storage.read_ranges(url, [(offset, size) for _, offset, size in wanted])
+        data = ranged_reads.read_ranges(url, [(offset, size) for _, offset, size in wanted])
         for (item_id, _, _), sample in zip(wanted, data, strict=True):
-            frames[item_id] = [payload for name, payload in read_members(sample) if name.endswith(".jpg")]
+            frames[item_id] = [payload for name, payload in read_members(sample) if is_frame_member(name)]
     return frames
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.versions.errors import VersionError
-from transforms.storage import gcs_client, split_gcs_url
+from transforms.gcs import gcs_client, split_gcs_url
 
 SWAP_LOCK = ".swap.lock"
 

@@ -1,4 +1,4 @@
 """Models: SASRec, the item encoders (ID, frozen features, video backbones) and VideoRec, which joins them.
 
-Imports torch, numpy and ``trainer.config`` only: nothing of the data stream, no Beam.
+Imports torch, torchvision (pytorchvideo, transformers lazily), numpy and ``trainer.config`` only: no data stream, no Beam.
 """

@@ -1,4 +1,4 @@
 """Video decoding: exact middle frames of one video as JPEGs (sampler, backends, window, render, worker).
 
-Must not import Beam, torch or other ``transforms`` modules (but ``storage``, lazily, to read ``gs://``).
+Must not import Beam, torch or other ``transforms`` modules (but ``ranged_reads`` and ``storage``, lazily, for remote videos).
 """

@@ -2,7 +2,7 @@
 
 The decoder reads through these, so only the byte ranges it asks for are fetched (a keyframe seek in
 an indexed MP4 reads the index and one GOP, not the file); ``bytes_read`` reports how much that was.
-A ``gs://`` video is read with ranged downloads (:class:`transforms.storage.GcsRangeReader`), and
+A ``gs://`` video is read with ranged downloads (:class:`transforms.ranged_reads.GcsRangeReader`), and
 ``bytes_read`` is what those transferred, readahead included.
 """
 
@@ -104,14 +104,16 @@ def open_video(uri: str) -> CountingReader:
             raise FileNotFoundError(f"no such video file: {path}")
         return CountingReader(open(path, "rb", buffering=0), os.path.getsize(path))
 
-    from transforms import storage
-
     if uri.startswith("gs://"):
-        raw = storage.GcsRangeReader(uri)
+        from transforms.ranged_reads import GcsRangeReader
+
+        raw = GcsRangeReader(uri)
         return CountingReader(raw, raw.size)
 
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
+
+    from transforms import storage
 
     storage.use_emulator_credentials_if_configured()
     matches = FileSystems.match([uri])[0].metadata_list
