@@ -39,6 +39,7 @@ def _command(data: Path, run: Path) -> list[str]:
         "4",
         "--frame-size",
         "8",
+        "--augment",  # the tiny preset does not augment; the resumed crops and flips must match too
         "--num-workers",
         "2",
         "--checkpoint-every",

@@ -86,6 +86,7 @@ SWITCHES: dict[str, tuple[str, str, bool]] = {
     "--no-shard-shuffle": ("data", "shuffle_shards", False),
     "--squash": ("data", "squash", True),
     "--no-augment": ("data", "augment", False),
+    "--augment": ("data", "augment", True),
     "--activation-checkpointing": ("model", "activation_checkpointing", True),
     "--allow-random-backbone": ("model", "allow_random_backbone", True),
     "--no-amp": ("optim", "amp", False),
