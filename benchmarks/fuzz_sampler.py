@@ -14,33 +14,54 @@ the decoder rejects skipped), and the window the sampling definition picks from 
 is compared with what the sampler's own decode path (``decode_window``) returns: times and full-size
 RGB pixels. A case the plain loop samples (at least one frame, within ``max_pixels``) that the sampler
 does not sample is ``missed``; one both sample with different frames is ``different``; both lists
-must stay empty. Three kinds of difference are counted apart, as no sampler that seeks can remove
-them: ``unstable`` (the plain loop itself gives other pixels on a second run: a decoder that
-conceals damage non-deterministically, seen with HEVC and VVC), ``timing_elsewhere`` (a damaged
-timestamp somewhere in the file makes the definition spread the window by frame index,
-``index_timing``; the sampler seeks to the middle and cannot see a timestamp far from it without
-reading the whole file) and ``damage_before_window`` (the sampler's frames are exactly the plain
-loop's frames of the undamaged file: the damage lies before the keyframe it starts decoding at, and
-reaches the plain loop's window through decoder state, e.g. an in-band parameter set).
+must stay empty. Four kinds of difference are counted apart, as no sampler that seeks can remove
+them: ``unstable`` (the plain loop itself gives other pixels on a second run, seen with HEVC and
+VVC), ``timing_elsewhere`` (a damaged timestamp somewhere in the file makes the definition spread
+the window by frame index, ``index_timing``; the sampler seeks to the middle and cannot see a
+timestamp far from it without reading the whole file), ``damage_before_window`` (the sampler's
+frames are exactly the plain loop's frames of the undamaged file: the damage lies before the
+keyframe it starts decoding at, and reaches the plain loop's window through decoder state, e.g. an
+in-band parameter set) and ``unwritten_pixels`` (the plain loop's window changes when it is run
+again keeping its decoded frames alive for a shorter or longer time, :func:`held_digests`: the
+decoder left part of a damaged frame unwritten without flagging it, so that frame and every frame
+predicted from it show whatever a reused buffer held; the pixels then depend on the caller's
+buffer lifetimes, not on the file, and the sampler, which decodes fewer frames, reuses other
+buffers). An undamaged file never shows that dependence (checked on every file of the shared set).
 
-Measured (seed 0, 1,000 cases over every file of ``../shared/data/videos``, 30 min on 2 loaded
-cores): 574 sampled, the rest classified (corrupt 332, no_video_stream 44, too_large 34,
-unsupported_codec 11, timeout 5); no escape, hang or internal_error. The plain loop sampled 575:
-the sampler sampled all but one, whose damaged header claims 1280x33488 frames (over
-``max_pixels``, a limit judged before decoding, now counted with the limits). Of 566 compared,
-13 were ``unstable`` (HEVC, VVC), 5 ``timing_elsewhere``, and 14 differ in pixels with the same
-frame times: damage the sampler's own reads show no sign of (no rejected packet, no frame flagged
-corrupt) changes what the decoder outputs depending on how far it is fed (e.g. a truncated last
-MJPEG frame, HEVC in MPEG-TS); these stay listed as ``different``.
+Measured (seed 0, 1,000 cases over every file of ``../shared/data/videos``, 14 min at ``nice 19``
+on 2 loaded cores): 579 sampled, the rest classified (corrupt 332, no_video_stream 44, too_large
+34, unsupported_codec 11); no escape, hang, timeout or internal_error; one worker process. The
+plain loop sampled 576: the sampler sampled all but one, whose damaged header claims 1280x33488
+frames (over ``max_pixels``, a limit judged before decoding, counted with the limits). Of 575
+compared, 542 are identical (times and pixels) and none is ``different``; 33 differ as above: 16
+``unstable``, 12 ``unwritten_pixels`` and 5 ``timing_elsewhere``. The 12 (cases 112, 184, 214, 225,
+241, 283, 459, 506, 650, 670, 770, 801) are MJPEG cut short or bit-flipped inside a scan, and H.264
+or HEVC with bytes overwritten or bits flipped inside the coded data, which the decoder neither
+rejects nor flags corrupt (``err_detect=careful`` or ``aggressive`` flags none of them either).
+Measured pixel by pixel in 8 cases of the two classes, the sampler's differing pixels lie where the
+plain loop's own reruns differ: all of them in 225, 241 and 283, 93-100% in 18, 112, 214 and 949,
+and 54%, 95% and 100% in 801's three differing frames. Decoding every frame from the keyframe (no
+``skip_frame`` of non-reference frames) happens to reproduce the plain loop's buffer reuse in some
+(112, 801), but would cost that skip on every file, for pixels that still change with buffer
+lifetimes. ``unstable`` cases depend on buffer lifetimes as well (checked on the MPEG-TS HEVC ones,
+18, 184, 373 and 650): most likely the same unwritten memory, whose fresh contents change from run to run, so which
+of the two classes a case lands in varies between runs (the run before ``unwritten_pixels`` existed
+had 13 ``unstable`` and 13 ``different``; each of those 13 is ``unwritten_pixels`` or ``unstable``
+in this run).
+
+Replay single cases of a run with ``--only 283,801`` (the other cases' mutations are still drawn,
+so each is the same file), and keep their mutated files with ``--save DIR``.
 
 Usage::
 
     python -m benchmarks.fuzz_sampler --cases 1000 --seed 0 [--videos ../shared/data/videos] [--timeout 10]
+        [--only CASE[,CASE...]] [--save DIR] > report.json
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import hashlib
 import json
@@ -200,6 +221,7 @@ def reference_window(path: str, config: SamplerConfig) -> dict:
         "times": [],
         "digests": [],
         "index_timing": False,
+        "indices": [],
     }
     if not times or out["too_large"]:
         return out
@@ -210,17 +232,63 @@ def reference_window(path: str, config: SamplerConfig) -> dict:
             chosen[index] = _digest(frame_to_rgb(frame, frame_rotation(frame)))
         if len(chosen) == len(set(window.indices)):
             break
+    out["indices"] = list(window.indices)
     out["times"] = [round(times[i], 9) for i in window.indices]
     out["digests"] = [chosen.get(i) for i in window.indices]
     out["index_timing"] = window.index_timing
     return out
 
 
+def held_digests(path: str, indices: list[int], held: int) -> list[str | None]:
+    """The digests of frames ``indices`` from the plain loop run once more, except that the loop keeps
+    only the last ``held`` decoded frames alive (0: each frame is released before the next packet is
+    decoded; the plain loop keeps one), which changes which buffers the decoder gets to reuse.
+
+    An undamaged stream gives the same pixels. A damaged frame the decoder left partly unwritten (a
+    truncated or cut-short MJPEG scan, an HEVC slice lost without concealment, and every frame that
+    references it) shows whatever the reused buffer held: the plain loop's pixels then depend on how
+    long its caller keeps each frame, not on the file.
+    """
+    import av
+
+    from transforms.decode.frame_render import frame_rotation, frame_to_rgb
+
+    wanted, chosen, index = set(indices), {}, 0
+    alive: collections.deque = collections.deque(maxlen=held or None)
+    with av.open(path) as container:
+        stream = _first_video_stream(container)
+        packets = container.demux(stream)
+        while len(chosen) < len(wanted):
+            try:
+                packet = next(packets)
+            except (StopIteration, av.error.FFmpegError):
+                break
+            try:
+                frames = stream.codec_context.decode(packet)
+            except av.error.FFmpegError:
+                continue
+            while frames:
+                frame = frames.pop(0)
+                if index in wanted:
+                    chosen[index] = _digest(frame_to_rgb(frame, frame_rotation(frame)))
+                index += 1
+                if held:
+                    alive.append(frame)
+                del frame
+    return [chosen.get(i) for i in indices]
+
+
+HELD_FRAMES = (0, 16)
+"""How many decoded frames :func:`held_digests` keeps alive in its reruns of the plain loop."""
+
+
 def compare_case(path: str, source: str, config_json: str) -> dict:
     """Worker function: the plain loop's window (``reference``) and the sampler's (``sampler``: times
     and digests, or its error kind) for the mutated file ``path``. When the two differ, also whether
-    the plain loop gives the same window again (``reference_stable``) and whether the sampler's window
-    is the plain loop's window of the undamaged ``source`` (``sampler_is_clean``)."""
+    the plain loop gives the same window again (``reference_stable``), whether its pixels change when
+    it keeps decoded frames alive for a shorter or longer time (``reference_unwritten``, see
+    :func:`held_digests`) and whether the sampler's window is the plain loop's window of the
+    undamaged ``source`` (``sampler_is_clean``)."""
     from transforms.decode.pyav_backend import decode_window
 
     config = SamplerConfig.from_dict(json.loads(config_json))
@@ -242,9 +310,21 @@ def compare_case(path: str, source: str, config_json: str) -> dict:
         sampler = {"error": error.kind, "message": error.message[-200:]}
     got = (sampler.get("times"), sampler.get("digests"))
     if (first["times"], first["digests"]) == got:
-        return {"reference": first, "sampler": sampler, "reference_stable": True, "sampler_is_clean": False}
+        return {
+            "reference": first,
+            "sampler": sampler,
+            "reference_stable": True,
+            "reference_unwritten": False,
+            "sampler_is_clean": False,
+        }
     # A decoder that conceals damage differently on every run has no single right answer.
     stable = first == reference()
+    try:
+        unwritten = bool(first["indices"]) and any(
+            held_digests(path, first["indices"], held) != first["digests"] for held in HELD_FRAMES
+        )
+    except Exception:  # noqa: BLE001 - the plain loop read this file once; a failure here proves nothing
+        unwritten = False
     try:
         clean = reference_window(source, config)
     except Exception:  # noqa: BLE001 - a source the plain loop cannot read gives no clean window
@@ -253,6 +333,7 @@ def compare_case(path: str, source: str, config_json: str) -> dict:
         "reference": first,
         "sampler": sampler,
         "reference_stable": stable,
+        "reference_unwritten": unwritten,
         "sampler_is_clean": (clean["times"], clean["digests"]) == got,
     }
 
@@ -305,9 +386,9 @@ class Comparer:
 @dataclass
 class FuzzReport:
     """Outcome counts of a fuzz run. ``escaped``, ``hangs``, ``unexpected`` (``internal_error``: a
-    sampler bug), ``missed`` and ``different`` must stay empty; ``unstable``, ``timing_elsewhere`` and
-    ``damage_before_window`` are the differences explained in the module docstring; ``timeouts`` lists the cases the time
-    limit stopped, for a look at what made them slow. ``plain_sampled`` counts the cases a plain decode
+    sampler bug), ``missed`` and ``different`` must stay empty; ``unstable``, ``timing_elsewhere``,
+    ``damage_before_window`` and ``unwritten_pixels`` are the differences explained in the module
+    docstring; ``timeouts`` lists the cases the time limit stopped, for a look at what made them slow. ``plain_sampled`` counts the cases a plain decode
     loop sampled (``compared`` of them were checked against the sampler's frames)."""
 
     cases: int = 0
@@ -325,6 +406,7 @@ class FuzzReport:
     unstable: list[dict] = field(default_factory=list)
     timing_elsewhere: list[dict] = field(default_factory=list)
     damage_before_window: list[dict] = field(default_factory=list)
+    unwritten_pixels: list[dict] = field(default_factory=list)
     workers_started: int = 0
     max_case_s: float = 0.0
     total_s: float = 0.0
@@ -350,6 +432,7 @@ class FuzzReport:
             "unstable": self.unstable,
             "timing_elsewhere": self.timing_elsewhere,
             "damage_before_window": self.damage_before_window,
+            "unwritten_pixels": self.unwritten_pixels,
             "workers_started": self.workers_started,
             "max_case_s": round(self.max_case_s, 3),
             "total_s": round(self.total_s, 1),
@@ -397,6 +480,8 @@ def _compare(
         report.timing_elsewhere.append(difference)
     elif answer["sampler_is_clean"]:
         report.damage_before_window.append(difference)
+    elif answer["reference_unwritten"]:
+        report.unwritten_pixels.append(difference)
     else:
         report.different.append(difference)
 
@@ -409,9 +494,15 @@ def run_fuzz(
     work_dir: Path,
     compare: bool = False,
     compare_memory_mb: int = 4096,
+    only: set[int] | None = None,
+    save_dir: Path | None = None,
 ) -> FuzzReport:
     """Sample ``cases`` mutated copies of ``sources`` in an isolated worker and count the outcomes;
-    with ``compare``, also check each against a plain decode loop (see the module docstring)."""
+    with ``compare``, also check each against a plain decode loop (see the module docstring).
+
+    ``only``: replay just these case numbers (the mutations of the others are still drawn, so each
+    case is the same file as in the full run); ``save_dir``: keep each sampled case's mutated file
+    there as ``case<N><suffix>``."""
     rng = random.Random(seed)
     contents = [path.read_bytes() for path in sources]
     report = FuzzReport()
@@ -420,10 +511,12 @@ def run_fuzz(
     )
     started = time.monotonic()
     with IsolatedSampler(config) as sampler:
-        for case in range(cases):
+        for case in range(cases if only is None else min(cases, max(only, default=-1) + 1)):
             index = rng.randrange(len(sources))
             name, data, description = mutate(contents[index], contents[rng.randrange(len(sources))], rng)
-            target = work_dir / f"case{sources[index].suffix}"
+            if only is not None and case not in only:
+                continue
+            target = (save_dir or work_dir) / f"case{case if save_dir else ''}{sources[index].suffix}"
             target.write_bytes(data)
             about = {"case": case, "source": sources[index].name, "mutation": description}
             case_started = time.monotonic()
@@ -468,7 +561,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--no-compare", action="store_true", help="skip the comparison with a plain PyAV decode loop"
     )
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="replay only these case numbers of the run (comma-separated, e.g. 12,507)",
+    )
+    parser.add_argument("--save", type=Path, default=None, help="keep each sampled case's mutated file here")
     args = parser.parse_args(argv)
+    only = {int(c) for c in args.only.split(",")} if args.only else None
+    if args.save is not None:
+        args.save.mkdir(parents=True, exist_ok=True)
     config = SamplerConfig(size=(64, 64), timeout_s=args.timeout, max_memory_mb=args.max_memory_mb)
     with tempfile.TemporaryDirectory(prefix="fuzz-sampler-") as work:
         report = run_fuzz(
@@ -478,6 +580,8 @@ def main(argv: list[str]) -> int:
             config,
             Path(work),
             compare=not args.no_compare,
+            only=only,
+            save_dir=args.save,
         )
     print(json.dumps(report.to_dict(), indent=2))
     return 1 if report.failed else 0
