@@ -70,3 +70,23 @@ def keep_memory_flat() -> dict[str, int]:
         if libc.mallopt(parameter, value) == 1:
             applied[name] = value
     return applied
+
+
+# What a local SDK worker buffers before sending its output to the runner, and its send queue's cap.
+WORKER_FLUSH_BYTES = 4 << 20
+WORKER_SEND_QUEUE_BYTES = 16 << 20
+
+
+def bound_worker_buffers() -> None:
+    """In a local SDK worker: send output in messages of about ``WORKER_FLUSH_BYTES`` and queue at
+    most ``WORKER_SEND_QUEUE_BYTES`` of them (Beam's defaults: 10 MB messages, two 100 MB queues)."""
+    import inspect
+
+    from apache_beam.runners.worker import data_plane
+
+    data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = WORKER_SEND_QUEUE_BYTES
+    init = data_plane.SizeBasedBufferingClosableOutputStream.__init__
+    names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not p.empty]
+    defaults = list(init.__defaults__)
+    defaults[names.index("size_flush_threshold")] = WORKER_FLUSH_BYTES
+    init.__defaults__ = tuple(defaults)

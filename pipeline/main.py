@@ -18,7 +18,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from pipeline import versions
+from pipeline import runner_buffers, versions
 from pipeline.gates import GATE_EXIT, GateTripped, gate_problems
 from pipeline.graph import build_pipeline
 from pipeline.local_runner import avoid_data_plane_race, keep_memory_flat
@@ -104,6 +104,7 @@ def start_job(
         )
     avoid_data_plane_race()
     keep_memory_flat()
+    runner_buffers.install()
     pipeline = beam.Pipeline(options=options)
     build_pipeline(
         pipeline,

@@ -12,7 +12,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.decode.types import SamplerConfig
-from transforms.failures import failure, write_failure_part
+from transforms.failures import as_line, failure, write_failure_part
 from transforms.fingerprint import (
     FingerprintVideos,
     PreviousItem,
@@ -207,7 +207,7 @@ def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
         ),
         failure("item", "filter", "too_few_interactions", "1 interaction", item_id="e"),
     ]
-    failures_info = write_failure_part(version, 0, records)
+    failures_info = write_failure_part(version, 0, [as_line(r) for r in records])
     (tmp_path / "v1" / "manifest.json").write_text(
         json.dumps({"format_version": 2, "tables": tables, "failures": [failures_info["path"]]})
     )

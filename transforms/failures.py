@@ -43,20 +43,32 @@ def counter_name(kind: str, reason: str) -> str:
     return f"{kind}s_dropped.{reason}" if kind != "item" else f"items_failed.{reason}"
 
 
-def count_by_reason(records: Iterable[dict], kind: str) -> dict[str, int]:
-    """``{reason: n}`` for the records of one kind, keys sorted."""
-    counts = Counter(r["reason"] for r in records if r["kind"] == kind)
-    return dict(sorted(counts.items()))
-
-
 def sort_key(record: dict) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=False)
 
 
-def encode_jsonl(records: Iterable[dict]) -> bytes:
-    """Records as sorted JSON lines (UTF-8), so the file does not depend on processing order."""
-    lines = sorted(sort_key(r) for r in records)
-    return "".join(line + "\n" for line in lines).encode("utf-8")
+def as_line(record: dict) -> tuple[str, str, str]:
+    """``(kind, reason, JSON line)`` of a record: what a failures part needs of it, in compact form.
+
+    The part's writer holds every entry of its part at once; as strings they take about a quarter
+    of the memory the dicts do (about 350 bytes a record instead of 1.3 KB).
+    """
+    return record["kind"], record["reason"], sort_key(record)
+
+
+def encode_part(entries: Iterable[tuple[str, str, str]]) -> tuple[bytes, dict[str, dict[str, int]], int]:
+    """``(JSON lines sorted, UTF-8; {kind: {reason: n}} with keys sorted; record count)`` of a part.
+
+    The lines are sorted so the file does not depend on processing order.
+    """
+    counts: dict[str, Counter] = {kind: Counter() for kind in KINDS}
+    lines = []
+    for kind, reason, line in entries:
+        counts[kind][reason] += 1
+        lines.append(line)
+    lines.sort()
+    by_kind = {kind: dict(sorted(counter.items())) for kind, counter in counts.items()}
+    return "".join(line + "\n" for line in lines).encode("utf-8"), by_kind, len(lines)
 
 
 class _CountFailure(beam.DoFn):
@@ -85,24 +97,30 @@ def failure_part_count(records: int) -> int:
     return max(1, -(-records // FAILURES_PER_PART))
 
 
-def write_failure_part(output_dir: str, bucket: int, records: Iterable[dict]) -> dict:
-    """Write one failures part; return ``{"path", "records", "bytes", "sha256", "counts"}``.
+def write_failure_part(output_dir: str, bucket: int, entries: Iterable[tuple[str, str, str]]) -> dict:
+    """Write one failures part from ``as_line`` entries; return ``{"path", "records", "bytes", "sha256",
+    "counts"}``.
 
     ``counts`` is ``{kind: {reason: n}}`` of the part's records, so the manifest can add parts up.
     """
-    records = list(records)
-    data = encode_jsonl(records)
+    data, counts, records = encode_part(entries)
     path = FAILURE_PART_PATTERN.format(bucket)
     sha = storage.write_bytes(storage.join(output_dir, path), data)
-    counts = {kind: count_by_reason(records, kind) for kind in KINDS}
-    return {"path": path, "records": len(records), "bytes": len(data), "sha256": sha, "counts": counts}
+    return {"path": path, "records": records, "bytes": len(data), "sha256": sha, "counts": counts}
+
+
+def _keyed_by_part(record: dict, parts: int) -> tuple[int, tuple[str, str, str]]:
+    entry = as_line(record)
+    return bucket_of(entry[2], parts), entry
 
 
 class WriteFailures(beam.PTransform):
     """PCollection[failure dict] -> one summary dict per failures part written (see ``write_failure_part``).
 
     Records are spread over ``ceil(n / FAILURES_PER_PART)`` parts by a hash of their content and
-    sorted inside each part, so the files depend only on the records. Memory: one part per worker.
+    sorted inside each part, so the files depend only on the records. They cross the shuffle as
+    ``as_line`` entries. Memory: one part's lines per worker (at most ``FAILURES_PER_PART``, about
+    35 MB).
     """
 
     def __init__(self, output_dir: str):
@@ -118,10 +136,10 @@ class WriteFailures(beam.PTransform):
         )
         return (
             failures
-            | "KeyByPart" >> beam.Map(lambda record, n: (bucket_of(sort_key(record), n), record), parts)
+            | "KeyByPart" >> beam.Map(_keyed_by_part, parts)
             | "GroupByPart" >> beam.GroupByKey()
             | "WritePart"
-            >> beam.MapTuple(lambda bucket, records: write_failure_part(output_dir, bucket, records))
+            >> beam.MapTuple(lambda bucket, entries: write_failure_part(output_dir, bucket, entries))
         )
 
 

@@ -1,0 +1,250 @@
+"""Disk-backed buffers for Beam's local runner, so its process does not hold every row in memory.
+
+The FnApiRunner behind the DirectRunner keeps each PCollection that crosses a fused-stage boundary
+(``execution.ListBuffer``) and each shuffle (``execution.GroupingBuffer``) in its own process until
+the last consumer has run, and sends a worker its whole part of a stage's input as one gRPC
+message. A local ingest must pass O(rows) through such buffers (interactions grouped by user), so
+with Beam's classes the runner's memory grows with the input: about 190-240 MB per million rows
+(docs/SCALE.md).
+
+:func:`install` swaps in two subclasses:
+
+- :class:`SpillingListBuffer` appends each chunk a worker sends back (up to a few MB) to an
+  unlinked temporary file and keeps only its offset and length;
+- :class:`SpillingGroupingBuffer` keeps a shuffle's values encoded in such a file, per key a list
+  of runs, and encodes each worker's part of the grouped output in chunks of about
+  ``CHUNK_BYTES``, spilled as they are made;
+
+and makes the runner send stage inputs in messages of about ``CHUNK_BYTES``. What stays in memory
+is one key's values at a time, one chunk in flight per worker, and small per-chunk records.
+Elements, their order and their assignment to workers are Beam's own, so outputs do not change.
+Dataflow does not run this code.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+
+# Chunks at least this large go to disk; smaller ones (side inputs, counts) stay in memory.
+SPILL_MIN_BYTES = 64 << 10
+# Largest piece of a stage's input the runner encodes, keeps or sends at once.
+CHUNK_BYTES = 4 << 20
+
+
+class SpillFile:
+    """An unlinked temporary file that byte strings are appended to and read back from; thread-safe."""
+
+    def __init__(self, directory: str | None = None):
+        # Open for the buffer's lifetime; closed (and its space freed) when the last reference goes.
+        self._file = tempfile.TemporaryFile(prefix="videorec-runner-", dir=directory)  # noqa: SIM115
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes) -> Spilled:
+        with self._lock:
+            offset = self._size
+            self._size += len(data)
+        view = memoryview(data)
+        written = 0
+        while written < len(view):
+            written += os.pwrite(self._file.fileno(), view[written:], offset + written)
+        return Spilled(self, offset, len(data))
+
+    def read(self, offset: int, length: int) -> bytes:
+        parts = []
+        while length > 0:
+            part = os.pread(self._file.fileno(), length, offset)
+            if not part:
+                raise OSError(f"runner spill file ended {length} bytes early")
+            parts.append(part)
+            offset += len(part)
+            length -= len(part)
+        return b"".join(parts) if len(parts) != 1 else parts[0]
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+
+@dataclass(frozen=True)
+class Spilled:
+    """``length`` bytes at ``offset`` of ``file``; holding one keeps the file open."""
+
+    file: SpillFile
+    offset: int
+    length: int
+
+    def load(self) -> bytes:
+        return self.file.read(self.offset, self.length)
+
+
+def loaded(entry: bytes | Spilled) -> bytes:
+    return entry.load() if isinstance(entry, Spilled) else entry
+
+
+class Chunks(list):
+    """A list of in-memory or spilled chunks that yields bytes when iterated, one chunk at a time."""
+
+    def __iter__(self):
+        for entry in list.__iter__(self):
+            yield loaded(entry)
+
+
+def _classes():
+    from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
+    from apache_beam.runners.portability.fn_api_runner import execution
+    from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+    from apache_beam.utils import windowed_value
+
+    class SpillingListBuffer(execution.ListBuffer):
+        """``ListBuffer`` whose chunks of ``SPILL_MIN_BYTES`` or more live in a ``SpillFile``."""
+
+        def __init__(self, coder_impl):
+            super().__init__(coder_impl)
+            self._spill: SpillFile | None = None
+            self._spill_lock = threading.Lock()
+
+        def append(self, element: bytes) -> None:
+            if len(element) >= SPILL_MIN_BYTES:
+                with self._spill_lock:
+                    if self._spill is None:
+                        self._spill = SpillFile()
+                element = self._spill.put(element)
+            super().append(element)
+
+        def copy(self):
+            new = SpillingListBuffer(self._coder_impl)
+            new._inputs = list(self._inputs)
+            return new
+
+        def partition(self, n: int):
+            if self.cleared:
+                raise RuntimeError("Trying to partition a cleared ListBuffer.")
+            if len(self._inputs) >= n or not self._inputs:
+                return [Chunks(self._inputs[k::n]) for k in range(n)]
+            # Fewer chunks than workers: Beam re-deals the elements; that needs them in memory,
+            # which is at most n - 1 chunks.
+            spilled, self._inputs = self._inputs, [loaded(entry) for entry in self._inputs]
+            try:
+                return super().partition(n)
+            finally:
+                self._inputs = spilled
+
+        def __iter__(self):
+            if self.cleared:
+                raise RuntimeError("Trying to iterate through a cleared ListBuffer.")
+            return iter(Chunks(self._inputs))
+
+        def clear(self) -> None:
+            super().clear()
+            self._spill = None
+
+    class SpillingGroupingBuffer(execution.GroupingBuffer):
+        """``GroupingBuffer`` keeping values encoded in a ``SpillFile`` (global windowing only)."""
+
+        def __init__(self, pre_grouped_coder, post_grouped_coder, windowing):
+            super().__init__(pre_grouped_coder, post_grouped_coder, windowing)
+            self._spills = windowing.is_default()
+            if self._spills:
+                self._value_coder = pre_grouped_coder.value_coder().get_impl()
+                self._file = SpillFile()
+                # key (encoded) -> [(Spilled run of nested-encoded values, number of values)]
+                self._runs: dict[bytes, list[tuple[Spilled, int]]] = collections.defaultdict(list)
+                self._lock = threading.Lock()
+
+        def append(self, elements_data: bytes) -> None:
+            if not self._spills:
+                return super().append(elements_data)
+            if self._grouped_output:
+                raise RuntimeError("Grouping table append after read.")
+            element_coder = self._pre_grouped_coder.get_impl()
+            key_coder = self._key_coder.get_impl()
+            streams: dict[bytes, list] = {}
+            stream = create_InputStream(elements_data)
+            while stream.size() > 0:
+                key, value = element_coder.decode_from_stream(stream, True).value
+                encoded_key = key_coder.encode(key)
+                run = streams.get(encoded_key)
+                if run is None:
+                    run = streams[encoded_key] = [create_OutputStream(), 0]
+                self._value_coder.encode_to_stream(value, run[0], True)
+                run[1] += 1
+            with self._lock:
+                for encoded_key, (values, count) in streams.items():
+                    self._runs[encoded_key].append((self._file.put(values.get()), count))
+
+        def extend(self, input_buffer) -> None:
+            if not self._spills or not isinstance(input_buffer, SpillingGroupingBuffer):
+                return super().extend(input_buffer)
+            for key, runs in input_buffer._runs.items():
+                self._runs[key].extend(runs)
+
+        def _values(self, runs) -> list:
+            values = []
+            for spilled, count in runs:
+                stream = create_InputStream(spilled.load())
+                values.extend(self._value_coder.decode_from_stream(stream, True) for _ in range(count))
+            return values
+
+        def partition(self, n: int):
+            if not self._spills:
+                return super().partition(n)
+            if not self._grouped_output:
+                pane = windowed_value.PaneInfo(
+                    is_first=True,
+                    is_last=True,
+                    timing=windowed_value.PaneInfoTiming.ON_TIME,
+                    index=0,
+                    nonspeculative_index=0,
+                )
+                in_global_window = GlobalWindows.windowed_value(
+                    None, timestamp=GlobalWindow().max_timestamp(), pane_info=pane
+                ).with_value
+                grouped_coder = self._post_grouped_coder.get_impl()
+                key_coder = self._key_coder.get_impl()
+                out = SpillFile()
+                parts = [Chunks() for _ in range(n)]
+                streams = [create_OutputStream() for _ in range(n)]
+                for index, (encoded_key, runs) in enumerate(self._runs.items()):
+                    part = index % n
+                    group = in_global_window((key_coder.decode(encoded_key), self._values(runs)))
+                    grouped_coder.encode_to_stream(group, streams[part], True)
+                    if streams[part].size() >= CHUNK_BYTES:
+                        parts[part].append(out.put(streams[part].get()))
+                        streams[part] = create_OutputStream()
+                for part, stream in enumerate(streams):
+                    if stream.size():
+                        parts[part].append(out.put(stream.get()))
+                self._grouped_output = parts
+                self._runs.clear()
+                self._file = None
+            return self._grouped_output
+
+    return SpillingListBuffer, SpillingGroupingBuffer
+
+
+def install() -> None:
+    """Make this process's FnApiRunner use the spilling buffers and send inputs in chunks; idempotent."""
+    from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+
+    if getattr(execution, "_videorec_spilling", False):
+        return
+    list_buffer, grouping_buffer = _classes()
+    execution.ListBuffer = list_buffer
+    fn_runner.ListBuffer = list_buffer
+    execution.GroupingBuffer = grouping_buffer
+    execution._videorec_spilling = True
+
+    def send_input_to_worker(self, process_bundle_id, read_transform_id, byte_streams) -> None:
+        data_out = self._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
+        for byte_stream in byte_streams or []:
+            data_out.write(byte_stream)
+            if data_out.size() >= CHUNK_BYTES:
+                data_out.flush()
+        data_out.close()
+
+    fn_runner.BundleManager._send_input_to_worker = send_input_to_worker
