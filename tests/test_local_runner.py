@@ -15,7 +15,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 from apache_beam.runners.worker.data_plane import ClosableOutputStream
 
-from pipeline.local_runner import avoid_data_plane_race
+from pipeline.local_runner import WORKER_FLUSH_BYTES, WORKER_SEND_QUEUE_BYTES, avoid_data_plane_race
 
 
 def write_during_a_flush(stream_limit_ms: int) -> bytes:
@@ -77,3 +77,20 @@ def test_local_runs_tune_malloc_here_and_in_the_workers_they_start():
         [("MALLOC_ARENA_MAX", 4), ("MALLOC_MMAP_THRESHOLD_", 262144), ("MALLOC_TRIM_THRESHOLD_", 1048576)]
     )
     assert child == "4 262144"
+
+
+def test_local_workers_send_output_in_small_messages_with_small_queues():
+    """What ``pipeline/worker_site`` applies in every local SDK worker, checked in a fresh interpreter."""
+    script = (
+        "from apache_beam.runners.worker import data_plane\n"
+        "from pipeline.local_runner import bound_worker_buffers\n"
+        "bound_worker_buffers()\n"
+        "sent = []\n"
+        "stream = data_plane.SizeBasedBufferingClosableOutputStream(flush_callback=sent.append)\n"
+        "for _ in range(5):\n"
+        "    stream.write(b'x' * (1 << 20))\n"
+        "    stream.maybe_flush()\n"
+        "print(data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES, [len(m) >> 20 for m in sent])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == f"{WORKER_SEND_QUEUE_BYTES} [{(WORKER_FLUSH_BYTES >> 20) + 1}]"

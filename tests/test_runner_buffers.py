@@ -7,6 +7,7 @@ two-worker pipeline runs through them.
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 
 import apache_beam as beam
@@ -20,6 +21,8 @@ from apache_beam.transforms import core, window
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import runner_buffers
+from pipeline.local_runner import WORKER_FLUSH_BYTES, WORKER_SEND_QUEUE_BYTES
+from pipeline.runs import quiet_local_workers
 
 PRE = coders.WindowedValueCoder(coders.TupleCoder([coders.StrUtf8Coder(), coders.BytesCoder()]))
 POST = coders.WindowedValueCoder(
@@ -145,3 +148,28 @@ def test_local_two_worker_pipeline_through_spilling_buffers(tmp_path):
             | beam.MapTuple(lambda user, values: (user, sum(n for n, _ in values)))
         )
         assert_that(sums, equal_to(expected))
+
+
+def _worker_settings(_):
+    from apache_beam.runners.worker import data_plane
+
+    init = data_plane.SizeBasedBufferingClosableOutputStream.__init__
+    return (
+        os.getpid(),
+        data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES,
+        max(init.__defaults__[:3], key=lambda d: d or 0),
+    )
+
+
+def test_local_workers_started_by_an_ingest_bound_their_output(tmp_path):
+    """``runs.quiet_local_workers`` (every local ingest) puts ``worker_site`` first: workers apply it."""
+    options = PipelineOptions(
+        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    )
+    driver = os.getpid()
+    with quiet_local_workers(), beam.Pipeline(options=options) as pipeline:
+        settings = pipeline | beam.Create(range(4)) | beam.Map(_worker_settings)
+        assert_that(
+            settings | beam.Map(lambda s: (s[0] != driver, s[1], s[2])) | beam.Distinct(),
+            equal_to([(True, WORKER_SEND_QUEUE_BYTES, WORKER_FLUSH_BYTES)]),
+        )
