@@ -73,20 +73,45 @@ def keep_memory_flat() -> dict[str, int]:
 
 
 # What a local SDK worker buffers before sending its output to the runner, and its send queue's cap.
-WORKER_FLUSH_BYTES = 4 << 20
-WORKER_SEND_QUEUE_BYTES = 16 << 20
+WORKER_FLUSH_BYTES = 2 << 20
+WORKER_SEND_QUEUE_BYTES = 8 << 20
 
 
-def bound_worker_buffers() -> None:
-    """In a local SDK worker: send output in messages of about ``WORKER_FLUSH_BYTES`` and queue at
-    most ``WORKER_SEND_QUEUE_BYTES`` of them (Beam's defaults: 10 MB messages, two 100 MB queues)."""
+def bound_worker_memory() -> None:
+    """In a local SDK worker (``pipeline/worker_site``): keep what a finished stage leaves behind small.
+
+    - Output goes to the runner in messages of about ``WORKER_FLUSH_BYTES``, with at most
+      ``WORKER_SEND_QUEUE_BYTES`` queued (Beam's defaults: 10 MB messages, two 100 MB queues).
+    - A bundle's processor is shut down when the bundle is done instead of being cached for the
+      next bundle of its stage. The local runner runs each stage as one bundle per worker, so the
+      cache is never used, while each cached processor keeps its DoFns and its output streams,
+      whose buffers (C memory) have grown to the message size: at 2M rows the largest worker
+      peaked at 384 MB with the cache and 310 MB without (docs/SCALE.md). DoFns get ``teardown``
+      at that point, as Beam allows at any time after a bundle.
+    """
     import inspect
 
-    from apache_beam.runners.worker import data_plane
+    from apache_beam.runners.worker import data_plane, sdk_worker
 
     data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = WORKER_SEND_QUEUE_BYTES
+    data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = WORKER_FLUSH_BYTES
     init = data_plane.SizeBasedBufferingClosableOutputStream.__init__
     names = [p.name for p in inspect.signature(init).parameters.values() if p.default is not p.empty]
     defaults = list(init.__defaults__)
     defaults[names.index("size_flush_threshold")] = WORKER_FLUSH_BYTES
     init.__defaults__ = tuple(defaults)
+
+    release = sdk_worker.BundleProcessorCache.release
+    if getattr(release, "_shuts_down", False):
+        return
+
+    def release_and_shut_down(cache, instruction_id):
+        release(cache, instruction_id)
+        with cache._lock:
+            finished = [p for processors in cache.cached_bundle_processors.values() for p in processors]
+            cache.cached_bundle_processors.clear()
+        for processor in finished:
+            processor.shutdown()
+
+    release_and_shut_down._shuts_down = True
+    sdk_worker.BundleProcessorCache.release = release_and_shut_down

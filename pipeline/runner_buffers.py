@@ -32,7 +32,9 @@ from dataclasses import dataclass
 # Chunks at least this large go to disk; smaller ones (side inputs, counts) stay in memory.
 SPILL_MIN_BYTES = 64 << 10
 # Largest piece of a stage's input the runner encodes, keeps or sends at once.
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 2 << 20
+# Most bytes of stage input the runner queues for sending to a worker (Beam's default: two 100 MB queues).
+SEND_QUEUE_BYTES = 8 << 20
 
 
 class SpillFile:
@@ -94,13 +96,21 @@ class Chunks(list):
             yield loaded(entry)
 
 
+def beam_classes():
+    """Beam's own ``(ListBuffer, GroupingBuffer)``, also after :func:`install`."""
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    return getattr(execution, "_videorec_beam_classes", (execution.ListBuffer, execution.GroupingBuffer))
+
+
 def _classes():
     from apache_beam.coders.coder_impl import create_InputStream, create_OutputStream
-    from apache_beam.runners.portability.fn_api_runner import execution
     from apache_beam.transforms.window import GlobalWindow, GlobalWindows
     from apache_beam.utils import windowed_value
 
-    class SpillingListBuffer(execution.ListBuffer):
+    beam_list_buffer, beam_grouping_buffer = beam_classes()
+
+    class SpillingListBuffer(beam_list_buffer):
         """``ListBuffer`` whose chunks of ``SPILL_MIN_BYTES`` or more live in a ``SpillFile``."""
 
         def __init__(self, coder_impl):
@@ -143,7 +153,7 @@ def _classes():
             super().clear()
             self._spill = None
 
-    class SpillingGroupingBuffer(execution.GroupingBuffer):
+    class SpillingGroupingBuffer(beam_grouping_buffer):
         """``GroupingBuffer`` keeping values encoded in a ``SpillFile`` (global windowing only)."""
 
         def __init__(self, pre_grouped_coder, post_grouped_coder, windowing):
@@ -228,23 +238,62 @@ def _classes():
 
 
 def install() -> None:
-    """Make this process's FnApiRunner use the spilling buffers and send inputs in chunks; idempotent."""
-    from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+    """Make this process's FnApiRunner use the spilling buffers and send inputs in chunks; idempotent.
 
-    if getattr(execution, "_videorec_spilling", False):
+    Beam's runner writes a bundle's whole input to the data channel before it sends the worker the
+    request to process it, so a worker only starts reading once everything sent fits in the queues
+    between them. That holds for Beam's single message per worker, not for chunks: here each input
+    is written from its own thread while the runner goes on to send the request, and the bundle
+    fails if a sender did (after closing its stream, so the worker never waits for the rest).
+    """
+    from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
+    from apache_beam.runners.worker import data_plane
+
+    data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = SEND_QUEUE_BYTES
+    data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = CHUNK_BYTES
+    if getattr(execution, "_videorec_beam_classes", None):
         return
     list_buffer, grouping_buffer = _classes()
+    execution._videorec_beam_classes = (execution.ListBuffer, execution.GroupingBuffer)
     execution.ListBuffer = list_buffer
     fn_runner.ListBuffer = list_buffer
     execution.GroupingBuffer = grouping_buffer
-    execution._videorec_spilling = True
 
-    def send_input_to_worker(self, process_bundle_id, read_transform_id, byte_streams) -> None:
-        data_out = self._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
-        for byte_stream in byte_streams or []:
-            data_out.write(byte_stream)
-            if data_out.size() >= CHUNK_BYTES:
-                data_out.flush()
-        data_out.close()
+    def send_input_to_worker(manager, process_bundle_id, read_transform_id, byte_streams) -> None:
+        data_out = manager._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
+        errors: list[BaseException] = []
+
+        def send():
+            try:
+                for byte_stream in byte_streams or []:
+                    data_out.write(byte_stream)
+                    if data_out.size() >= CHUNK_BYTES:
+                        data_out.flush()
+            except BaseException as error:  # handed to the bundle's thread by process_bundle
+                errors.append(error)
+            finally:
+                data_out.close()
+
+        sender = threading.Thread(target=send, name=f"videorec-send-{read_transform_id}", daemon=True)
+        sender.start()
+        manager.__dict__.setdefault("_videorec_senders", []).append((sender, errors, read_transform_id))
+
+    process_bundle = fn_runner.BundleManager.process_bundle
+
+    def process_bundle_with_senders(manager, *args, **kwargs):
+        manager._videorec_senders = []
+        try:
+            result = process_bundle(manager, *args, **kwargs)
+        except BaseException:
+            for sender, _, _ in manager._videorec_senders:
+                sender.join(timeout=30)  # a sender blocked on a dead worker must not hide the error
+            raise
+        for sender, _, _ in manager._videorec_senders:
+            sender.join()
+        for _, errors, transform_id in manager._videorec_senders:
+            if errors:
+                raise RuntimeError(f"sending the input of {transform_id} to a worker failed") from errors[0]
+        return result
 
     fn_runner.BundleManager._send_input_to_worker = send_input_to_worker
+    fn_runner.BundleManager.process_bundle = process_bundle_with_senders

@@ -83,8 +83,8 @@ def test_local_workers_send_output_in_small_messages_with_small_queues():
     """What ``pipeline/worker_site`` applies in every local SDK worker, checked in a fresh interpreter."""
     script = (
         "from apache_beam.runners.worker import data_plane\n"
-        "from pipeline.local_runner import bound_worker_buffers\n"
-        "bound_worker_buffers()\n"
+        "from pipeline.local_runner import bound_worker_memory\n"
+        "bound_worker_memory()\n"
         "sent = []\n"
         "stream = data_plane.SizeBasedBufferingClosableOutputStream(flush_callback=sent.append)\n"
         "for _ in range(5):\n"

@@ -8,6 +8,8 @@ two-worker pipeline runs through them.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import apache_beam as beam
@@ -70,7 +72,7 @@ def test_grouping_buffer_gives_beams_groups_to_the_same_workers(classes, monkeyp
     monkeypatch.setattr(runner_buffers, "CHUNK_BYTES", 2_000)
     _, spilling = classes
     pairs = shuffle_input()
-    ours, beams = spilling(PRE, POST, GLOBAL), execution.GroupingBuffer(PRE, POST, GLOBAL)
+    ours, beams = spilling(PRE, POST, GLOBAL), runner_buffers.beam_classes()[1](PRE, POST, GLOBAL)
     for chunk in encoded_chunks(pairs, per_chunk=97):
         ours.append(chunk)
         beams.append(chunk)
@@ -99,14 +101,14 @@ def test_grouping_buffer_keeps_values_out_of_memory(classes):
         finally:
             tracemalloc.stop()
 
-    assert held(execution.GroupingBuffer(PRE, POST, GLOBAL)) > data_bytes
+    assert held(runner_buffers.beam_classes()[1](PRE, POST, GLOBAL)) > data_bytes
     assert held(spilling(PRE, POST, GLOBAL)) < data_bytes / 20
 
 
 def test_list_buffer_parts_and_copies_hold_beams_bytes(classes):
     listing, _ = classes
     chunks = [bytes([i]) * (runner_buffers.SPILL_MIN_BYTES + i) for i in range(5)] + [b"small"]
-    ours, beams = listing(None), execution.ListBuffer(None)
+    ours, beams = listing(None), runner_buffers.beam_classes()[0](None)
     for chunk in chunks:
         ours.append(chunk)
         beams.append(chunk)
@@ -125,7 +127,7 @@ def test_list_buffer_with_fewer_chunks_than_workers_deals_elements_as_beam(class
     stream = create_OutputStream()
     for n in range(3_000):
         impl.encode_to_stream(b"%d" % n * 30, stream, True)
-    ours, beams = listing(impl), execution.ListBuffer(impl)
+    ours, beams = listing(impl), runner_buffers.beam_classes()[0](impl)
     ours.append(stream.get())
     beams.append(stream.get())
     assert [list(p) for p in ours.partition(3)] == [list(p) for p in beams.partition(3)]
@@ -173,3 +175,96 @@ def test_local_workers_started_by_an_ingest_bound_their_output(tmp_path):
             settings | beam.Map(lambda s: (s[0] != driver, s[1], s[2])) | beam.Distinct(),
             equal_to([(True, WORKER_SEND_QUEUE_BYTES, WORKER_FLUSH_BYTES)]),
         )
+
+
+class _MarkTornDown(beam.DoFn):
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def process(self, element):
+        yield element % 2, element
+
+    def teardown(self):
+        with open(os.path.join(self.folder, f"torn-down-{os.getpid()}"), "w"):
+            pass
+
+
+def test_local_workers_shut_a_stage_down_when_its_bundle_is_done(tmp_path):
+    """The next stage starts after the first stage's DoFns were torn down (their memory freed)."""
+    options = PipelineOptions(
+        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    )
+    folder = str(tmp_path)
+    with quiet_local_workers(), beam.Pipeline(options=options) as pipeline:
+        seen = (
+            pipeline
+            | beam.Create(range(100))
+            | "First" >> beam.ParDo(_MarkTornDown(folder))
+            | beam.GroupByKey()
+            | "Next" >> beam.Map(lambda kv: any(n.startswith("torn-down-") for n in os.listdir(folder)))
+        )
+        assert_that(seen, equal_to([True, True]))
+
+
+LARGE_STAGE_INPUT = """
+import sys
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.worker import data_plane
+from pipeline import runner_buffers
+
+runner_buffers.install()
+runner_buffers.CHUNK_BYTES = 16 << 10
+data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = 64 << 10
+options = PipelineOptions(
+    ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+)
+with beam.Pipeline(options=options) as pipeline:
+    (
+        pipeline
+        | beam.Create(range(3_000))
+        | beam.Map(lambda n: (n % 50, b"v" * 20_000))
+        | beam.GroupByKey()
+        | beam.MapTuple(lambda key, values: sum(len(v) for v in values))
+        | beam.combiners.Count.Globally()
+        | beam.Map(lambda n: print("groups", n))
+    )
+"""
+
+
+def test_a_stage_input_far_larger_than_the_queues_does_not_deadlock(tmp_path):
+    """Beam sends a bundle's whole input before its process request; chunks of it must not wait for
+    a worker that has not been told to start (60 MB of input, 16 KB chunks, 64 KB queues)."""
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", LARGE_STAGE_INPUT], capture_output=True, text=True, timeout=120, check=True
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pipeline hung: chunked stage input deadlocked against the process request")
+    assert "groups 50" in out.stdout
+
+
+def test_a_failed_send_fails_the_bundle_loudly(monkeypatch):
+    runner_buffers.install()
+    calls = {"n": 0}
+    real_loaded = runner_buffers.loaded
+
+    def failing_loaded(entry):
+        calls["n"] += 1
+        if isinstance(entry, runner_buffers.Spilled):
+            raise OSError("disk gone")
+        return real_loaded(entry)
+
+    monkeypatch.setattr(runner_buffers, "loaded", failing_loaded)
+    options = PipelineOptions(
+        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    )
+    with pytest.raises(Exception, match="sending the input of"), beam.Pipeline(options=options) as pipeline:
+        (
+            pipeline
+            | beam.Create(range(300))
+            | beam.Map(lambda n: (n % 3, b"w" * 100_000))
+            | beam.GroupByKey()
+            | beam.MapTuple(lambda key, values: len(list(values)))
+        )
+    assert calls["n"] > 0

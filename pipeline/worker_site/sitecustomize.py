@@ -8,7 +8,7 @@ In a local Beam SDK worker process (``CONTROL_API_SERVICE_DESCRIPTOR`` set by Be
   handler on the root logger prevents that; the workers' logs still reach the job through Beam's
   logging service, and so appear once, in the driver's log.
 - Its data plane sends output in messages of a few MB and queues little of it
-  (``pipeline.local_runner.bound_worker_buffers``): Beam's defaults let each worker hold up to
+  (``pipeline.local_runner.bound_worker_memory``): Beam's defaults let each worker hold up to
   200 MB of output waiting for the runner.
 - Ctrl-C at a terminal reaches every process of the group; the driver cleans up and stops its
   workers (``pipeline.runs``), so a worker ignores SIGINT instead of printing its own traceback.
@@ -24,6 +24,6 @@ if "CONTROL_API_SERVICE_DESCRIPTOR" in os.environ:
     logging.getLogger().addHandler(logging.NullHandler())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    from pipeline.local_runner import bound_worker_buffers
+    from pipeline.local_runner import bound_worker_memory
 
-    bound_worker_buffers()
+    bound_worker_memory()
