@@ -260,15 +260,26 @@ def install() -> None:
     execution.GroupingBuffer = grouping_buffer
 
     def send_input_to_worker(manager, process_bundle_id, read_transform_id, byte_streams) -> None:
-        data_out = manager._worker_handler.data_conn.output_stream(process_bundle_id, read_transform_id)
+        data_conn = manager._worker_handler.data_conn
+        data_out = data_conn.output_stream(process_bundle_id, read_transform_id)
+
+        def write_all():
+            for byte_stream in byte_streams or []:
+                data_out.write(byte_stream)
+                if data_out.size() >= CHUNK_BYTES:
+                    data_out.flush()
+
+        if not isinstance(data_conn, data_plane._GrpcDataChannel):
+            # An in-process worker (``--direct_running_mode=in_memory``) runs the bundle inside the
+            # request, so its input must be complete before; its channel is an unbounded list.
+            write_all()
+            data_out.close()
+            return
         errors: list[BaseException] = []
 
         def send():
             try:
-                for byte_stream in byte_streams or []:
-                    data_out.write(byte_stream)
-                    if data_out.size() >= CHUNK_BYTES:
-                        data_out.flush()
+                write_all()
             except BaseException as error:  # handed to the bundle's thread by process_bundle
                 errors.append(error)
             finally:

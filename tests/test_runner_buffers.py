@@ -133,12 +133,19 @@ def test_list_buffer_with_fewer_chunks_than_workers_deals_elements_as_beam(class
     assert [list(p) for p in ours.partition(3)] == [list(p) for p in beams.partition(3)]
 
 
-def test_local_two_worker_pipeline_through_spilling_buffers(tmp_path):
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+        ["--direct_running_mode=in_memory"],
+    ],
+)
+def test_local_pipeline_through_spilling_buffers(mode):
+    """Both local modes: worker processes (chunks sent from a thread) and the in-process worker,
+    which runs a bundle inside its request (input written before)."""
     runner_buffers.install()
     assert execution.GroupingBuffer.__name__ == "SpillingGroupingBuffer"
-    options = PipelineOptions(
-        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    )
+    options = PipelineOptions(["--runner=DirectRunner", *mode])
     rows = [(f"u{n % 500}", n) for n in range(60_000)]
     expected = [(f"u{u}", sum(n for n in range(60_000) if n % 500 == u)) for u in range(500)]
     with beam.Pipeline(options=options) as pipeline:
