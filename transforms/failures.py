@@ -23,7 +23,7 @@ from transforms.buckets import bucket_of
 from transforms.format import FAILURE_PART_PATTERN
 
 KINDS = ("row", "item", "user")
-FAILURES_PER_PART = 100_000
+FAILURES_PER_PART = 20_000
 MAX_TEXT_CHARS = 500
 
 
@@ -120,7 +120,7 @@ class WriteFailures(beam.PTransform):
     Records are spread over ``ceil(n / FAILURES_PER_PART)`` parts by a hash of their content and
     sorted inside each part, so the files depend only on the records. They cross the shuffle as
     ``as_line`` entries. Memory: one part's lines per worker (at most ``FAILURES_PER_PART``, about
-    35 MB).
+    7 MB of lines).
     """
 
     def __init__(self, output_dir: str):
