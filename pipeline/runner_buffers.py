@@ -15,7 +15,8 @@ with Beam's classes the runner's memory grows with the input: about 190-240 MB p
   of runs, and encodes each worker's part of the grouped output in chunks of about
   ``CHUNK_BYTES``, spilled as they are made;
 
-and makes the runner send stage inputs in messages of about ``CHUNK_BYTES``. What stays in memory
+and makes the runner send stage inputs in messages of about ``CHUNK_BYTES``, each input from its
+own thread so a worker can start on it (see :func:`install`). What stays in memory
 is one key's values at a time, one chunk in flight per worker, and small per-chunk records.
 Elements, their order and their assignment to workers are Beam's own, so outputs do not change.
 Dataflow does not run this code.
@@ -40,9 +41,9 @@ SEND_QUEUE_BYTES = 8 << 20
 class SpillFile:
     """An unlinked temporary file that byte strings are appended to and read back from; thread-safe."""
 
-    def __init__(self, directory: str | None = None):
-        # Open for the buffer's lifetime; closed (and its space freed) when the last reference goes.
-        self._file = tempfile.TemporaryFile(prefix="videorec-runner-", dir=directory)  # noqa: SIM115
+    def __init__(self):
+        # Open for the buffer's lifetime (under TMPDIR); closed, and its space freed, with the last reference.
+        self._file = tempfile.TemporaryFile(prefix="videorec-runner-")  # noqa: SIM115
         self._size = 0
         self._lock = threading.Lock()
 
@@ -66,10 +67,6 @@ class SpillFile:
             offset += len(part)
             length -= len(part)
         return b"".join(parts) if len(parts) != 1 else parts[0]
-
-    @property
-    def size(self) -> int:
-        return self._size
 
 
 @dataclass(frozen=True)
