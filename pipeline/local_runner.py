@@ -24,6 +24,9 @@ the heap: at 1M rows the runner held 876 MB while Python itself had about 65 MB 
 freed) and a 1 MiB trim threshold bring the largest process to 391 MB on the same run
 (docs/SCALE.md). The settings apply to this process through ``mallopt`` and to the workers it
 starts through the ``MALLOC_*`` environment variables glibc reads; a variable the user set wins.
+Each local SDK worker also bounds its data-plane queues and drops each stage once its bundle is
+done (``bound_worker_memory``, applied by ``pipeline/worker_site``); the runner's own buffers are
+``pipeline/runner_buffers.py``.
 """
 
 from __future__ import annotations
