@@ -53,8 +53,16 @@ class SpillFile:
             self._size += len(data)
         view = memoryview(data)
         written = 0
-        while written < len(view):
-            written += os.pwrite(self._file.fileno(), view[written:], offset + written)
+        try:
+            while written < len(view):
+                written += os.pwrite(self._file.fileno(), view[written:], offset + written)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"the local runner keeps stage data in a temporary file under {tempfile.gettempdir()} "
+                f"and could not write it ({error.strerror}); set TMPDIR to a folder on a disk with room "
+                "(about 35 bytes per interaction)",
+            ) from error
         return Spilled(self, offset, len(data))
 
     def read(self, offset: int, length: int) -> bytes:
@@ -62,7 +70,7 @@ class SpillFile:
         while length > 0:
             part = os.pread(self._file.fileno(), length, offset)
             if not part:
-                raise OSError(f"runner spill file ended {length} bytes early")
+                raise OSError(f"the local runner's temporary file under {tempfile.gettempdir()} ended early")
             parts.append(part)
             offset += len(part)
             length -= len(part)
