@@ -33,8 +33,10 @@ from transforms.sequences import (
     DroppedItemRecords,
     GroupIntoHistories,
     NeededItems,
+    batch_sequences,
     effective_min_length,
     rare_items,
+    users_in_batch,
 )
 from transforms.train_shards import WriteUserShards
 
@@ -183,7 +185,9 @@ def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> W
     checked against it, so no kept item can be mistaken for an excluded one.
     """
     pipeline = encoded.pipeline
-    popularity = sequences | "Popularity" >> CountKeys(lambda s: s.item_ids[:-2])
+    popularity = sequences | "Popularity" >> CountKeys(
+        lambda batch: [item for s in batch_sequences(batch) for item in s.item_ids[:-2]]
+    )
     titles = (
         pipeline
         | "TitlesFile" >> beam.Create([config.titles] if config.titles else [])
@@ -245,7 +249,10 @@ def build_pipeline(
         new_split["new_split"] = singleton(
             sequences.sequences
             | "TestTargetIsNew"
-            >> beam.Map(lambda sequence, new: int(sequence.item_ids[-1] in new), singleton(new_items))
+            >> beam.Map(
+                lambda batch, new: sum(s.item_ids[-1] in new for s in batch_sequences(batch)),
+                singleton(new_items),
+            )
             | "CountNewTargets" >> beam.CombineGlobally(sum)
             | "WithNewItemCount" >> beam.Map(lambda users, new: [len(new), users], singleton(new_items))
         )
@@ -263,7 +270,11 @@ def build_pipeline(
             failure_parts=as_list(failure_parts),
             valid_rows=singleton(rows[VALID] | "CountValidRows" >> beam.CombineGlobally(sum)),
             invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),
-            users_seen=singleton(histories.histories | "CountUsers" >> count()),
+            users_seen=singleton(
+                histories.histories
+                | "UsersPerBatch" >> beam.Map(users_in_batch)
+                | "CountUsers" >> beam.CombineGlobally(sum)
+            ),
             items_seen=singleton(items.seen | "CountItems" >> count()),
             **new_split,
         )

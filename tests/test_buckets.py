@@ -59,6 +59,28 @@ def test_ranks_cover_every_element_once_in_a_worker_independent_order():
         assert_that(ranked, equal_to(list(enumerate(expected_order))))
 
 
+def test_batched_ranks_equal_unbatched_ranks():
+    ids = [str(i) for i in range(300)] + ["x", "y"]
+    buckets = 5
+
+    def batches(chunk):
+        by_bucket = {}
+        for i in chunk:
+            by_bucket.setdefault(bucket_of(i, buckets), []).append(i)
+        return [(b, tuple(v)) for b, v in by_bucket.items()]
+
+    with BeamTestPipeline() as p:
+        chunks = p | beam.Create([ids[k : k + 37] for k in range(0, len(ids), 37)])
+        ranked = (
+            chunks
+            | beam.FlatMap(batches)
+            | RankInBuckets(id_order_key, batched=True)
+            | beam.FlatMap(lambda ranked: [(ranked[1] + k, i) for k, i in enumerate(ranked[2])])
+        )
+        expected_order = sorted(ids, key=lambda i: (bucket_of(i, buckets), id_order_key(i)))
+        assert_that(ranked, equal_to(list(enumerate(expected_order))))
+
+
 def test_excluded_items_and_lookup_answer_by_id():
     combine = CollectExcludedItems()
     accumulators = [

@@ -8,16 +8,28 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.buckets import bucket_of, id_order_key
-from transforms.packed_rows import Interaction, pack_row, pack_user_rows, unpack_user_rows
+from transforms.packed_rows import (
+    Interaction,
+    batch_item_ids,
+    frame_users,
+    pack_row,
+    pack_user_rows,
+    unpack_user_rows,
+)
 from transforms.sequences import (
     BuildUserSequences,
     GroupIntoHistories,
     UserSequence,
+    batch_histories,
+    batch_sequences,
     build_sequence,
     dedupe_history,
     effective_min_length,
     items_of_eligible_user,
+    pack_sequence,
+    sequence_user_id,
     train_window,
+    users_in_batch,
 )
 from transforms.tar_shards import cut_shards, member_size, sample_size
 
@@ -101,6 +113,24 @@ def test_user_rows_blobs_round_trip_and_split_users_by_bucket():
     assert pack_user_rows(by_user, 4) == blobs  # deterministic
 
 
+def test_batches_read_back_without_building_rows():
+    by_user = {
+        "u2": [pack_row(row("x", 1, 1, user="u2"))],
+        "u1": [pack_row(row("é", 2, 2, user="u1")), pack_row(row("y", 3, 3, user="u1"))],
+    }
+    batch = (0, frame_users(by_user))
+    assert list(batch_item_ids(batch[1])) == ["é", "y", "x"]
+    assert [(u, [r.item_id for r in rows]) for u, rows in batch_histories(batch)] == [
+        ("u1", ["é", "y"]),
+        ("u2", ["x"]),
+    ]
+    assert users_in_batch(batch) == 2
+    sequences = [UserSequence("ü", ("a", "b", "c"), (1, 2, 3)), UserSequence("u", ("d",) * 3, (4, 5, 6))]
+    packed = tuple(pack_sequence(s) for s in sequences)
+    assert list(batch_sequences(packed)) == sequences
+    assert [sequence_user_id(p) for p in packed] == ["ü", "u"]
+
+
 def test_beam_histories_and_sequences():
     rows = [row(i, t, t, user=u) for u in ("u1", "u2") for t, i in enumerate("abcde")]
     rows.append(row("a", 0, 99, user="u1"))  # exact duplicate of u1's first row
@@ -113,7 +143,12 @@ def test_beam_histories_and_sequences():
         excluded = p | "Excluded" >> beam.Create([("e", "corrupt")])
         built = grouped.histories | BuildUserSequences(excluded, 4, ["log"])
         assert_that(
-            built.sequences,
+            grouped.histories | beam.FlatMap(lambda batch: [u for u, _ in batch_histories(batch)]),
+            equal_to(["u1", "u2", "u3"]),
+            label="OneHistoryPerUser",
+        )
+        assert_that(
+            built.sequences | beam.FlatMap(batch_sequences),
             equal_to([UserSequence(u, tuple("abcd"), (0, 1, 2, 3)) for u in ("u1", "u2")]),
             label="Sequences",
         )

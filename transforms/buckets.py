@@ -92,32 +92,44 @@ class RankInBuckets(beam.PTransform):
     Elements travel packed (``decode`` turns one back into an element: a runner may hold a whole
     shuffle in memory, and bytes cost far less there than objects). They are decoded and sorted
     within their bucket by ``order_key``; the k-th element of bucket ``b`` has dense position
-    ``first + k``. Memory: one bucket per worker.
+    ``first + k``. With ``batched``, each value is a tuple of packed elements of that bucket (one
+    per upstream batch), so the shuffle moves few values. Memory: one bucket per worker.
     """
 
-    def __init__(self, order_key, decode=None):
+    def __init__(self, order_key, decode=None, batched: bool = False):
         super().__init__()
         self.order_key = order_key
         self.decode = decode or (lambda element: element)
+        self.batched = batched
 
     def expand(self, keyed):
         order_key, decode = self.order_key, self.decode
+        if self.batched:
+
+            def packed_elements(values):
+                return (element for batch in values for element in batch)
+        else:
+
+            def packed_elements(values):
+                return values
+
         grouped = keyed | "GroupByBucket" >> beam.GroupByKey()
         first = grouped | "BucketSizes" >> beam.MapTuple(
-            lambda bucket, elements: (bucket, len(list(elements)))
+            lambda bucket, values: (bucket, sum(1 for _ in packed_elements(values)))
         )
         return grouped | "Rank" >> beam.Map(
             lambda grouped_bucket, starts: (
                 grouped_bucket[0],
                 starts[grouped_bucket[0]],
-                sorted(map(decode, grouped_bucket[1]), key=order_key),
+                sorted(map(decode, packed_elements(grouped_bucket[1])), key=order_key),
             ),
             beam.pvalue.AsSingleton(first | "FirstPositions" >> PrefixSums()),
         )
 
 
 class CountBuckets(beam.PTransform):
-    """PCollection[sample bytes] (one per element) -> singleton PCollection[bucket count] (:func:`bucket_count`)."""
+    """PCollection[(elements, sample bytes)] (per element or per batch) -> singleton PCollection[bucket
+    count] (:func:`bucket_count` of the totals)."""
 
     def __init__(self, max_samples: int, max_bytes: int):
         super().__init__()
@@ -127,7 +139,6 @@ class CountBuckets(beam.PTransform):
         limits = (self.max_samples, self.max_bytes)
         return (
             sizes
-            | "One" >> beam.Map(lambda size: (1, size))
             | "Totals" >> beam.CombineGlobally(sum_count_and_bytes)
             | "Buckets" >> beam.Map(lambda totals: bucket_count(*totals, *limits))
         )

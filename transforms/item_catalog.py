@@ -106,7 +106,7 @@ class ItemCatalog(beam.PTransform):
         )
         buckets = beam.pvalue.AsSingleton(
             rows
-            | "ItemSizes" >> beam.Map(lambda row: sample_size(item_sample_members(row)))
+            | "ItemSizes" >> beam.Map(lambda row: (1, sample_size(item_sample_members(row))))
             | "ItemBuckets" >> CountBuckets(self.max_samples, self.max_bytes)
         )
         cut = (

@@ -4,7 +4,8 @@ Choice (``--new-items FRACTION`` or ``--new-items-after TIMESTAMP``), over every
 deduplicated histories (before any item filter):
 
 - each item's *first-interaction time* is the smallest timestamp of any of its interactions,
-  found with a per-item combine (one ``(item, time)`` per user and item goes through the shuffle);
+  found with a per-item combine (one ``(item, time)`` per history batch and item goes through the
+  shuffle);
 - ``--new-items-after T``: the items whose first interaction is later than ``T`` (epoch ms);
 - ``--new-items F``: the ``round_half_up(F * items seen)`` items that come last in the order of
   ``(first-interaction time, stable_hash(item ID))``: among items first seen at the same
@@ -21,14 +22,14 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import apache_beam as beam
 import numpy as np
 
 from transforms.buckets import stable_hash
 from transforms.item_lookup import ExcludedItems, HashCollisionError
-from transforms.packed_rows import Interaction, unpack_rows
+from transforms.packed_rows import Interaction, unpack_rows, unpack_user_rows
 
 NEW_ITEM = "new_item"
 """The reason of every member of the new-item set."""
@@ -57,16 +58,18 @@ def hold_out_new_items(
     return [*kept, rows[-1]], held
 
 
-def _first_times(history_rows) -> list[tuple[str, int]]:
+def first_times(rows: Iterable[Interaction]) -> list[tuple[str, int]]:
+    """``(item_id, earliest timestamp)`` of each item among ``rows``."""
     first: dict[str, int] = {}
-    for row in history_rows:
+    for row in rows:
         if row.item_id not in first or row.timestamp < first[row.item_id]:
             first[row.item_id] = row.timestamp
     return list(first.items())
 
 
 class ChooseNewItems(beam.PTransform):
-    """(user_id, packed history) -> singleton PCollection[ExcludedItems] of the new items (reason ``new_item``).
+    """History batches ``(bucket, blob)`` (:class:`transforms.sequences.GroupIntoHistories`) -> singleton
+    PCollection[ExcludedItems] of the new items (reason ``new_item``).
 
     Exactly one of ``fraction`` (in (0, 1]) and ``after`` (epoch ms) is set.
     """
@@ -80,7 +83,14 @@ class ChooseNewItems(beam.PTransform):
     def expand(self, histories):
         return (
             histories
-            | "FirstTimePerUser" >> beam.FlatMap(lambda history: _first_times(unpack_rows(*history)))
+            | "FirstTimePerBatch"
+            >> beam.FlatMap(
+                lambda batch: first_times(
+                    row
+                    for user_id, packed in unpack_user_rows(batch[1])
+                    for row in unpack_rows(user_id, packed)
+                )
+            )
             | "FirstTimePerItem" >> beam.CombinePerKey(min)
             | "ChooseNew" >> beam.CombineGlobally(CollectNewItems(self.fraction, self.after))
         )

@@ -54,11 +54,34 @@ def pack_user_rows(by_user: dict[str, list[bytes]], buckets: int) -> dict[int, b
     """
     blobs: dict[int, list[bytes]] = {}
     for user_id in sorted(by_user):
-        user = user_id.encode("utf-8")
-        rows = b"".join(by_user[user_id])
-        parts = blobs.setdefault(bucket_of(user_id, buckets), [])
-        parts += [_USER_FRAME.pack(len(user), len(rows)), user, rows]
+        blobs.setdefault(bucket_of(user_id, buckets), []).extend(_framed(user_id, by_user[user_id]))
     return {bucket: b"".join(parts) for bucket, parts in sorted(blobs.items())}
+
+
+def frame_users(by_user: dict[str, list[bytes]]) -> bytes:
+    """One blob of every user's packed rows, framed by user ID in user-ID order (no bucketing)."""
+    return b"".join(part for user_id in sorted(by_user) for part in _framed(user_id, by_user[user_id]))
+
+
+def _framed(user_id: str, packed_rows: list[bytes]) -> list[bytes]:
+    user = user_id.encode("utf-8")
+    rows = b"".join(packed_rows)
+    return [_USER_FRAME.pack(len(user), len(rows)), user, rows]
+
+
+def batch_item_ids(blob: bytes) -> Iterator[str]:
+    """The item ID of every row in a :func:`pack_user_rows` blob, without building rows."""
+    position, end = 0, len(blob)
+    frame, row, row_size = _USER_FRAME.unpack_from, _ROW.unpack_from, _ROW.size
+    while position < end:
+        user_length, rows_length = frame(blob, position)
+        position += _USER_FRAME.size + user_length
+        rows_end = position + rows_length
+        while position < rows_end:
+            length = row(blob, position)[4]
+            position += row_size
+            yield blob[position : position + length].decode("utf-8")
+            position += length
 
 
 def unpack_user_rows(blob: bytes) -> Iterator[tuple[str, bytes]]:

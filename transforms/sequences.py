@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -22,7 +22,14 @@ from transforms.bundle_counts import CountKeys
 from transforms.failures import failure
 from transforms.item_lookup import ExcludedItems, excluded_items_of
 from transforms.new_items import HELD_OUT, hold_out_new_items
-from transforms.packed_rows import Interaction, pack_row, unpack_rows, unpack_user_rows
+from transforms.packed_rows import (
+    Interaction,
+    batch_item_ids,
+    frame_users,
+    pack_row,
+    unpack_rows,
+    unpack_user_rows,
+)
 
 FAILED = "failed"
 MIN_SEQUENCE_LENGTH = 3  # one training item, one validation item, one test item
@@ -66,6 +73,12 @@ def unpack_sequence(packed: bytes) -> UserSequence:
         items.append(packed[position : position + length].decode("utf-8"))
         position += length
     return UserSequence(user, tuple(items), tuple(times))
+
+
+def sequence_user_id(packed: bytes) -> str:
+    """The user ID of a :func:`pack_sequence` record, without unpacking the rest."""
+    user_length = _SEQUENCE_HEADER.unpack_from(packed)[0]
+    return packed[_SEQUENCE_HEADER.size : _SEQUENCE_HEADER.size + user_length].decode("utf-8")
 
 
 _SEQUENCE_HEADER = struct.Struct("<II")
@@ -177,9 +190,19 @@ def train_window(sequence: UserSequence, max_seq_len: int) -> tuple[tuple[str, .
     return sequence.item_ids[start:end], sequence.timestamps[start:end]
 
 
-def history_rows(history: tuple[str, bytes]) -> list[Interaction]:
-    """The time-ordered, deduplicated rows of a ``(user_id, packed rows)`` history."""
-    return unpack_rows(*history)
+def batch_histories(batch: tuple[int, bytes]) -> Iterator[tuple[str, list[Interaction]]]:
+    """``(user_id, time-ordered deduplicated rows)`` of each user of a :class:`GroupIntoHistories` batch."""
+    for user_id, packed in unpack_user_rows(batch[1]):
+        yield user_id, unpack_rows(user_id, packed)
+
+
+def users_in_batch(batch: tuple[int, bytes]) -> int:
+    return sum(1 for _ in unpack_user_rows(batch[1]))
+
+
+def batch_sequences(batch: Sequence[bytes]) -> Iterator[UserSequence]:
+    """The sequences of a :class:`BuildUserSequences` batch (a tuple of :func:`pack_sequence` bytes)."""
+    return map(unpack_sequence, batch)
 
 
 class _BucketHistories(beam.DoFn):
@@ -192,6 +215,7 @@ class _BucketHistories(beam.DoFn):
         for blob in bucket[1]:
             for user_id, packed in unpack_user_rows(blob):
                 by_user.setdefault(user_id, []).append(packed)
+        histories: dict[str, list[bytes]] = {}
         for user_id in sorted(by_user):
             unique, duplicates = dedupe_history(unpack_rows(user_id, b"".join(by_user.pop(user_id))))
             self.users_seen.inc()
@@ -206,18 +230,22 @@ class _BucketHistories(beam.DoFn):
                         **row_ids(row, self.source_files),
                     ),
                 )
-            yield user_id, b"".join(pack_row(row) for row in unique)
+            histories[user_id] = [pack_row(row) for row in unique]
+        if histories:
+            yield bucket[0], frame_users(histories)
 
 
 class GroupIntoHistories(beam.PTransform):
-    """(user bucket, blob of users' packed rows) -> (user_id, packed rows: time-ordered, deduplicated)
-    + ``failed``.
+    """(user bucket, blob of users' packed rows) -> history batches ``(user bucket, blob)`` + ``failed``.
 
     The input is :class:`transforms.read_interactions.ParseSplit`'s: one blob per split and user bucket
     (:func:`transforms.packed_rows.pack_user_rows`). Grouping by bucket, not by user, keeps the
     shuffle to a few large values, so a runner that holds grouped values in memory (the local
     runner does) holds about the packed rows' bytes. A worker regroups one bucket (a few MB) by
-    user. Use :func:`history_rows` to read a history.
+    user and emits it as ONE batch element in the same framing: every user of the bucket, in
+    user-ID order, with rows time-ordered and deduplicated. Every later per-user step works a batch
+    at a time, so Beam's per-element cost is paid per bucket, not per user. Read a batch with
+    :func:`batch_histories`.
     """
 
     def __init__(self, source_files: Sequence[str]):
@@ -233,28 +261,33 @@ class GroupIntoHistories(beam.PTransform):
         )
 
 
-class _BuildSequence(beam.DoFn):
+class _BuildSequences(beam.DoFn):
     def __init__(self, min_length: int, source_files: Sequence[str]):
         self.min_length = min_length
         self.source_files = list(source_files)
         self.users_kept = Metrics.counter("videorec", "users_kept")
         self.rows_used = Metrics.counter("videorec", "rows_used")
 
-    def process(self, history: tuple[str, bytes], excluded_items: Mapping[str, str], new_items=None):
-        user_id = history[0]
-        sequence, failures = build_sequence(
-            user_id, history_rows(history), excluded_items, self.min_length, self.source_files, new_items
-        )
-        for record in failures:
-            yield beam.pvalue.TaggedOutput(FAILED, record)
-        if sequence is not None:
-            self.users_kept.inc()
-            self.rows_used.inc(len(sequence.item_ids))
-            yield sequence
+    def process(self, batch: tuple[int, bytes], excluded_items: Mapping[str, str], new_items=None):
+        kept = []
+        for user_id, rows in batch_histories(batch):
+            sequence, failures = build_sequence(
+                user_id, rows, excluded_items, self.min_length, self.source_files, new_items
+            )
+            for record in failures:
+                yield beam.pvalue.TaggedOutput(FAILED, record)
+            if sequence is not None:
+                self.users_kept.inc()
+                self.rows_used.inc(len(sequence.item_ids))
+                kept.append(pack_sequence(sequence))
+        if kept:
+            yield tuple(kept)
 
 
 class BuildUserSequences(beam.PTransform):
-    """(user_id, packed history) -> UserSequence (main) + failure dicts (``failed``) for dropped rows and users.
+    """History batches -> sequence batches (main: tuples of :func:`pack_sequence` bytes, one per history
+    batch with a kept user; read with :func:`batch_sequences`) + failure dicts (``failed``) for dropped
+    rows and users.
 
     ``excluded_items`` is a PCollection ``(item_id, reason)`` of items removed before splitting
     (too few interactions, video failed...); workers see it as one compact ``ExcludedItems``.
@@ -273,12 +306,12 @@ class BuildUserSequences(beam.PTransform):
         excluded = beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items))
         extra = [] if self.new_items is None else [beam.pvalue.AsSingleton(self.new_items)]
         return histories | "FilterAndSplit" >> beam.ParDo(
-            _BuildSequence(self.min_length, self.source_files), excluded, *extra
+            _BuildSequences(self.min_length, self.source_files), excluded, *extra
         ).with_outputs(FAILED, main="sequences")
 
 
 class NeededItems(beam.PTransform):
-    """(user_id, history) -> distinct item_id of users who pass the length filter before decoding.
+    """History batches -> distinct item_id of users who pass the length filter before decoding.
 
     With ``new_items`` (singleton PCollection of the new-item set), the length filter counts the
     rows left after the new-item hold-out, as :class:`BuildUserSequences` does.
@@ -297,9 +330,11 @@ class NeededItems(beam.PTransform):
             histories
             | "ItemsOfEligibleUsers"
             >> CountKeys(
-                lambda history, excluded, *new: items_of_eligible_user(
-                    history_rows(history), excluded, min_length, *new
-                ),
+                lambda batch, excluded, *new: [
+                    item
+                    for _, rows in batch_histories(batch)
+                    for item in items_of_eligible_user(rows, excluded, min_length, *new)
+                ],
                 beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items)),
                 *extra,
             )
@@ -312,12 +347,10 @@ UNUSED_ITEM = "no_eligible_users"
 
 
 class CountItemInteractions(beam.PTransform):
-    """(user_id, history) -> (item_id, number of deduplicated interactions)."""
+    """History batches -> (item_id, number of deduplicated interactions)."""
 
     def expand(self, histories):
-        return histories | "CountPerItem" >> CountKeys(
-            lambda history: [row.item_id for row in history_rows(history)]
-        )
+        return histories | "CountPerItem" >> CountKeys(lambda batch: batch_item_ids(batch[1]))
 
 
 def rare_items(item_count: tuple[str, int], min_item_interactions: int):

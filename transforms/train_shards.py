@@ -38,7 +38,13 @@ from transforms.format import (
     train_frame_member,
 )
 from transforms.item_lookup import ItemLookup
-from transforms.sequences import UserSequence, pack_sequence, train_window, unpack_sequence
+from transforms.sequences import (
+    UserSequence,
+    batch_sequences,
+    sequence_user_id,
+    train_window,
+    unpack_sequence,
+)
 from transforms.tables import sequences_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, read_members, sample_size
 
@@ -151,7 +157,8 @@ class _WriteUserBucket(beam.DoFn):
 
 
 class WriteUserShards(beam.PTransform):
-    """PCollection[UserSequence] -> {"shards": train ShardInfo dicts, "tables": sequences part infos}.
+    """Sequence batches (:class:`transforms.sequences.BuildUserSequences`) -> {"shards": train ShardInfo
+    dicts, "tables": sequences part infos}.
 
     ``items`` is the singleton PCollection of the ``ItemLookup``: each item's index and frames.
     """
@@ -166,13 +173,14 @@ class WriteUserShards(beam.PTransform):
         max_seq_len = self.max_seq_len
         buckets = beam.pvalue.AsSingleton(
             sequences
-            | "EstimateSize" >> beam.Map(lambda s, lookup: _estimated_size(s, lookup, max_seq_len), items)
+            | "EstimateSize"
+            >> beam.Map(lambda batch, lookup: _estimated_size(batch, lookup, max_seq_len), items)
             | "UserBuckets" >> CountBuckets(self.max_samples, self.max_bytes)
         )
         cut = (
             sequences
-            | "KeyByBucket" >> beam.Map(lambda s, b: (bucket_of(s.user_id, b), pack_sequence(s)), buckets)
-            | "RankUsers" >> RankInBuckets(lambda s: id_order_key(s.user_id), unpack_sequence)
+            | "KeyByBucket" >> beam.FlatMap(split_by_user_bucket, buckets)
+            | "RankUsers" >> RankInBuckets(lambda s: id_order_key(s.user_id), unpack_sequence, batched=True)
             | "CutTrainShards"
             >> beam.Map(
                 lambda ranked, lookup, *limits: cut_user_bucket(*ranked, lookup, *limits),
@@ -189,7 +197,18 @@ class WriteUserShards(beam.PTransform):
         return {"shards": written.shards, "tables": written.tables}
 
 
-def _estimated_size(sequence: UserSequence, items: ItemLookup, max_seq_len: int) -> int:
-    """The sample's bytes with user index 0 (only the bucket count uses it)."""
-    sample = make_train_sample(sequence, 0, items, max_seq_len)
-    return 0 if sample is None else sample_size(sample_members(sample, items))
+def split_by_user_bucket(batch: tuple[bytes, ...], buckets: int) -> list[tuple[int, tuple[bytes, ...]]]:
+    """``(user bucket, packed sequences of that bucket)`` for each user bucket a sequence batch touches."""
+    by_bucket: dict[int, list[bytes]] = defaultdict(list)
+    for packed in batch:
+        by_bucket[bucket_of(sequence_user_id(packed), buckets)].append(packed)
+    return [(bucket, tuple(packed)) for bucket, packed in sorted(by_bucket.items())]
+
+
+def _estimated_size(batch: tuple[bytes, ...], items: ItemLookup, max_seq_len: int) -> tuple[int, int]:
+    """``(users, sample bytes)`` of a sequence batch, with user index 0 (only the bucket count uses it)."""
+    total = 0
+    for sequence in batch_sequences(batch):
+        sample = make_train_sample(sequence, 0, items, max_seq_len)
+        total += 0 if sample is None else sample_size(sample_members(sample, items))
+    return len(batch), total
