@@ -17,7 +17,7 @@ count toward no gate.
 from __future__ import annotations
 
 from transforms.interactions import ROW_REASONS
-from transforms.sequences import RARE_ITEM, UNUSED_ITEM
+from transforms.item_filter import RARE_ITEM, UNUSED_ITEM
 
 GATE_EXIT = 4
 """Exit status of ``videorec ingest`` when a gate refused the dataset (nothing was published)."""

@@ -21,6 +21,7 @@ from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
 from transforms.item_catalog import ItemCatalog, parse_titles
+from transforms.item_filter import CountItemInteractions, DroppedItemRecords, NeededItems, rare_items
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames
 from transforms.manifest import build_manifest, write_manifest
@@ -29,13 +30,9 @@ from transforms.read_interactions import FAILED, VALID, ReadInteractions
 from transforms.reuse import ReuseFrom
 from transforms.sequences import (
     BuildUserSequences,
-    CountItemInteractions,
-    DroppedItemRecords,
     GroupIntoHistories,
-    NeededItems,
     batch_sequences,
     effective_min_length,
-    rare_items,
     users_in_batch,
 )
 from transforms.train_shards import WriteUserShards

@@ -8,6 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.buckets import bucket_of, id_order_key
+from transforms.item_filter import items_of_eligible_user
 from transforms.packed_rows import (
     Interaction,
     batch_item_ids,
@@ -25,7 +26,6 @@ from transforms.sequences import (
     build_sequence,
     dedupe_history,
     effective_min_length,
-    items_of_eligible_user,
     pack_sequence,
     sequence_user_id,
     train_window,
