@@ -58,10 +58,19 @@ def test_frame_fields_are_parsed_as_they_are_written():
 
 
 def test_keys_are_safe_and_reversible():
-    for identifier in ["u1", "../secret", "/abs", "-x", "a.b", "é", "", "_5f"]:
+    import random
+
+    rnd = random.Random(3)
+    alphabet = "aZ09-_./é\n "
+    generated = ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 6))) for _ in range(2000)]
+    keys = set()
+    for identifier in ["u1", "../secret", "/abs", "-x", "a.b", "é", "", "_5f", "x-1", "1-", *generated]:
         key = fmt.sanitize_key(identifier)
         assert fmt.unsanitize_key(key) == identifier
         assert "/" not in key and "." not in key and not key.startswith("-") and key
+        assert set(key) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+        keys.add((key, identifier))
+    assert len({key for key, _ in keys}) == len(keys)  # injective
 
 
 def good_manifest() -> dict:

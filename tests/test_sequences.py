@@ -182,3 +182,21 @@ def test_member_size_shortcut_equals_the_written_header(name, size):
     from transforms.tar_shards import member_header, padded
 
     assert member_size(name, size) == len(member_header(name, size)) + padded(size)
+
+
+def test_fast_ustar_headers_are_tarfiles_bytes():
+    import random
+    import string
+
+    from transforms.tar_shards import _tarfile_header, member_header
+
+    rnd = random.Random(7)
+    alphabet = string.ascii_letters + string.digits + "._-/"
+    for _ in range(3000):
+        name = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(1, 100)))
+        size = rnd.choice([0, 1, 511, 512, 513, rnd.randrange(8**11)])
+        assert member_header(name, size) == _tarfile_header(name, size), (name, size)
+    # names the fast path does not take still go through tarfile: long, non-ASCII, huge
+    for name, size in (("x" * 101, 5), ("é.json", 5), ("a.json", 8**11)):
+        assert member_header(name, size) == _tarfile_header(name, size)
+        assert len(member_header(name, size)) > 512

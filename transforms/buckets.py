@@ -145,7 +145,9 @@ class CountBuckets(beam.PTransform):
 
 
 class FirstShardNumbers(beam.PTransform):
-    """PCollection[(bucket, elements, bucket-local shard starts)] -> singleton dict bucket -> first shard number."""
+    """PCollection[(bucket, ..., bucket-local shard starts)] -> singleton dict bucket -> first shard number.
+
+    Only the first field (the bucket) and the last (its shard starts) are read."""
 
     def expand(self, cut):
-        return cut | "ShardsPerBucket" >> beam.Map(lambda c: (c[0], len(c[2]))) | "Prefix" >> PrefixSums()
+        return cut | "ShardsPerBucket" >> beam.Map(lambda c: (c[0], len(c[-1]))) | "Prefix" >> PrefixSums()

@@ -88,6 +88,7 @@ def is_manifest_path(path: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 _SAFE = re.compile(rb"[A-Za-z0-9-]")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 _ESCAPE = re.compile(r"_([0-9a-f]{2})")
 
 
@@ -98,6 +99,8 @@ def sanitize_key(identifier: str) -> str:
     ``[A-Za-z0-9_-]``: no ``/``, no ``.``, no leading ``-``; every other byte (and ``_``) is
     escaped as ``_xx`` hex; the empty string maps to ``_``.
     """
+    if isinstance(identifier, str) and _PLAIN_KEY.fullmatch(identifier):
+        return identifier  # nothing to escape (most IDs): the same result, without the byte loop
     raw = str(identifier).encode("utf-8")
     out = []
     for i, byte in enumerate(raw):

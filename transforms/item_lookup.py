@@ -20,6 +20,7 @@ import numpy as np
 from transforms.buckets import stable_hash
 
 NO_SHARD = -1
+_MEMO_SIZE = 1 << 16  # entries per per-process memo of item facts (bounded: cleared when full)
 
 
 class HashCollisionError(ValueError):
@@ -52,7 +53,7 @@ class _Positions:
     microseconds, a dict hit a tenth of that.
     """
 
-    def __init__(self, hashes: np.ndarray, size: int = 1 << 16):
+    def __init__(self, hashes: np.ndarray, size: int = _MEMO_SIZE):
         self.hashes, self.size, self.memo = hashes, size, {}
 
     def __call__(self, item_id: str) -> int:
@@ -136,6 +137,13 @@ class ItemLookup:
         self.hashes, self.index, self.shard = hashes, index, shard
         self.offset, self.size, self.frame_sizes = offset, size, frame_sizes
         self._position = _Positions(hashes)
+        self._facts: dict[str, tuple[int, tuple]] = {}
+
+    def __getstate__(self):
+        return self.hashes, self.index, self.shard, self.offset, self.size, self.frame_sizes
+
+    def __setstate__(self, state):
+        self.__init__(*state)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -147,14 +155,24 @@ class ItemLookup:
         return position
 
     def item_index(self, item_id: str) -> int:
-        return int(self.index[self.position(item_id)])
+        return self._item_facts(item_id)[0]
 
     def frames_of(self, item_id: str) -> tuple[int | None, int, int, tuple[int, ...]]:
         """``(shard number or None, offset, size, frame sizes)`` of an item."""
-        p = self.position(item_id)
-        shard = int(self.shard[p])
-        sizes = tuple(int(s) for s in self.frame_sizes[p] if s > 0) if self.frame_sizes.size else ()
-        return (None if shard == NO_SHARD else shard), int(self.offset[p]), int(self.size[p]), sizes
+        return self._item_facts(item_id)[1]
+
+    def _item_facts(self, item_id: str) -> tuple[int, tuple]:
+        """``(index, frames_of)``, memoised like positions: every user's window asks for them again."""
+        facts = self._facts.get(item_id)
+        if facts is None:
+            if len(self._facts) >= _MEMO_SIZE:
+                self._facts.clear()
+            p = self.position(item_id)
+            shard = int(self.shard[p])
+            sizes = tuple(int(s) for s in self.frame_sizes[p] if s > 0) if self.frame_sizes.size else ()
+            frames = (None if shard == NO_SHARD else shard), int(self.offset[p]), int(self.size[p]), sizes
+            facts = self._facts[item_id] = (int(self.index[p]), frames)
+        return facts
 
     def check_disjoint(self, excluded: ExcludedItems) -> ItemLookup:
         clash = np.isin(self.hashes, excluded.hashes)

@@ -20,6 +20,18 @@ _FORMAT = tarfile.PAX_FORMAT
 
 
 def member_header(name: str, size: int) -> bytes:
+    """The header block(s) of a member: ``tarfile``'s PAX-format bytes with fixed metadata.
+
+    A short ASCII name with a size that fits the ustar field (every train-sample member in
+    practice) takes :func:`_ustar_header`, which builds the same 512 bytes about ten times faster
+    (``tests/test_sequences.py`` checks them against ``tarfile``'s).
+    """
+    if len(name) <= _USTAR_NAME and name.isascii() and size < _USTAR_MAX_SIZE:
+        return _ustar_header(name, size)
+    return _tarfile_header(name, size)
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = 0
@@ -27,6 +39,29 @@ def member_header(name: str, size: int) -> bytes:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info.tobuf(_FORMAT, "utf-8", "strict")
+
+
+def _ustar_header(name: str, size: int) -> bytes:
+    """One ustar block: mode 0644, uid/gid 0, mtime 0, regular file, empty user and group names."""
+    header = bytearray(_USTAR_TEMPLATE)
+    header[: len(name)] = name.encode("ascii")
+    header[124:136] = b"%011o\0" % size
+    header[148:156] = b"%06o\0 " % sum(header)  # checksum over the block with 8 spaces in its field
+    return bytes(header)
+
+
+_USTAR_TEMPLATE = bytes(
+    bytearray(100)
+    + b"0000644\0"  # mode
+    + b"0000000\0" * 2  # uid, gid
+    + bytearray(12)  # size, filled in per member
+    + b"00000000000\0"  # mtime
+    + b" " * 8  # checksum field, counted as spaces
+    + b"0"  # regular file
+    + bytearray(100)  # link name
+    + b"ustar\x0000"
+    + bytearray(BLOCK - 265)
+)
 
 
 def padded(size: int) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -43,7 +43,6 @@ from transforms.sequences import (
     batch_sequences,
     sequence_user_id,
     train_window,
-    unpack_sequence,
 )
 from transforms.tables import sequences_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, read_members, sample_size
@@ -114,25 +113,38 @@ def read_item_frames(dataset_dir: str, items: ItemLookup, item_ids: Iterable[str
     return frames
 
 
-def cut_user_bucket(bucket, first, sequences, items: ItemLookup, max_seq_len, max_samples, max_bytes):
-    """``(bucket, [(sequence, user_index, sample or None)], shard starts over the samples)``."""
+def ranked_users(first: int, packed: Sequence[bytes], items: ItemLookup, max_seq_len: int):
+    """``[(sequence, user_index, sample or None)]`` of a bucket's packed sequences in rank order."""
     users = []
-    for rank, sequence in enumerate(sequences):
+    for rank, sequence in enumerate(batch_sequences(packed)):
         user_index = first + rank
         users.append((sequence, user_index, make_train_sample(sequence, user_index, items, max_seq_len)))
+    return users
+
+
+def cut_user_bucket(bucket, first, packed, items: ItemLookup, max_seq_len, max_samples, max_bytes):
+    """``(bucket, first user index, packed sequences in rank order, shard starts over the samples)``.
+
+    The bucket leaves as bytes (cheap to encode and hold between stages); the writer rebuilds the
+    samples from them.
+    """
+    users = ranked_users(first, packed, items, max_seq_len)
     sizes = [sample_size(sample_members(s, items)) for _, _, s in users if s is not None]
-    return bucket, users, (cut_shards(sizes, max_samples, max_bytes) if sizes else [])
+    return bucket, first, tuple(packed), (cut_shards(sizes, max_samples, max_bytes) if sizes else [])
 
 
 class _WriteUserBucket(beam.DoFn):
-    """(bucket, users, shard starts) -> ``shards`` (train ShardInfo dicts), ``tables`` (sequences part info)."""
+    """(bucket, first user index, packed sequences, shard starts) -> ``shards`` (train ShardInfo dicts),
+    ``tables`` (sequences part info)."""
 
-    def __init__(self, dataset_dir: str):
+    def __init__(self, dataset_dir: str, max_seq_len: int):
         self.dataset_dir = dataset_dir
+        self.max_seq_len = max_seq_len
         self.samples_written = Metrics.counter("videorec", "train_samples")
 
     def process(self, cut, items: ItemLookup, first_shard: dict[int, int]):
-        bucket, users, starts = cut
+        bucket, first, packed, starts = cut
+        users = ranked_users(first, packed, items, self.max_seq_len)
         samples = [sample for _, _, sample in users if sample is not None]
         for number, (start, end) in enumerate(shard_ranges(starts, len(samples))):
             shard_samples = samples[start:end]
@@ -180,7 +192,8 @@ class WriteUserShards(beam.PTransform):
         cut = (
             sequences
             | "KeyByBucket" >> beam.FlatMap(split_by_user_bucket, buckets)
-            | "RankUsers" >> RankInBuckets(lambda s: id_order_key(s.user_id), unpack_sequence, batched=True)
+            | "RankUsers"
+            >> RankInBuckets(lambda packed: id_order_key(sequence_user_id(packed)), batched=True)
             | "CutTrainShards"
             >> beam.Map(
                 lambda ranked, lookup, *limits: cut_user_bucket(*ranked, lookup, *limits),
@@ -192,7 +205,7 @@ class WriteUserShards(beam.PTransform):
         )
         first_shard = beam.pvalue.AsSingleton(cut | "FirstShards" >> FirstShardNumbers())
         written = cut | "WriteUserBucket" >> beam.ParDo(
-            _WriteUserBucket(self.dataset_dir), items, first_shard
+            _WriteUserBucket(self.dataset_dir, self.max_seq_len), items, first_shard
         ).with_outputs("shards", "tables")
         return {"shards": written.shards, "tables": written.tables}
 
