@@ -11,7 +11,6 @@ one worker; a bucket holds about one shard's worth of elements.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
@@ -23,11 +22,12 @@ import apache_beam as beam
 BUCKET_FILL = 0.8
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def stable_hash(identifier: str) -> int:
     """A 64-bit hash of ``identifier`` that is the same in every process and on every run.
 
-    Cached per process (popular item IDs are hashed again and again; the cache is bounded).
+    Not cached: most callers hash each user, failure record or item once per stage, and a cache
+    would hold up to its size in long strings per worker; the per-item lookups that ask again
+    and again keep their own small memo (``transforms.item_lookup``).
     """
     return int.from_bytes(hashlib.blake2b(identifier.encode("utf-8"), digest_size=8).digest(), "little")
 
