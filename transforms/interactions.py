@@ -160,9 +160,22 @@ def parse_text(
             columns = csv_columns(text, path)
             continue
         try:
-            yield from _parse_line(text, fmt, columns, (file_index, number), timestamp_format)
+            if fmt == "microlens-csv":  # one row per line: no generator per line
+                yield _csv_row(text, columns, (file_index, number, 0), timestamp_format)
+            else:
+                yield from _parse_line(text, fmt, columns, (file_index, number), timestamp_format)
         except RowError as err:
             yield failure("row", "read", err.reason, str(err), **where, text=text)
+
+
+def _csv_row(text: str, columns, position: tuple[int, int, int], timestamp_format: str) -> Interaction:
+    fields = text.split(",") if '"' not in text else next(csv.reader([text]))  # same fields, 10x faster
+    if len(fields) <= max(columns):
+        raise RowError("missing_field", f"expected at least {max(columns) + 1} fields, got {len(fields)}")
+    user_column, item_column, time_column = columns
+    return make_interaction(
+        fields[user_column], fields[item_column], fields[time_column], position, timestamp_format
+    )
 
 
 def _parse_line(
@@ -170,11 +183,7 @@ def _parse_line(
 ) -> Iterator[Interaction]:
     file_index, number = position
     if fmt == "microlens-csv":
-        fields = text.split(",") if '"' not in text else next(csv.reader([text]))  # same fields, 10x faster
-        if len(fields) <= max(columns):
-            raise RowError("missing_field", f"expected at least {max(columns) + 1} fields, got {len(fields)}")
-        user, item, ts = (fields[c] for c in columns)
-        yield make_interaction(user, item, ts, (file_index, number, 0), timestamp_format)
+        yield _csv_row(text, columns, (file_index, number, 0), timestamp_format)
     elif fmt == "movielens":
         fields = text.split("\t")
         if len(fields) != 4:

@@ -157,6 +157,11 @@ class ItemLookup:
     def item_index(self, item_id: str) -> int:
         return self._item_facts(item_id)[0]
 
+    def item_indices(self, item_ids: Iterable[str]) -> list[int]:
+        """``[item_index(i) for i in item_ids]``, in one loop (it runs for every item of every user)."""
+        memo, facts_of = self._facts.get, self._item_facts
+        return [(memo(item_id) or facts_of(item_id))[0] for item_id in item_ids]
+
     def frames_of(self, item_id: str) -> tuple[int | None, int, int, tuple[int, ...]]:
         """``(shard number or None, offset, size, frame sizes)`` of an item."""
         return self._item_facts(item_id)[1]

@@ -10,6 +10,7 @@ training; the training window is the last ``max_seq_len + 1`` training items.
 
 from __future__ import annotations
 
+import operator
 import struct
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -82,22 +83,22 @@ def sequence_user_id(packed: bytes) -> str:
 _SEQUENCE_HEADER = struct.Struct("<II")
 
 
-def order_key(row: Interaction) -> tuple[int, int, int, int]:
-    return (row.timestamp, row.file_index, row.row, row.column)
-
-
 def dedupe_history(rows: Iterable[Interaction]) -> tuple[list[Interaction], list[Interaction]]:
     """``(unique rows in time order, exact duplicates)``; the first occurrence of a duplicate is kept."""
     unique, duplicates, seen = [], [], set()
-    for row in sorted(rows, key=lambda r: (r.file_index, r.row, r.column)):
+    for row in sorted(rows, key=_POSITION):
         key = (row.item_id, row.timestamp)
         if key in seen:
             duplicates.append(row)
         else:
             seen.add(key)
             unique.append(row)
-    unique.sort(key=order_key)
+    unique.sort(key=_TIMESTAMP)  # stable: equal timestamps keep position order (module docstring)
     return unique, duplicates
+
+
+_POSITION = operator.attrgetter("file_index", "row", "column")
+_TIMESTAMP = operator.attrgetter("timestamp")
 
 
 def effective_min_length(min_user_interactions: int) -> int:
@@ -203,7 +204,6 @@ class _BucketHistories(beam.DoFn):
         histories: dict[str, list[bytes]] = {}
         for user_id in sorted(by_user):
             unique, duplicates = dedupe_history(unpack_rows(user_id, b"".join(by_user.pop(user_id))))
-            self.users_seen.inc()
             for row in duplicates:
                 yield beam.pvalue.TaggedOutput(
                     FAILED,
@@ -216,6 +216,7 @@ class _BucketHistories(beam.DoFn):
                     ),
                 )
             histories[user_id] = [pack_row(row) for row in unique]
+        self.users_seen.inc(len(histories))
         if histories:
             yield bucket[0], frame_users(histories)
 
@@ -254,7 +255,7 @@ class _BuildSequences(beam.DoFn):
         self.rows_used = Metrics.counter("videorec", "rows_used")
 
     def process(self, batch: tuple[int, bytes], excluded_items: Mapping[str, str], new_items=None):
-        kept = []
+        kept, rows_used = [], 0
         for user_id, rows in batch_histories(batch):
             sequence, failures = build_sequence(
                 user_id, rows, excluded_items, self.min_length, self.source_files, new_items
@@ -262,9 +263,10 @@ class _BuildSequences(beam.DoFn):
             for record in failures:
                 yield beam.pvalue.TaggedOutput(FAILED, record)
             if sequence is not None:
-                self.users_kept.inc()
-                self.rows_used.inc(len(sequence.item_ids))
+                rows_used += len(sequence.item_ids)
                 kept.append(pack_sequence(sequence))
+        self.users_kept.inc(len(kept))
+        self.rows_used.inc(rows_used)
         if kept:
             yield tuple(kept)
 

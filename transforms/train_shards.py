@@ -65,9 +65,7 @@ def make_train_sample(sequence: UserSequence, user_index: int, items: ItemLookup
     window, times = train_window(sequence, max_seq_len)
     if len(window) < MIN_WINDOW:
         return None
-    return TrainSample(
-        sequence.user_id, user_index, window, tuple(items.item_index(i) for i in window), times
-    )
+    return TrainSample(sequence.user_id, user_index, window, tuple(items.item_indices(window)), times)
 
 
 def sample_json(sample: TrainSample) -> bytes:
@@ -158,10 +156,10 @@ class _WriteUserBucket(beam.DoFn):
                         for j, frame in enumerate(frames.get(item_id, ())):
                             shard.add(train_frame_member(key, index, j), frame)
                     shard.end_sample()
-                    self.samples_written.inc()
+            self.samples_written.inc(shard.samples)
             yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())
         rows = [
-            (s.user_id, index, [items.item_index(i) for i in s.item_ids], s.item_ids, s.timestamps)
+            (s.user_id, index, items.item_indices(s.item_ids), s.item_ids, s.timestamps)
             for s, index, _ in users
         ]
         info = write_table_part(self.dataset_dir, SEQUENCES_TABLE, bucket, sequences_table(rows))
