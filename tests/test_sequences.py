@@ -71,9 +71,34 @@ def test_leave_one_out_window_is_the_last_training_items():
 
 
 def test_eligible_users_name_the_items_to_decode():
-    history = [row(i, t, t) for t, i in enumerate("abca")]
-    assert items_of_eligible_user(history, {}, 4) == ["a", "b", "c"]
-    assert items_of_eligible_user(history, {"c": "too_few_interactions"}, 4) == []
+    items = list("abca")
+    assert items_of_eligible_user(items, {}, 4) == ["a", "b", "c"]
+    assert items_of_eligible_user(items, {"c": "too_few_interactions"}, 4) == []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_eligibility_on_item_ids_agrees_with_the_sequence_builder(seed):
+    import random
+
+    import numpy as np
+
+    from transforms.buckets import stable_hash
+    from transforms.item_lookup import ExcludedItems
+    from transforms.new_items import NEW_ITEM
+
+    rnd = random.Random(seed)
+    catalogue = [f"i{n}" for n in range(8)]
+    history = [row(rnd.choice(catalogue), t, t) for t in range(rnd.randint(0, 9))]
+    excluded = {item: "corrupt" for item in rnd.sample(catalogue, rnd.randint(0, 3))}
+    new_ids = rnd.sample(catalogue, rnd.randint(0, 3))
+    hashes = np.array(sorted(stable_hash(i) for i in new_ids), dtype=np.uint64)
+    new = ExcludedItems(hashes, np.zeros(len(hashes), np.uint8), (NEW_ITEM,)) if rnd.random() < 0.7 else None
+    min_length = rnd.randint(3, 5)
+    sequence, _ = build_sequence("u", history, excluded, min_length, new_items=new)
+    named = items_of_eligible_user([r.item_id for r in history], excluded, min_length, new)
+    assert bool(named) == (sequence is not None)
+    if sequence is not None:
+        assert set(sequence.item_ids) <= set(named)
 
 
 def test_ids_order_integers_numerically_before_other_ids():

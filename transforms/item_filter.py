@@ -16,22 +16,27 @@ from apache_beam.metrics import Metrics
 from transforms.bundle_counts import CountKeys
 from transforms.failures import failure
 from transforms.item_lookup import ExcludedItems, excluded_items_of
-from transforms.new_items import hold_out_new_items
-from transforms.packed_rows import Interaction, batch_item_ids
-from transforms.sequences import batch_histories, surviving_rows
+from transforms.packed_rows import batch_item_ids, batch_user_items
 
 
 def items_of_eligible_user(
-    history: Sequence[Interaction],
+    item_ids: Sequence[str],
     excluded_items: Mapping[str, str],
     min_length: int,
     new_items: ExcludedItems | None = None,
 ) -> list[str]:
-    """The distinct items of a user who still has ``min_length`` interactions without excluded items
-    and held-out new items; the new items of such a user are named too (they stay candidates)."""
-    rows = surviving_rows(history, excluded_items)
-    kept, _ = hold_out_new_items(rows, new_items)
-    return sorted({row.item_id for row in rows}) if len(kept) >= min_length else []
+    """The distinct items of a user (``item_ids``: the items of the time-ordered, deduplicated history)
+    who still has ``min_length`` interactions without excluded items and held-out new items; the
+    new items of such a user are named too (they stay candidates).
+
+    Counts what :func:`transforms.new_items.hold_out_new_items` keeps (every row but the last that
+    is a new item is held out), on item IDs alone: this runs for every user before decoding.
+    """
+    items = [item for item in item_ids if item not in excluded_items]
+    kept = len(items)
+    if new_items is not None and len(new_items) and items:
+        kept = 1 + sum(item not in new_items for item in items[:-1])
+    return sorted(set(items)) if kept >= min_length else []
 
 
 class NeededItems(beam.PTransform):
@@ -56,8 +61,8 @@ class NeededItems(beam.PTransform):
             >> CountKeys(
                 lambda batch, excluded, *new: [
                     item
-                    for _, rows in batch_histories(batch)
-                    for item in items_of_eligible_user(rows, excluded, min_length, *new)
+                    for user_items in batch_user_items(batch[1])
+                    for item in items_of_eligible_user(user_items, excluded, min_length, *new)
                 ],
                 beam.pvalue.AsSingleton(excluded_items_of(self.excluded_items)),
                 *extra,

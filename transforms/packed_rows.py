@@ -71,17 +71,25 @@ def _framed(user_id: str, packed_rows: list[bytes]) -> list[bytes]:
 
 def batch_item_ids(blob: bytes) -> Iterator[str]:
     """The item ID of every row in a :func:`pack_user_rows` blob, without building rows."""
+    for items in batch_user_items(blob):
+        yield from items
+
+
+def batch_user_items(blob: bytes) -> Iterator[list[str]]:
+    """Each framed user's item IDs, in row order, from a :func:`pack_user_rows` blob (no rows built)."""
     position, end = 0, len(blob)
     frame, row, row_size = _USER_FRAME.unpack_from, _ROW.unpack_from, _ROW.size
     while position < end:
         user_length, rows_length = frame(blob, position)
         position += _USER_FRAME.size + user_length
         rows_end = position + rows_length
+        items = []
         while position < rows_end:
             length = row(blob, position)[4]
             position += row_size
-            yield blob[position : position + length].decode("utf-8")
+            items.append(blob[position : position + length].decode("utf-8"))
             position += length
+        yield items
 
 
 def unpack_user_rows(blob: bytes) -> Iterator[tuple[str, bytes]]:
