@@ -1,7 +1,9 @@
 """Interactions as compact bytes: what the history shuffle moves, and how many user buckets it uses.
 
 A row travels without its user ID (:func:`pack_row`); a split's rows travel grouped by user and
-users grouped by bucket, one blob per split and bucket (:func:`pack_user_rows`). No Beam here.
+users grouped by bucket, one blob per split and bucket (:func:`pack_user_rows`). After the shuffle
+a history bucket travels on as one blob in the same framing (:func:`frame_users`), read back user by
+user (:func:`unpack_user_rows`) or as item IDs alone (:func:`batch_user_items`). No Beam here.
 """
 
 from __future__ import annotations
