@@ -101,12 +101,12 @@ def test_excluded_items_and_lookup_answer_by_id():
             placed_items_array([("c", 3, 1, 512, 2048, (5, 6, 7))]),
         ]
     )
-    assert [lookup.item_index(i) for i in "abc"] == [1, 2, 3]
+    assert lookup.item_indices("abc") == [1, 2, 3]
     assert lookup.frames_of("a") == (0, 0, 3072, (100, 200))
     assert lookup.frames_of("b") == (None, 0, 0, ())
     assert lookup.frames_of("c") == (1, 512, 2048, (5, 6, 7))
     with pytest.raises(KeyError, match="not in the catalogue"):
-        lookup.item_index("x")
+        lookup.item_indices(["x"])
     assert lookup.check_disjoint(excluded) is lookup
 
 

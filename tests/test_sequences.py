@@ -11,6 +11,7 @@ from transforms.buckets import bucket_of, id_order_key
 from transforms.item_filter import items_of_eligible_user
 from transforms.packed_rows import (
     Interaction,
+    batch_histories,
     batch_item_ids,
     frame_users,
     pack_row,
@@ -21,7 +22,6 @@ from transforms.sequences import (
     BuildUserSequences,
     GroupIntoHistories,
     UserSequence,
-    batch_histories,
     batch_sequences,
     build_sequence,
     dedupe_history,

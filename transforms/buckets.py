@@ -104,15 +104,7 @@ class RankInBuckets(beam.PTransform):
 
     def expand(self, keyed):
         order_key, decode = self.order_key, self.decode
-        if self.batched:
-
-            def packed_elements(values):
-                return (element for batch in values for element in batch)
-        else:
-
-            def packed_elements(values):
-                return values
-
+        packed_elements = _flattened if self.batched else iter
         grouped = keyed | "GroupByBucket" >> beam.GroupByKey()
         first = grouped | "BucketSizes" >> beam.MapTuple(
             lambda bucket, values: (bucket, sum(1 for _ in packed_elements(values)))
@@ -125,6 +117,10 @@ class RankInBuckets(beam.PTransform):
             ),
             beam.pvalue.AsSingleton(first | "FirstPositions" >> PrefixSums()),
         )
+
+
+def _flattened(batches):
+    return (element for batch in batches for element in batch)
 
 
 class CountBuckets(beam.PTransform):

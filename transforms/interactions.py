@@ -163,7 +163,7 @@ def parse_text(
             if fmt == "microlens-csv":  # one row per line: no generator per line
                 yield _csv_row(text, columns, (file_index, number, 0), timestamp_format)
             else:
-                yield from _parse_line(text, fmt, columns, (file_index, number), timestamp_format)
+                yield from _parse_line(text, fmt, (file_index, number), timestamp_format)
         except RowError as err:
             yield failure("row", "read", err.reason, str(err), **where, text=text)
 
@@ -179,12 +179,11 @@ def _csv_row(text: str, columns, position: tuple[int, int, int], timestamp_forma
 
 
 def _parse_line(
-    text: str, fmt: str, columns, position: tuple[int, int], timestamp_format: str = "unix"
+    text: str, fmt: str, position: tuple[int, int], timestamp_format: str = "unix"
 ) -> Iterator[Interaction]:
+    """The interactions of one line of a tab-separated format (a CSV line is :func:`_csv_row`'s)."""
     file_index, number = position
-    if fmt == "microlens-csv":
-        yield _csv_row(text, columns, (file_index, number, 0), timestamp_format)
-    elif fmt == "movielens":
+    if fmt == "movielens":
         fields = text.split("\t")
         if len(fields) != 4:
             raise RowError("missing_field", f"expected 4 tab-separated fields, got {len(fields)}")

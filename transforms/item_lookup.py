@@ -154,9 +154,6 @@ class ItemLookup:
             raise KeyError(f"item {item_id!r} is not in the catalogue")
         return position
 
-    def item_index(self, item_id: str) -> int:
-        return self._item_facts(item_id)[0]
-
     def item_indices(self, item_ids: Iterable[str]) -> list[int]:
         """``[item_index(i) for i in item_ids]``, in one loop (it runs for every item of every user)."""
         memo, facts_of = self._facts.get, self._item_facts

@@ -29,7 +29,7 @@ import numpy as np
 
 from transforms.buckets import stable_hash
 from transforms.item_lookup import ExcludedItems, HashCollisionError
-from transforms.packed_rows import Interaction, unpack_rows, unpack_user_rows
+from transforms.packed_rows import Interaction, batch_histories
 
 NEW_ITEM = "new_item"
 """The reason of every member of the new-item set."""
@@ -85,11 +85,7 @@ class ChooseNewItems(beam.PTransform):
             histories
             | "FirstTimePerBatch"
             >> beam.FlatMap(
-                lambda batch: first_times(
-                    row
-                    for user_id, packed in unpack_user_rows(batch[1])
-                    for row in unpack_rows(user_id, packed)
-                )
+                lambda batch: first_times(row for _, rows in batch_histories(batch) for row in rows)
             )
             | "FirstTimePerItem" >> beam.CombinePerKey(min)
             | "ChooseNew" >> beam.CombineGlobally(CollectNewItems(self.fraction, self.after))

@@ -71,6 +71,12 @@ def _framed(user_id: str, packed_rows: list[bytes]) -> list[bytes]:
     return [_USER_FRAME.pack(len(user), len(rows)), user, rows]
 
 
+def batch_histories(batch: tuple[int, bytes]) -> Iterator[tuple[str, list[Interaction]]]:
+    """``(user_id, rows)`` of each user of a history batch ``(bucket, blob)`` (:func:`frame_users`)."""
+    for user_id, packed in unpack_user_rows(batch[1]):
+        yield user_id, unpack_rows(user_id, packed)
+
+
 def batch_item_ids(blob: bytes) -> Iterator[str]:
     """The item ID of every row in a :func:`pack_user_rows` blob, without building rows."""
     for items in batch_user_items(blob):

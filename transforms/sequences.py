@@ -24,6 +24,7 @@ from transforms.item_lookup import ExcludedItems, excluded_items_of
 from transforms.new_items import HELD_OUT, hold_out_new_items
 from transforms.packed_rows import (
     Interaction,
+    batch_histories,
     frame_users,
     pack_row,
     unpack_rows,
@@ -176,12 +177,6 @@ def train_window(sequence: UserSequence, max_seq_len: int) -> tuple[tuple[str, .
     return sequence.item_ids[start:end], sequence.timestamps[start:end]
 
 
-def batch_histories(batch: tuple[int, bytes]) -> Iterator[tuple[str, list[Interaction]]]:
-    """``(user_id, time-ordered deduplicated rows)`` of each user of a :class:`GroupIntoHistories` batch."""
-    for user_id, packed in unpack_user_rows(batch[1]):
-        yield user_id, unpack_rows(user_id, packed)
-
-
 def users_in_batch(batch: tuple[int, bytes]) -> int:
     return sum(1 for _ in unpack_user_rows(batch[1]))
 
@@ -231,7 +226,7 @@ class GroupIntoHistories(beam.PTransform):
     user and emits it as ONE batch element in the same framing: every user of the bucket, in
     user-ID order, with rows time-ordered and deduplicated. Every later per-user step works a batch
     at a time, so Beam's per-element cost is paid per bucket, not per user. Read a batch with
-    :func:`batch_histories`.
+    :func:`transforms.packed_rows.batch_histories`.
     """
 
     def __init__(self, source_files: Sequence[str]):

@@ -23,8 +23,8 @@ def member_header(name: str, size: int) -> bytes:
     """The header block(s) of a member: ``tarfile``'s PAX-format bytes with fixed metadata.
 
     A short ASCII name with a size that fits the ustar field (every train-sample member in
-    practice) takes :func:`_ustar_header`, which builds the same 512 bytes about ten times faster
-    (``tests/test_sequences.py`` checks them against ``tarfile``'s).
+    practice) takes :func:`_ustar_header`, which builds the same 512 bytes about six times faster
+    (3.5 against 21.6 us; ``tests/test_sequences.py`` checks them against ``tarfile``'s).
     """
     if len(name) <= _USTAR_NAME and name.isascii() and size < _USTAR_MAX_SIZE:
         return _ustar_header(name, size)
