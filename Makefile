@@ -2,7 +2,7 @@
 .PHONY: venv example test test-fast lint format bench clean
 
 venv:
-	bash scripts/setup_venv.sh dev
+	bash scripts/setup_venv.sh
 
 example:
 	bash scripts/example.sh

@@ -9,7 +9,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 INGEST_REQUIRES = [
-    "apache-beam>=2.60,<3",
+    # Only the releases the local runner's patches were tested on (pipeline/beam_support.py).
+    "apache-beam>=2.77,<2.79",
     "av>=14",
     "ffmpeg-python>=0.2",
     "imageio-ffmpeg>=0.5",
@@ -60,6 +61,8 @@ setup(
     packages=find_packages(
         include=["pipeline", "pipeline.*", "transforms", "transforms.*", "trainer", "trainer.*"]
     ),
+    # The local Beam workers' start-up module (pipeline/local_runner.py puts it on their PYTHONPATH).
+    package_data={"pipeline": ["worker_site/sitecustomize.py"]},
     install_requires=INGEST_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["videorec=pipeline.cli:main"]},

@@ -16,14 +16,21 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import runner_buffers, versions
+from pipeline import beam_support, versions
 from pipeline.gates import GATE_EXIT, GateTripped, gate_problems
 from pipeline.graph import build_pipeline
-from pipeline.local_runner import avoid_data_plane_race, keep_memory_flat
+from pipeline.local_runner import RunnerChoice, choose_runner, local_run
 from pipeline.options import IngestConfig, parse
-from pipeline.runs import Interrupted, launch_on_output, launch_on_root, run_on_output, run_on_root
+from pipeline.runs import (
+    Interrupted,
+    SignalWatch,
+    launch_on_output,
+    launch_on_root,
+    run_on_output,
+    run_on_root,
+)
 from pipeline.summary import format_summary, video_stats
 from transforms import storage
 from transforms.format import RUN_STATS_FILE
@@ -52,6 +59,21 @@ def job_counters(outcome) -> dict[str, int]:
     return dict(sorted(totals.items()))
 
 
+def prepare(argv: list[str]):
+    """``(config, Beam arguments, runner, quiet)``; prints the runner line first.
+
+    For the local runner the installed Beam is checked here, before anything reads an input
+    (``beam_support.UnsupportedBeam``, exit 2).
+    """
+    config, beam_args, quiet = parse(argv)
+    beam_args, runner = choose_runner(beam_args)
+    if runner.local:
+        beam_support.check_local_runner_support(beam_support.RUNNER)
+    if not quiet:
+        print(f"ingest: {runner.describe()}", file=sys.stderr, flush=True)
+    return config, beam_args, runner, quiet
+
+
 def run(argv: list[str]) -> IngestResult:
     """Run the ingest job with command-line arguments, wait for it, and return what it wrote.
 
@@ -60,10 +82,12 @@ def run(argv: list[str]) -> IngestResult:
     releases the root and prunes to ``--keep`` versions (:mod:`pipeline.runs`). A failed job
     releases the root and leaves ``LATEST`` as it was. Otherwise it writes ``--output``.
     """
-    config, beam_args, quiet = parse(argv)
+    config, beam_args, runner, quiet = prepare(argv)
     if config.dataset_root is None:
-        return run_on_output(config, lambda staged: run_job(staged, beam_args, quiet), quiet)
-    return run_on_root(config, lambda versioned, reuse: run_job(versioned, beam_args, quiet, reuse), quiet)
+        return run_on_output(config, lambda staged: run_job(staged, beam_args, runner, quiet), quiet)
+    return run_on_root(
+        config, lambda versioned, reuse: run_job(versioned, beam_args, runner, quiet, reuse), quiet
+    )
 
 
 def launch(argv: list[str]):
@@ -73,25 +97,32 @@ def launch(argv: list[str]):
     ``--dataset-root`` the lease is taken here and the job's last step publishes ``LATEST``,
     releases the root and prunes (``pipeline.runs.publish_version``); a job that fails on the
     service keeps the lease until ``--lease-ttl`` runs out (docs/INCREMENTAL.md, Operations). No
-    run_stats.json is written: the launcher does not see the job end.
+    run_stats.json is written: the launcher does not see the job end. A local runner runs the
+    whole job inside this call.
     """
-    config, beam_args, quiet = parse(argv)
+    config, beam_args, runner, quiet = prepare(argv)
     if config.dataset_root is None:
-        return launch_on_output(config, lambda checked: start_job(checked, beam_args, quiet))
+        return launch_on_output(config, lambda checked: start_job(checked, beam_args, runner, quiet))
     return launch_on_root(
         config,
-        lambda versioned, reuse, lease: start_job(versioned, beam_args, quiet, reuse, publish_with=lease),
+        lambda versioned, reuse, lease: start_job(
+            versioned, beam_args, runner, quiet, reuse, publish_with=lease
+        ),
     )
 
 
 def start_job(
     config: IngestConfig,
     beam_args: list[str],
+    runner: RunnerChoice,
     quiet: bool,
     reuse: ReuseFrom | None = None,
     publish_with: versions.RunLease | None = None,
 ):
-    """Build the pipeline for ``config`` and hand it to the runner; returns its ``PipelineResult``."""
+    """Build the pipeline for ``config`` and hand it to the runner; returns its ``PipelineResult``.
+
+    The local runner's patches are in place only inside this call (``local_runner.local_run``).
+    """
     options = PipelineOptions(beam_args)
     FileSystems.set_options(options)
     sources = resolve_inputs(config.interactions, config.format)
@@ -102,42 +133,40 @@ def start_job(
             f"ingest: {len(sources)} interaction file(s) ({', '.join(kinds)}), {mode} -> {config.output}",
             file=sys.stderr,
         )
-    avoid_data_plane_race()
-    keep_memory_flat()
-    runner_buffers.install()
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(
-        pipeline,
-        config,
-        sources,
-        progress_every=0 if quiet else PROGRESS_EVERY,
-        reuse=reuse,
-        publish_with=publish_with,
-    )
-    return pipeline.run()
+    with local_run(runner, stop_processes=SignalWatch().stop_job_processes):
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(
+            pipeline,
+            config,
+            sources,
+            progress_every=0 if quiet else PROGRESS_EVERY,
+            reuse=reuse,
+            publish_with=publish_with,
+        )
+        return pipeline.run()
 
 
 def run_job(
-    config: IngestConfig, beam_args: list[str], quiet: bool, reuse: ReuseFrom | None = None
+    config: IngestConfig,
+    beam_args: list[str],
+    runner: RunnerChoice,
+    quiet: bool,
+    reuse: ReuseFrom | None = None,
 ) -> IngestResult:
     """Run the pipeline for ``config`` to the end; write run_stats.json and print the summary.
 
     With ``reuse``, videos unchanged since that version reuse its frames (see ``EncodeItems``).
     """
     started = time.monotonic()
-    outcome = start_job(config, beam_args, quiet, reuse)
+    outcome = start_job(config, beam_args, runner, quiet, reuse)
     outcome.wait_until_finish()
     wall = time.monotonic() - started
-    options = PipelineOptions(beam_args)
     manifest = read_manifest(config.output)
     counters = job_counters(outcome)
-    direct = options.view_as(DirectOptions)
     stats = {
         "wall_s": round(wall, 3),
         **video_stats(counters, wall),
-        "runner": options.view_as(StandardOptions).runner,
-        "workers": direct.direct_num_workers or 1,
-        "running_mode": direct.direct_running_mode,
+        **runner.stats(),
         "gates": gate_problems(manifest["counts"], config.max_dropped_fraction),
     }
     stats_json = (json.dumps(stats, indent=2) + "\n").encode()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
@@ -134,7 +133,8 @@ def parser() -> argparse.ArgumentParser:
         prog="videorec ingest",
         description="Turn interaction logs and raw videos into a WebDataset dataset version. "
         "Apache Beam options (--runner, --project, --region, --temp_location, --direct_num_workers...) "
-        "are accepted too; without --runner the job runs locally on all cores. Exit status: 0 written "
+        "are accepted too; without --runner the job runs locally on Beam's FnApiRunner, one worker process per "
+        "core (docs/INGEST.md, Runners). Exit status: 0 written "
         "(or published), 2 bad flags or input (nothing started), 3 the dataset root refused the run, "
         "4 a gate refused the result (nothing published), 130/143 interrupted (cleaned up).",
     )
@@ -281,7 +281,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
-    """``(config, Beam flags, quiet)`` from the command line, without touching any file.
+    """``(config, Beam flags as given, quiet)`` from the command line, without touching any file.
+
+    ``pipeline.local_runner.choose_runner`` turns the Beam flags into the runner's.
 
     A flag that is neither ours nor Beam's, or a bad value, prints one line and exits 2 (SystemExit).
     """
@@ -326,7 +328,7 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         max_dropped_fraction=args.max_dropped_fraction,
         max_attempts=args.max_attempts or DEFAULT_MAX_ATTEMPTS,
     )
-    return config, with_local_defaults(beam_args), args.quiet
+    return config, beam_args, args.quiet
 
 
 def fraction(text: str) -> float:
@@ -376,17 +378,3 @@ def beam_flag_problem(beam_args: list[str], ours: argparse.ArgumentParser) -> st
         f"; did you mean {close[0]}?" if close else "; it is neither an ingest flag nor an Apache Beam option"
     )
     return f"unknown flag {name}{hint}"
-
-
-def with_local_defaults(beam_args: list[str]) -> list[str]:
-    """Without ``--runner``, run on the DirectRunner with one worker process per core."""
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return beam_args
-    defaults = []
-    if not any(a.startswith("--direct_num_workers") for a in beam_args):
-        defaults.append(f"--direct_num_workers={os.cpu_count() or 1}")
-    if not any(a.startswith("--direct_running_mode") for a in beam_args):
-        defaults.append("--direct_running_mode=multi_processing")
-    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        defaults.append("--default_sdk_harness_log_level=ERROR")
-    return ["--runner=DirectRunner", *defaults, *beam_args]

@@ -25,9 +25,12 @@ Dataflow does not run this code.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import queue
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 
 # Chunks at least this large go to disk; smaller ones (side inputs, counts) stay in memory.
@@ -161,8 +164,10 @@ def _classes():
     class SpillingGroupingBuffer(beam_grouping_buffer):
         """``GroupingBuffer`` keeping values encoded in a ``SpillFile`` (global windowing only)."""
 
-        def __init__(self, pre_grouped_coder, post_grouped_coder, windowing):
-            super().__init__(pre_grouped_coder, post_grouped_coder, windowing)
+        def __init__(self, pre_grouped_coder, post_grouped_coder, windowing, **beam_arguments):
+            # Arguments Beam adds in later releases (2.78: ``clock``) pass through as they are;
+            # pipeline/beam_support.py checks the signature is one this class was tested with.
+            super().__init__(pre_grouped_coder, post_grouped_coder, windowing, **beam_arguments)
             self._spills = windowing.is_default()
             if self._spills:
                 self._value_coder = pre_grouped_coder.value_coder().get_impl()
@@ -242,22 +247,37 @@ def _classes():
     return SpillingListBuffer, SpillingGroupingBuffer
 
 
-def install() -> None:
-    """Make this process's FnApiRunner use the spilling buffers and send inputs in chunks; idempotent.
+def install():
+    """Make this process's FnApiRunner use the spilling buffers and send inputs in chunks.
+
+    Returns a function that puts Beam's own classes, methods and constants back; called by
+    ``pipeline.local_runner.local_run`` when the job ends. Check the installed Beam first
+    (``pipeline.beam_support``).
 
     Beam's runner writes a bundle's whole input to the data channel before it sends the worker the
     request to process it, so a worker only starts reading once everything sent fits in the queues
     between them. That holds for Beam's single message per worker, not for chunks: here each input
     is written from its own thread while the runner goes on to send the request, and the bundle
     fails if a sender did (after closing its stream, so the worker never waits for the rest).
+
+    When a bundle fails in the runner while its worker is still sending output (a buffer that
+    cannot be written, say), Beam stops reading that output, and its reader thread can stay blocked
+    on the bundle's full receive queue for ever; the worker then stops reading its input, the
+    sender blocks, and so does Beam's shutdown. So a failed bundle's receive queue is drained
+    (and the data dropped) until its senders are done, and the failure goes to the job watchdog.
     """
     from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
     from apache_beam.runners.worker import data_plane
 
+    from pipeline import job_watchdog
+
+    saved_constants = (data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES, data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD)
+    saved_classes = (execution.ListBuffer, execution.GroupingBuffer, fn_runner.ListBuffer)
+    saved_methods = (fn_runner.BundleManager._send_input_to_worker, fn_runner.BundleManager.process_bundle)
+    if getattr(execution, "_videorec_beam_classes", None):
+        raise RuntimeError("the local runner's buffers are installed already (one local job at a time)")
     data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = SEND_QUEUE_BYTES
     data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = CHUNK_BYTES
-    if getattr(execution, "_videorec_beam_classes", None):
-        return
     list_buffer, grouping_buffer = _classes()
     execution._videorec_beam_classes = (execution.ListBuffer, execution.GroupingBuffer)
     execution.ListBuffer = list_buffer
@@ -280,6 +300,8 @@ def install() -> None:
             write_all()
             data_out.close()
             return
+        # The bundle's receive queue (Beam makes the same one when it reads the output).
+        manager.__dict__.setdefault("_videorec_received", data_conn._receiving_queue(process_bundle_id))
         errors: list[BaseException] = []
 
         def send():
@@ -298,18 +320,47 @@ def install() -> None:
 
     def process_bundle_with_senders(manager, *args, **kwargs):
         manager._videorec_senders = []
+        manager._videorec_received = None
         try:
             result = process_bundle(manager, *args, **kwargs)
-        except BaseException:
-            for sender, _, _ in manager._videorec_senders:
-                sender.join(timeout=30)  # a sender blocked on a dead worker must not hide the error
+        except BaseException as error:
+            job_watchdog.report_failure(f"a bundle of the local runner failed: {error!r}"[:2000])
+            _drain_until_sent(manager._videorec_received, manager._videorec_senders)
             raise
         for sender, _, _ in manager._videorec_senders:
             sender.join()
         for _, errors, transform_id in manager._videorec_senders:
             if errors:
-                raise RuntimeError(f"sending the input of {transform_id} to a worker failed") from errors[0]
+                error = RuntimeError(f"sending the input of {transform_id} to a worker failed")
+                job_watchdog.report_failure(f"{error} ({errors[0]!r})")
+                raise error from errors[0]
         return result
 
     fn_runner.BundleManager._send_input_to_worker = send_input_to_worker
     fn_runner.BundleManager.process_bundle = process_bundle_with_senders
+
+    def restore() -> None:
+        data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES, data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = saved_constants
+        execution.ListBuffer, execution.GroupingBuffer, fn_runner.ListBuffer = saved_classes
+        fn_runner.BundleManager._send_input_to_worker, fn_runner.BundleManager.process_bundle = saved_methods
+        del execution._videorec_beam_classes
+
+    return restore
+
+
+# How long a failed bundle's output is drained while its senders finish (the watchdog covers the rest).
+DRAIN_S = 30.0
+
+
+def _drain_until_sent(received, senders) -> None:
+    """Drop what a failed bundle's worker still sends until every sender of its input is done."""
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline:
+        if received is not None:
+            with contextlib.suppress(queue.Empty):
+                received.get(timeout=0.05)
+                continue
+        if all(not sender.is_alive() for sender, _, _ in senders):
+            return
+        if received is None:
+            time.sleep(0.05)

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline import versions
+from pipeline import job_watchdog, versions
 from pipeline.gates import GateTripped, check_gates, gate_problems
 from pipeline.options import IngestConfig
 from pipeline.preflight import check_inputs
@@ -134,25 +134,6 @@ def interrupts_raise() -> Iterator[SignalWatch]:
             signal.signal(sig, handler)
 
 
-WORKER_SITE = str(Path(__file__).resolve().parent / "worker_site")
-"""Folder with the ``sitecustomize`` module that quiets local Beam worker processes' start-up logging."""
-
-
-@contextlib.contextmanager
-def quiet_local_workers() -> Iterator[None]:
-    """While inside, :data:`WORKER_SITE` is first on ``PYTHONPATH`` for the worker processes the job starts."""
-    saved = os.environ.get("PYTHONPATH")
-    paths = [p for p in (saved or "").split(os.pathsep) if p and p != WORKER_SITE]
-    os.environ["PYTHONPATH"] = os.pathsep.join([WORKER_SITE, *paths])
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
-
-
 def announce(config: IngestConfig, quiet: bool) -> None:
     """The run's first progress line, printed before any input is read."""
     if not quiet:
@@ -186,7 +167,7 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
         staging = _staging_folder(final)
     with interrupts_raise() as signals:
         try:
-            with quiet_local_workers():
+            with job_watchdog.cleanup_if_aborted(lambda: _delete_dataset(staging)):
                 result = run_job(replace(config, output=staging))
             check_gates(result.manifest, config.max_dropped_fraction)
             remove_unlisted_files(staging, result.manifest, quiet)
@@ -346,7 +327,7 @@ def run_on_root(config: IngestConfig, run_job, quiet: bool):
     keeper = versions.LeaseKeeper(lease, config.lease_ttl_s)
     with interrupts_raise() as signals:
         try:
-            with keeper, quiet_local_workers():
+            with keeper, job_watchdog.cleanup_if_aborted(lambda: versions.abandon_run(keeper.lease)):
                 versioned, reuse = version_to_write(config, lease)
                 result = run_job(versioned, reuse)
             check_gates(result.manifest, config.max_dropped_fraction)

@@ -42,6 +42,11 @@ def video_stats(counters: dict[str, int], wall_s: float) -> dict:
     }
 
 
+def _runner(stats: dict) -> str:
+    workers = f", {stats['workers']} worker(s)" if stats.get("workers") else ""
+    return f"{stats['runner']}{workers}, Beam {stats['beam_version']}"
+
+
 def format_summary(manifest: dict, stats: dict | None = None) -> str:
     """Items encoded, failures by reason, users, interactions, shards, bytes and (with ``stats``) the
     run's videos decoded, reused and retried, videos/s over the decoded ones, and the gates."""
@@ -67,7 +72,7 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
         )
     if stats:
         lines.append(
-            f"  run         {stats['wall_s']:.1f} s on {stats['workers']} worker(s); videos: "
+            f"  run         {stats['wall_s']:.1f} s on {_runner(stats)}; videos: "
             f"{stats['videos_decoded']} decoded at {stats['videos_per_s']:.2f}/s, {stats['videos_reused']} reused, "
             f"{stats['videos_retried']} retried, {stats['videos_given_up']} given up"
         )

@@ -4,7 +4,7 @@
 # Everything lands in ./example (delete it to start over).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_venv.sh train
+bash scripts/setup_venv.sh
 export PATH="$PWD/.venv/bin:$PATH"
 out="${EXAMPLE_DIR:-example}"
 

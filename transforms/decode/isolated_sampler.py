@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
+from collections.abc import Mapping
 from pathlib import Path
 
 from transforms.decode.sampler import UNEXPECTED, sample_video
@@ -99,6 +100,35 @@ def main(argv: list[str]) -> None:
     serve(requests, answers, SamplerConfig.from_dict(json.loads(argv[2])))
 
 
+# What a Beam SDK worker process has in its environment that the sampler's process must not inherit:
+# with them it would import Beam's worker and gRPC at start-up (the driver's worker site runs when
+# CONTROL_API_SERVICE_DESCRIPTOR is set), about 125 MB counted against the sampler's memory limit.
+BEAM_WORKER_VARIABLES = (
+    "CONTROL_API_SERVICE_DESCRIPTOR",
+    "LOGGING_API_SERVICE_DESCRIPTOR",
+    "STATUS_API_SERVICE_DESCRIPTOR",
+    "ARTIFACT_API_SERVICE_DESCRIPTOR",
+    "PROVISION_API_SERVICE_DESCRIPTOR",
+    "PIPELINE_OPTIONS",
+    "RUNNER_CAPABILITIES",
+    "WORKER_ID",
+    # set by a videorec driver for its Beam workers (pipeline/local_runner.py); the second names the
+    # PYTHONPATH entry of their start-up module
+    "VIDEOREC_BEAM_VERSION",
+    "VIDEOREC_WORKER_SITE",
+)
+
+
+def sampler_environment(parent: Mapping[str, str], package_root: str) -> dict[str, str]:
+    """The sampler process's environment: ``parent`` without Beam's worker variables and the worker
+    site, with ``package_root`` first on ``PYTHONPATH`` so ``transforms.decode`` imports."""
+    worker_site = parent.get("VIDEOREC_WORKER_SITE")
+    inherited = [p for p in parent.get("PYTHONPATH", "").split(os.pathsep) if p and p != worker_site]
+    env = {name: value for name, value in parent.items() if name not in BEAM_WORKER_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join([package_root, *inherited])
+    return env
+
+
 class IsolatedSampler:
     """``with IsolatedSampler(config) as sampler: sample = sampler.sample(uri)``.
 
@@ -132,9 +162,7 @@ class IsolatedSampler:
         self._discard_worker()
         request_read, request_write = os.pipe()
         answer_read, answer_write = os.pipe()
-        package_root = str(Path(__file__).resolve().parents[2])
-        python_path = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+        env = sampler_environment(os.environ, package_root=str(Path(__file__).resolve().parents[2]))
         command = [
             sys.executable,
             "-m",
