@@ -24,8 +24,8 @@ import signal
 import subprocess
 import sys
 import time
-from multiprocessing.connection import Connection
 from collections.abc import Mapping
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from transforms.decode.sampler import UNEXPECTED, sample_video
