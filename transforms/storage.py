@@ -2,7 +2,8 @@
 
 Every path the ingest job touches goes through these helpers, so the same code runs on a laptop
 and on Dataflow. Writes are atomic: a local file is written to a temporary sibling and renamed; a
-GCS object only becomes visible when its upload completes, so it is written in place. Byte ranges
+GCS object only becomes visible when its upload is finalised, so it is written in place, and a write
+that fails cancels its upload (:func:`_abort_upload`) rather than finalising a truncated object. Byte ranges
 are read by :mod:`transforms.ranged_reads`; what Beam does not expose (GCS object metadata,
 generations, conditional writes, ranged downloads) goes through the client in :mod:`transforms.gcs`.
 
@@ -22,6 +23,7 @@ import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _EMULATOR_LOCK = threading.Lock()
@@ -115,9 +117,14 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
     """
     use_emulator_credentials_if_configured()
     if is_remote(path):
-        raw = FileSystems.create(path, mime_type="application/octet-stream")
-        # An exception leaves the upload unfinished, and GCS never publishes an unfinished object.
-        yield HashingWriter(raw)
+        raw = FileSystems.create(
+            path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+        )
+        try:
+            yield HashingWriter(raw)
+        except BaseException:
+            _abort_upload(raw)
+            raise
         raw.close()
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -129,6 +136,27 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _abort_upload(raw: BinaryIO) -> None:
+    """Cancel an unfinished object upload so that nothing appears at its path.
+
+    GCS publishes an object only when its resumable upload is finalised, but the client's writer
+    finalises on ``close()``, which also runs when the writer is garbage-collected: a writer merely
+    dropped after an exception would publish the bytes written so far. ``terminate()`` deletes the
+    upload session and closes the writer's buffer; if the delete itself fails (the network is what
+    failed), the buffer is still closed, so the writer can never finalise and the unfinished session
+    expires on the server (a killed process leaves such a session too).
+    """
+    terminate = getattr(raw, "terminate", None)
+    if terminate is None:  # not a resumable-upload writer: the best left is not to finalise it
+        return
+    try:
+        terminate()
+    except Exception:  # noqa: BLE001 - the original exception is the one to report
+        buffer = getattr(raw, "_buffer", None)
+        if buffer is not None and not buffer.closed:
+            buffer.close()
 
 
 def write_bytes(path: str, data: bytes) -> str:
