@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.cli import main as videorec
+from tests.dataset_files import dataset_table
 from transforms.buckets import (
     RankInBuckets,
     bucket_count,
@@ -118,3 +122,34 @@ def test_a_hash_collision_is_an_error_never_a_silent_merge():
     excluded = combine.extract_output(combine.add_input(combine.create_accumulator(), ("a", "corrupt")))
     with pytest.raises(HashCollisionError, match="excluded"):
         ItemLookup.from_parts([part]).check_disjoint(excluded)
+
+
+ODD_IDS = ["--5", "-", "--", "-5", "5", "-0", "0", "007", "-x", "+3", "5-", "٣", "a"]
+
+
+def test_id_order_key_takes_every_id_numbers_first():
+    """Any string is an ID: ``--5`` or ``-`` are not numbers and must not crash the ordering (issue 21)."""
+    ordered = sorted(ODD_IDS, key=id_order_key)
+    numbers = [i for i in ordered if id_order_key(i)[0] == 0]
+    assert numbers == ["-5", "-0", "0", "5", "007"]
+    assert [int(i) for i in numbers] == sorted(int(i) for i in numbers)
+    assert ordered[len(numbers) :] == sorted(i for i in ODD_IDS if i not in numbers)
+
+
+def test_an_ingest_with_ids_like_double_dash_five_succeeds(tmp_path):
+    """The whole ID-only job on users and items named ``--5``, ``-``, ``-x``: ranked, sharded, listed."""
+    users = ["--5", "-", "-7", "u1", "--", "٣"]
+    items = ["--9", "-", "-1", "i2", "+3"]
+    lines = ["user,item,timestamp"]
+    for u, user in enumerate(users):
+        for t in range(5):
+            lines.append(f"{user},{items[(u + t) % len(items)]},{100 + t}")
+    (tmp_path / "pairs.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    argv = ["ingest", "--interactions", str(tmp_path / "pairs.csv"), "--output", str(out)]
+    assert videorec([*argv, "--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["users_kept"] == manifest["num_users"] == len(users)
+    assert manifest["counts"]["items_encoded"] == manifest["num_items"] == len(items)
+    table = dataset_table(out, "items").to_pydict()
+    assert sorted(table["item_id"]) == sorted(items)

@@ -37,8 +37,12 @@ def bucket_of(identifier: str, buckets: int) -> int:
 
 
 def id_order_key(identifier: str) -> tuple[int, int, str]:
-    """Integers in numeric order first, then every other ID in code-point order."""
-    text = identifier.lstrip("-")
+    """Integers in numeric order first, then every other ID in code-point order.
+
+    An integer is ASCII digits with at most one leading ``-``; anything else (``--5``, ``-``, ``+3``,
+    ``٣``) is a plain string ID.
+    """
+    text = identifier[1:] if identifier.startswith("-") else identifier
     if text.isdigit() and text.isascii():
         return (0, int(identifier), identifier)
     return (1, 0, identifier)
