@@ -238,7 +238,7 @@ def check_local_runner_support(side: str = RUNNER, internals=INTERNALS) -> str:
     supported = ", ".join(SUPPORTED_BEAM_VERSIONS)
     if version not in SUPPORTED_BEAM_VERSIONS:
         raise UnsupportedBeam(
-            f"Apache Beam {version} is installed, but the local runner supports only {supported}; {INSTALL_HINT}"
+            f"Apache Beam {version} is installed, but the local runner is supported only on {supported}; {INSTALL_HINT}"
         )
     for internal in internals:
         if internal.side == side and (problem := internal_problem(internal)):

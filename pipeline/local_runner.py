@@ -212,7 +212,8 @@ def worker_environment(beam_version: str) -> dict[str, str]:
 def watch_workers() -> None:
     """Make a local SDK worker process that exits with an error a failure of the job.
 
-    Beam's runner logs it from a side thread and then waits for the worker for ever.
+    Beam's runner raises it in a side thread and then waits for the worker for ever; here it goes to
+    the job watchdog, which ends the job :data:`job_watchdog.GRACE_S` later unless it ended already.
     Undone by :func:`unwatch_workers`.
     """
     from apache_beam.runners.portability import local_job_service
@@ -224,9 +225,8 @@ def watch_workers() -> None:
     def run_and_report(worker):
         try:
             run(worker)
-        except BaseException as error:
+        except Exception as error:  # reported instead of Beam's thread traceback; the watchdog ends the job
             job_watchdog.report_failure(f"a local Beam worker process failed: {error}")
-            raise
 
     run_and_report._videorec_watched = run
     local_job_service.SubprocessSdkWorker.run = run_and_report

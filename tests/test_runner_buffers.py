@@ -23,8 +23,7 @@ from apache_beam.transforms import core, window
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import runner_buffers
-from pipeline.local_runner import WORKER_FLUSH_BYTES, WORKER_SEND_QUEUE_BYTES
-from pipeline.runs import quiet_local_workers
+from pipeline.local_runner import WORKER_FLUSH_BYTES, WORKER_SEND_QUEUE_BYTES, choose_runner, local_run
 
 PRE = coders.WindowedValueCoder(coders.TupleCoder([coders.StrUtf8Coder(), coders.BytesCoder()]))
 POST = coders.WindowedValueCoder(
@@ -36,6 +35,21 @@ GLOBAL = core.Windowing(window.GlobalWindows())
 @pytest.fixture(scope="module")
 def classes():
     return runner_buffers._classes()
+
+
+@pytest.fixture
+def installed():
+    """The spilling buffers and chunked sends, as a local run has them; Beam's own afterwards."""
+    restore = runner_buffers.install()
+    yield
+    restore()
+    assert execution.GroupingBuffer.__name__ == "GroupingBuffer"
+
+
+def local_workers():
+    """What every local ingest runs its job inside (``local_runner.local_run``)."""
+    _, choice = choose_runner(["--direct_num_workers=2"])
+    return local_run(choice, stop_processes=lambda: None)
 
 
 def encoded_chunks(pairs, per_chunk):
@@ -140,12 +154,11 @@ def test_list_buffer_with_fewer_chunks_than_workers_deals_elements_as_beam(class
         ["--direct_running_mode=in_memory"],
     ],
 )
-def test_local_pipeline_through_spilling_buffers(mode):
+def test_local_pipeline_through_spilling_buffers(mode, installed):
     """Both local modes: worker processes (chunks sent from a thread) and the in-process worker,
     which runs a bundle inside its request (input written before)."""
-    runner_buffers.install()
     assert execution.GroupingBuffer.__name__ == "SpillingGroupingBuffer"
-    options = PipelineOptions(["--runner=DirectRunner", *mode])
+    options = PipelineOptions(["--runner=FnApiRunner", *mode])
     rows = [(f"u{n % 500}", n) for n in range(60_000)]
     expected = [(f"u{u}", sum(n for n in range(60_000) if n % 500 == u)) for u in range(500)]
     with beam.Pipeline(options=options) as pipeline:
@@ -171,12 +184,12 @@ def _worker_settings(_):
 
 
 def test_local_workers_started_by_an_ingest_bound_their_output(tmp_path):
-    """``runs.quiet_local_workers`` (every local ingest) puts ``worker_site`` first: workers apply it."""
+    """``local_runner.local_run`` (every local ingest) puts ``worker_site`` first: workers apply it."""
     options = PipelineOptions(
-        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+        ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     )
     driver = os.getpid()
-    with quiet_local_workers(), beam.Pipeline(options=options) as pipeline:
+    with local_workers(), beam.Pipeline(options=options) as pipeline:
         settings = pipeline | beam.Create(range(4)) | beam.Map(_worker_settings)
         assert_that(
             settings | beam.Map(lambda s: (s[0] != driver, s[1], s[2])) | beam.Distinct(),
@@ -199,10 +212,10 @@ class _MarkTornDown(beam.DoFn):
 def test_local_workers_shut_a_stage_down_when_its_bundle_is_done(tmp_path):
     """The next stage starts after the first stage's DoFns were torn down (their memory freed)."""
     options = PipelineOptions(
-        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+        ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     )
     folder = str(tmp_path)
-    with quiet_local_workers(), beam.Pipeline(options=options) as pipeline:
+    with local_workers(), beam.Pipeline(options=options) as pipeline:
         seen = (
             pipeline
             | beam.Create(range(100))
@@ -224,7 +237,7 @@ runner_buffers.install()
 runner_buffers.CHUNK_BYTES = 16 << 10
 data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = 64 << 10
 options = PipelineOptions(
-    ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 )
 with beam.Pipeline(options=options) as pipeline:
     (
@@ -251,8 +264,7 @@ def test_a_stage_input_far_larger_than_the_queues_does_not_deadlock(tmp_path):
     assert "groups 50" in out.stdout
 
 
-def test_a_failed_send_fails_the_bundle_loudly(monkeypatch):
-    runner_buffers.install()
+def test_a_failed_send_fails_the_bundle_loudly(monkeypatch, installed):
     calls = {"n": 0}
     real_loaded = runner_buffers.loaded
 
@@ -264,7 +276,7 @@ def test_a_failed_send_fails_the_bundle_loudly(monkeypatch):
 
     monkeypatch.setattr(runner_buffers, "loaded", failing_loaded)
     options = PipelineOptions(
-        ["--runner=DirectRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+        ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     )
     with pytest.raises(Exception, match="sending the input of"), beam.Pipeline(options=options) as pipeline:
         (

@@ -1,0 +1,121 @@
+"""An exception anywhere in a local run fails the job, never hangs it, and publishes nothing.
+
+Each case runs a real ingest (ID-only, 150k rows, two worker processes) in a subprocess with one fault
+injected into a patched path of the local runner (pipeline/runner_buffers.py, pipeline/worker_site):
+
+- the runner's spill file stops accepting writes while stage outputs arrive;
+- a chunked sender cannot read a spilled stage input back;
+- every worker fails its start-up check (it runs a Beam other than the driver's), so it exits
+  before it connects; Beam's runner alone would wait for it for ever (pipeline/job_watchdog.py).
+
+The subprocess gets the watchdog's grace period plus a margin to end; running past it is a hang.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.gen_logs import LogShape, generate
+from pipeline.job_watchdog import GRACE_S
+from pipeline.runs import STAGING
+
+REPO = Path(__file__).resolve().parents[1]
+HANG_S = GRACE_S + 60
+
+INJECT = """
+import sys, threading
+from pipeline import local_runner, runner_buffers
+
+fault = sys.argv.pop(1)
+lock, calls = threading.Lock(), [0]
+
+
+def trip_after(n, error):
+    with lock:
+        calls[0] += 1
+        if calls[0] > n:
+            raise error
+
+
+if fault == "spill-file":
+    runner_buffers.SPILL_MIN_BYTES = 0  # every chunk goes through the spill file
+    put = runner_buffers.SpillFile.put
+
+    def failing_put(self, data):
+        trip_after(60, OSError(28, "injected: no space left for the runner's spill file"))
+        return put(self, data)
+
+    runner_buffers.SpillFile.put = failing_put
+elif fault == "sender":
+    runner_buffers.SPILL_MIN_BYTES = 0
+    loaded = runner_buffers.loaded
+
+    def failing_loaded(entry):
+        if isinstance(entry, runner_buffers.Spilled):
+            trip_after(5, OSError("injected: a spilled stage input could not be read back"))
+        return loaded(entry)
+
+    runner_buffers.loaded = failing_loaded
+elif fault == "worker-start":
+    environment = local_runner.worker_environment
+    local_runner.worker_environment = lambda version: {
+        **environment(version),
+        local_runner.BEAM_VERSION_ENV: "0.0.1",
+    }
+
+from pipeline.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def interactions(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("log") / "pairs.csv"
+    generate(LogShape(rows=150_000, users=15_000, items=2_000, seed=5), path)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        ("spill-file", "injected: no space left for the runner's spill file"),
+        ("sender", "injected: a spilled stage input could not be read back"),
+        ("worker-start", "a local Beam worker could not start: this worker runs Apache Beam"),
+    ],
+)
+def test_an_injected_fault_fails_the_ingest_and_publishes_nothing(tmp_path, interactions, fault, says):
+    output = tmp_path / "dataset"
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                INJECT,
+                fault,
+                "--interactions",
+                str(interactions),
+                "--output",
+                str(output),
+            ]
+            + ["--direct_num_workers=2"],
+            capture_output=True,
+            text=True,
+            timeout=HANG_S,
+            cwd=REPO,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the ingest with a {fault} fault hung for {HANG_S:g} s instead of failing")
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert says in done.stderr, done.stderr[-3000:]
+    assert not output.exists(), "a failed run published a dataset"
+    assert not list(tmp_path.glob(f".dataset{STAGING}*")), "the unfinished output was left behind"
+    print(f"{fault}: exit {done.returncode} after {took:.1f} s")
