@@ -206,3 +206,22 @@ def test_the_item_encoder_uses_the_loaded_backbone(tmp_path):
     normalised = (clips.permute(0, 2, 1, 3, 4).float() / 255 - encoder.mean) / encoder.std
     with torch.no_grad():
         assert torch.allclose(encoder.features(clips), reference(normalised), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("version", "name"),
+    [
+        ("4.40.0", "torch_dtype"),
+        ("4.55.4", "torch_dtype"),
+        ("4.56.0", "dtype"),
+        ("4.56.0.dev0", "dtype"),
+        ("5.25.0", "dtype"),
+    ],
+)
+def test_videomae_weights_load_with_the_dtype_argument_of_the_installed_transformers(version, name):
+    """``from_pretrained(..., dtype=)`` exists from transformers 4.56; setup.py allows older releases,
+    where ``dtype`` reaches the model's constructor and raises ``TypeError`` (issue 21). Checked by hand
+    against transformers 4.40.2: the VideoMAE folder test above fails without this and passes with it."""
+    from trainer.models.hub_backbones import dtype_argument
+
+    assert dtype_argument(version) == name

@@ -137,15 +137,29 @@ def _videomae(spec: dict) -> Backbone:
     return _videomae_backbone(VideoMAEModel(_videomae_config(spec)), spec)
 
 
+DTYPE_ARGUMENT_SINCE = (4, 56)
+"""transformers renamed ``from_pretrained``'s ``torch_dtype`` to ``dtype`` in 4.56; earlier releases
+pass an unknown ``dtype`` on to the model's constructor, which raises ``TypeError``."""
+
+
+def dtype_argument(transformers_version: str) -> str:
+    """The name ``from_pretrained`` takes the weights' dtype under in this transformers version."""
+    from packaging.version import Version  # a dependency of transformers
+
+    return "dtype" if Version(transformers_version).release[:2] >= DTYPE_ARGUMENT_SINCE else "torch_dtype"
+
+
 def load_videomae_folder(folder: Path, spec: dict) -> Backbone:
     """VideoMAE from a local Hugging Face model folder, built for ``spec``'s clips; raises if an
     encoder weight is missing, unused or of another shape (the pretraining decoder is dropped)."""
+    import transformers
     from transformers import VideoMAEConfig, VideoMAEModel
 
     config = VideoMAEConfig.from_pretrained(folder, local_files_only=True)
     config = _videomae_config(dict(spec, hf_config=config.to_dict()))
+    float32 = {dtype_argument(transformers.__version__): torch.float32}
     model, info = VideoMAEModel.from_pretrained(
-        folder, config=config, local_files_only=True, output_loading_info=True, dtype=torch.float32
+        folder, config=config, local_files_only=True, output_loading_info=True, **float32
     )
     encoder_keys = ("embeddings.", "encoder.", "layernorm.")
     missing = sorted(info["missing_keys"])
