@@ -194,7 +194,7 @@ def ingest(code: Code, inputs: list[str], output: Path, workers: int, poll_s: fl
         *inputs,
         f"--output={output}",
         "--quiet",
-        "--runner=DirectRunner",
+        "--runner=FnApiRunner",
         f"--direct_num_workers={workers}",
         "--direct_running_mode=multi_processing",
     ]

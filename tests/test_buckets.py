@@ -51,7 +51,7 @@ def test_bucket_count_follows_both_shard_limits():
 def test_ranks_cover_every_element_once_in_a_worker_independent_order():
     ids = [str(i) for i in range(500)] + ["a", "b", "-4"]
     buckets = 7
-    with BeamTestPipeline() as p:
+    with BeamTestPipeline(runner="FnApiRunner") as p:
         ranked = (
             p
             | beam.Create(ids)
@@ -73,7 +73,7 @@ def test_batched_ranks_equal_unbatched_ranks():
             by_bucket.setdefault(bucket_of(i, buckets), []).append(i)
         return [(b, tuple(v)) for b, v in by_bucket.items()]
 
-    with BeamTestPipeline() as p:
+    with BeamTestPipeline(runner="FnApiRunner") as p:
         chunks = p | beam.Create([ids[k : k + 37] for k in range(0, len(ids), 37)])
         ranked = (
             chunks

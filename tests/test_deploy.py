@@ -182,7 +182,7 @@ def test_scheduled_launch_builds_valid_dataflow_pipeline_options(config_file):
 
 
 def test_flex_entry_point_submits_the_real_pipeline(tmp_path):
-    """flex_main.py as the launcher runs it, on the DirectRunner (Dataflow itself is not reachable)."""
+    """flex_main.py as the launcher runs it, on the local FnApiRunner (Dataflow itself is not reachable)."""
     rows = ["user,item,timestamp"] + [
         f"u{u},i{(u * 7 + k) % 12},{1000 + 10 * k}" for u in range(12) for k in range(6)
     ]
@@ -197,7 +197,7 @@ def test_flex_entry_point_submits_the_real_pipeline(tmp_path):
             "--min_user_interactions=3",
             "--max_seq_len=4",
             "--quiet=true",
-            "--runner=DirectRunner",
+            "--runner=FnApiRunner",
             "--direct_num_workers=1",
         ],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
@@ -224,7 +224,7 @@ def test_flex_entry_point_publishes_latest_from_the_jobs_last_step(tmp_path):
         "--keep=1",
         "--min_user_interactions=3",
         "--quiet=true",
-        "--runner=DirectRunner",
+        "--runner=FnApiRunner",
         "--direct_num_workers=1",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -383,15 +383,16 @@ def test_dockerfile_builds_on_the_pinned_beam_image():
     sdk = [image for image in images if image.startswith("apache/beam_python")]
     assert len(sdk) == 1
     python, version = re.fullmatch(r"apache/beam_python(\d+\.\d+)_sdk:(.+)", sdk[0]).groups()
-    assert version == apache_beam.__version__
+    locked = re.search(r"^apache-beam==(\S+)$", (REPO_ROOT / "requirements.lock").read_text(), re.M).group(1)
+    assert version == locked
     assert python == "3.11"
     assert "python311-template-launcher-base" in text
     assert re.search(r"^COPY --from=flex_launcher /opt/google/dataflow/python_template_launcher ", text, re.M)
     assert re.search(r'^ENTRYPOINT \["/opt/apache/beam/boot"\]', text, re.M)
     assert re.search(r"^RUN ln -s .*imageio_ffmpeg.get_ffmpeg_exe\(\).* /usr/local/bin/ffmpeg", text, re.M)
     installs = re.findall(r"pip install [^\n]*", text)
-    assert installs == ["pip install --no-cache-dir . \\"], (
-        "the project alone, without the train extra (torch)"
+    assert installs == ["pip install --no-cache-dir -c requirements.lock . \\"], (
+        "the project alone at the locked versions, without the train extra (torch)"
     )
 
     py_file = re.search(r"^ENV FLEX_TEMPLATE_PYTHON_PY_FILE=(\S+)", text, re.M).group(1)
@@ -447,7 +448,7 @@ def test_nightly_script_runs_the_ingest_and_reports_failure(tmp_path):
         **os.environ,
         "VIDEOREC": str(venv_bin / "videorec"),
         "PYTHONPATH": str(REPO_ROOT),
-        "VIDEOREC_INGEST_ARGS": f"{args} --runner=DirectRunner --direct_num_workers=1",
+        "VIDEOREC_INGEST_ARGS": f"{args} --direct_num_workers=1",
     }
     if not (venv_bin / "videorec").exists():
         env["VIDEOREC"] = str(tmp_path / "videorec")

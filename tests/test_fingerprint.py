@@ -170,7 +170,7 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
     present = _write(tmp_path / "v1.mp4", b"abc")
     absent = str(tmp_path / "v2.mp4")
     expected = fingerprint_video(present, SAMPLER)
-    pipeline = test_pipeline.TestPipeline()
+    pipeline = test_pipeline.TestPipeline(runner="FnApiRunner")
     results = pipeline | beam.Create([("1", present), ("2", absent)]) | FingerprintVideos(SAMPLER)
     assert_that(results.fingerprints, equal_to([("1", expected)]), label="fingerprints")
     assert_that(

@@ -25,7 +25,7 @@ def test_sample_mid_frames_routes_videos_and_failures(shared_data, tmp_path):
         ("item-audio", str(videos / "laravel-media__audio-only.mov")),
     ]
     config = SamplerConfig(size=(64, 64), timeout_s=30)
-    pipeline = test_pipeline.TestPipeline()
+    pipeline = test_pipeline.TestPipeline(runner="FnApiRunner")
     outputs = pipeline | beam.Create(elements) | SampleMidFrames(config)
     assert_that(
         outputs.sampled

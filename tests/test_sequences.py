@@ -160,7 +160,7 @@ def test_beam_histories_and_sequences():
     rows = [row(i, t, t, user=u) for u in ("u1", "u2") for t, i in enumerate("abcde")]
     rows.append(row("a", 0, 99, user="u1"))  # exact duplicate of u1's first row
     rows += [row("z", 1, 50, user="u3")]
-    with BeamTestPipeline() as p:
+    with BeamTestPipeline(runner="FnApiRunner") as p:
         # one blob per row, as if every row came from its own split: the shuffle must regroup them
         blobs = [item for r in rows for item in pack_user_rows({r.user_id: [pack_row(r)]}, 2).items()]
         packed = p | beam.Create(blobs)
