@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, WorkerOptions
 from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
