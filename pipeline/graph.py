@@ -14,6 +14,7 @@ import apache_beam as beam
 
 from pipeline import versions
 from pipeline.options import IngestConfig
+from pipeline.ownership import scratch_folder, work_root
 from pipeline.runs import publish_version
 from transforms import storage
 from transforms.bundle_counts import CountKeys
@@ -27,6 +28,7 @@ from transforms.item_shards import DescribeItemsWithoutFrames
 from transforms.manifest import build_manifest, write_manifest
 from transforms.new_items import ChooseNewItems
 from transforms.read_interactions import FAILED, VALID, ReadInteractions
+from transforms.reconcile import reconcile_dataset_files
 from transforms.reuse import ReuseFrom
 from transforms.sequences import (
     BuildUserSequences,
@@ -106,13 +108,10 @@ def finish_dataset(
         failures=failure_parts,
         dataset_version=config.dataset_version,
     )
+    reconcile_dataset_files(config.output, manifest)  # before anything is published
     write_manifest(config.output, manifest)
-    storage.delete_tree(work_dir(config))
+    storage.delete_tree(scratch_folder(config))  # never --work-dir itself (pipeline.ownership)
     return manifest["dataset_version"]
-
-
-def work_dir(config: IngestConfig) -> str:
-    return config.work_dir or storage.join(config.output, "_work")
 
 
 @dataclass
@@ -157,7 +156,7 @@ def choose_and_encode_items(
             config.video_pattern,
             config.video_map,
             sampler_config,
-            work_dir(config),
+            work_root(config),
             progress_every,
             reuse,
             allow_any_uri=config.allow_any_uri,

@@ -13,8 +13,9 @@ first problem found:
   caught here);
 - ``--videos`` is a folder that exists and holds the videos of at least one of the sampled items;
   ``--video-map`` and ``--titles`` exist and name the columns they need;
-- ``--output`` is not a file, is empty or ``--overwrite`` is given, and its parent is writable;
-  ``--dataset-root`` and ``--work-dir`` are writable.
+- ``--output`` is not a file, is new, empty or a dataset the project wrote (replaced only with
+  ``--overwrite``), holds no input and is no mount point, and its parent is writable
+  (:mod:`pipeline.ownership`); ``--dataset-root`` is writable; ``--work-dir`` is new or empty, and writable.
 
 Nothing is written except a probe that is removed at once.
 """
@@ -26,7 +27,9 @@ import re
 import secrets
 import threading
 from collections import Counter
+from dataclasses import replace
 
+from pipeline import ownership
 from pipeline.options import IngestConfig
 from transforms import gcs, storage
 from transforms.interactions import Interaction, parse_parquet, parse_text, read_head, resolve_inputs
@@ -164,41 +167,32 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 def _check_output(config: IngestConfig) -> None:
     if config.output is not None:
-        check_output_folder(config.output, overwrite=config.overwrite)
+        check_output_folder(config.output, overwrite=config.overwrite, config=config)
     if config.dataset_root is not None:
         _check_writable_folder(config.dataset_root, "--dataset-root")
     if config.work_dir is not None:
+        ownership.check_work_dir(config.work_dir)
         _check_writable_folder(config.work_dir, "--work-dir")
 
 
-def check_output_folder(output: str, *, overwrite: bool, flag: str = "--output") -> None:
-    """``output`` can take a new dataset: not a file, empty or ``overwrite``, and its parent writable.
+def check_output_folder(
+    output: str, *, overwrite: bool, flag: str = "--output", config: IngestConfig | None = None
+) -> None:
+    """``output`` can take a new dataset: not a file, a link or a mount point, holding none of
+    ``config``'s inputs, new, empty or (with ``overwrite``) a dataset the project wrote, and its
+    parent writable (``pipeline.ownership``).
 
     Raises:
-        BadInput: otherwise.
+        BadInput: otherwise (``ownership.NotOurs``, a ``ValueError`` too, for a folder not ours).
     """
+    if not storage.is_remote(output) and os.path.isfile(output):
+        raise BadInput(f"{flag} {output} is a file; give a folder path")
+    config = config or IngestConfig(interactions="", output=output)
+    ownership.check_output_is_ours(replace(config, output=output, overwrite=overwrite), flag)
     if storage.is_remote(output):
-        if _holds_objects(output) and not overwrite:
-            raise BadInput(
-                f"{flag} {output} already holds files; pass --overwrite to replace them, or choose another {flag}"
-            )
         _probe_gcs(output, flag)
         return
-    if os.path.isfile(output):
-        raise BadInput(f"{flag} {output} is a file; give a folder path")
-    if os.path.isdir(output) and os.listdir(output) and not overwrite:
-        raise BadInput(
-            f"{flag} {output} already exists and is not empty; pass --overwrite to replace it, "
-            f"or choose another {flag}"
-        )
     _check_writable_folder(os.path.dirname(os.path.abspath(output)), f"the folder of {flag}")
-
-
-def _holds_objects(url: str) -> bool:
-    """True when at least one object lies under the ``gs://`` prefix ``url`` (one listing of one object)."""
-    bucket, prefix = gcs.split_gcs_url(url)
-    blobs = gcs.gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else "", max_results=1)
-    return next(iter(blobs), None) is not None
 
 
 def _check_writable_folder(folder: str, what: str) -> None:
@@ -340,7 +334,7 @@ def _check_videos(config: IngestConfig, items: list[str]) -> None:
 
     root = config.videos
     if storage.is_remote(root):
-        if not _holds_objects(root):
+        if not ownership.holds_objects(root):
             raise BadInput(f"--videos {root} holds no objects; check the gs:// path")
     elif not os.path.isdir(root):
         what = "is a file, not a folder" if os.path.exists(root) else "does not exist"

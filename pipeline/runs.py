@@ -32,14 +32,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline import job_watchdog, versions
+from pipeline import job_watchdog, ownership, versions
 from pipeline.gates import GateTripped, check_gates, gate_problems
 from pipeline.options import IngestConfig
 from pipeline.preflight import check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
-from transforms.format import MANIFEST_FILE, RUN_STATS_FILE
+from transforms.format import MANIFEST_FILE
 from transforms.manifest import read_manifest
+from transforms.reconcile import remove_leftovers_after_job
 from transforms.reuse import ReuseFrom
 
 STAGING = ".staging-"
@@ -151,13 +152,22 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
     there is no rename: the job writes the output prefix directly (with ``--overwrite`` the old
     objects are deleted first, manifest first, so no old manifest ever sits beside new shards).
 
+    A local ``--output`` is locked for the whole run (``ownership.output_lock``), and a ``--work-dir``
+    keeps only what was there before (``ownership.own_work_dir``).
+
     Raises:
         preflight.BadInput: before the job, when an input or the output cannot be used.
+        ownership.OutputBusy: another live run writes the same ``--output`` (exit 3).
         GateTripped: the dataset failed a gate; the output is left as it was (local) or empty (gs://).
         Interrupted: Ctrl-C or SIGTERM; the staging folder is gone, the output as it was.
     """
     announce(config, quiet)
-    check_inputs(config)
+    with ownership.output_lock(config.output), ownership.own_work_dir(config):
+        check_inputs(config)
+        return _run_into_staging(config, run_job, quiet)
+
+
+def _run_into_staging(config: IngestConfig, run_job, quiet: bool):
     final = config.output
     if storage.is_remote(final):
         _delete_dataset(final)
@@ -177,7 +187,7 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
                 raise Interrupted(signals.received, f"removed the unfinished output {staging}") from None
             raise
         if staging != final:
-            swap_into_place(staging, final)
+            swap_into_place(staging, final, quiet)
     return replace(result, output=final)
 
 
@@ -208,30 +218,31 @@ def _remove_abandoned_staging(final: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def listed_files(manifest: dict) -> set[str]:
-    """Paths (relative to the dataset folder) of every file a manifest names, plus itself and run stats."""
-    listed = {MANIFEST_FILE, RUN_STATS_FILE, *manifest.get("failures", [])}
-    listed |= {path for paths in manifest.get("tables", {}).values() for path in paths}
-    listed |= {shard["path"] for shards in manifest.get("shards", {}).values() for shard in shards}
-    return listed
-
-
 def remove_unlisted_files(folder: str, manifest: dict, quiet: bool) -> int:
-    """Delete what a finished job left in a local dataset folder beside the files its manifest names
-    (a killed worker's temporary file, an emptied ``_work/``); says how many. Returns the count."""
+    """Before publishing a local dataset folder: remove what the finished job left beside the files
+    its manifest names (a killed attempt's temporary copy of a listed file, a straggler's scratch
+    file in ``_work/``, emptied folders), count them in ``run_stats.json`` and say so; returns the
+    count. Any other file raises ``ReconciliationError`` and nothing is published
+    (``transforms.reconcile``; the job itself checked its data folders before writing the manifest).
+    """
     if storage.is_remote(folder):
         return 0
-    base = Path(folder)
-    listed = listed_files(manifest)
-    stray = [p for p in base.rglob("*") if p.is_file() and p.relative_to(base).as_posix() not in listed]
-    for path in stray:
+    removed = remove_leftovers_after_job(folder, manifest, scratch="_work")
+    if removed and not quiet:
+        print(f"ingest: removed {len(removed)} leftover file(s) beside the dataset", file=sys.stderr)
+    return len(removed)
+
+
+def _delete_files_except(base: Path, keep: set[str]) -> int:
+    """Delete every file under ``base`` whose relative path is not in ``keep``, then the folders left
+    empty (not ``base``); returns how many files were deleted."""
+    doomed = [p for p in base.rglob("*") if not p.is_dir() and p.relative_to(base).as_posix() not in keep]
+    for path in doomed:
         path.unlink()
     for path in sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
         if not any(path.iterdir()):
             path.rmdir()
-    if stray and not quiet:
-        print(f"ingest: removed {len(stray)} file(s) the job left beside the dataset", file=sys.stderr)
-    return len(stray)
+    return len(doomed)
 
 
 def _delete_dataset(folder: str) -> None:
@@ -259,12 +270,13 @@ def _exchange(a: str, b: str) -> bool:
     return result == 0
 
 
-def swap_into_place(staging: str, final: str) -> None:
+def swap_into_place(staging: str, final: str, quiet: bool = True) -> None:
     """Make the complete dataset at ``staging`` the folder ``final``, removing what ``final`` held.
 
     An existing ``final`` is exchanged with ``staging`` in one atomic rename where the OS supports it
-    (Linux), else moved aside first; then the old content is deleted. Readers see the old dataset or
-    the new one, never a mix.
+    (Linux), else moved aside first; readers see the old dataset or the new one, never a mix. Of the
+    old content only the dataset's own files are deleted (``ownership.foreign_files``): a file put
+    there while the job ran is kept, in ``FINAL.kept-<token>``, and named on stderr.
     """
     if not os.path.exists(final):
         os.rename(staging, final)
@@ -275,7 +287,16 @@ def swap_into_place(staging: str, final: str) -> None:
         old = f"{staging}.old"
         os.rename(final, old)
         os.rename(staging, final)
-    _delete_dataset(old)
+    _, foreign = ownership.foreign_files(old)
+    if not foreign:
+        _delete_dataset(old)
+        return
+    kept = f"{final}.kept-{secrets.token_hex(4)}"
+    os.rename(old, kept)
+    _delete_files_except(Path(kept), set(foreign))
+    print(
+        f"ingest: the old {final} held files ingest did not write; they are kept in {kept}", file=sys.stderr
+    )
 
 
 # ---------------------------------------------------------------------------------------------- --dataset-root
@@ -322,7 +343,12 @@ def run_on_root(config: IngestConfig, run_job, quiet: bool):
     root; ``LATEST`` stays as it was.
     """
     announce(config, quiet)
-    check_inputs(config)
+    with ownership.own_work_dir(config):
+        check_inputs(config)
+        return _run_version(config, run_job, quiet)
+
+
+def _run_version(config: IngestConfig, run_job, quiet: bool):
     lease = versions.acquire_run_lease(config.dataset_root, ttl_s=config.lease_ttl_s, held_by_process=True)
     keeper = versions.LeaseKeeper(lease, config.lease_ttl_s)
     with interrupts_raise() as signals:

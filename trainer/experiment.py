@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from trainer.dataset import DatasetInfo, load_dataset
+from trainer.errors import UsageError, run_command
+from trainer.experiment_folder import arm_matches, claim_folder
 
 SUBSETS = ("all", "warm", "rare", "new")
 METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
@@ -61,7 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--train-args", default="", help="extra videorec train flags for every trained arm, one string"
     )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="start over in an experiment folder made with another dataset version or other settings "
+        "(what the experiment wrote there is removed first)",
+    )
     return parser
+
+
+def folder_record(args: argparse.Namespace, dataset: DatasetInfo) -> dict:
+    """What ``experiment.json`` records: the dataset version and every setting the arms depend on."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("data", "output", "restart")}
+    return {"dataset_version": dataset.version, "settings": settings}
 
 
 def arm_commands(args: argparse.Namespace, out: Path) -> dict[str, list[list[str]]]:
@@ -133,12 +147,23 @@ def run_step(argv: list[str], report: Path) -> dict:
     return {"seconds": time.perf_counter() - started, **json.loads(report.read_text())}
 
 
-def run_arm(name: str, steps: list[list[str]], folder: Path) -> dict:
-    """Run an arm's steps unless it is complete; its ``arm.json`` (seconds, peak memory, test metrics)."""
+def run_arm(name: str, steps: list[list[str]], folder: Path, dataset_version: str) -> dict:
+    """Run an arm's steps unless it is complete; its ``arm.json`` (seconds, peak memory, test metrics,
+    and the dataset version and steps it was made with).
+
+    Raises:
+        UsageError: a complete arm made from another dataset version or with other steps.
+    """
     record_path = folder / ARM_FILE
     if record_path.exists() and (folder / RESULTS_FILE).exists():
+        record = json.loads(record_path.read_text())
+        if not arm_matches(record, dataset_version, steps):
+            raise UsageError(
+                f"arm {name} in {folder} was trained on dataset version {record.get('dataset_version')!r} "
+                f"or with other steps, not on {dataset_version!r} with these; pass --restart to start over"
+            )
         print(f"experiment: {name} is complete, skipped", flush=True)
-        return json.loads(record_path.read_text())
+        return record
     print(f"experiment: running {name}", flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     measured = [run_step(argv, folder / "step.json") for argv in steps]
@@ -149,6 +174,8 @@ def run_arm(name: str, steps: list[list[str]], folder: Path) -> dict:
         "peak_rss_mib": max(m["peak_rss_mib"] for m in measured),
         "peak_gpu_mib": max(m["peak_gpu_mib"] for m in measured),
         "test": results["test"],
+        "dataset_version": dataset_version,
+        "steps": steps,
     }
     record_path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record
@@ -284,14 +311,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("videorec experiment", lambda: run_experiment(args))
+
+
+def run_experiment(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    (out / "arms").mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(args.data)
+    claim_folder(out, folder_record(args, dataset), args.restart)
+    (out / "arms").mkdir(exist_ok=True)
     from trainer.evaluate import popularity_baseline
 
     rows = rows_of("popularity", popularity_baseline(dataset, "test"))
     for name, steps in arm_commands(args, out / "arms").items():
-        record = run_arm(name, steps, out / "arms" / name)
+        record = run_arm(name, steps, out / "arms" / name, dataset.version)
         rows += rows_of(name, record["test"], record)
     truth = synth_truth(dataset, args.synth)
     if truth is not None:

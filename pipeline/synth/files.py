@@ -19,7 +19,7 @@ import csv
 import io
 import json
 import os
-import shutil
+import re
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -104,16 +104,55 @@ def write_tables(out_dir: Path, config: SynthConfig, interactions: Interactions)
     return planted
 
 
+SYNTH_FILES = ("pairs.csv", "pairs.tsv", "titles.csv", "synth.json")
+SYNTH_VIDEO = re.compile(r"^\d+\.mp4$")
+
+
 def _prepare(out_dir: Path, overwrite: bool) -> None:
-    outputs = [out_dir / name for name in ("pairs.csv", "pairs.tsv", "titles.csv", "synth.json", "videos")]
-    present = [p for p in outputs if p.exists()]
+    """Make ``out_dir`` ready for new synth output; with ``overwrite`` delete only what synth wrote there.
+
+    Earlier output is recognised by its ``synth.json``; only the files synth writes are deleted
+    (the three tables, ``synth.json`` and ``videos/<item>.mp4``), and nothing at all when ``videos/``
+    holds a file of another name or there is no ``synth.json``: then ``FileExistsError`` says why.
+    """
+    present = [out_dir / name for name in SYNTH_FILES if (out_dir / name).exists()]
+    videos = out_dir / "videos"
+    if videos.exists():
+        present.append(videos)
     if present and not overwrite:
         raise FileExistsError(
             f"{out_dir} already holds synth output ({present[0].name}); pass overwrite=True"
         )
+    if present:
+        _check_synth_output(out_dir, videos)
     for path in present:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (out_dir / "videos").mkdir(parents=True)
+        if path != videos:
+            path.unlink()
+    if videos.exists():
+        for video in videos.iterdir():
+            video.unlink()
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+
+
+def _check_synth_output(out_dir: Path, videos: Path) -> None:
+    """``FileExistsError`` unless ``out_dir`` holds synth output and ``videos/`` only synth's videos."""
+    try:
+        json.loads((out_dir / "synth.json").read_text(encoding="utf-8"))["synth_format_version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise FileExistsError(
+            f"{out_dir} holds no synth.json, so its files are not synth output; they are not replaced: "
+            "choose another --out, or remove them yourself"
+        ) from None
+    if not videos.exists():
+        return
+    if not videos.is_dir():
+        raise FileExistsError(f"{videos} is a file, not synth's videos folder; it is not replaced")
+    foreign = sorted(p.name for p in videos.iterdir() if not (SYNTH_VIDEO.match(p.name) and p.is_file()))
+    if foreign:
+        raise FileExistsError(
+            f"{videos} holds files synth did not write (e.g. {foreign[0]}); nothing was replaced: "
+            "move them, or choose another --out"
+        )
 
 
 def generate(
@@ -127,7 +166,8 @@ def generate(
     """Write a synthetic dataset to ``out_dir``; return the ground truth also saved as ``synth.json``.
 
     ``workers`` is the number of encoding processes (default: all CPUs); it never changes the output.
-    ``overwrite`` replaces earlier synth output in ``out_dir`` (other files there are left alone).
+    ``overwrite`` replaces earlier synth output in ``out_dir`` (other files there are left alone, and
+    a ``videos/`` folder holding other files is refused).
     ``progress(done, total)`` is called after each video.
     """
     config = config or SynthConfig()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pipeline.versions.folders import folder_at
 from pipeline.versions.lease import read_lease
-from pipeline.versions.roots import MANIFEST, VERSIONS, latest_version_id, list_versions
+from pipeline.versions.roots import MANIFEST, VERSIONS, is_version_id, latest_version_id, list_versions
 
 
 def prune(root: str | Path, *, keep: int) -> list[str]:
@@ -17,7 +17,8 @@ def prune(root: str | Path, *, keep: int) -> list[str]:
     Kept: ``LATEST``, the ``keep - 1`` newest complete versions older than it, every version a live
     lease names (base or being written), and every version whose files a kept manifest points into
     (``../<id>/...`` paths, e.g. reused item shards). Everything else is deleted, including versions
-    newer than ``LATEST`` left by runs that died or lost a race. Each deletion removes
+    newer than ``LATEST`` left by runs that died or lost a race. A folder under ``versions/`` whose
+    name is not one the project gives a version (``is_version_id``) is never deleted. Each deletion removes
     ``manifest.json`` first, so an interrupted prune leaves an incomplete version, never a corrupt one.
     """
     if keep < 1:
@@ -37,7 +38,7 @@ def prune(root: str | Path, *, keep: int) -> list[str]:
         ]
         protected |= {latest, *older_complete[-(keep - 1) :]} if keep > 1 else {latest}
     protected |= _referenced_versions(folder, protected & set(versions))
-    doomed = [v for v in versions if v not in protected]
+    doomed = [v for v in versions if v not in protected and is_version_id(v)]
     for version_id in doomed:
         version = folder.child(f"{VERSIONS}/{version_id}")
         version.delete_file(MANIFEST)

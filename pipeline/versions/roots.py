@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,14 @@ def new_version_id() -> str:
     """A unique id that sorts by creation time: UTC timestamp to the microsecond + random suffix."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{stamp}-{secrets.token_hex(4)}"
+
+
+_VERSION_ID = re.compile(r"^\d{8}T\d{12}Z-[0-9a-f]{8}$")
+
+
+def is_version_id(name: str) -> bool:
+    """True for a name :func:`new_version_id` makes: only such folders are ever pruned."""
+    return bool(_VERSION_ID.match(name))
 
 
 def _check_version_id(version_id: str) -> str:
