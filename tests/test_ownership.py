@@ -266,6 +266,20 @@ def test_experiment_refuses_a_folder_it_did_not_write(dataset, unrelated, tmp_pa
     assert snapshot(tmp_path) == before
 
 
+def test_an_experiment_rerun_on_another_dataset_version_is_refused_before_any_arm(dataset, tmp_path, capsys):
+    out = tmp_path / "exp"
+    earlier = {"dataset_version": "an-earlier-version", "settings": {}}
+    claim_folder(out, earlier, restart=False)
+    before = snapshot(tmp_path)
+    status = videorec(["experiment", "--data", str(dataset), "--output", str(out)])
+    assert status == 2
+    version = json.loads((dataset / "manifest.json").read_text())["dataset_version"]
+    line = one_error_line(capsys.readouterr().err, "experiment")
+    assert f"holds arms of dataset version 'an-earlier-version', but --data is version '{version}'" in line
+    assert "pass --restart" in line
+    assert snapshot(tmp_path) == before
+
+
 def test_an_experiment_folder_refuses_another_dataset_version_or_settings_unless_restart(tmp_path):
     out = tmp_path / "exp"
     first = {"dataset_version": "aaa", "settings": {"preset": "tiny", "seed": 0}}

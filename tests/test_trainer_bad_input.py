@@ -304,7 +304,7 @@ def test_evaluate_refuses_a_missing_damaged_or_foreign_checkpoint(id_run, tmp_pa
 def test_evaluate_refuses_a_frames_model_on_an_id_only_dataset(frames_data, id_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert (
-        train_main(["--data", str(frames_data), "--output", str(run), *VIDEO_RUN.split(), "--epochs", "0"])
+        train_main(["--data", str(frames_data), "--output", str(run), *VIDEO_RUN.split(), "--max-steps", "1"])
         == 0
     )
     argv = [

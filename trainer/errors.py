@@ -43,6 +43,12 @@ class DataLossError(CommandError, RuntimeError):
     exit_status = 4
 
 
+class TrainingDiverged(CommandError, RuntimeError):
+    """The loss became NaN or infinite: the run stops before the step would update the weights (exit 4)."""
+
+    exit_status = 4
+
+
 def configure_logging() -> None:
     """INFO lines of this project (``resumed from step N``) on stderr; libraries WARNING and up."""
     if not logging.getLogger().handlers:  # videorec's own set-up (pipeline.cli) comes first through it

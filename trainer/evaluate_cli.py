@@ -8,13 +8,13 @@ encodes items under bf16 autocast on CUDA.
 
 Refusals print one line, ``videorec evaluate: error: ...``, and exit 2: a missing, damaged or
 foreign checkpoint, an unusable dataset, a frames model on an ID-only dataset, or a dataset whose
-item count does not fit the checkpoint.
+item count does not fit the checkpoint. More items that fail to encode than ``--max-lost-fraction``
+(default: the run's) allows exits 4: the metrics would rank a smaller catalogue.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
@@ -26,7 +26,8 @@ from trainer.dataset import load_dataset
 from trainer.errors import DatasetError, UsageError, run_command
 from trainer.evaluate import encode_items, score_split
 from trainer.models.videorec import build_model
-from trainer.progress import summary_table
+from trainer.progress import dumps_strict, summary_table
+from trainer.run_eval import check_items_lost
 from transforms.format import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-workers", type=int, default=0, help="item-decoding loader workers")
     parser.add_argument("--amp", action="store_true", help="encode items under bf16 autocast (CUDA only)")
     parser.add_argument("--output", help="also write the metrics as JSON here")
+    parser.add_argument(
+        "--max-lost-fraction",
+        type=float,
+        help="most items that may fail to encode before the run is refused (exit 4; default: the run's)",
+    )
     return parser
 
 
@@ -103,6 +109,8 @@ def evaluate(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         autocast=args.amp and device.type == "cuda",
     )
+    allowed = config.data.max_lost_fraction if args.max_lost_fraction is None else args.max_lost_fraction
+    check_items_lost(items, dataset.num_items, allowed)
     splits = ["valid", "test"] if args.split == "both" else [args.split]
     results = {
         split: score_split(
@@ -117,20 +125,11 @@ def evaluate(args: argparse.Namespace) -> int:
         for split in splits
     }
     print(summary_table(results))
-    print(json.dumps(items.stats()))
+    print(dumps_strict(items.stats()))
     if args.output:
         with open(args.output, "w") as out:
-            json.dump(
-                {
-                    "checkpoint": args.checkpoint,
-                    "dataset_version": dataset.version,
-                    "items": items.stats(),
-                    **results,
-                },
-                out,
-                indent=2,
-                sort_keys=True,
-            )
+            document = {"checkpoint": args.checkpoint, "dataset_version": dataset.version}
+            out.write(dumps_strict({**document, "items": items.stats(), **results}, indent=2, sort_keys=True))
     return 0
 
 

@@ -248,7 +248,8 @@ def rows_of(arm: str, metrics: dict[str, float], record: dict | None = None) -> 
     for subset in SUBSETS:
         suffix = "" if subset == "all" else f"/{subset}"
         row = {"arm": arm, "subset": subset, "users": int(metrics.get(f"users{suffix}", 0))}
-        row.update({m: metrics.get(f"{m}{suffix}", float("nan")) for m in METRICS})
+        values = {m: metrics.get(f"{m}{suffix}") for m in METRICS}
+        row.update({m: float("nan") if v is None else v for m, v in values.items()})  # null: no users
         row.update({key: record.get(key) for key in ("seconds", "peak_rss_mib", "peak_gpu_mib")})
         rows.append(row)
     return rows

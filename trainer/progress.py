@@ -6,12 +6,29 @@ Only rank 0 reports; other ranks get a reporter that does nothing.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def strict_json(value):
+    """``value`` with every NaN or infinite float replaced by None (JSON ``null``), in dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def dumps_strict(value, **options) -> str:
+    """Strict JSON (RFC 8259) of ``value``: NaN and infinities become ``null``, never bare ``NaN``."""
+    return json.dumps(strict_json(value), allow_nan=False, **options)
 
 
 def truncate_metrics(path: Path, keep_lines: int) -> None:
@@ -53,7 +70,7 @@ class ProgressReporter:
         if not self.enabled:
             return
         with open(self.run_dir / METRICS_FILE, "a") as out:
-            out.write(json.dumps(record, sort_keys=True) + "\n")
+            out.write(dumps_strict(record, sort_keys=True) + "\n")
         self.lines_written += 1
         if self.writer is not None:
             prefix = record.get("split", record.get("type", "run"))

@@ -7,23 +7,41 @@ writes what it finds to the run's metrics and results.
 
 from __future__ import annotations
 
-import json
 import math
 
 from trainer import checkpoint
+from trainer.errors import DataLossError
 from trainer.evaluate import ItemTable, encode_items, popularity_baseline, score_split
-from trainer.progress import ProgressReporter, summary_table
+from trainer.progress import ProgressReporter, dumps_strict, summary_table
 from trainer.run_state import barrier
 
 RESULTS_FILE = "results.json"
+
+
+def check_items_lost(items: ItemTable, num_items: int, max_lost_fraction: float) -> None:
+    """Refuse metrics computed without more than ``max_lost_fraction`` of the items: an item that
+    could not be encoded is no candidate, so every metric would be of a smaller catalogue.
+
+    Raises:
+        DataLossError: too many items were not encoded (exit 4).
+    """
+    lost = items.not_encoded
+    if lost > max_lost_fraction * num_items:
+        raise DataLossError(
+            f"{lost} of {num_items} items could not be encoded for evaluation (decode failures "
+            f"{items.failed}, unreadable samples {items.unreadable}, failed reads {items.read_errors}, the "
+            f"rest missing from the item shards), more than --max-lost-fraction {max_lost_fraction:g}: "
+            "the metrics would rank a smaller catalogue; see the warnings above, and write the dataset "
+            "again or raise --max-lost-fraction"
+        )
 
 
 class RunEvaluation:
     """Validation and test of a :class:`~trainer.trainer.Trainer`."""
 
     def _evaluate(self, split: str) -> tuple[dict[str, float], ItemTable]:
-        """Encode every item once (loader workers, bf16 autocast when training uses it), then score
-        ``split`` in fp32."""
+        """Encode every item once (loader workers, bf16 autocast when training uses it), check that no
+        more than ``--max-lost-fraction`` of them were lost, then score ``split`` in fp32."""
         self.model.eval()
         items = encode_items(
             self.model,
@@ -37,6 +55,7 @@ class RunEvaluation:
             num_workers=self.config.data.num_workers,
             autocast=self.autocast,
         )
+        check_items_lost(items, self.dataset.num_items, self.config.data.max_lost_fraction)
         metrics = score_split(
             self.model,
             self.dataset,
@@ -110,6 +129,6 @@ class RunEvaluation:
                 "lost": self._loss_report(),
                 **results,
             }
-            (self.run_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            (self.run_dir / RESULTS_FILE).write_text(dumps_strict(summary, indent=2, sort_keys=True) + "\n")
             print(summary_table(results))
         return results

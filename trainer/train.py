@@ -17,14 +17,17 @@ another dataset version than ``--data`` is refused (a dataset root whose ``LATES
 on since the run started resumes on the version the run started with).
 
 Refusals (``trainer.errors``) print one line, ``videorec train: error: ...``, with no
-traceback: exit 2 for bad flags, data, weights or checkpoints, 4 when more samples were
-lost to damaged data than ``--max-lost-fraction`` allows.
+traceback: exit 2 for bad flags (no epochs or steps, a learning rate that is not a finite positive
+number, an empty batch...), data, weights or checkpoints; 4 when more samples were lost to damaged
+data than ``--max-lost-fraction`` allows, or the loss became NaN or infinite (the run stops before
+the step that would write it into the weights).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -153,6 +156,48 @@ def check_names(config: TrainConfig) -> None:
         raise UsageError(f"unknown --encoder {config.model.encoder!r}; choose one of {', '.join(known)}")
 
 
+def check_settings(config: TrainConfig) -> None:
+    """Refuse settings that cannot train, before anything is read: no epochs or steps, a learning
+    rate that is not a finite positive number, an empty batch, heads that do not divide the width.
+
+    Raises:
+        UsageError: the first such setting, with the flag that sets it.
+    """
+    optim, data, model = config.optim, config.data, config.model
+    counts = [
+        ("--epochs", optim.epochs),
+        ("--batch-size", data.batch_size),
+        ("--eval-batch-size", config.eval_batch_size),
+        ("--grad-accumulation", optim.grad_accumulation),
+        ("--num-heads", model.num_heads),
+        ("--dim", model.dim),
+    ]
+    counts += [(flag, value) for flag, value in (("--max-steps", optim.max_steps),) if value is not None]
+    counts += [("--steps-per-epoch", optim.steps_per_epoch)] if optim.steps_per_epoch is not None else []
+    for flag, value in counts:
+        if value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}; a run with it trains nothing")
+    for flag, value in (("--lr", optim.lr), ("--encoder-lr", optim.encoder_lr)):
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"{flag} must be a finite number above 0, got {value}")
+    for flag, value in (
+        ("--weight-decay", optim.weight_decay),
+        ("--encoder-weight-decay", optim.encoder_weight_decay),
+        ("--grad-clip", optim.grad_clip),
+        ("--dropout", model.dropout),
+        ("--max-lost-fraction", data.max_lost_fraction),
+    ):
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"{flag} must be a finite number of at least 0, got {value}")
+    if model.dim % model.num_heads:
+        raise UsageError(
+            f"--num-heads {model.num_heads} does not divide the width --dim {model.dim}; choose a divisor "
+            f"of {model.dim}"
+        )
+    if Path(config.output).is_file():
+        raise UsageError(f"--output {config.output} is a file; give a run folder")
+
+
 def dataset_to_resume(data: str, state: dict, run_dir: Path) -> DatasetInfo:
     """The dataset version the checkpoint ``state`` was trained on, as ``--data`` names it.
 
@@ -204,6 +249,7 @@ def train(args: argparse.Namespace) -> int:
     """Train as ``args`` say (see the module docstring); raises ``trainer.errors`` refusals."""
     config = config_from_args(args)
     check_names(config)
+    check_settings(config)
     from trainer.run_eval import RESULTS_FILE
     from trainer.trainer import Trainer  # after logging is configured
 

@@ -20,7 +20,7 @@ from trainer import checkpoint
 from trainer.config import SELECTION_METRICS, TrainConfig
 from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
 from trainer.dataset import DatasetInfo, check_local_shards
-from trainer.errors import DataLossError, DatasetError, UsageError
+from trainer.errors import DataLossError, DatasetError, TrainingDiverged, UsageError
 from trainer.frames import FrameTransform, decode_clip_on_device
 from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
 from trainer.models.videorec import build_model
@@ -208,6 +208,7 @@ class Trainer(RunState, RunEvaluation):
                 loss = self._loss(batch) / len(micro_batches)
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
+        self._check_finite(total)
         self.scaler.unscale_(self.optimizer)
         if self.config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
@@ -354,6 +355,19 @@ class Trainer(RunState, RunEvaluation):
         if empty and self.world_size > 1:
             return []
         return [b for b in micro if len(b["items"])]
+
+    def _check_finite(self, loss: float) -> None:
+        """Stop the run when the step's loss is NaN or infinite on any rank, before the optimizer
+        writes it into the weights (``TrainingDiverged``, exit 4)."""
+        bad = torch.tensor([0.0 if math.isfinite(loss) else 1.0])
+        if self.world_size > 1:  # every rank stops together
+            bad = bad.to(self.device)
+            dist.all_reduce(bad)
+        if float(bad.sum()):
+            raise TrainingDiverged(
+                f"the loss became {loss} at step {self.step + 1} (--lr {self.config.optim.lr:g}); the run "
+                "stopped before updating the weights with it: lower --lr or check the data"
+            )
 
     def _empty_step(self) -> float:
         """A step whose samples were all lost: no update, the schedule moves on; the loss is NaN."""

@@ -1,0 +1,154 @@
+"""Gates everywhere results are made (issue 23, items 7 and 8): settings that cannot train are refused
+before anything is read, a loss that turns NaN stops the run (exit 4), evaluation applies
+``--max-lost-fraction``, and ``results.json`` / ``metrics.jsonl`` are strict JSON (null, never NaN).
+
+Datasets are the small hand-written ones of ``tests/fixtures_dataset.py``; each run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_dataset import rewrite_shard, solid_frames, write_dataset
+from tests.test_trainer_bad_input import ID_RUN, VIDEO_RUN, error_line, evaluate, train
+
+
+def _sequences(users: int = 24, items: int = 12) -> dict[str, list[str]]:
+    return {str(u): [str((u + t) % items + 1) for t in range(7)] for u in range(users)}
+
+
+@pytest.fixture(scope="module")
+def id_data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("ids") / "ds", _sequences(), max_seq_len=5, version="v1")
+
+
+@pytest.fixture(scope="module")
+def frames_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("frames") / "ds"
+    return write_dataset(folder, _sequences(), frames=solid_frames(12, 2), max_seq_len=5)
+
+
+def strict_loads(text: str):
+    """``json.loads`` that refuses the bare ``NaN`` / ``Infinity`` tokens strict parsers reject."""
+
+    def refuse(token: str):
+        raise ValueError(f"not strict JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+# ---------------------------------------------------------------------------------------------- item 8
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ("--epochs 0", "--epochs must be at least 1, got 0"),
+        ("--epochs -1", "--epochs must be at least 1, got -1"),
+        ("--max-steps 0", "--max-steps must be at least 1, got 0"),
+        ("--batch-size 0", "--batch-size must be at least 1, got 0"),
+        ("--lr nan", "--lr must be a finite number above 0, got nan"),
+        ("--lr inf", "--lr must be a finite number above 0, got inf"),
+        ("--lr 0", "--lr must be a finite number above 0, got 0.0"),
+        ("--encoder-lr -1", "--encoder-lr must be a finite number above 0, got -1.0"),
+        ("--weight-decay nan", "--weight-decay must be a finite number of at least 0, got nan"),
+        ("--dim 64 --num-heads 3", "--num-heads 3 does not divide the width --dim 64"),
+    ],
+)
+def test_settings_that_cannot_train_are_refused_before_anything_is_read(
+    id_data, tmp_path, capsys, flags, message
+):
+    run = tmp_path / "run"
+    status, _, err = train(
+        capsys, "--data", str(id_data), "--output", str(run), *ID_RUN.split(), *flags.split()
+    )
+    assert status == 2
+    assert message in error_line(err)
+    assert not run.exists()
+
+
+def test_an_output_that_is_a_file_is_refused(id_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.write_text("not a folder")
+    status, _, err = train(capsys, "--data", str(id_data), "--output", str(run), *ID_RUN.split())
+    assert status == 2
+    assert f"--output {run} is a file; give a run folder" in error_line(err)
+    assert run.read_text() == "not a folder"
+
+
+def test_a_loss_that_turns_nan_stops_the_run_with_exit_4(id_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["--data", str(id_data), "--output", str(run), *ID_RUN.split(), "--epochs", "3", "--lr", "1e30"]
+    status, _, err = train(capsys, *argv)
+    assert status == 4
+    line = error_line(err)
+    assert "the loss became" in line and "lower --lr or check the data" in line
+    assert not (run / "results.json").exists()
+    for record in (run / "metrics.jsonl").read_text().splitlines():
+        strict_loads(record)
+
+
+def test_results_and_metrics_are_strict_json_with_null_for_no_users(id_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    status, _, err = train(capsys, "--data", str(id_data), "--output", str(run), *ID_RUN.split())
+    assert status == 0, err
+    results = strict_loads((run / "results.json").read_text())
+    assert results["test"]["users/new"] == 0 and results["test"]["HR@10/new"] is None  # no new users
+    assert results["test"]["HR@10"] is not None
+    for record in (run / "metrics.jsonl").read_text().splitlines():
+        strict_loads(record)
+    scored = tmp_path / "scored.json"
+    best = str(run / "checkpoints" / "best.pt")
+    status, _, err = evaluate(capsys, "--checkpoint", best, "--output", str(scored))
+    assert status == 0, err
+    assert strict_loads(scored.read_text())["test"]["HR@10/new"] is None
+
+
+# ---------------------------------------------------------------------------------------------- item 7
+
+
+@pytest.fixture(scope="module")
+def damaged_items(frames_data, tmp_path_factory) -> Path:
+    """``frames_data`` whose second item shard (items 9-12) holds JPEGs cut short; train shards are sound."""
+    data = Path(shutil.copytree(frames_data, tmp_path_factory.mktemp("damaged") / "ds"))
+    rewrite_shard(
+        data, "items/items-000001.tar", lambda name, b: b[: len(b) // 2] if name.endswith(".jpg") else b
+    )
+    return data
+
+
+def test_evaluation_applies_max_lost_fraction_to_items_that_cannot_be_encoded(
+    damaged_items, tmp_path, capsys
+):
+    strict = tmp_path / "strict"
+    status, _, err = train(capsys, "--data", str(damaged_items), "--output", str(strict), *VIDEO_RUN.split())
+    assert status == 4
+    line = error_line(err)
+    assert "4 of 12 items could not be encoded for evaluation (decode failures 4" in line
+    assert "more than --max-lost-fraction 0.001" in line
+    assert not (strict / "results.json").exists()
+
+    lenient = tmp_path / "lenient"
+    argv = [
+        "--data",
+        str(damaged_items),
+        "--output",
+        str(lenient),
+        *VIDEO_RUN.split(),
+        "--max-lost-fraction",
+        "0.5",
+    ]
+    status, _, err = train(capsys, *argv)
+    assert status == 0, err
+    assert strict_loads((lenient / "results.json").read_text())["items"]["items_not_encoded"] == 4
+
+    best = str(lenient / "checkpoints" / "best.pt")
+    status, _, err = evaluate(capsys, "--checkpoint", best)  # the run's own 0.5: scored
+    assert status == 0, err
+    status, _, err = evaluate(capsys, "--checkpoint", best, "--max-lost-fraction", "0.1")
+    assert status == 4
+    assert "4 of 12 items could not be encoded" in error_line(err, "evaluate")
