@@ -3,6 +3,8 @@ the run's video accounting (``run_stats.json``)."""
 
 from __future__ import annotations
 
+from transforms.reconcile import LEFTOVERS_REMOVED
+
 INTERNAL_ERROR = "internal_error"
 
 
@@ -26,7 +28,9 @@ def video_stats(counters: dict[str, int], wall_s: float) -> dict:
     not counted); ``videos_reused``:
     items whose frames came unchanged from the previous version; ``videos_retried``: decoded again
     after failing last time; ``videos_given_up``: failed ``--max-attempts`` times, not tried again;
-    ``videos_per_s``: ``videos_decoded`` over the wall time (reused videos cost no decoding).
+    ``videos_per_s``: ``videos_decoded`` over the wall time (reused videos cost no decoding);
+    ``leftover_files_removed``: temporary files of retried attempts removed from the dataset folder
+    (``transforms.reconcile``).
     """
     decoded = counters.get("videos_decoded", 0) + sum(
         n
@@ -39,6 +43,7 @@ def video_stats(counters: dict[str, int], wall_s: float) -> dict:
         "videos_retried": counters.get("videos_retried", 0),
         "videos_given_up": counters.get("videos_given_up", 0),
         "videos_per_s": round(decoded / wall_s, 3) if wall_s > 0 else 0.0,
+        LEFTOVERS_REMOVED: counters.get(LEFTOVERS_REMOVED, 0),
     }
 
 
@@ -76,6 +81,11 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
             f"{stats['videos_decoded']} decoded at {stats['videos_per_s']:.2f}/s, {stats['videos_reused']} reused, "
             f"{stats['videos_retried']} retried, {stats['videos_given_up']} given up"
         )
+        if stats.get(LEFTOVERS_REMOVED):
+            lines.append(
+                f"  leftovers   {stats[LEFTOVERS_REMOVED]} temporary file(s) of retried attempts removed "
+                "(each a copy of a listed file)"
+            )
         gates = stats.get("gates")
         if gates is not None:
             lines += [f"  NOT PUBLISHED {problem}" for problem in gates] or ["  gates       passed"]

@@ -36,6 +36,7 @@ from transforms.item_shards import (
     item_sample_members,
     read_frame_members,
 )
+from transforms.reconcile import PLANNED_SHARDS
 from transforms.tables import items_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, sample_size
 
@@ -153,9 +154,10 @@ class _WriteItemBucket(beam.DoFn):
     def process(self, cut: tuple[int, list[ItemRow], list[int]], first_shard: dict[int, int]):
         bucket, rows, starts = cut
         framed = [row for row in rows if row.source.fragment is not None]
-        placed = {}
+        placed, planned = {}, {}  # planned: shard path -> samples the cut put in it, for reconciliation
         for number, (start, end) in enumerate(shard_ranges(starts, len(framed))):
             shard_path = ITEM_SHARD_PATTERN.format(first_shard[bucket] + number)
+            planned[shard_path] = end - start
             with TarShardWriter(self.dataset_dir, shard_path) as shard:
                 for row in framed[start:end]:
                     offset = shard.offset()
@@ -169,9 +171,8 @@ class _WriteItemBucket(beam.DoFn):
             self.shards_written.inc()
             yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())
         rows = [placed.get(row.item_id, row) for row in rows]
-        yield beam.pvalue.TaggedOutput(
-            "tables", write_table_part(self.dataset_dir, ITEMS_TABLE, bucket, items_table(rows))
-        )
+        part = write_table_part(self.dataset_dir, ITEMS_TABLE, bucket, items_table(rows))
+        yield beam.pvalue.TaggedOutput("tables", {**part, PLANNED_SHARDS: planned})
         yield placed_items_array(
             (r.item_id, r.item_index, _shard_number(r.shard), r.offset, r.size, r.frame_sizes) for r in rows
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -68,6 +69,18 @@ def match(pattern: str) -> list[str]:
     return sorted(m.path for m in results)
 
 
+def file_sizes(folder: str) -> dict[str, int]:
+    """``relative path -> bytes`` of every file under ``folder`` (local or ``gs://``); empty if none."""
+    use_emulator_credentials_if_configured()
+    base = folder.rstrip("/") + "/"
+    found = {}
+    for metadata in FileSystems.match([base + "**"])[0].metadata_list:
+        path = metadata.path
+        relative = path[len(base) :] if path.startswith(base) else os.path.relpath(path, folder)
+        found[relative.replace(os.sep, "/")] = metadata.size_in_bytes
+    return found
+
+
 def size(path: str) -> int:
     """Size in bytes of a local file or ``gs://`` object."""
     use_emulator_credentials_if_configured()
@@ -109,6 +122,17 @@ class HashingWriter:
         return self._sha.hexdigest()
 
 
+TEMPORARY_INFIX = ".tmp-"
+"""A local atomic write goes to ``<path>.tmp-<pid>-<thread>`` first (:func:`atomic_writer`)."""
+_TEMPORARY = re.compile(r"^(?P<target>.+)" + re.escape(TEMPORARY_INFIX) + r"\d+-\d+$")
+
+
+def temporary_target(path: str) -> str | None:
+    """The path an :func:`atomic_writer` temporary file ``path`` was writing, or None if it is not one."""
+    found = _TEMPORARY.match(path)
+    return found["target"] if found else None
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str) -> Iterator[HashingWriter]:
     """Write ``path`` so readers see either nothing or the complete file; yields a :class:`HashingWriter`.
@@ -128,7 +152,7 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
         raw.close()
         return
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    tmp = f"{path}{TEMPORARY_INFIX}{os.getpid()}-{threading.get_ident()}"
     try:
         with open(tmp, "wb") as raw:
             yield HashingWriter(raw)

@@ -38,6 +38,7 @@ from transforms.format import (
     train_frame_member,
 )
 from transforms.item_lookup import ItemLookup
+from transforms.reconcile import PLANNED_SHARDS, TRAIN_SAMPLES
 from transforms.sequences import (
     UserSequence,
     batch_sequences,
@@ -144,10 +145,12 @@ class _WriteUserBucket(beam.DoFn):
         bucket, first, packed, starts = cut
         users = ranked_users(first, packed, items, self.max_seq_len)
         samples = [sample for _, _, sample in users if sample is not None]
+        planned = {}  # shard path -> samples the cut put in it, for reconciliation
         for number, (start, end) in enumerate(shard_ranges(starts, len(samples))):
             shard_samples = samples[start:end]
             frames = read_item_frames(self.dataset_dir, items, (i for s in shard_samples for i in s.item_ids))
             shard_path = TRAIN_SHARD_PATTERN.format(first_shard[bucket] + number)
+            planned[shard_path] = end - start
             with TarShardWriter(self.dataset_dir, shard_path) as shard:
                 for sample in shard_samples:
                     key = sanitize_key(sample.user_id)
@@ -163,7 +166,10 @@ class _WriteUserBucket(beam.DoFn):
             for s, index, _ in users
         ]
         info = write_table_part(self.dataset_dir, SEQUENCES_TABLE, bucket, sequences_table(rows))
-        yield beam.pvalue.TaggedOutput("tables", {**info, "interactions": sum(len(r[2]) for r in rows)})
+        part = {**info, "interactions": sum(len(r[2]) for r in rows)}
+        yield beam.pvalue.TaggedOutput(
+            "tables", {**part, PLANNED_SHARDS: planned, TRAIN_SAMPLES: len(samples)}
+        )
 
 
 class WriteUserShards(beam.PTransform):
