@@ -85,6 +85,17 @@ INTERNALS = (
         ((("self", "instruction_id", "transform_id")),),
     ),
     Internal(f"{_DATA_PLANE}:_GrpcDataChannel._receiving_queue", RUNNER, ((("self", "instruction_id")),)),
+    # runner_buffers.drain_after_failure empties these queues after a failure
+    Internal(
+        f"{_DATA_PLANE}:_GrpcDataChannel",
+        RUNNER,
+        uses=(
+            "self._pending_send = ByteLimitedQueue(",
+            "self._to_send = ByteLimitedQueue(",
+            "self._received = ",
+        ),
+    ),
+    Internal(f"{_DATA_PLANE}:ByteLimitedQueue.get", RUNNER, (("self", "block", "timeout"),)),
     # runner_buffers: the spilling buffers replace these classes, created by get_buffer
     Internal(
         f"{_EXECUTION}:BundleContextManager.get_buffer",

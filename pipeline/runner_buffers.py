@@ -31,6 +31,7 @@ import queue
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 # Chunks at least this large go to disk; smaller ones (side inputs, counts) stay in memory.
@@ -260,11 +261,11 @@ def install():
     is written from its own thread while the runner goes on to send the request, and the bundle
     fails if a sender did (after closing its stream, so the worker never waits for the rest).
 
-    When a bundle fails in the runner while its worker is still sending output (a buffer that
-    cannot be written, say), Beam stops reading that output, and its reader thread can stay blocked
-    on the bundle's full receive queue for ever; the worker then stops reading its input, the
-    sender blocks, and so does Beam's shutdown. So a failed bundle's receive queue is drained
-    (and the data dropped) until its senders are done, and the failure goes to the job watchdog.
+    When a bundle fails in the runner while workers are still sending output, Beam stops reading
+    it; a worker then blocks on its full send queue, never finishes and never exits, and Beam's
+    shutdown waits for it for ever (``pipeline/job_watchdog.py`` has the whole story). So every
+    failure goes to the job watchdog, and from then on :func:`drain_after_failure` empties every
+    data-plane queue of the job's channels (the data is dropped: the job has failed) until it ends.
     """
     from apache_beam.runners.portability.fn_api_runner import execution, fn_runner
     from apache_beam.runners.worker import data_plane
@@ -276,6 +277,8 @@ def install():
     saved_methods = (fn_runner.BundleManager._send_input_to_worker, fn_runner.BundleManager.process_bundle)
     if getattr(execution, "_videorec_beam_classes", None):
         raise RuntimeError("the local runner's buffers are installed already (one local job at a time)")
+    channels: weakref.WeakSet = weakref.WeakSet()
+    received_queues: weakref.WeakSet = weakref.WeakSet()
     data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = SEND_QUEUE_BYTES
     data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = CHUNK_BYTES
     list_buffer, grouping_buffer = _classes()
@@ -300,8 +303,12 @@ def install():
             write_all()
             data_out.close()
             return
-        # The bundle's receive queue (Beam makes the same one when it reads the output).
-        manager.__dict__.setdefault("_videorec_received", data_conn._receiving_queue(process_bundle_id))
+        # The bundle's channel and receive queue (Beam makes the same one when it reads the output),
+        # for drain_after_failure.
+        channels.add(data_conn)
+        received = data_conn._receiving_queue(process_bundle_id)
+        if received is not None:
+            received_queues.add(received)
         errors: list[BaseException] = []
 
         def send():
@@ -320,26 +327,36 @@ def install():
 
     def process_bundle_with_senders(manager, *args, **kwargs):
         manager._videorec_senders = []
-        manager._videorec_received = None
         try:
             result = process_bundle(manager, *args, **kwargs)
         except BaseException as error:
-            job_watchdog.report_failure(f"a bundle of the local runner failed: {error!r}"[:2000])
-            _drain_until_sent(manager._videorec_received, manager._videorec_senders)
+            job_watchdog.report_failure(f"a bundle of the local runner failed: {error!r}"[:2000], error)
+            for sender, _, _ in manager._videorec_senders:
+                sender.join(timeout=DRAIN_S)  # unblocked by drain_after_failure
             raise
         for sender, _, _ in manager._videorec_senders:
             sender.join()
         for _, errors, transform_id in manager._videorec_senders:
             if errors:
                 error = RuntimeError(f"sending the input of {transform_id} to a worker failed")
-                job_watchdog.report_failure(f"{error} ({errors[0]!r})")
-                raise error from errors[0]
+                error.__cause__ = errors[0]
+                job_watchdog.report_failure(f"{error} ({errors[0]!r})", error)
+                raise error
         return result
 
     fn_runner.BundleManager._send_input_to_worker = send_input_to_worker
     fn_runner.BundleManager.process_bundle = process_bundle_with_senders
+    stop_draining = job_watchdog.on_failure(
+        lambda job_ended: threading.Thread(
+            target=drain_after_failure,
+            args=(channels, received_queues, job_ended),
+            name="videorec-drain",
+            daemon=True,
+        ).start()
+    )
 
     def restore() -> None:
+        stop_draining()
         data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES, data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = saved_constants
         execution.ListBuffer, execution.GroupingBuffer, fn_runner.ListBuffer = saved_classes
         fn_runner.BundleManager._send_input_to_worker, fn_runner.BundleManager.process_bundle = saved_methods
@@ -348,19 +365,24 @@ def install():
     return restore
 
 
-# How long a failed bundle's output is drained while its senders finish (the watchdog covers the rest).
+# How long a failed bundle waits for its senders (which the drain unblocks) before it raises.
 DRAIN_S = 30.0
 
 
-def _drain_until_sent(received, senders) -> None:
-    """Drop what a failed bundle's worker still sends until every sender of its input is done."""
-    deadline = time.monotonic() + DRAIN_S
-    while time.monotonic() < deadline:
-        if received is not None:
+def drain_after_failure(channels, received_queues, job_ended) -> None:
+    """Until ``job_ended()``: empty every send, staging and receive queue of the job's data channels.
+
+    After a failure nothing the runner or a worker still sends matters, but a thread blocked on a
+    full queue keeps a worker from exiting and Beam's shutdown from returning.
+    """
+    while not job_ended():
+        queues = list(received_queues)
+        for channel in list(channels):
+            queues += [channel._pending_send, channel._to_send]
+            with contextlib.suppress(RuntimeError):  # Beam's reader adds a queue while we look
+                queues += list(channel._received.values())
+        for pending in queues:
             with contextlib.suppress(queue.Empty):
-                received.get(timeout=0.05)
-                continue
-        if all(not sender.is_alive() for sender, _, _ in senders):
-            return
-        if received is None:
-            time.sleep(0.05)
+                while True:
+                    pending.get(block=False)
+        time.sleep(0.02)
