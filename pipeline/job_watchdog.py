@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterator
 
 STOP_AFTER_S = 5.0
 GRACE_S = 20.0
+# A worker process that exited: Beam's runner never recovers, so the job ends sooner.
+WORKER_EXIT_GRACE_S = 8.0
 ABORT_EXIT = 1
 
 _active: JobWatchdog | None = None
@@ -49,11 +51,13 @@ class JobWatchdog:
         self._ended = threading.Event()
         self._lock = threading.Lock()
 
-    def failed(self, message: str, error: BaseException | None = None) -> None:
+    def failed(self, message: str, error: BaseException | None = None, grace_s: float | None = None) -> None:
         with self._lock:
             if self.first_failure is not None or self._ended.is_set():
                 return
             self.first_failure, self.first_error = message, error
+            if grace_s is not None:
+                self.grace_s = grace_s
         for hook in list(_failure_hooks):
             with contextlib.suppress(Exception):
                 hook(self._ended.is_set)
@@ -81,11 +85,21 @@ class JobWatchdog:
         os._exit(ABORT_EXIT)
 
 
-def report_failure(message: str, error: BaseException | None = None) -> None:
-    """Tell the running local job's watchdog that something failed; nothing happens outside a local job."""
+def report_failure(message: str, error: BaseException | None = None, grace_s: float | None = None) -> None:
+    """Tell the running local job's watchdog that something failed; nothing happens outside a local job.
+
+    ``grace_s`` shortens the deadline for a failure nothing in Beam recovers from (a dead worker).
+    """
     watchdog = _active
     if watchdog is not None:
-        watchdog.failed(message, error)
+        watchdog.failed(message, error, grace_s)
+
+
+def stand_down() -> None:
+    """The run is being stopped on purpose (Ctrl-C, SIGTERM) and cleans up itself: no watchdog action."""
+    watchdog = _active
+    if watchdog is not None:
+        watchdog.ended()
 
 
 def on_failure(hook: Callable[[Callable[[], bool]], None]) -> Callable[[], None]:

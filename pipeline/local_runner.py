@@ -213,7 +213,8 @@ def watch_workers() -> None:
     """Make a local SDK worker process that exits with an error a failure of the job.
 
     Beam's runner raises it in a side thread and then waits for the worker for ever; here it goes to
-    the job watchdog, which ends the job :data:`job_watchdog.GRACE_S` later unless it ended already.
+    the job watchdog, which ends the job :data:`job_watchdog.WORKER_EXIT_GRACE_S` later unless it
+    ended already.
     Undone by :func:`unwatch_workers`.
     """
     from apache_beam.runners.portability import local_job_service
@@ -226,7 +227,9 @@ def watch_workers() -> None:
         try:
             run(worker)
         except Exception as error:  # reported instead of Beam's thread traceback; the watchdog ends the job
-            job_watchdog.report_failure(f"a local Beam worker process failed: {error}")
+            job_watchdog.report_failure(
+                f"a local Beam worker process failed: {error}", error, job_watchdog.WORKER_EXIT_GRACE_S
+            )
 
     run_and_report._videorec_watched = run
     local_job_service.SubprocessSdkWorker.run = run_and_report

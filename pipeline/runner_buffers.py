@@ -278,7 +278,8 @@ def install():
     if getattr(execution, "_videorec_beam_classes", None):
         raise RuntimeError("the local runner's buffers are installed already (one local job at a time)")
     channels: weakref.WeakSet = weakref.WeakSet()
-    received_queues: weakref.WeakSet = weakref.WeakSet()
+    # Beam's queues take no weak reference; the recent bundles' ones are kept (empty once read).
+    received_queues: collections.deque = collections.deque(maxlen=4096)
     data_plane._DEFAULT_SEND_QUEUE_MAX_BYTES = SEND_QUEUE_BYTES
     data_plane._DEFAULT_SIZE_FLUSH_THRESHOLD = CHUNK_BYTES
     list_buffer, grouping_buffer = _classes()
@@ -308,7 +309,7 @@ def install():
         channels.add(data_conn)
         received = data_conn._receiving_queue(process_bundle_id)
         if received is not None:
-            received_queues.add(received)
+            received_queues.append(received)
         errors: list[BaseException] = []
 
         def send():

@@ -120,6 +120,7 @@ def interrupts_raise() -> Iterator[SignalWatch]:
             logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
             # The runner's threads then fail talking to the workers stopped below: expected, not shown.
             threading.excepthook = lambda args: None
+            job_watchdog.stand_down()  # the workers stopped below are not a failure to act on
             watch.stop_job_processes()
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 

@@ -5,6 +5,8 @@ injected into a patched path of the local runner (pipeline/runner_buffers.py, pi
 
 - the runner's spill file stops accepting writes while stage outputs arrive;
 - a chunked sender cannot read a spilled stage input back;
+- a shuffle buffer cannot be made while a stage's output arrives (as Beam 2.78's new ``clock``
+  argument did to the buffers written for 2.77, which hung one run in three before the fix);
 - every worker fails its start-up check (it runs a Beam other than the driver's), so it exits
   before it connects; Beam's runner alone would wait for it for ever (pipeline/job_watchdog.py).
 
@@ -61,6 +63,19 @@ elif fault == "sender":
         return loaded(entry)
 
     runner_buffers.loaded = failing_loaded
+elif fault == "grouping-buffer":
+    classes = runner_buffers._classes
+
+    def failing_classes():
+        list_buffer, grouping_buffer = classes()
+
+        class FailingGroupingBuffer(grouping_buffer):
+            def __init__(self, *args, **kwargs):
+                raise TypeError("injected: __init__() got an unexpected keyword argument 'clock'")
+
+        return list_buffer, FailingGroupingBuffer
+
+    runner_buffers._classes = failing_classes
 elif fault == "worker-start":
     environment = local_runner.worker_environment
     local_runner.worker_environment = lambda version: {
@@ -87,6 +102,7 @@ def interactions(tmp_path_factory) -> Path:
     [
         ("spill-file", "injected: no space left for the runner's spill file"),
         ("sender", "injected: a spilled stage input could not be read back"),
+        ("grouping-buffer", "injected: __init__() got an unexpected keyword argument 'clock'"),
         ("worker-start", "a local Beam worker could not start: this worker runs Apache Beam"),
     ],
 )
