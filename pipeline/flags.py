@@ -104,14 +104,26 @@ non_negative_int = _at_least(0)
 positive_float = _positive_float
 
 
-def add_frame_flags(parser: argparse.ArgumentParser, *, old_names: bool = False) -> None:
-    """The frame-sampling flags of ``videorec frames`` and ``videorec ingest``: same names, same defaults.
+INGEST_DECODE_THREADS = 1
+"""Decoder threads per video in ``videorec ingest`` unless ``--decode-threads`` says otherwise. Ingest
+runs a worker per core, so threads inside one video can only compete with the other workers. On 2
+loaded cores no setting decoded clearly more videos per CPU-second (FFmpeg's choice within 1-4 % of
+one thread, inside the round-to-round noise) while FFmpeg's threads cost 20x the context switches
+and grow in number with the cores (``benchmarks/bench_decode_threads.py``, docs/SAMPLER.md).
+``videorec frames`` keeps FFmpeg's choice (``SamplerConfig``'s default, 0)."""
+
+
+def add_frame_flags(
+    parser: argparse.ArgumentParser, *, old_names: bool = False, threads: int | None = None
+) -> None:
+    """The frame-sampling flags of ``videorec frames`` and ``videorec ingest``: same names, same defaults
+    but ``threads`` (the decoder threads the command uses when the flag is not given).
 
     Each flag's value is None when not given (``SamplerConfig``'s default, shown in the help, applies).
     ``old_names`` also accepts the spellings ``videorec frames`` used before (``--stride``, ``--size``,
     ``--quality``, ``--backend``, ``--threads``, ``--timeout``, ``--max-memory-mb``).
     """
-    defaults = SamplerConfig()
+    defaults = SamplerConfig(threads=SamplerConfig().threads if threads is None else threads)
     group = parser.add_argument_group("frames")
 
     def flag(name: str, old: str | None, dest: str, default, help_: str, **kwargs) -> None:
@@ -177,7 +189,8 @@ def add_frame_flags(parser: argparse.ArgumentParser, *, old_names: bool = False)
         "--threads",
         "decode_threads",
         defaults.threads,
-        "decoder threads per video; 0: FFmpeg's choice, as a plain PyAV decode loop",
+        "decoder threads per video; 0: FFmpeg's choice, as a plain PyAV decode loop"
+        + ("; ingest runs a worker per core and decodes each video on one thread" if threads else ""),
         type=non_negative_int,
         metavar="N",
     )

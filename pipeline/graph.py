@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from pipeline import versions
+from pipeline.flags import INGEST_DECODE_THREADS
 from pipeline.options import IngestConfig
 from pipeline.ownership import scratch_folder, work_root
 from pipeline.runs import publish_version
@@ -46,7 +47,7 @@ def sampler_settings(config: IngestConfig):
         return None, None
     from transforms.decode.types import SAMPLER_VERSION, SamplerConfig
 
-    sampler = SamplerConfig(**config.sampler)
+    sampler = SamplerConfig(**{"threads": INGEST_DECODE_THREADS, **config.sampler})
     section = {
         "version": SAMPLER_VERSION,
         "config_hash": sampler.config_hash(),

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-from pipeline.flags import Parser, add_frame_flags, positive_float, positive_int, sampler_settings
+from pipeline.flags import (
+    INGEST_DECODE_THREADS,
+    Parser,
+    add_frame_flags,
+    positive_float,
+    positive_int,
+    sampler_settings,
+)
 from pipeline.versions import DEFAULT_LEASE_TTL_S
 from transforms.interactions import FORMATS
 from transforms.timestamps import DEFAULT_TIMESTAMP_FORMAT, TIMESTAMP_FORMATS
@@ -275,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="scratch folder for frame fragments, removed at the end (default: OUTPUT/_work)",
     )
-    add_frame_flags(p)
+    add_frame_flags(p, threads=INGEST_DECODE_THREADS)
     p.add_argument("--quiet", action="store_true", help="no progress lines, only the summary")
     return p
 
