@@ -709,7 +709,8 @@ def test_a_local_run_shows_progress_at_once_and_no_repeated_worker_lines(synth, 
     first_after = time.monotonic() - started
     rest = run.stderr.read()
     assert run.wait(timeout=300) == 0, rest
-    assert first.startswith("ingest: checking inputs") and first_after < 5
+    assert first.startswith("ingest: runner FnApiRunner (local, 2 worker process(es)") and first_after < 5
+    assert rest.startswith("ingest: checking inputs")
     for noise in ("apitools", "Logging handler created", "Traceback"):
         assert noise not in first + rest
     assert leftovers(tmp_path) == []
