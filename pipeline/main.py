@@ -8,6 +8,7 @@ and returns at once (the Flex Template launcher, deploy/flex_main.py). The graph
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -133,7 +134,7 @@ def start_job(
             f"ingest: {len(sources)} interaction file(s) ({', '.join(kinds)}), {mode} -> {config.output}",
             file=sys.stderr,
         )
-    with local_run(runner, stop_processes=SignalWatch().stop_job_processes):
+    with inside_the_job(), local_run(runner, stop_processes=SignalWatch().stop_job_processes):
         pipeline = beam.Pipeline(options=options)
         build_pipeline(
             pipeline,
@@ -144,6 +145,19 @@ def start_job(
             publish_with=publish_with,
         )
         return pipeline.run()
+
+
+class JobFailed(RuntimeError):
+    """A ``ValueError`` raised while the job ran: a fault of the job or its data, not bad flags (exit 1)."""
+
+
+@contextlib.contextmanager
+def inside_the_job():
+    """``ValueError`` means bad input (exit 2) only before the job; inside it, it becomes :class:`JobFailed`."""
+    try:
+        yield
+    except ValueError as error:
+        raise JobFailed(f"the ingest job failed: {type(error).__name__}: {error}") from error
 
 
 def run_job(
@@ -159,7 +173,8 @@ def run_job(
     """
     started = time.monotonic()
     outcome = start_job(config, beam_args, runner, quiet, reuse)
-    outcome.wait_until_finish()
+    with inside_the_job():
+        outcome.wait_until_finish()
     wall = time.monotonic() - started
     manifest = read_manifest(config.output)
     counters = job_counters(outcome)

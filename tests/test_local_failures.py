@@ -135,3 +135,35 @@ def test_an_injected_fault_fails_the_ingest_and_publishes_nothing(tmp_path, inte
     assert not output.exists(), "a failed run published a dataset"
     assert not list(tmp_path.glob(f".dataset{STAGING}*")), "the unfinished output was left behind"
     print(f"{fault}: exit {done.returncode} after {took:.1f} s")
+
+
+BUG_IN_THE_JOB = """
+import sys
+from transforms import buckets
+
+def broken_order_key(value):
+    raise ValueError("injected: a bug in the job, not bad input")
+
+buckets.id_order_key = broken_order_key
+from pipeline.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_value_error_inside_the_job_is_a_failure_of_the_job_not_bad_input(tmp_path, interactions):
+    """Exit 2 means "bad flags or input, nothing ran"; a ValueError raised by the job's own code (here
+    in the in-process worker, where Beam keeps the exception's type) is exit 1 with its traceback."""
+    output = tmp_path / "dataset"
+    done = subprocess.run(
+        [sys.executable, "-c", BUG_IN_THE_JOB, "--interactions", str(interactions), "--output", str(output)]
+        + ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        cwd=REPO,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "JobFailed: the ingest job failed: ValueError: injected: a bug in the job" in done.stderr
+    assert "videorec ingest: error:" not in done.stderr
+    assert not output.exists()
