@@ -5,7 +5,7 @@ exits with status :data:`GATE_EXIT` and says which gate tripped, with the counts
 
 - ``no_users``: no user was kept, so there is nothing to train on;
 - ``rows``: more than ``max_dropped_fraction`` of the rows read were invalid (``ROW_REASONS``:
-  unparseable, empty IDs, bad timestamps...);
+  unparseable, empty IDs, bad timestamps, quoted fields left open...);
 - ``videos``: more than ``max_dropped_fraction`` of the items whose video was looked for failed
   (missing, undecodable, outside the video folder...).
 

@@ -7,9 +7,13 @@ rows; the counts reconcile; the failures parts hold one record per dropped row, 
 datasets without item shards) as JPEG files for a person to look at, and one contact sheet per
 sample (``KEY.sheet.png``: the frames in a row, labelled with the item ID and title).
 
+Every path the manifest lists must be relative and stay inside the dataset folder (``path_problem``),
+and no listed file is read beyond the size the manifest gives it.
+
 Exit status: 0 the dataset is whole, 1 it has problems (each printed as a ``PROBLEM:`` line: a
-damaged shard, table part or failures part is one of them, never a traceback), 2 its manifest
-cannot be read.
+damaged shard, table part or failures part, or a path that leads outside the dataset, is one of
+them, never a traceback), 2 its manifest cannot be read or is unsound in shape (not an object,
+``tables: []``, ``shards: null``...).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import tarfile
 from collections import Counter
@@ -35,22 +40,82 @@ from transforms.format import (
     MANIFEST_FILE,
     SHARD_KINDS,
     TRAIN_SHARDS,
+    VERSIONS_DIR,
+    manifest_shape_problems,
     split_member,
 )
 from transforms.manifest import ReconciliationError, read_manifest, reconcile
 
 
+def path_problem(dataset: str, path) -> str | None:
+    """Why a path the manifest lists may not be read, or None: it must be relative, without ``.`` or
+    ``..`` parts, and resolve (symbolic links followed) inside the dataset folder. The one exception
+    is the project's own reuse of item shards in a dataset root: ``../<version>/...`` from
+    ``ROOT/versions/<id>/``, which must resolve inside ``ROOT/versions``."""
+    if not isinstance(path, str) or not path:
+        return f"{path!r}: not a file path"
+    parts = path.split("/")
+    reuse = len(parts) > 2 and parts[0] == ".." and _in_versions(dataset)
+    rest = parts[1:] if reuse else parts
+    if "://" in path or path.startswith(("/", "\\")) or any(p in ("", ".", "..") for p in rest):
+        return f"{path}: not a relative path inside the dataset folder; the manifest may not name it"
+    if storage.is_remote(dataset):
+        return None
+    base = os.path.realpath(os.path.dirname(os.path.abspath(dataset)) if reuse else dataset)
+    resolved = os.path.realpath(os.path.join(dataset, path))
+    if not resolved.startswith(base.rstrip(os.sep) + os.sep):
+        return f"{path}: resolves outside the dataset folder ({resolved}); it is not read"
+    return None
+
+
+def _in_versions(dataset: str) -> bool:
+    parent = dataset.rstrip("/").rsplit("/", 2)
+    return len(parent) == 3 and parent[1] == VERSIONS_DIR
+
+
 def _check_file(dataset: str, entry: dict) -> tuple[list[str], bytes | None]:
+    """Problems of one listed file, and its bytes when they could be read: never more bytes than
+    the manifest says it has (plus one), and nothing but a regular file."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int):
+        return [f"{entry!r}: not a file entry with a byte count"], None
+    unsafe = path_problem(dataset, entry.get("path"))
+    if unsafe:
+        return [unsafe], None
     path = storage.join(dataset, entry["path"])
     if not storage.exists(path):
         return [f"{entry['path']}: missing"], None
-    data = storage.read_bytes(path)
+    if not storage.is_remote(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        return [f"{entry['path']}: not a regular file"], None
+    size = storage.size(path)
+    if size != entry["bytes"]:
+        return [f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}"], None
+    with storage.open_read(path) as reader:
+        data = reader.read(entry["bytes"] + 1)
     problems = []
     if len(data) != entry["bytes"]:
         problems.append(f"{entry['path']}: {len(data)} bytes, manifest says {entry['bytes']}")
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
         problems.append(f"{entry['path']}: sha256 differs from the manifest")
     return problems, data
+
+
+def _listing_problems(manifest: dict) -> list[str]:
+    """Paths listed without a size and checksum, or the other way round: every table part and
+    failures part must be in both ``tables``/``failures`` and ``table_files``/``failure_files``."""
+    problems = []
+    files = manifest.get("table_files")
+    for name, paths in manifest["tables"].items():
+        entries = files.get(name) if isinstance(files, dict) else None
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            problems.append(f"table {name}: table_files lists no parts with sizes and checksums")
+        elif sorted(paths) != sorted(str(e.get("path")) for e in entries):
+            problems.append(f"table {name}: its parts differ from those table_files lists")
+    entries = manifest.get("failure_files")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append("failure_files lists no parts with sizes and checksums")
+    elif sorted(manifest["failures"]) != sorted(str(e.get("path")) for e in entries):
+        problems.append("the failures parts differ from those failure_files lists")
+    return problems
 
 
 def count_tar_samples(data: bytes) -> int:
@@ -62,11 +127,16 @@ def count_tar_samples(data: bytes) -> int:
 def verify_dataset(dataset: str) -> list[str]:
     """Everything wrong with the dataset at ``dataset`` (an empty list means it is whole)."""
     manifest = read_manifest(dataset)
-    problems = []
+    problems = manifest_shape_problems(manifest)
+    if problems:
+        return problems
+    problems = _listing_problems(manifest)
     try:
         reconcile(manifest["counts"])
     except ReconciliationError as err:
         problems.append(str(err))
+    except (KeyError, TypeError, AttributeError) as err:
+        problems.append(f"counts are incomplete ({_short(err)})")
     for kind in SHARD_KINDS:
         for shard in manifest["shards"][kind]:
             found, data = _check_file(dataset, shard)
@@ -80,7 +150,10 @@ def verify_dataset(dataset: str) -> list[str]:
                 continue
             if samples != shard["samples"]:
                 problems.append(f"{shard['path']}: {samples} samples, manifest says {shard['samples']}")
-    for name, parts in manifest.get("table_files", {}).items():
+    table_files = manifest.get("table_files")
+    for name, parts in table_files.items() if isinstance(table_files, dict) else []:
+        if not isinstance(parts, list):
+            continue  # reported by _listing_problems
         rows, counted = 0, True
         for entry in parts:
             found, data = _check_file(dataset, entry)
@@ -94,7 +167,8 @@ def verify_dataset(dataset: str) -> list[str]:
         if counted and rows != expected:
             problems.append(f"table {name}: {rows} rows in its parts, manifest says {expected}")
     records = Counter()
-    for entry in manifest.get("failure_files", []):
+    failure_files = manifest.get("failure_files")
+    for entry in failure_files if isinstance(failure_files, list) else []:
         found, data = _check_file(dataset, entry)
         problems += found
         if data is None:
@@ -143,10 +217,10 @@ def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
             members.clear()
 
     for shard in shards:
-        path = storage.join(dataset, shard["path"])
-        if not storage.exists(path):
+        found, data = _check_file(dataset, shard)
+        if found or data is None:
             continue  # reported by verify_dataset
-        for member_name, content in _members(storage.read_bytes(path)):
+        for member_name, content in _members(data):
             key, name = split_member(member_name)
             if key not in keys:
                 write_sheet()
@@ -191,6 +265,16 @@ def main(argv: list[str]) -> int:
         manifest = read_manifest(dataset)
     except (FileNotFoundError, OSError, ValueError) as err:
         print(f"videorec inspect: cannot read the manifest of {dataset}: {err}", file=sys.stderr)
+        return 2
+    shape = manifest_shape_problems(manifest)
+    if shape:
+        print(f"videorec inspect: the manifest of {dataset} is unsound: {'; '.join(shape)}", file=sys.stderr)
+        return 2
+    if args.sample and os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(
+            f"videorec inspect: error: --output {args.out} is a file; give a folder for the samples",
+            file=sys.stderr,
+        )
         return 2
     print(format_summary(manifest))
     problems = verify_dataset(dataset)

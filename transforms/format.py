@@ -203,6 +203,30 @@ def manifest_problems(manifest: Mapping) -> list[str]:
 
     Files are not opened here: ``videorec inspect`` and the version checks verify sizes and hashes.
     """
+    problems = _unreadable(manifest)
+    if problems:
+        return problems
+    problems = _part_problems(manifest)
+    counts = manifest["counts"]
+    for name, total, kept, dropped in COUNT_CHECKS:
+        try:
+            accounted = counts[kept] + sum(counts[dropped].values())
+        except (KeyError, AttributeError, TypeError):
+            problems.append(f"counts for {name} are incomplete")
+            continue
+        if counts[total] != accounted:
+            problems.append(f"{name}: {counts[total]} seen != {accounted} accounted for")
+    return problems
+
+
+def manifest_shape_problems(manifest) -> list[str]:
+    """What makes ``manifest`` not a manifest this code can read at all (its counts aside): not an
+    object, another format version, a field missing, or ``tables`` / ``shards`` / ``counts`` /
+    ``failures`` not of their type (``tables: []``, ``shards: null``...)."""
+    return _unreadable(manifest) or _part_problems(manifest)
+
+
+def _unreadable(manifest) -> list[str]:
     if not isinstance(manifest, Mapping):
         return ["the manifest is not a JSON object"]
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -214,22 +238,37 @@ def manifest_problems(manifest: Mapping) -> list[str]:
     ]
     if problems:
         return problems
+    for field in ("num_items", "num_users"):
+        value = manifest[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            problems.append(f"{field} is not a count ({value!r})")
+    for field, what in (
+        ("tables", "table names to part paths"),
+        ("shards", "shard kinds to lists"),
+        ("counts", ""),
+    ):
+        if not isinstance(manifest[field], Mapping):
+            kind = type(manifest[field]).__name__
+            problems.append(f"{field} is not an object{f' mapping {what}' if what else ''} ({kind})")
+    return problems
+
+
+def _part_problems(manifest: Mapping) -> list[str]:
+    problems = []
     for table in TABLES:
         parts = manifest["tables"].get(table)
         if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
             problems.append(f"tables.{table} is not a list of part paths")
     for kind in SHARD_KINDS:
-        if not isinstance(manifest["shards"].get(kind), list):
+        shards = manifest["shards"].get(kind)
+        if not isinstance(shards, list):
             problems.append(f"shards.{kind} is not a list")
-    counts = manifest["counts"]
-    for name, total, kept, dropped in COUNT_CHECKS:
-        try:
-            accounted = counts[kept] + sum(counts[dropped].values())
-        except (KeyError, AttributeError, TypeError):
-            problems.append(f"counts for {name} are incomplete")
-            continue
-        if counts[total] != accounted:
-            problems.append(f"{name}: {counts[total]} seen != {accounted} accounted for")
+        elif not all(isinstance(s, Mapping) for s in shards):
+            problems.append(f"shards.{kind} holds an entry that is not an object")
+    if not isinstance(manifest["failures"], list) or not all(
+        isinstance(p, str) for p in manifest["failures"]
+    ):
+        problems.append("failures is not a list of part paths")
     return problems
 
 

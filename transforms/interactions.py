@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 from transforms import storage
+from transforms.csv_records import records
 from transforms.failures import failure
 from transforms.packed_rows import Interaction
 from transforms.timestamps import convert_timestamp
 
 FORMATS = ("microlens-csv", "microlens-tsv", "parquet", "movielens")
-ROW_REASONS = ("missing_field", "bad_timestamp", "empty_user", "empty_item", "bad_encoding")
+ROW_REASONS = ("missing_field", "bad_timestamp", "empty_user", "empty_item", "bad_encoding", "bad_quoting")
 
 USER_COLUMNS = ("user", "user_id", "userid", "uid")
 ITEM_COLUMNS = ("item", "item_id", "itemid", "movieid", "video", "video_id")
@@ -104,6 +105,8 @@ def make_interaction(
             ts = convert_timestamp(timestamp, timestamp_format)
         except ValueError as err:
             raise RowError("bad_timestamp", str(err)) from None
+    if not -(2**63) <= ts < 2**63:  # what the packed rows and tables hold: a row fault, never a job crash
+        raise RowError("bad_timestamp", f"timestamp {str(timestamp).strip()[:40]!r} is out of range (64-bit)")
     return Interaction(user_id, item_id, ts, *position)
 
 
@@ -128,8 +131,20 @@ def _decoded_lines(lines: Iterable[bytes], first_line: int = 1) -> Iterator[tupl
 
 
 def csv_columns(header_line: str, path: str) -> tuple[int, int, int]:
-    """Positions of the user, item and timestamp columns named by a CSV header line."""
+    """Positions of the user, item and timestamp columns named by a CSV header line.
+
+    Raises:
+        ValueError: a column is missing, or a name appears twice (which one is meant is unknown).
+    """
     header = next(csv.reader([header_line]))
+    names = [h.strip().lower().lstrip("\ufeff") for h in header]
+    twice = next((name for k, name in enumerate(names) if name and name in names[:k]), None)
+    if twice is not None:
+        first, second = [k + 1 for k, name in enumerate(names) if name == twice][:2]
+        raise ValueError(
+            f"{path}: header {header} names column {twice!r} twice (columns {first} and {second}); "
+            "name each column once"
+        )
     return tuple(
         find_column(header, names, what, path)
         for names, what in ((USER_COLUMNS, "user"), (ITEM_COLUMNS, "item"), (TIME_COLUMNS, "timestamp"))
@@ -144,26 +159,55 @@ def parse_text(
     first_line: int = 1,
     columns: tuple[int, int, int] | None = None,
     timestamp_format: str = "unix",
+    limit: int | None = None,
 ) -> Iterator[Interaction | dict]:
     """Interactions and failure records from lines of one text file, in file order.
 
-    ``first_line`` is the line number of the first of ``lines``. A CSV's first non-blank line is its
-    header unless ``columns`` (from :func:`csv_columns`) are given, as they are for later splits.
-    Timestamps are read as ``timestamp_format`` (``transforms.timestamps``).
+    ``first_line`` is the line number of the first of ``lines``. A CSV's first non-blank record is
+    its header unless ``columns`` (from :func:`csv_columns`) are given, as they are for later
+    splits; with ``limit`` only the CSV records starting in the first ``limit`` bytes are read
+    (``transforms.text_splits.split_lines``). Timestamps are read as ``timestamp_format``
+    (``transforms.timestamps``).
     """
+    if fmt == "microlens-csv":
+        return _parse_csv(lines, file_index, path, first_line, columns, timestamp_format, limit)
+    return _parse_lines(lines, fmt, file_index, path, first_line, timestamp_format)
+
+
+def _parse_lines(lines, fmt: str, file_index: int, path: str, first_line: int, timestamp_format: str):
+    """:func:`parse_text` for the tab-separated formats: one line, one row (or a user's rows)."""
     for number, text, raw in _decoded_lines(lines, first_line):
         where = {"file": path, "row": number}
         if text is None:
             yield failure("row", "read", "bad_encoding", "line is not UTF-8", **where, text=repr(raw))
             continue
-        if fmt == "microlens-csv" and columns is None:
+        try:
+            yield from _parse_line(text, fmt, (file_index, number), timestamp_format)
+        except RowError as err:
+            yield failure("row", "read", err.reason, str(err), **where, text=text)
+
+
+def _parse_csv(lines, file_index: int, path: str, first_line: int, columns, timestamp_format: str, limit):
+    """:func:`parse_text` for a CSV: one row per record (``transforms.csv_records``: a quoted field may
+    hold newlines; the record's row is the line it starts on)."""
+    for number, raw, problem in records(lines, first_line, limit):
+        where = {"file": path, "row": number}
+        stripped = raw.rstrip(b"\r\n")
+        if not stripped.strip():
+            continue
+        if problem:
+            yield failure("row", "read", "bad_quoting", problem, **where, text=repr(stripped[:200]))
+            continue
+        try:
+            text = stripped.decode("utf-8")
+        except UnicodeDecodeError:
+            yield failure("row", "read", "bad_encoding", "line is not UTF-8", **where, text=repr(stripped))
+            continue
+        if columns is None:
             columns = csv_columns(text, path)
             continue
         try:
-            if fmt == "microlens-csv":  # one row per line: no generator per line
-                yield _csv_row(text, columns, (file_index, number, 0), timestamp_format)
-            else:
-                yield from _parse_line(text, fmt, (file_index, number), timestamp_format)
+            yield _csv_row(text, columns, (file_index, number, 0), timestamp_format)
         except RowError as err:
             yield failure("row", "read", err.reason, str(err), **where, text=text)
 
@@ -294,58 +338,3 @@ def plan_splits(
                 )
             )
     return splits
-
-
-def split_lines(reader: BinaryIO, start: int, end: int | None) -> tuple[int, Iterator[bytes]]:
-    """``(newlines skipped, lines)``: the lines of ``reader`` that start in ``[start, end)``.
-
-    A line that began before ``start`` belongs to the previous split and is skipped; that skip
-    passes one newline, which the line numbering must count.
-    """
-    skipped = 0
-    position = start
-    if start > 0:
-        reader.seek(start - 1)
-        if reader.read(1) != b"\n":
-            position += len(reader.readline())
-            skipped = 1
-
-    def lines() -> Iterator[bytes]:
-        nonlocal position
-        while end is None or position < end:
-            line = reader.readline()
-            if not line:
-                return
-            position += len(line)
-            yield line
-
-    return skipped, lines()
-
-
-def count_newlines(split: InputSplit) -> tuple[tuple[int, int], int]:
-    """``((file_index, split number), newlines in the split's byte range)``."""
-    if split.format == "parquet":
-        return (split.file_index, split.number), 0
-    with storage.open_read(split.path) as reader:
-        reader.seek(split.start)
-        remaining = None if split.end is None else split.end - split.start
-        count = 0
-        while remaining is None or remaining > 0:
-            block = reader.read(1 << 20 if remaining is None else min(1 << 20, remaining))
-            if not block:
-                break
-            count += block.count(b"\n")
-            if remaining is not None:
-                remaining -= len(block)
-    return (split.file_index, split.number), count
-
-
-def first_line_numbers(counts: list[tuple[tuple[int, int], int]]) -> dict[tuple[int, int], int]:
-    """``(file_index, split) -> newlines before the split`` from every split's newline count."""
-    before, running, current_file = {}, 0, None
-    for (file_index, number), count in sorted(counts):
-        if file_index != current_file:
-            running, current_file = 0, file_index
-        before[(file_index, number)] = running
-        running += count
-    return before

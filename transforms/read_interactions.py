@@ -10,17 +10,9 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import storage
-from transforms.interactions import (
-    SPLIT_BYTES,
-    InputSplit,
-    count_newlines,
-    first_line_numbers,
-    parse_parquet,
-    parse_text,
-    plan_splits,
-    split_lines,
-)
+from transforms.interactions import SPLIT_BYTES, InputSplit, parse_parquet, parse_text, plan_splits
 from transforms.packed_rows import Interaction, history_bucket_count, pack_row, pack_user_rows
+from transforms.text_splits import count_newlines, split_context, split_lines
 
 FAILED = "failed"
 VALID = "valid"
@@ -32,22 +24,24 @@ class ParseSplit(beam.DoFn):
 
     Rows are grouped by user, and users by bucket, within the split before they leave the worker,
     so the shuffle holds one value per split and bucket instead of one per row or per user (a
-    split's rows fit in memory by design). Side input: ``(file_index, split) -> newlines before
-    the split``, to number lines exactly.
+    split's rows fit in memory by design). Side input: ``(file_index, split) -> (newlines before
+    the split, CSV quote state at its start)`` (``transforms.text_splits.split_context``), to number
+    lines exactly and to read CSV records whose quoted fields hold newlines whole.
     """
 
     def __init__(self, buckets: int):
         self.buckets = buckets
         self.rows_read = Metrics.counter("videorec", "rows_read")
 
-    def process(self, split: InputSplit, newlines_before: dict):
+    def process(self, split: InputSplit, context: dict):
         by_user: dict[str, list[bytes]] = {}
         with storage.open_read(split.path) as reader:
             if split.format == "parquet":
                 parsed = parse_parquet(reader, split.file_index, split.path, split.timestamp_format)
             else:
-                skipped, lines = split_lines(reader, split.start, split.end)
-                first = 1 + newlines_before[(split.file_index, split.number)] + skipped
+                newlines_before, quote_state = context[(split.file_index, split.number)]
+                skipped, lines, limit = split_lines(reader, split.start, split.end, quote_state)
+                first = 1 + newlines_before + skipped
                 parsed = parse_text(
                     lines,
                     split.format,
@@ -56,6 +50,7 @@ class ParseSplit(beam.DoFn):
                     first,
                     split.columns,
                     split.timestamp_format,
+                    limit,
                 )
             rows_read = 0
             for result in parsed:
@@ -75,7 +70,8 @@ class ReadInteractions(beam.PTransform):
 
     ``sources`` comes from :func:`resolve_inputs`, run at launch so a typo fails before any work.
     Text files are read in byte splits on all workers; a first pass counts each split's newlines
-    so that every row keeps its exact line number. ``timestamp_format``: ``--timestamp-format``.
+    (and a CSV's quote-state transitions) so that every row keeps its exact line number and a
+    record spanning lines is read once, whole. ``timestamp_format``: ``--timestamp-format``.
     """
 
     def __init__(
@@ -90,12 +86,12 @@ class ReadInteractions(beam.PTransform):
 
     def expand(self, pbegin):
         splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()
-        newlines_before = (
+        context = (
             splits
             | "CountNewlines" >> beam.Map(count_newlines)
             | "AllSplitCounts" >> beam.combiners.ToList()
-            | "LinesBeforeEachSplit" >> beam.Map(first_line_numbers)
+            | "LinesBeforeEachSplit" >> beam.Map(split_context)
         )
         return splits | "ParseRows" >> beam.ParDo(
-            ParseSplit(self.user_buckets), beam.pvalue.AsSingleton(newlines_before)
+            ParseSplit(self.user_buckets), beam.pvalue.AsSingleton(context)
         ).with_outputs(FAILED, VALID, main="rows")
