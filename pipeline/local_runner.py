@@ -59,8 +59,15 @@ from pipeline import beam_support, job_watchdog, runner_buffers
 log = logging.getLogger(__name__)
 
 LOCAL_RUNNER = "FnApiRunner"
-# Names a user may give for "the local runner"; each runs as LOCAL_RUNNER, and the runner line says so.
-LOCAL_ALIASES = ("DirectRunner", "SwitchingDirectRunner", "FnApiRunner")
+# Names a user may give for "the local runner" (as Beam reads them: any case, "Runner" optional, a
+# module path allowed); each runs as LOCAL_RUNNER, and the runner line says so.
+LOCAL_ALIASES = ("directrunner", "switchingdirectrunner", "testdirectrunner", "fnapirunner")
+
+
+def _means_the_local_runner(name: str) -> bool:
+    short = name.rpartition(".")[2].lower()
+    return short in LOCAL_ALIASES or f"{short}runner" in LOCAL_ALIASES
+
 
 # glibc mallopt parameters (malloc.h) and the environment variables naming the same settings.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
@@ -122,7 +129,7 @@ def choose_runner(beam_args: list[str]) -> tuple[list[str], RunnerChoice]:
     import apache_beam
 
     named = _flag_value(beam_args, "--runner")
-    if named is not None and named.rpartition(".")[2] not in LOCAL_ALIASES:
+    if named is not None and not _means_the_local_runner(named):
         return beam_args, RunnerChoice(named, local=False, beam_version=apache_beam.__version__)
     rest, skip = [], False
     for arg in beam_args:

@@ -124,6 +124,14 @@ def test_no_runner_flag_and_direct_runner_both_mean_the_fn_api_runner_with_worke
 
 
 @pytest.mark.parametrize(
+    "named", ["direct", "directrunner", "apache_beam.runners.direct.direct_runner.DirectRunner"]
+)
+def test_every_spelling_beam_accepts_for_the_direct_runner_runs_as_the_fn_api_runner(named):
+    args, choice = choose_runner([f"--runner={named}"])
+    assert choice.local and args[0] == f"--runner={LOCAL_RUNNER}" and named not in " ".join(args[1:])
+
+
+@pytest.mark.parametrize(
     "runner", ["PrismRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "DataflowRunner"]
 )
 def test_other_runners_are_passed_through_unpatched(runner):
