@@ -47,8 +47,9 @@ class IngestConfig:
         video_pattern: file name of an item's video under ``videos``; ``{item}`` is the item ID,
             ``{key}`` its sanitised key.
         video_map: CSV with ``item`` and ``uri`` columns mapping items to video files instead.
-        allow_any_uri: let ``video_map`` name videos outside its own folder (otherwise such an item
-            fails as ``bad_uri``).
+        allow_any_uri: let ``video_map`` name videos outside its own folder, and symbolic links in
+            ``videos`` (or the map's folder) lead outside it (otherwise such an item fails as
+            ``bad_uri``; paths are compared resolved).
         titles: optional CSV with ``item`` and ``title`` columns.
         min_user_interactions: users with fewer interactions (after filtering) are dropped; at
             least 3 always applies, since leave-one-out needs a train, a validation and a test item.
@@ -178,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
     inputs.add_argument(
         "--allow-any-uri",
         action="store_true",
-        help="let --video-map name videos outside the CSV's own folder",
+        help="let --video-map name videos outside the CSV's own folder, and links in the video "
+        "folder (or the map's) lead outside it",
     )
     inputs.add_argument("--titles", default=None, metavar="CSV", help="CSV with item and title columns")
     filters = p.add_argument_group("sequences")
@@ -307,8 +309,8 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
                 p.error(f"{flag} needs --dataset-root")
     elif args.overwrite:
         p.error("--overwrite is for --output; a dataset root never overwrites a version")
-    if args.allow_any_uri and not args.video_map:
-        p.error("--allow-any-uri needs --video-map")
+    if args.allow_any_uri and not (args.video_map or args.videos):
+        p.error("--allow-any-uri needs --video-map or --videos")
     config = IngestConfig(
         interactions=args.interactions,
         output=args.output.rstrip("/") if args.output else None,

@@ -1,10 +1,12 @@
-"""Wrong rows and manifests (issue 23, items 9-13): a real CSV parser, row faults that stay row faults,
+"""Wrong rows, links and manifests (issue 23, items 9-13): a real CSV parser, row faults that stay row faults,
 ``inspect`` that refuses unsound manifests and reads only inside the dataset.
 
 - CSV records whose quoted fields hold commas and newlines are one row each, read whole across the
   byte splits the job reads in parallel (checked against Python's ``csv`` module for many split
   sizes, and once through a real Beam pipeline); a duplicated header name is refused in one line;
 - a timestamp beyond 64 bits is one ``bad_timestamp`` failure, not a crashed job;
+- a video path that leads out of its folder through a symbolic link is ``bad_uri`` (by the resolved
+  path), for ``--videos`` and ``--video-map`` alike, unless ``--allow-any-uri``;
 - ``inspect`` refuses ``tables: []``, ``shards: null`` and a manifest that is a list, and never
   reads a listed path that leads outside the dataset, nor more bytes than the manifest gives it.
 """
@@ -26,6 +28,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.cli import main as videorec
 from pipeline.inspect import main as inspect_main
 from pipeline.inspect import verify_dataset
+from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 from tests.test_bad_input import LOCAL, one_error_line, write_csv
 from transforms.csv_records import MAX_RECORD_LINES
@@ -174,6 +177,60 @@ def test_a_timestamp_beyond_64_bits_is_one_bad_timestamp_record(tmp_path, capsys
     assert failures == [(22, "bad_timestamp"), (23, "bad_timestamp"), (24, "bad_timestamp")]
     assert "out of range (64-bit)" in next(f["message"] for f in dataset_failures(out) if f["kind"] == "row")
     assert json.loads((out / "manifest.json").read_text())["counts"]["rows_read"] == 24
+
+
+# ---------------------------------------------------------------------------------------------- 12. links
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    config = SynthConfig(
+        users=12, items=8, categories=2, seed=4, max_interactions=8, min_seconds=1, max_seconds=1
+    )
+    generate(out, config, workers=2)
+    return out
+
+
+SMALL = ["--frame-size", "16", "--min-user-interactions", "3"]
+
+
+def item_reasons(dataset: Path) -> dict[str, str]:
+    return {f["item_id"]: f["reason"] for f in dataset_failures(dataset) if f["kind"] == "item"}
+
+
+def test_a_link_in_the_video_folder_that_leads_outside_is_not_followed(synth, tmp_path, capsys):
+    outside = Path(shutil.copytree(synth / "videos", tmp_path / "elsewhere"))
+    videos = Path(shutil.copytree(synth / "videos", tmp_path / "videos"))
+    (videos / "1.mp4").unlink()
+    (videos / "1.mp4").symlink_to(outside / "1.mp4")  # a file outside the folder
+    (videos / "2.mp4").unlink()
+    (videos / "2.mp4").symlink_to("1.mp4")  # a link that stays inside (to the link above: outside)
+    (videos / "3.mp4").unlink()
+    (videos / "inner").mkdir()
+    (videos / "inner" / "3.mp4").write_bytes((synth / "videos" / "3.mp4").read_bytes())
+    (videos / "3.mp4").symlink_to("inner/3.mp4")  # a link inside the folder: followed
+    argv = ["ingest", "--interactions", str(synth / "pairs.csv"), "--videos", str(videos), *SMALL]
+    assert videorec([*argv, "--output", str(tmp_path / "strict"), *LOCAL]) == 0, capsys.readouterr().err
+    reasons = item_reasons(tmp_path / "strict")
+    assert reasons.get("1") == reasons.get("2") == "bad_uri" and "3" not in reasons
+    failures = dataset_failures(tmp_path / "strict")
+    message = next(f["message"] for f in failures if f["kind"] == "item" and f["item_id"] == "1")
+    assert f"is a link to {outside / '1.mp4'}, outside the video folder" in message
+    assert videorec([*argv, "--output", str(tmp_path / "open"), "--allow-any-uri", *LOCAL]) == 0
+    assert {"1", "2"} <= set(dataset_table(tmp_path / "open", "items").column("item_id").to_pylist())
+
+
+def test_a_video_map_path_that_links_outside_its_folder_is_bad_uri(synth, tmp_path, capsys):
+    maps = tmp_path / "maps"
+    Path(shutil.copytree(synth / "videos", maps / "videos"))
+    (maps / "videos" / "4.mp4").unlink()
+    (maps / "videos" / "4.mp4").symlink_to(synth / "videos" / "4.mp4")
+    rows = ["item,uri"] + [f"{i},videos/{i}.mp4" for i in range(1, 9)]
+    (maps / "map.csv").write_text("\n".join(rows) + "\n")
+    argv = ["ingest", "--interactions", str(synth / "pairs.csv"), "--video-map", str(maps / "map.csv")]
+    assert videorec([*argv, *SMALL, "--output", str(tmp_path / "out"), *LOCAL]) == 0, capsys.readouterr().err
+    assert item_reasons(tmp_path / "out") == {"4": "bad_uri"}
 
 
 # ---------------------------------------------------------------------------------------------- 10, 13. inspect

@@ -28,8 +28,9 @@ def escapes_folder(relative: str) -> bool:
     return relative.startswith("/") or "://" in relative or normal == ".." or normal.startswith("../")
 
 
-def _pattern_uri(item_id: str, root: str, pattern: str):
-    """``(item_id, uri)``, or a ``bad_item_id`` failure when the ID would lead outside ``root``."""
+def _pattern_uri(item_id: str, root: str, pattern: str, allow_any_uri: bool = False):
+    """``(item_id, uri)``; a ``bad_item_id`` failure when the ID would lead outside ``root``, and a
+    ``bad_uri`` one when the path leads there through a symbolic link (unless ``allow_any_uri``)."""
     relative = pattern.format(item=item_id, key=sanitize_key(item_id))
     if escapes_folder(relative) or "\x00" in relative:
         message = f"the item ID makes the video path {relative!r}, outside the video folder"
@@ -37,7 +38,15 @@ def _pattern_uri(item_id: str, root: str, pattern: str):
             FAILED, failure("item", "locate", "bad_item_id", message, item_id=item_id)
         )
         return
-    yield item_id, storage.join(root, relative)
+    uri = storage.join(root, relative)
+    if not allow_any_uri and not _inside(uri, root):
+        message = (
+            f"the video path {uri} is a link to {os.path.realpath(uri)}, outside the video folder "
+            f"{root}; pass --allow-any-uri to follow it"
+        )
+        yield beam.pvalue.TaggedOutput(FAILED, failure("item", "locate", "bad_uri", message, item_id=item_id))
+        return
+    yield item_id, uri
 
 
 def parse_video_mapping(text: str, mapping_path: str) -> dict[str, str]:
@@ -67,9 +76,10 @@ class LocateVideos(beam.PTransform):
     """PCollection[item_id] -> (item_id, uri) (main) + failure dicts (``failed``) for items without one.
 
     Either ``root`` + ``pattern`` (every item gets a URI inside ``root``; a missing file fails later
-    as ``not_found``; an ID that would lead outside ``root`` fails as ``bad_item_id``) or
-    ``mapping_path``, a CSV of item -> uri (no entry: ``no_video``; a URI outside the CSV's folder:
-    ``bad_uri``, unless ``allow_any_uri``).
+    as ``not_found``; an ID that would lead outside ``root`` fails as ``bad_item_id``, a path that
+    leads there through a symbolic link as ``bad_uri``) or ``mapping_path``, a CSV of item -> uri (no
+    entry: ``no_video``; a URI outside the CSV's folder, by its resolved path: ``bad_uri``). With
+    ``allow_any_uri`` neither kind of ``bad_uri`` applies.
     """
 
     def __init__(self, root: str | None, pattern: str, mapping_path: str | None, allow_any_uri: bool = False):
@@ -80,7 +90,7 @@ class LocateVideos(beam.PTransform):
     def expand(self, item_ids):
         if self.mapping_path is None:
             return item_ids | "ApplyPattern" >> beam.FlatMap(
-                _pattern_uri, self.root, self.pattern
+                _pattern_uri, self.root, self.pattern, self.allow_any_uri
             ).with_outputs(FAILED, main="located")
         mapping_path = self.mapping_path
         inside = None if self.allow_any_uri else mapping_folder(mapping_path)
@@ -105,13 +115,15 @@ def mapping_folder(mapping_path: str) -> str:
 
 
 def _inside(uri: str, folder: str) -> bool:
+    """True when ``uri`` lies under ``folder``: by the text of a ``gs://`` path, and for a local one by
+    its resolved path (symbolic links followed, in the folder's own path too)."""
     if storage.is_remote(uri) != storage.is_remote(folder):
         return False
     if storage.is_remote(uri):
         return posixpath.normpath(uri.split("://", 1)[1]).startswith(
             folder.split("://", 1)[1].rstrip("/") + "/"
         )
-    return os.path.abspath(uri).startswith(os.path.abspath(folder).rstrip("/") + "/")
+    return os.path.realpath(uri).startswith(os.path.realpath(folder).rstrip("/") + "/")
 
 
 def _mapped_uri(joined: tuple[str, dict], inside: str | None):
