@@ -92,7 +92,9 @@ def in_memory_dataset(urls: list[str], users: int, items: int, frames: int, wind
     popularity = np.ones(items + 1, dtype=np.int64)
     popularity[0] = 0
     sequences = UserSequences(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64))
-    return DatasetInfo(root="/", manifest=manifest, popularity=popularity, sequences=sequences)
+    return DatasetInfo(
+        root="/", manifest=manifest, popularity=popularity, sequence_parts=[], _sequences=sequences
+    )
 
 
 def loader_rate(urls: list[str], batch_size: int, frame_size: int, window: int, batches: int) -> dict:

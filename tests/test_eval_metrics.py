@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.dataset import UserSequences
+from tests.fixtures_dataset import write_dataset
+from trainer.dataset import UserSequences, load_dataset
 from trainer.evaluate import MISS, evaluation_cases, finish, metric_sums, ranks_of_targets
 
 
@@ -84,21 +85,13 @@ def test_items_that_are_not_candidates_are_never_ranked():
     assert metrics["HR@10"] == 0.5 and metrics["users"] == 2
 
 
-def test_scores_are_fp32_even_inside_an_autocast_region():
+def test_scores_are_fp32_even_inside_an_autocast_region(tmp_path):
     from trainer.config import ModelConfig
     from trainer.evaluate import ItemTable, score_split
     from trainer.models.videorec import build_model
 
-    class Cases:  # the attributes score_split reads from a dataset
-        sequences = UserSequences(
-            user_index=np.arange(3), offsets=np.array([0, 4, 8, 12]), items=np.arange(1, 13) % 7 + 1
-        )
-        popularity = np.ones(8, dtype=np.int64)
-
-        @staticmethod
-        def rare_items():
-            return torch.zeros(8, dtype=torch.bool)
-
+    sequences = {str(u): [str((u + t) % 7 + 1) for t in range(4)] for u in range(3)}
+    cases = load_dataset(str(write_dataset(tmp_path / "ds", sequences, max_seq_len=4)))
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder="id", dim=16, ffn_dim=32, max_seq_len=4), num_items=7)
     encoded = torch.ones(8, dtype=torch.bool)
@@ -114,8 +107,8 @@ def test_scores_are_fp32_even_inside_an_autocast_region():
 
     model.user_states = spy
     kwargs = {"max_seq_len": 4, "batch_size": 8, "device": torch.device("cpu")}
-    plain = score_split(model, Cases, "test", items, **kwargs)
+    plain = score_split(model, cases, "test", items, **kwargs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        inside = score_split(model, Cases, "test", items, **kwargs)
+        inside = score_split(model, cases, "test", items, **kwargs)
     assert calls == [torch.float32, torch.float32]
     assert inside == plain

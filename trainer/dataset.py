@@ -56,16 +56,49 @@ class UserSequences:
         return self.items[self.offsets[row] : self.offsets[row + 1]]
 
 
+@dataclass(frozen=True)
+class TablePart:
+    """One part of a table: its URL, its rows and the table row it starts at (parts in manifest order)."""
+
+    url: str
+    rows: int
+    first_row: int
+
+
 @dataclass
 class DatasetInfo:
-    """One resolved dataset version."""
+    """One resolved dataset version.
+
+    The sequences table is not held: evaluation reads each rank's rows from the parts that hold them
+    (``trainer.eval_cases``); :attr:`sequences` loads the whole table, for the callers that need every
+    user (``--source sequences`` windows, the experiment's oracle).
+    """
 
     root: str
     """Folder URL holding manifest.json."""
     manifest: dict
     popularity: np.ndarray
     """int64 [num_items + 1]: training interactions per item index (index 0 = padding = 0)."""
-    sequences: UserSequences
+    sequence_parts: list[TablePart]
+    """The sequences table's parts, with their row counts (sum = ``num_users``)."""
+    _sequences: UserSequences | None = None
+
+    @property
+    def sequences(self) -> UserSequences:
+        """Every user's sequence (the whole table, loaded on first use)."""
+        if self._sequences is None:
+            table = _read_table(self.root, self.manifest, SEQUENCES_TABLE, ["user_index", "item_indices"])
+            column = table.column("item_indices").combine_chunks()
+            self._sequences = UserSequences(
+                user_index=table.column("user_index").to_numpy().astype(np.int64),
+                offsets=column.offsets.to_numpy().astype(np.int64) - int(column.offsets[0].as_py()),
+                items=column.flatten().to_numpy().astype(np.int64),
+            )
+        return self._sequences
+
+    @property
+    def num_users(self) -> int:
+        return int(self.manifest["num_users"])
 
     @property
     def version(self) -> str:
@@ -175,10 +208,7 @@ def _read_table(root: str, manifest: dict, name: str, columns: list[str]) -> pa.
         try:
             tables.append(pq.read_table(io.BytesIO(storage.read_bytes(url)), columns=columns))
         except (pa.ArrowException, OSError) as err:
-            reason = " ".join(str(err).split())[:160]
-            raise DatasetError(
-                f"{url} is not a readable part of the {name} table ({reason}); {REINGEST}"
-            ) from None
+            raise part_problem(url, name, err) from None
     return pa.concat_tables(tables) if tables else pa.table({c: pa.array([], pa.int64()) for c in columns})
 
 
@@ -222,18 +252,48 @@ def load_dataset(data: str) -> DatasetInfo:
         )
     popularity[indices] = items.column("popularity").to_numpy()
 
-    table = _read_table(root, manifest, SEQUENCES_TABLE, ["user_index", "item_indices"])
-    if table.num_rows == 0:
+    parts = sequence_parts(root, manifest)
+    rows = sum(part.rows for part in parts)
+    if rows == 0:
         raise DatasetError(f"{root}: the dataset has no users; ingest interactions with at least 3 per user")
-    if table.num_rows != int(manifest["num_users"]):
+    if rows != int(manifest["num_users"]):
         raise DatasetError(
-            f"{root}: the sequences table has {table.num_rows} users, the manifest says "
+            f"{root}: the sequences table has {rows} users, the manifest says "
             f"{manifest['num_users']}; {REINGEST}"
         )
-    column = table.column("item_indices").combine_chunks()
-    sequences = UserSequences(
-        user_index=table.column("user_index").to_numpy().astype(np.int64),
-        offsets=column.offsets.to_numpy().astype(np.int64) - int(column.offsets[0].as_py()),
-        items=column.flatten().to_numpy().astype(np.int64),
-    )
-    return DatasetInfo(root=root, manifest=manifest, popularity=popularity, sequences=sequences)
+    return DatasetInfo(root=root, manifest=manifest, popularity=popularity, sequence_parts=parts)
+
+
+def part_problem(url: str, name: str, err: Exception) -> DatasetError:
+    """The error for a table part that cannot be read."""
+    reason = " ".join(str(err).split())[:160]
+    return DatasetError(f"{url} is not a readable part of the {name} table ({reason}); {REINGEST}")
+
+
+def sequence_parts(root: str, manifest: dict) -> list[TablePart]:
+    """The sequences table's parts and their rows: a local part's from its Parquet footer (no data
+    read), a remote part's from the manifest's ``table_files`` (checked when the part is read), or
+    from its footer when the manifest has none."""
+    listed = {
+        entry["path"]: int(entry["rows"])
+        for entry in (manifest.get("table_files") or {}).get(SEQUENCES_TABLE, [])
+    }
+    parts, first = [], 0
+    for path in manifest["tables"][SEQUENCES_TABLE]:
+        url = storage.join_url(root, path)
+        remote = storage.scheme_of(url) not in ("", "file")
+        if remote and path in listed:
+            rows = listed[path]
+        else:
+            if not storage.exists(url):
+                raise DatasetError(
+                    f"{url}, a part of the {SEQUENCES_TABLE} table listed in the manifest, is missing; {REINGEST}"
+                )
+            try:
+                source = io.BytesIO(storage.read_bytes(url)) if remote else storage.local_copy(url)[0]
+                rows = pq.read_metadata(source).num_rows
+            except (pa.ArrowException, OSError) as err:
+                raise part_problem(url, SEQUENCES_TABLE, err) from None
+        parts.append(TablePart(url, rows, first))
+        first += rows
+    return parts

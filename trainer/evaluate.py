@@ -16,8 +16,12 @@ held-out item against all *candidate* items:
   candidates and are dropped from the input windows; they are counted (``ItemTable``), and a
   user whose *target* cannot be encoded counts as a miss (``targets_not_encoded``).
 
-Users are split across ranks and the integer/float64 sums are all-reduced, so distributed
-evaluation gives the single-process numbers.
+Each rank reads only its own contiguous range of users from the sequences table parts that hold
+them (``trainer.eval_cases``, a row group at a time, cases built with array operations) and ranks
+them against every item in blocks of ``ITEM_BLOCK`` items (``trainer.ranking``), so a rank holds at
+most ``batch x block`` scores and memory does not grow with the number of users. Metrics are integer
+counts all-reduced across ranks, so distributed evaluation gives the single-process numbers exactly.
+The popularity baseline ranks without a score matrix, each rank its own users.
 """
 
 from __future__ import annotations
@@ -34,15 +38,14 @@ import torch.distributed as dist
 
 from trainer.dataset import DatasetInfo, UserSequences
 from trainer.errors import REINGEST, DatasetError
+from trainer.eval_cases import SPLITS, input_windows, leave_one_out, padded, rank_case_batches, rank_rows
 from trainer.frames import FrameTransform
+from trainer.ranking import ITEM_BLOCK, MISS, PopularityRanker, RankCounts, block_ranks
 
 log = logging.getLogger(__name__)
 
 CUTOFFS = (10, 20)
-SPLITS = {"valid": 2, "test": 1}
-"""Split -> how many items from the end the target sits (leave-one-out)."""
-MISS = 2**62
-"""Rank given to a target that cannot be ranked (not encodable, NaN score): beyond every cutoff."""
+__all__ = ["MISS", "SPLITS", "ITEM_BLOCK"]
 COUNT_KEYS = ("users", "targets_not_encoded")
 """Metric keys that are counts, not means."""
 
@@ -91,42 +94,14 @@ def metric_sums(ranks: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS) -> dict
 
 def evaluation_cases(sequences: UserSequences, split: str) -> tuple[list[np.ndarray], np.ndarray]:
     """(full histories, targets) of the users that have a ``split`` target and a non-empty history."""
-    back = SPLITS[split]
-    histories, targets = [], []
-    for row in range(len(sequences)):
-        sequence = sequences.sequence(row)
-        if len(sequence) > back:
-            histories.append(sequence[: len(sequence) - back])
-            targets.append(sequence[len(sequence) - back])
-    return histories, np.asarray(targets, dtype=np.int64)
+    offsets, items, targets = leave_one_out(sequences.offsets, sequences.items, split)
+    return np.split(items, offsets[1:-1]) if len(targets) else [], targets
 
 
-def _pad(rows: list[np.ndarray], width: int | None = None) -> torch.Tensor:
-    width = width or max(1, max(len(r) for r in rows))
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        row = row[-width:] if len(row) else row
-        out[i, : len(row)] = torch.from_numpy(np.asarray(row, dtype=np.int64))
-    return out
-
-
-def _sums(
-    ranks: torch.Tensor,
-    targets: torch.Tensor,
-    rare_items: torch.Tensor | None,
-    candidates: torch.Tensor | None,
-    seen_items: torch.Tensor | None = None,
-) -> dict[str, float]:
-    sums = metric_sums(ranks)
-    sums["targets_not_encoded"] = float((~candidates[targets]).sum()) if candidates is not None else 0.0
-    if rare_items is not None:
-        rare = rare_items[targets]
-        sums.update({f"{key}/rare": value for key, value in metric_sums(ranks[rare]).items()})
-    if seen_items is not None:
-        warm = seen_items[targets]
-        sums.update({f"{key}/warm": value for key, value in metric_sums(ranks[warm]).items()})
-        sums.update({f"{key}/new": value for key, value in metric_sums(ranks[~warm]).items()})
-    return sums
+def _reduced(counts: RankCounts, world_size: int) -> dict[str, float]:
+    if world_size > 1:
+        dist.all_reduce(counts.counts)
+    return finish(counts.sums())
 
 
 def seen_in_training(dataset: DatasetInfo) -> torch.Tensor:
@@ -157,31 +132,23 @@ def score_users(
     With ``candidates`` (bool ``[N+1]``), only those items are ranked and the input windows
     keep only those items (``targets_not_encoded`` counts users whose target is not one).
     """
-    mine = range(rank, len(histories), world_size)
-    if rare_items is not None:
-        rare_items = rare_items.to(device)
-    if seen_items is not None:
-        seen_items = seen_items.to(device)
+    start, end = rank_rows(len(histories), rank, world_size)
+    offsets = np.zeros(end - start + 1, dtype=np.int64)
+    np.cumsum([len(h) for h in histories[start:end]], out=offsets[1:])
+    flat = np.concatenate([np.zeros(0, np.int64), *histories[start:end]]).astype(np.int64)
     keep = candidates.cpu().numpy() if candidates is not None else None
-    if candidates is not None:
-        candidates = candidates.to(device)
-    no_ranks = torch.zeros(0, device=device)
-    no_targets = torch.zeros(0, dtype=torch.long, device=device)
-    sums = {key: 0.0 for key in _sums(no_ranks, no_targets, rare_items, candidates, seen_items)}
-    for start in range(0, len(mine), batch_size):
-        rows = list(mine[start : start + batch_size])
-        batch_histories = [histories[i] for i in rows]
-        inputs = batch_histories if keep is None else [h[keep[h]] for h in batch_histories]
-        window = _pad(inputs, max_seq_len).to(device)
-        batch_targets = torch.from_numpy(targets[rows]).to(device)
-        ranks = ranks_of_targets(score(window), batch_targets, _pad(batch_histories).to(device), candidates)
-        for key, value in _sums(ranks, batch_targets, rare_items, candidates, seen_items).items():
-            sums[key] += value
-    if world_size > 1:
-        packed = torch.tensor(list(sums.values()), dtype=torch.float64, device=device)
-        dist.all_reduce(packed)
-        sums = dict(zip(sums, packed.tolist(), strict=True))
-    return finish(sums)
+    counts = RankCounts(CUTOFFS, rare_items, seen_items, candidates, device)
+    for first in range(0, end - start, batch_size):
+        last = min(first + batch_size, end - start)
+        rows = offsets[first : last + 1] - offsets[first]
+        chosen = flat[offsets[first] : offsets[last]]
+        window = input_windows(rows, chosen, max_seq_len, keep).to(device)
+        batch_targets = torch.from_numpy(targets[start + first : start + last]).to(device)
+        ranks = ranks_of_targets(
+            score(window), batch_targets, padded(rows, chosen).to(device), counts.candidates
+        )
+        counts.add(ranks, batch_targets)
+    return _reduced(counts, world_size)
 
 
 def finish(sums: dict[str, float]) -> dict[str, float]:
@@ -311,22 +278,24 @@ def encode_items(
 
 
 def popularity_baseline(
-    dataset: DatasetInfo, split: str, candidates: torch.Tensor | None = None, batch_size: int = 1024
+    dataset: DatasetInfo,
+    split: str,
+    candidates: torch.Tensor | None = None,
+    batch_size: int = 1024,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, float]:
-    """Metrics of ranking every user's candidates by training popularity (history masked, ties pessimistic)."""
-    popularity = torch.from_numpy(dataset.popularity).double()
-    histories, targets = evaluation_cases(dataset.sequences, split)
-    return score_users(
-        lambda window: popularity.expand(len(window), -1),
-        histories,
-        targets,
-        1,
-        batch_size,
-        torch.device("cpu"),
-        rare_items=dataset.rare_items(),
-        candidates=candidates,
-        seen_items=seen_in_training(dataset),
-    )
+    """Metrics of ranking every user's candidates by training popularity (history masked, ties pessimistic).
+
+    Each rank ranks its own users (call it on every rank: the counts are all-reduced) with a sorted
+    search over the candidates' popularity: no ``[batch, N+1]`` scores.
+    """
+    ranker = PopularityRanker(torch.from_numpy(dataset.popularity), candidates)
+    counts = RankCounts(CUTOFFS, dataset.rare_items(), seen_in_training(dataset), candidates)
+    keep = None if candidates is None else candidates.cpu().numpy()
+    for batch in rank_case_batches(dataset, split, rank, world_size, batch_size, 1, keep):
+        counts.add(ranker(batch.targets, batch.histories), batch.targets)
+    return _reduced(counts, world_size)
 
 
 @torch.no_grad()
@@ -341,33 +310,29 @@ def score_split(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    block: int = ITEM_BLOCK,
 ) -> dict[str, float]:
     """Full-ranking metrics of ``model`` on ``split`` (``valid`` or ``test``) against encoded ``items``.
 
-    User states and scores are fp32: autocast is disabled here even inside an autocast region.
+    This rank's users only (``trainer.eval_cases``), ``block`` items at a time (``trainer.ranking``);
+    call it on every rank. User states and scores are fp32: autocast is disabled here even inside an
+    autocast region.
     """
     was_training = model.training
     model.eval()
     table = items.embeddings.float()
+    candidates = items.encoded.to(device)
+    counts = RankCounts(CUTOFFS, dataset.rare_items(), seen_in_training(dataset), candidates, device)
+    batches = rank_case_batches(
+        dataset, split, rank, world_size, batch_size, max_seq_len, items.encoded.cpu().numpy()
+    )
     try:
         with torch.autocast(device.type, enabled=False):
-            histories, targets = evaluation_cases(dataset.sequences, split)
-
-            def score(window: torch.Tensor) -> torch.Tensor:
-                return model.user_states(window, table).float() @ table.T
-
-            return score_users(
-                score,
-                histories,
-                targets,
-                max_seq_len,
-                batch_size,
-                device,
-                rank,
-                world_size,
-                dataset.rare_items().to(device),
-                items.encoded,
-                seen_in_training(dataset),
-            )
+            for batch in batches:
+                targets = batch.targets.to(device)
+                states = model.user_states(batch.windows.to(device), table).float()
+                ranks = block_ranks(states, table, targets, batch.histories.to(device), candidates, block)
+                counts.add(ranks, targets)
+        return _reduced(counts, world_size)
     finally:
         model.train(was_training)

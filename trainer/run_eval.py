@@ -104,7 +104,9 @@ class RunEvaluation:
         results = {
             "valid": best["valid"],
             "test": test,
-            "popularity_test": popularity_baseline(self.dataset, "test", items.encoded.cpu()),
+            "popularity_test": popularity_baseline(
+                self.dataset, "test", items.encoded.cpu(), rank=self.rank, world_size=self.world_size
+            ),
         }
         reporter.write(
             {
