@@ -3,7 +3,9 @@
     python scripts/lock_diff.py requirements.lock            # the running interpreter's packages
     python scripts/lock_diff.py requirements.lock --extras   # only print the names installed but not locked
 
-Names are compared as PEP 503 normalises them; the editable install of this project is ignored.
+Names are compared as PEP 503 normalises them; the editable install of this project is ignored. The
+installers (pip, setuptools) are pinned on the lock's ``# bootstrap:`` line, since ``pip freeze`` leaves
+them out: the rest of the lock is exactly what ``pip freeze --exclude-editable`` prints in ``.venv``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,15 @@ def normalise(name: str) -> str:
 
 
 def read_lock(path: str) -> dict[str, str]:
+    """The lock's pins, with the installers of its ``# bootstrap:`` line (pip, setuptools)."""
     pins = {}
     with open(path, encoding="utf-8") as lock:
         for line in lock:
+            if line.startswith("# bootstrap:"):
+                for pin in line.split(":", 1)[1].split("(", 1)[0].split():
+                    name, _, version = pin.partition("==")
+                    pins[normalise(name)] = version
+                continue
             line = line.split("#", 1)[0].strip()
             if line:
                 name, _, version = line.partition("==")

@@ -19,8 +19,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # This machine's pip config lists local wheel folders that may be absent; hide only that warning.
 quiet_pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
-echo "==> installing the locked set ($lock: $(grep -c '==' "$lock") packages, torch included; first time takes a few minutes)"
-quiet_pip install --quiet --disable-pip-version-check "$(grep '^pip==' "$lock")"
+echo "==> installing the locked set ($lock: $(grep -c '^[^#].*==' "$lock") packages, torch included; first time takes a few minutes)"
+# The installers first, at the versions on the lock's "# bootstrap:" line.
+read -r -a bootstrap <<<"$(sed -n 's/^# bootstrap: \([^(]*\).*/\1/p' "$lock")"
+quiet_pip install --quiet --disable-pip-version-check "${bootstrap[@]}"
 quiet_pip install --quiet -r "$lock"
 PYTHONWARNINGS=ignore quiet_pip install --quiet --no-deps --no-build-isolation -e .
 extras=$(.venv/bin/python scripts/lock_diff.py "$lock" --extras)

@@ -23,8 +23,10 @@ echo "==> ingest, runner and trainer tests on them"
   tests/test_runner_buffers.py tests/test_ingest.py tests/test_trainer.py tests/test_resume.py
 if [ "$write" = 1 ]; then
   {
-    sed -n '/^#/p' requirements.lock
-    "$venv/bin/python" -m pip freeze --all --exclude-editable
+    grep '^#' requirements.lock | grep -v '^# bootstrap:'
+    echo "# bootstrap: $("$venv/bin/python" -m pip freeze --all | grep -E '^(pip|setuptools|wheel)==' | tr '\n' ' ')" \
+      "(the installers; not in pip freeze, installed first by setup_venv.sh)"
+    "$venv/bin/python" -m pip freeze --exclude-editable
   } > requirements.lock.new
   mv requirements.lock.new requirements.lock
   echo "==> wrote requirements.lock; now: rm -rf .venv && bash scripts/test.sh"
