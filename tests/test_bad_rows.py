@@ -161,6 +161,21 @@ def test_a_header_that_names_a_column_twice_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_interactions_that_name_a_folder_are_one_line(tmp_path, capsys):
+    (tmp_path / "logs").mkdir()
+    write_csv(tmp_path / "logs" / "a.csv", [("u1", 1, 1)])
+    try:
+        status = videorec(
+            ["ingest", "--interactions", str(tmp_path / "logs"), "--output", str(tmp_path / "out"), *LOCAL]
+        )
+    except SystemExit as stop:
+        status = stop.code
+    assert status == 2
+    assert f"--interactions {tmp_path / 'logs'} is a folder; give its files, e.g." in one_error_line(
+        capsys.readouterr().err
+    )
+
+
 # ---------------------------------------------------------------------------------------------- 11. timestamps
 
 

@@ -122,3 +122,15 @@ def test_experiment_writes_table_and_plot_and_a_rerun_skips_complete_arms(datase
             {k: r[k] for k in ("arm", "subset", "users", "HR@10", "NDCG@20")} for r in csv.DictReader(handle)
         ]
     assert again == metrics
+
+
+def test_the_readme_command_runs_to_the_end_without_pretrained_weights(dataset, tmp_path, capsys):
+    """``videorec experiment --data D --output E --preset tiny`` (README): the frozen and top-k arms
+    would stand on a random backbone, which train and extract refuse, so they are skipped up front."""
+    out = tmp_path / "exp"
+    argv = ["--data", str(dataset), "--output", str(out), "--preset", "tiny", "--train-args", TRAIN_ARGS]
+    assert experiment_main(argv) == 0
+    assert "experiment: skipped frozen-tiny, topk-tiny: no pretrained weights" in capsys.readouterr().out
+    with open(out / "results.csv", newline="") as handle:
+        arms = list(dict.fromkeys(row["arm"] for row in csv.DictReader(handle)))
+    assert arms == ["popularity", "id", "full-tiny", "oracle"]

@@ -152,3 +152,47 @@ def test_evaluation_applies_max_lost_fraction_to_items_that_cannot_be_encoded(
     status, _, err = evaluate(capsys, "--checkpoint", best, "--max-lost-fraction", "0.1")
     assert status == 4
     assert "4 of 12 items could not be encoded" in error_line(err, "evaluate")
+
+
+# ---------------------------------------------------------------------------------------------- item 14
+
+
+def test_resuming_a_run_folder_of_another_encoder_is_refused(id_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["--data", str(id_data), "--output", str(run), *ID_RUN.split(), "--checkpoint-every", "1"]
+    assert train(capsys, *argv, "--max-steps", "1")[0] == 0
+    status, _, err = train(capsys, *[a if a != "id" else "tiny" for a in argv], "--frame-size", "8")
+    assert status == 2
+    assert f"run folder {run} holds a checkpoint of --encoder 'id', but --encoder is 'tiny'" in error_line(
+        err
+    )
+
+
+@pytest.mark.parametrize("shards", ["{root}/train/*.tar", "{root}/nothing-{{000000..000001}}.tar"])
+def test_train_shards_that_match_nothing_are_refused(id_data, tmp_path, capsys, shards):
+    run = tmp_path / "run"
+    pattern = shards.format(root=id_data)
+    status, _, err = train(
+        capsys, "--data", str(id_data), "--output", str(run), *ID_RUN.split(), "--train-shards", pattern
+    )
+    assert status == 2
+    assert f"--train-shards {pattern!r} names shards that are not there" in error_line(err)
+    assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda m: [m], "the manifest is not a JSON object"),
+        (lambda m: {**m, "tables": []}, "tables is not an object"),
+        (lambda m: {**m, "shards": None}, "shards is not an object"),
+    ],
+    ids=["list", "tables-list", "shards-null"],
+)
+def test_train_on_a_manifest_of_the_wrong_shape_is_one_line(id_data, tmp_path, capsys, change, problem):
+    data = Path(shutil.copytree(id_data, tmp_path / "ds"))
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps(change(manifest)))
+    status, _, err = train(capsys, "--data", str(data), "--output", str(tmp_path / "run"), *ID_RUN.split())
+    assert status == 2
+    assert problem in error_line(err)

@@ -7,6 +7,8 @@ Arms, all on the same dataset version, split and seed (``--seed``):
 - ``frozen-ENC``: SASRec over features of ``videorec extract --encoder ENC`` (frozen backbone);
 - ``topk-ENC``: end to end, the top ``--trainable-blocks`` encoder blocks train;
 - ``full-ENC``: end to end, the whole encoder trains;
+- (``frozen`` and ``topk`` arms need pretrained weights: without ``--encoder-weights``, the preset's own
+  weights of that encoder (top-k) or ``--allow-random-backbone`` they are skipped, and said so);
 - ``oracle`` (synth datasets only): ranks each user's candidates by the preferences planted in
   ``synth.json`` (items of the user's final preferred categories first, then by planted
   popularity), the ceiling an arm's *share of the oracle* is measured against.
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.config import preset
 from trainer.dataset import DatasetInfo, load_dataset
 from trainer.errors import UsageError, run_command
 from trainer.experiment_folder import arm_matches, claim_folder
@@ -115,7 +118,24 @@ def arm_commands(args: argparse.Namespace, out: Path) -> dict[str, list[list[str
             ]
         ]
         arms[f"full-{encoder}"] = [[*video, "--freeze", "all", "--output", str(out / f"full-{encoder}")]]
+    for name in skipped_arms(args):
+        del arms[name]
     return arms
+
+
+def skipped_arms(args: argparse.Namespace) -> list[str]:
+    """The frozen and top-k arms that would stand on a randomly initialised backbone, which ``train``
+    and ``extract`` refuse: no ``--encoder-weights`` (nor, for top-k, the preset's own weights of
+    that encoder) and no ``--allow-random-backbone``. The experiment runs without them."""
+    if args.encoder_weights or args.allow_random_backbone:
+        return []
+    own = preset(args.preset).model
+    skipped = []
+    for encoder in args.encoders:
+        skipped.append(f"frozen-{encoder}")
+        if not (own.encoder == encoder and own.encoder_weights):
+            skipped.append(f"topk-{encoder}")
+    return skipped
 
 
 # Runs a module as ``python -m`` would, then writes the process's own peak memory: VmHWM belongs to
@@ -323,6 +343,12 @@ def run_experiment(args: argparse.Namespace) -> int:
     from trainer.evaluate import popularity_baseline
 
     rows = rows_of("popularity", popularity_baseline(dataset, "test"))
+    if skipped_arms(args):
+        print(
+            f"experiment: skipped {', '.join(skipped_arms(args))}: no pretrained weights for their backbone; "
+            "pass --encoder-weights, or --allow-random-backbone to run them on a random one",
+            flush=True,
+        )
     for name, steps in arm_commands(args, out / "arms").items():
         record = run_arm(name, steps, out / "arms" / name, dataset.version)
         rows += rows_of(name, record["test"], record)

@@ -37,6 +37,7 @@ import torch.distributed as dist
 
 from trainer import checkpoint, storage
 from trainer.config import PRESETS, TrainConfig, preset
+from trainer.data import expand_shard_urls
 from trainer.dataset import DatasetInfo, load_dataset, read_manifest, resolve_manifest_url
 from trainer.errors import DatasetError, UsageError, run_command
 from trainer.models.encoder_registry import ENCODERS, resolve_weights
@@ -196,6 +197,29 @@ def check_settings(config: TrainConfig) -> None:
         )
     if Path(config.output).is_file():
         raise UsageError(f"--output {config.output} is a file; give a run folder")
+    if data.train_shards:
+        urls = expand_shard_urls(data.train_shards)
+        missing = [url for url in urls if not storage.exists(url)]
+        if not urls or missing:
+            example = f" ({missing[0]} does not exist)" if missing else ""
+            raise UsageError(
+                f"--train-shards {data.train_shards!r} names shards that are not there{example}; give "
+                "shard paths or URLs, or a brace pattern such as train/train-{000000..000009}.tar (no globs)"
+            )
+
+
+def check_resumable(state: dict, config: TrainConfig, run_dir: Path) -> None:
+    """Refuse to resume a checkpoint trained with another encoder than ``--encoder``.
+
+    Raises:
+        UsageError: the encoders differ (the fix: ``--no-resume``, or another ``--output``).
+    """
+    trained = (state.get("config") or {}).get("model", {}).get("encoder")
+    if trained is not None and trained != config.model.encoder:
+        raise UsageError(
+            f"run folder {run_dir} holds a checkpoint of --encoder {trained!r}, but --encoder is "
+            f"{config.model.encoder!r}; pass --no-resume to start over there, or choose another --output"
+        )
 
 
 def dataset_to_resume(data: str, state: dict, run_dir: Path) -> DatasetInfo:
@@ -265,6 +289,7 @@ def train(args: argparse.Namespace) -> int:
             # the run rebuilds its encoder from the checkpoint (which holds the pretrained weights it
             # started from) and keeps the dataset version it started with
             state = checkpoint.read(last, checkpoint.RESUME_KEYS, "pass --no-resume to start over")
+            check_resumable(state, config, run_dir)
             dataset = dataset_to_resume(config.data.data, state, run_dir)
         else:
             dataset = load_dataset(config.data.data)

@@ -18,6 +18,7 @@ failure record (stage ``read``) with one of the reasons in ``ROW_REASONS``.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -283,6 +284,11 @@ def resolve_inputs(pattern: str, fmt: str | None) -> list[tuple[int, str, str]]:
     paths = sorted({p for part in pattern.split(",") if part for p in storage.match(part.strip())})
     if not paths:
         raise FileNotFoundError(f"no interaction files match {pattern!r}")
+    folders = [p for p in paths if not storage.is_remote(p) and os.path.isdir(p)]
+    if folders:
+        raise ValueError(
+            f"--interactions {folders[0]} is a folder; give its files, e.g. '{folders[0].rstrip('/')}/*.csv'"
+        )
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return [(index, path, fmt or detect_format(path, read_head(path))) for index, path in enumerate(paths)]
