@@ -196,3 +196,29 @@ def test_train_on_a_manifest_of_the_wrong_shape_is_one_line(id_data, tmp_path, c
     status, _, err = train(capsys, "--data", str(data), "--output", str(tmp_path / "run"), *ID_RUN.split())
     assert status == 2
     assert problem in error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ("--encoder r3d_18", "encoder 'r3d_18': pretrained weights KINETICS400_V1 are not on this machine"),
+        ("--encoder-weights none", "--freeze top-k would keep a randomly initialised slowfast_r50 backbone"),
+        (
+            "--encoder r3d_18 --encoder-weights BOGUS",
+            "unknown weights 'BOGUS'; known names: ['KINETICS400_V1']",
+        ),
+    ],
+    ids=["other-encoder", "weights-none", "unknown-name"],
+)
+def test_the_paper_preset_takes_each_encoders_own_weights_or_none(
+    frames_data, tmp_path, capsys, monkeypatch, flags, message
+):
+    """The paper preset's weights name is SlowFast's: another encoder takes its own Kinetics weights
+    (here missing from an empty hub cache: the one-line fetch instructions), and ``none`` takes them off."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
+    run = tmp_path / "run"
+    argv = ["--data", str(frames_data), "--output", str(run), "--preset", "paper", "--no-progress"]
+    status, _, err = train(capsys, *argv, *flags.split())
+    assert status == 2
+    assert message in error_line(err)
+    assert not run.exists()

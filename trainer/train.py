@@ -8,7 +8,10 @@ Examples::
 
 Pretrained weights are read from the torch hub cache, a local file or a model folder and
 never downloaded: missing weights stop the run before any data is read, with the command
-that fetches them (see ``trainer.models.encoder_registry.resolve_weights``).
+that fetches them (see ``trainer.models.encoder_registry.resolve_weights``). A preset's weights
+name belongs to its own encoder: with another ``--encoder`` the run takes that encoder's own
+default (Kinetics) weights, or none if it has no named weights; ``--encoder-weights none`` takes
+a preset's weights off.
 
 Under torchrun (``WORLD_SIZE`` > 1) each process joins a DDP group: NCCL on GPUs, gloo
 on CPUs. A run folder that already holds ``checkpoints/last.pt`` is resumed (same
@@ -132,6 +135,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for flag, (section, field, value) in SWITCHES.items():
         if getattr(args, flag[2:].replace("-", "_")):
             setattr(getattr(config, section) if section else config, field, value)
+    model, own = config.model, preset(args.preset).model
+    if args.encoder_weights is None and model.encoder_weights and model.encoder != own.encoder:
+        # the preset's weights name is its own encoder's: another encoder takes its own Kinetics weights
+        named = ENCODERS[model.encoder].weights if model.encoder in ENCODERS else {}
+        model.encoder_weights = "DEFAULT" if named else None
+    if str(model.encoder_weights).lower() == "none":
+        model.encoder_weights = None  # --encoder-weights none: a random backbone, whatever the preset says
     return config
 
 
@@ -283,7 +293,10 @@ def train(args: argparse.Namespace) -> int:
         last = run_dir / "checkpoints" / checkpoint.LAST
         resume = last.exists() and not args.no_resume
         if not resume and config.model.encoder in ENCODERS and config.model.encoder_weights:
-            resolve_weights(config.model.encoder, config.model.encoder_weights)  # fail before reading data
+            try:  # fail before reading data
+                resolve_weights(config.model.encoder, config.model.encoder_weights)
+            except ValueError as err:  # an unknown weights name, or a folder for an encoder that takes a file
+                raise UsageError(f"{err}; or --encoder-weights none for a random backbone") from None
         state = None
         if resume:
             # the run rebuilds its encoder from the checkpoint (which holds the pretrained weights it
