@@ -32,7 +32,14 @@ from dataclasses import replace
 from pipeline import ownership
 from pipeline.options import IngestConfig
 from transforms import gcs, storage
-from transforms.interactions import Interaction, parse_parquet, parse_text, read_head, resolve_inputs
+from transforms.interactions import (
+    Interaction,
+    parse_parquet,
+    parse_text,
+    read_head,
+    resolve_inputs,
+    unreadable_encoding,
+)
 
 SAMPLE_ROWS = 200
 """Rows of each interaction file parsed before the job starts."""
@@ -242,6 +249,8 @@ def sample_rows(path: str, fmt: str, max_bad_fraction: float, timestamp_format: 
                 results = _first(parse_parquet(reader, 0, path, timestamp_format), SAMPLE_ROWS)
         else:
             head = read_head(path, HEAD_BYTES)
+            if unreadable_encoding(path, head):
+                raise BadInput(unreadable_encoding(path, head))
             lines = head.splitlines(True)
             if len(head) == HEAD_BYTES and lines and not lines[-1].endswith(b"\n"):
                 lines = lines[:-1]  # cut off mid-line

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import random
@@ -174,6 +175,25 @@ def test_interactions_that_name_a_folder_are_one_line(tmp_path, capsys):
     assert f"--interactions {tmp_path / 'logs'} is a folder; give its files, e.g." in one_error_line(
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("kind", ["utf-16", "gzip"])
+def test_utf16_and_gzip_logs_are_named_not_shown_as_garbage_headers(tmp_path, capsys, kind):
+    text = "user,item,timestamp\n" + "".join(f"u{k % 3},{k % 4},{k}\n" for k in range(20))
+    log = tmp_path / "log.csv"
+    log.write_bytes(gzip.compress(text.encode()) if kind == "gzip" else text.encode("utf-16"))
+    for extra in ([], ["--format", "microlens-csv"]):
+        try:
+            status = videorec(
+                ["ingest", "--interactions", str(log), *extra, "--output", str(tmp_path / "out"), *LOCAL]
+            )
+        except SystemExit as stop:
+            status = stop.code
+        assert status == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert (
+            "is gzip-compressed; decompress it first" if kind == "gzip" else "is UTF-16 or UTF-32 text"
+        ) in line
 
 
 # ---------------------------------------------------------------------------------------------- 11. timestamps

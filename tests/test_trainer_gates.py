@@ -51,6 +51,7 @@ def strict_loads(text: str):
         ("--epochs -1", "--epochs must be at least 1, got -1"),
         ("--max-steps 0", "--max-steps must be at least 1, got 0"),
         ("--batch-size 0", "--batch-size must be at least 1, got 0"),
+        ("--frame-size -3", "--frame-size must be at least 1, got -3"),
         ("--lr nan", "--lr must be a finite number above 0, got nan"),
         ("--lr inf", "--lr must be a finite number above 0, got inf"),
         ("--lr 0", "--lr must be a finite number above 0, got 0.0"),

@@ -178,6 +178,7 @@ def check_settings(config: TrainConfig) -> None:
     counts = [
         ("--epochs", optim.epochs),
         ("--batch-size", data.batch_size),
+        ("--frame-size", data.frame_size),
         ("--eval-batch-size", config.eval_batch_size),
         ("--grad-accumulation", optim.grad_accumulation),
         ("--num-heads", model.num_heads),

@@ -44,9 +44,26 @@ class RowError(ValueError):
         self.reason = reason
 
 
+def unreadable_encoding(path: str, head: bytes) -> str | None:
+    """Why a text log whose first bytes are ``head`` cannot be read as UTF-8 text, or None:
+    gzip-compressed, or UTF-16 / UTF-32 (a byte-order mark, or NUL bytes between the characters)."""
+    if head.startswith(b"\x1f\x8b"):
+        return f"{path} is gzip-compressed; decompress it first (gunzip -k {path}) and give the result"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head[:200].count(b"\x00") > 20:
+        return (
+            f"{path} is UTF-16 or UTF-32 text, not UTF-8; convert it first "
+            f"(iconv -f UTF-16 -t UTF-8 {path} > converted.csv)"
+        )
+    return None
+
+
 def detect_format(path: str, head: bytes) -> str:
     """Guess the format of ``path`` from its extension and first line (``head``: its first bytes)."""
     lower = path.lower()
+    parquet = lower.endswith((".parquet", ".pq")) or head.startswith(b"PAR1")
+    problem = None if parquet else unreadable_encoding(path, head)
+    if problem:
+        raise ValueError(problem)
     if lower.endswith((".parquet", ".pq")) or head.startswith(b"PAR1"):
         return "parquet"
     first_line = head.split(b"\n", 1)[0].decode("utf-8", "replace").strip("\r\ufeff")
