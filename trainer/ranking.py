@@ -19,7 +19,7 @@ import torch
 
 MISS = 2**62
 """Rank given to a target that cannot be ranked (not encodable, NaN score): beyond every cutoff."""
-ITEM_BLOCK = 8192
+ITEM_BLOCK = 4096
 """Items scored at once: scores held at a time are ``batch x ITEM_BLOCK`` fp32."""
 
 
@@ -35,11 +35,12 @@ def other_history_items(
     return others.masked_fill(repeat, 0)
 
 
-def _counted(ahead: torch.Tensor, items: torch.Tensor, start: int) -> torch.Tensor:
-    """How many of ``items`` (``[B, H]``, 0 = none) fall in the block at ``start`` and are ``ahead``."""
+def _ahead(behind: torch.Tensor, items: torch.Tensor, start: int) -> torch.Tensor:
+    """How many of ``items`` (``[B, H]``, candidates only, 0 = none) fall in the block at ``start`` and are
+    not ``behind`` the target."""
     local = items - start
-    inside = (local >= 0) & (local < ahead.shape[1]) & (items > 0)
-    return (ahead.gather(1, local.clamp(0, ahead.shape[1] - 1)) & inside).sum(dim=1)
+    inside = (local >= 0) & (local < behind.shape[1]) & (items > 0)
+    return (~behind.gather(1, local.clamp(0, behind.shape[1] - 1)) & inside).sum(dim=1)
 
 
 def all_candidates(num_items: int, device: torch.device | None = None) -> torch.Tensor:
@@ -61,8 +62,8 @@ def block_ranks(
 
     ``states`` ``[B, d]``, ``table`` ``[N+1, d]`` (row 0 padding, never a candidate), ``targets`` ``[B]``,
     ``histories`` ``[B, H]`` (0 = pad), ``candidates`` bool ``[N+1]`` (default: items 1..N).
-    Each block's scores come from one matmul that also scores the targets, so a target is compared
-    with items scored by the same call (a tie is a tie, as in the full ``[B, N+1]`` product).
+    An item is counted when its score is not below the target's (``~(score < target)``: at least as
+    high, or NaN); a target scoring NaN is a miss, as is one that is not a candidate.
     """
     states, table = states.float(), table.float()
     if candidates is None:
@@ -70,20 +71,17 @@ def block_ranks(
     candidates = candidates.clone()
     candidates[0] = False
     others = other_history_items(histories, targets, candidates)
-    target_rows = table[targets]
-    count = len(targets)
-    ranks = torch.zeros(count, dtype=torch.long, device=states.device)
-    target_scores = None
+    own = targets.masked_fill(~candidates[targets], 0).unsqueeze(1)
+    target_scores = (states @ table[targets].T).diagonal().unsqueeze(1)
+    ranks = torch.zeros(len(targets), dtype=torch.long, device=states.device)
     for start in range(0, len(table), block):
-        scores = states @ torch.cat([target_rows, table[start : start + block]]).T
-        mine = scores[:, :count].diagonal().unsqueeze(1)
-        target_scores = mine if target_scores is None else target_scores
-        scores = scores[:, count:]
-        ahead = (scores >= mine) | scores.isnan()
-        ahead &= candidates[start : start + block]
-        ranks += (
-            ahead.sum(dim=1) - _counted(ahead, others, start) - _counted(ahead, targets.unsqueeze(1), start)
-        )
+        allowed = candidates[start : start + block]
+        # not behind = at least as high, or NaN (either side): ``~(score < target)``
+        behind = (states @ table[start : start + block].T) < target_scores
+        if not bool(allowed.all()):
+            behind &= allowed
+        ranks += int(allowed.sum()) - behind.count_nonzero(dim=1)
+        ranks -= _ahead(behind, others, start) + _ahead(behind, own, start)
     unrankable = target_scores.squeeze(1).isnan() | ~candidates[targets]
     return ranks.masked_fill(unrankable, MISS)
 
