@@ -9,6 +9,7 @@ and returns at once (the Flex Template launcher, deploy/flex_main.py). The graph
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 import time
@@ -191,8 +192,40 @@ def run_job(
     return IngestResult(config.output, manifest, stats, counters)
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` or what caused it is a full disk (a worker's error arrives as its traceback text)."""
+    seen: BaseException | None = error
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return True
+        if any(f"[Errno {code}]" in str(seen) for code in NO_SPACE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except Exception as err:
+        if not disk_full(err):
+            raise
+        print(
+            "videorec ingest: error: no space left on a disk the run writes to (the output, --work-dir, or "
+            "TMPDIR for the local runner's stage data); nothing was published: free space or point them "
+            "elsewhere",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     try:
         run(argv)
     except (FileNotFoundError, ValueError) as err:

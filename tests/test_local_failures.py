@@ -167,3 +167,40 @@ def test_a_value_error_inside_the_job_is_a_failure_of_the_job_not_bad_input(tmp_
     assert "JobFailed: the ingest job failed: ValueError: injected: a bug in the job" in done.stderr
     assert "videorec ingest: error:" not in done.stderr
     assert not output.exists()
+
+
+DISK_FULL = """
+import errno, os, sys
+from transforms import storage
+
+real = storage.atomic_writer
+
+def full_disk(path):
+    if "/train/" in path or "/items/" in path:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return real(path)
+
+storage.atomic_writer = full_disk
+from pipeline.main import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_on_the_output_ends_with_one_line_and_publishes_nothing(tmp_path, interactions):
+    """The shard writer's disk is full (injected in the in-process worker, where the patch applies):
+    the run ends with one line naming the cause, exit 1, not with the exception (Beam may log the
+    worker's error above it)."""
+    output = tmp_path / "dataset"
+    done = subprocess.run(
+        [sys.executable, "-c", DISK_FULL, "--interactions", str(interactions), "--output", str(output)]
+        + ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+        cwd=REPO,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("videorec ingest: error: no space left on a disk the run writes to")
+    assert not output.exists()
