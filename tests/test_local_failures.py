@@ -49,7 +49,7 @@ if fault == "spill-file":
     put = runner_buffers.SpillFile.put
 
     def failing_put(self, data):
-        trip_after(60, OSError(28, "injected: no space left for the runner's spill file"))
+        trip_after(60, OSError(5, "injected: the runner's spill file could not be written"))
         return put(self, data)
 
     runner_buffers.SpillFile.put = failing_put
@@ -100,7 +100,7 @@ def interactions(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(
     "fault, says",
     [
-        ("spill-file", "injected: no space left for the runner's spill file"),
+        ("spill-file", "injected: the runner's spill file could not be written"),
         ("sender", "injected: a spilled stage input could not be read back"),
         ("grouping-buffer", "injected: __init__() got an unexpected keyword argument 'clock'"),
         ("worker-start", "a local Beam worker could not start: this worker runs Apache Beam"),
