@@ -38,14 +38,15 @@ import torch.distributed as dist
 
 from trainer.dataset import DatasetInfo, UserSequences
 from trainer.errors import REINGEST, DatasetError
-from trainer.eval_cases import SPLITS, input_windows, leave_one_out, padded, rank_case_batches, rank_rows
+from trainer.eval_cases import SPLITS as SPLITS  # re-exported: split -> target position
+from trainer.eval_cases import input_windows, leave_one_out, padded, rank_case_batches, rank_rows
 from trainer.frames import FrameTransform
-from trainer.ranking import ITEM_BLOCK, MISS, PopularityRanker, RankCounts, block_ranks
+from trainer.ranking import ITEM_BLOCK, PopularityRanker, RankCounts, block_ranks
+from trainer.ranking import MISS as MISS  # re-exported: the rank of a target that cannot be ranked
 
 log = logging.getLogger(__name__)
 
 CUTOFFS = (10, 20)
-__all__ = ["MISS", "SPLITS", "ITEM_BLOCK"]
 COUNT_KEYS = ("users", "targets_not_encoded")
 """Metric keys that are counts, not means."""
 
