@@ -12,7 +12,8 @@ does not fit), then for the job's duration only: closes the data-plane race belo
 tuning, installs the runner's disk-backed buffers (:mod:`pipeline.runner_buffers`), puts
 ``pipeline/worker_site`` on the workers' ``PYTHONPATH`` (each worker checks and bounds itself there;
 a worker that cannot exits, which fails the job), turns a worker process that exits into a job
-failure, and starts the :mod:`pipeline.job_watchdog`. Everything is undone when the job ends.
+failure, and starts the :mod:`pipeline.job_watchdog`. All but the malloc tuning of this process
+(``mallopt`` has no undo) is undone when the job ends.
 
 Data-plane race.
 
