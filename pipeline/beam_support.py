@@ -35,6 +35,7 @@ INSTALL_HINT = (
 
 RUNNER = "runner"
 WORKER = "worker"
+BOTH = "both"
 
 
 class UnsupportedBeam(ValueError):
@@ -68,15 +69,16 @@ _SDK_WORKER = "apache_beam.runners.worker.sdk_worker"
 INTERNALS = (
     # local_runner.avoid_data_plane_race
     Internal(f"{_HANDLERS}:DATA_BUFFER_TIME_LIMIT_MS", RUNNER, read_by=(f"{_HANDLERS}:GrpcServer.__init__",)),
-    # runner_buffers.install: queues and message size of the runner's data plane
+    # queues and message size of the data plane: runner_buffers.install in the runner,
+    # local_runner.bound_worker_memory in each worker
     Internal(
         f"{_DATA_PLANE}:_DEFAULT_SEND_QUEUE_MAX_BYTES",
-        RUNNER,
+        BOTH,
         read_by=(f"{_DATA_PLANE}:_GrpcDataChannel.__init__",),
     ),
     Internal(
         f"{_DATA_PLANE}:_DEFAULT_SIZE_FLUSH_THRESHOLD",
-        RUNNER,
+        BOTH,
         read_by=(f"{_DATA_PLANE}:_GrpcDataChannel._write_outputs",),
     ),
     Internal(
@@ -153,16 +155,6 @@ INTERNALS = (
         uses=("p.returncode", "RuntimeError("),
     ),
     # local_runner.bound_worker_memory, in each local SDK worker
-    Internal(
-        f"{_DATA_PLANE}:_DEFAULT_SEND_QUEUE_MAX_BYTES",
-        WORKER,
-        read_by=(f"{_DATA_PLANE}:_GrpcDataChannel.__init__",),
-    ),
-    Internal(
-        f"{_DATA_PLANE}:_DEFAULT_SIZE_FLUSH_THRESHOLD",
-        WORKER,
-        read_by=(f"{_DATA_PLANE}:_GrpcDataChannel._write_outputs",),
-    ),
     Internal(
         f"{_DATA_PLANE}:SizeBasedBufferingClosableOutputStream.__init__",
         WORKER,
@@ -252,7 +244,7 @@ def check_local_runner_support(side: str = RUNNER, internals=INTERNALS) -> str:
             f"Apache Beam {version} is installed, but the local runner is supported only on {supported}; {INSTALL_HINT}"
         )
     for internal in internals:
-        if internal.side == side and (problem := internal_problem(internal)):
+        if internal.side in (side, BOTH) and (problem := internal_problem(internal)):
             raise UnsupportedBeam(
                 f"Apache Beam {version} does not fit the local runner's patches ({problem}); "
                 f"supported: {supported}; {INSTALL_HINT}"

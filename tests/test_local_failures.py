@@ -97,6 +97,20 @@ def interactions(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+def ingest_with(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``videorec ingest ARGS`` in a subprocess whose ``script`` injects a fault first; failing past
+    ``HANG_S`` is a hang."""
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=HANG_S, cwd=REPO
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the ingest hung for {HANG_S:g} s instead of failing")
+
+
+IN_PROCESS = ("--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet")
+
+
 @pytest.mark.parametrize(
     "fault, says",
     [
@@ -109,26 +123,9 @@ def interactions(tmp_path_factory) -> Path:
 def test_an_injected_fault_fails_the_ingest_and_publishes_nothing(tmp_path, interactions, fault, says):
     output = tmp_path / "dataset"
     started = time.monotonic()
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                INJECT,
-                fault,
-                "--interactions",
-                str(interactions),
-                "--output",
-                str(output),
-            ]
-            + ["--direct_num_workers=2"],
-            capture_output=True,
-            text=True,
-            timeout=HANG_S,
-            cwd=REPO,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the ingest with a {fault} fault hung for {HANG_S:g} s instead of failing")
+    done = ingest_with(
+        INJECT, fault, "--interactions", str(interactions), "--output", str(output), "--direct_num_workers=2"
+    )
     took = time.monotonic() - started
     assert done.returncode == 1, done.stderr[-3000:]
     assert says in done.stderr, done.stderr[-3000:]
@@ -155,13 +152,8 @@ def test_a_value_error_inside_the_job_is_a_failure_of_the_job_not_bad_input(tmp_
     """Exit 2 means "bad flags or input, nothing ran"; a ValueError raised by the job's own code (here
     in the in-process worker, where Beam keeps the exception's type) is exit 1 with its traceback."""
     output = tmp_path / "dataset"
-    done = subprocess.run(
-        [sys.executable, "-c", BUG_IN_THE_JOB, "--interactions", str(interactions), "--output", str(output)]
-        + ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        cwd=REPO,
+    done = ingest_with(
+        BUG_IN_THE_JOB, "--interactions", str(interactions), "--output", str(output), *IN_PROCESS
     )
     assert done.returncode == 1, done.stderr[-3000:]
     assert "JobFailed: the ingest job failed: ValueError: injected: a bug in the job" in done.stderr
@@ -192,14 +184,7 @@ def test_a_full_disk_on_the_output_ends_with_one_line_and_publishes_nothing(tmp_
     the run ends with one line naming the cause, exit 1, not with the exception (Beam may log the
     worker's error above it)."""
     output = tmp_path / "dataset"
-    done = subprocess.run(
-        [sys.executable, "-c", DISK_FULL, "--interactions", str(interactions), "--output", str(output)]
-        + ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-        cwd=REPO,
-    )
+    done = ingest_with(DISK_FULL, "--interactions", str(interactions), "--output", str(output), *IN_PROCESS)
     assert done.returncode == 1, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("videorec ingest: error: no space left on a disk the run writes to")
