@@ -61,11 +61,19 @@ def test_full_softmax_loss_is_cross_entropy_over_all_items():
     assert full_softmax_loss(states, items, table).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_encoder_registry_builds_every_backbone_with_its_blocks():
+def test_every_registered_backbone_lists_disjoint_blocks_that_top_k_freezing_acts_on():
     for name in ENCODERS:
         backbone = build_backbone(name)
-        for block in backbone.block_names:
-            backbone.module.get_submodule(block)
+        blocks = [backbone.module.get_submodule(block) for block in backbone.block_names]
+        assert blocks, f"{name}: no blocks"
+        owned = [{id(p) for p in block.parameters()} for block in blocks]
+        assert all(owned), f"{name}: a block without parameters cannot be trained or frozen"
+        for i, first in enumerate(owned):  # no block is (or holds) another
+            for second in owned[i + 1 :]:
+                assert not first & second, f"{name}: blocks share parameters"
+        apply_freezing(backbone, "top-k", 1)
+        trainable = {id(p) for p in backbone.module.parameters() if p.requires_grad}
+        assert trainable == owned[-1], f"{name}: top-1 freezing must train exactly the last block"
 
 
 @pytest.mark.parametrize("name", ["tiny", "r3d_18", "resnet18"])

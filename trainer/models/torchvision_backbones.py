@@ -8,9 +8,10 @@ something else, its ``prepare`` step adapts the clip and its head pools adaptive
   (5 -> 6): on the CPU, torch 2.14.1's oneDNN weight gradient of s3d's first temporal
   convolution (kernel 7, stride 2, 64 channels) corrupts the heap for exactly 5 frames
   (3, 4 and 6 to 13 are fine), and the stride-2 convolution then sees whole frame pairs;
-- ``mvit_v2_s``: its relative positions are built for 16 x 224 x 224, so the clip is
-  resampled in time by nearest index (5 frames -> 16, each repeated 3 or 4 times) and
-  resized to 224 px (bilinear) when smaller.
+- ``mvit_v2_s``: built as torchvision builds it (16 x 224 x 224, so pretrained relative
+  position tables load unchanged), then run on the clip as it comes: its token grid is the
+  run's (5 frames at 112 px: 3 x 28 x 28 tokens, against 8 x 56 x 56 for a clip resampled to
+  16 x 224, 10.7x fewer), and torchvision interpolates the relative position tables to that grid.
 
 The ``tiny`` variants keep each architecture's block types, clip adaptations and heads,
 narrower and shallower (:data:`~trainer.models.backbone.TINY_WIDTHS`), for CPU tests.
@@ -216,8 +217,25 @@ def _resample_clip(clips: torch.Tensor, frames: int, size: int) -> torch.Tensor:
     return clips
 
 
+def mvit_token_grid(conv_proj: nn.Conv3d, frames: int, size: int) -> tuple[int, tuple[int, int]]:
+    """(time, (height, width)) of the tokens MViT's patch convolution makes of a ``frames`` x ``size`` clip."""
+    t, h, w = (
+        (n + 2 * pad - kernel) // stride + 1
+        for n, kernel, stride, pad in zip(
+            (frames, size, size), conv_proj.kernel_size, conv_proj.stride, conv_proj.padding, strict=True
+        )
+    )
+    return t, (h, w)
+
+
 def _adapt_mvit(backbone: Backbone) -> None:
-    backbone.prepare = lambda clips: _resample_clip(clips, *MVIT_CLIP)
+    """Run on the run's clips (``spec``'s frames and size): MViT takes its token grid from
+    ``pos_encoding`` (no absolute positions with relative ones), and interpolates its relative
+    position tables to whatever grid it is given."""
+    frames, size = backbone.spec["num_frames"], backbone.spec["frame_size"]
+    grid = backbone.module.pos_encoding
+    grid.temporal_size, grid.spatial_size = mvit_token_grid(backbone.module.conv_proj, frames, size)
+    backbone.prepare = lambda clips: _resample_clip(clips, frames, size)
 
 
 def _tiny_swin3d() -> nn.Module:
@@ -268,7 +286,11 @@ TORCHVISION_ENCODERS: dict[str, Encoder] = {
     "s3d": _torchvision_video(
         "s3d",
         "classifier",
-        lambda m: [f"features.{i}" for i in range(len(m.features))],
+        lambda m: [
+            f"features.{i}"
+            for i, layer in enumerate(m.features)
+            if next(layer.parameters(), None) is not None
+        ],
         _tiny_s3d,
         _adapt_s3d,
     ),
