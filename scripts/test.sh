@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything into .venv, lint, and run the whole test suite (CPU only; ~20 min on 2 cores).
+# Install everything into .venv, lint, and run the whole test suite (CPU only; about 12 min on 2 cores).
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow" -x
 set -euo pipefail
 cd "$(dirname "$0")/.."

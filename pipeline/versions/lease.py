@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline.versions.errors import LeaseLost, RootBusy
@@ -104,7 +104,7 @@ def acquire_run_lease(
         elif held.expires_at > time.time():
             raise RootBusy(
                 f"{folder.url} is being written by run {held.run_id} ({held.holder}, version {held.version_id}) "
-                f"until {datetime.fromtimestamp(held.expires_at, timezone.utc).isoformat()}"
+                f"until {datetime.fromtimestamp(held.expires_at, UTC).isoformat()}"
             )
     lease = RunLease(
         root=folder.url,
