@@ -33,7 +33,8 @@ from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 from tests.test_bad_input import LOCAL, one_error_line, write_csv
 from transforms.csv_records import MAX_RECORD_LINES
-from transforms.interactions import Interaction, parse_text, plan_splits
+from transforms.input_splits import plan_splits
+from transforms.interactions import Interaction, parse_text
 from transforms.packed_rows import unpack_rows, unpack_user_rows
 from transforms.read_interactions import FAILED, ReadInteractions
 from transforms.text_splits import count_newlines, split_context, split_lines

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
+from transforms.input_splits import plan_splits, text_bytes
 from transforms.interactions import Interaction, detect_format, parse_parquet, parse_text, resolve_inputs
+from transforms.read_interactions import VALID, ReadInteractions
 
 
 def parse(text: str, fmt: str):
@@ -87,6 +92,70 @@ def test_parquet_rows_are_validated_in_order():
     parsed = list(parse_parquet(buffer, 2, "t.parquet"))
     assert parsed[0] == Interaction("a", "x", 1, 2, 1, 0)
     assert [p["reason"] for p in parsed[1:]] == ["empty_user", "empty_item"]
+
+
+def write_log(path, rows: int, row_group_size: int, bad_every: int = 0) -> None:
+    """A Parquet log of ``rows`` rows in row groups of ``row_group_size``; every ``bad_every``-th user empty."""
+    users = [("" if bad_every and k % bad_every == 0 else f"u{k % 7}") for k in range(rows)]
+    table = pa.table(
+        {"user": users, "item": [f"i{k % 5}" for k in range(rows)], "timestamp": list(range(rows))}
+    )
+    pq.write_table(table, path, row_group_size=row_group_size)
+
+
+def test_a_parquet_file_splits_by_row_group_into_bounded_slices_that_read_every_row_once(tmp_path):
+    path = tmp_path / "log.parquet"
+    write_log(path, 23, row_group_size=10, bad_every=6)
+    splits = plan_splits([(1, str(path), "parquet")], split_rows=4)
+    assert [(s.number, s.start, s.end) for s in splits] == [
+        (0, 0, 4), (1, 4, 8), (2, 8, 10), (3, 10, 14), (4, 14, 18), (5, 18, 20), (6, 20, 23)
+    ]  # fmt: skip
+    with open(path, "rb") as reader:
+        whole = list(parse_parquet(reader, 1, str(path)))
+    pieces = []
+    for split in splits:
+        with open(path, "rb") as reader:
+            piece = list(parse_parquet(reader, 1, str(path), rows=(split.start, split.end)))
+        assert len(piece) == split.end - split.start
+        pieces += piece
+    assert pieces == whole and len(whole) == 23
+    rows = [p.row if isinstance(p, Interaction) else p["row"] for p in pieces]
+    assert rows == list(range(1, 24))  # row index + 1, as before the split
+    assert [p["reason"] for p in pieces if isinstance(p, dict)] == ["empty_user"] * 4
+
+
+def test_a_slice_of_a_large_row_group_reads_only_its_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr("transforms.interactions.PARQUET_BATCH_ROWS", 3)  # slices cross batches
+    path = tmp_path / "log.parquet"
+    write_log(path, 20, row_group_size=20)
+    with open(path, "rb") as reader:
+        piece = list(parse_parquet(reader, 0, str(path), rows=(7, 12)))
+    assert [(p.row, p.timestamp) for p in piece] == [(k + 1, k) for k in range(7, 12)]
+
+
+def test_an_empty_parquet_file_is_one_empty_split(tmp_path):
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"user": pa.array([], pa.string()), "item": pa.array([], pa.string()),
+                             "timestamp": pa.array([], pa.int64())}), path)  # fmt: skip
+    (split,) = plan_splits([(0, str(path), "parquet")])
+    with open(path, "rb") as reader:
+        assert list(parse_parquet(reader, 0, str(path), rows=(split.start, split.end))) == []
+
+
+def test_parquet_rows_size_the_history_shuffle_not_the_compressed_file(tmp_path):
+    path = tmp_path / "log.parquet"
+    write_log(path, 1000, row_group_size=1000)
+    assert text_bytes(plan_splits([(0, str(path), "parquet")])) == 1000 * 32
+
+
+def test_one_parquet_file_is_parsed_by_many_splits_in_the_job(tmp_path):
+    path = tmp_path / "log.parquet"
+    write_log(path, 23, row_group_size=10, bad_every=6)
+    with BeamTestPipeline(runner="FnApiRunner") as pipeline:
+        rows = pipeline | ReadInteractions([(0, str(path), "parquet")], split_rows=4)
+        assert_that(rows[VALID], equal_to([3, 3, 2, 3, 4, 1, 3]), label="ValidRowsPerSplit")
+        blobs = rows.rows | beam.combiners.Count.Globally()
+        assert_that(blobs | beam.Map(lambda n: n >= 7), equal_to([True]), label="BlobsPerSplit")
 
 
 def test_resolve_inputs_sorts_files_and_detects_each_format(tmp_path):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 from transforms import storage
 from transforms.csv_records import records
@@ -169,6 +168,18 @@ def csv_columns(header_line: str, path: str) -> tuple[int, int, int]:
     )
 
 
+def csv_header_columns(path: str) -> tuple[int, int, int]:
+    """:func:`csv_columns` of the CSV log at ``path``, from its first non-blank line.
+
+    Raises:
+        ValueError: the file is empty, or its header is wrong (:func:`csv_columns`).
+    """
+    header = next((line for _, line, _ in _decoded_lines(read_head(path).splitlines(True)) if line), None)
+    if header is None:
+        raise ValueError(f"{path}: the file is empty; expected a CSV header naming user, item and timestamp")
+    return csv_columns(header, path)
+
+
 def parse_text(
     lines: Iterable[bytes],
     fmt: str,
@@ -266,29 +277,67 @@ def _parse_line(
         raise ValueError(f"unknown text format {fmt!r}")
 
 
+PARQUET_BATCH_ROWS = 1 << 16  # a Parquet file is read in batches of this many rows
+PARQUET_BUFFER_BYTES = 1 << 20  # and its column chunks through buffers of this size, never whole
+
+
 def parse_parquet(
-    reader, file_index: int, path: str, timestamp_format: str = "unix"
+    reader, file_index: int, path: str, timestamp_format: str = "unix", rows: tuple[int, int] | None = None
 ) -> Iterator[Interaction | dict]:
-    """Interactions and failure records from one Parquet file, in row order, one row group at a time."""
+    """Interactions and failure records from one Parquet file, in row order, a batch at a time.
+
+    ``rows``: only the rows ``[first, end)`` of the file (0-based; a split's, :func:`plan_splits`),
+    read from the row groups that hold them; None: every row. Memory: one batch of
+    ``PARQUET_BATCH_ROWS`` rows and a buffer of ``PARQUET_BUFFER_BYTES`` per column.
+    """
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(reader)
+    parquet = pq.ParquetFile(reader, buffer_size=PARQUET_BUFFER_BYTES)
     names = parquet.schema_arrow.names
     columns = [
         names[find_column(names, aliases, what, path)]
         for aliases, what in ((USER_COLUMNS, "user"), (ITEM_COLUMNS, "item"), (TIME_COLUMNS, "timestamp"))
     ]
-    number = 0
-    for batch in parquet.iter_batches(columns=columns):
-        users, items, times = (batch.column(i).to_pylist() for i in range(3))
-        for user, item, ts in zip(users, items, times, strict=True):
-            number += 1
-            try:
-                yield make_interaction(user, item, ts, (file_index, number, 0), timestamp_format)
-            except RowError as err:
-                yield failure(
-                    "row", "read", err.reason, str(err), file=path, row=number, text=repr((user, item, ts))
-                )
+    first, end = rows if rows is not None else (0, parquet.metadata.num_rows)
+    groups, offset = row_groups_holding(parquet.metadata, first, end)
+    if not groups:
+        return
+    for batch in parquet.iter_batches(PARQUET_BATCH_ROWS, row_groups=groups, columns=columns):
+        low, high = max(first - offset, 0), min(end - offset, batch.num_rows)
+        number = offset + low  # rows are numbered from 1: row index + 1
+        offset += batch.num_rows
+        if high > low:
+            part = batch.slice(low, high - low)
+            users, items, times = (part.column(i).to_pylist() for i in range(3))
+            for user, item, ts in zip(users, items, times, strict=True):
+                number += 1
+                try:
+                    yield make_interaction(user, item, ts, (file_index, number, 0), timestamp_format)
+                except RowError as err:
+                    yield failure(
+                        "row",
+                        "read",
+                        err.reason,
+                        str(err),
+                        file=path,
+                        row=number,
+                        text=repr((user, item, ts)),
+                    )
+        if offset >= end:
+            return
+
+
+def row_groups_holding(metadata, first: int, end: int) -> tuple[list[int], int]:
+    """``(row groups holding rows [first, end) of a Parquet file, the row index of the first one's
+    first row)``, from the file's metadata."""
+    groups, start, group_start = [], 0, 0
+    for group in range(metadata.num_row_groups):
+        size = metadata.row_group(group).num_rows
+        if start < end and start + size > first:
+            group_start = start if not groups else group_start
+            groups.append(group)
+        start += size
+    return groups, group_start
 
 
 def read_head(path: str, size: int = 4096) -> bytes:
@@ -309,55 +358,3 @@ def resolve_inputs(pattern: str, fmt: str | None) -> list[tuple[int, str, str]]:
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return [(index, path, fmt or detect_format(path, read_head(path))) for index, path in enumerate(paths)]
-
-
-SPLIT_BYTES = 8 * 1024 * 1024  # text files are parsed in splits of this many bytes, in parallel
-
-
-class InputSplit(NamedTuple):
-    """Lines of one input file that start in bytes ``[start, end)``; ``end`` None: to the end of file."""
-
-    file_index: int
-    path: str
-    format: str
-    number: int
-    start: int
-    end: int | None
-    columns: tuple[int, int, int] | None = None
-    timestamp_format: str = "unix"
-
-
-def plan_splits(
-    sources: list[tuple[int, str, str]], split_bytes: int = SPLIT_BYTES, timestamp_format: str = "unix"
-) -> list[InputSplit]:
-    """Cut each text file into ``split_bytes`` splits (a Parquet file is one split), each to be parsed
-    with ``timestamp_format``.
-
-    A CSV's header is parsed here, so a file whose header names no user, item or timestamp
-    column fails before the job starts, and every later split knows the columns.
-    """
-    splits = []
-    for file_index, path, fmt in sources:
-        if fmt == "parquet":
-            splits.append(InputSplit(file_index, path, fmt, 0, 0, None, None, timestamp_format))
-            continue
-        size = storage.size(path)
-        columns = None
-        if fmt == "microlens-csv":
-            header = next(
-                (line for _, line, _ in _decoded_lines(read_head(path).splitlines(True)) if line), None
-            )
-            if header is None:
-                raise ValueError(
-                    f"{path}: the file is empty; expected a CSV header naming user, item and timestamp"
-                )
-            columns = csv_columns(header, path)
-        bounds = list(range(0, max(size, 1), split_bytes))
-        for number, start in enumerate(bounds):
-            end = bounds[number + 1] if number + 1 < len(bounds) else None
-            splits.append(
-                InputSplit(
-                    file_index, path, fmt, number, start, end, columns if number else None, timestamp_format
-                )
-            )
-    return splits

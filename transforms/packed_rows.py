@@ -13,7 +13,6 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from transforms import storage
 from transforms.buckets import bucket_of
 
 
@@ -117,12 +116,9 @@ _USER_FRAME = struct.Struct("<II")
 # Input bytes per user bucket of the history shuffle: a bucket's rows are regrouped by user in one
 # worker's memory (a few MB), and the shuffle moves one value per split and bucket, not per user.
 HISTORY_BUCKET_BYTES = 2 * 1024 * 1024
-PARQUET_EXPANSION = 4  # a Parquet file's rows take about this many times its size as text
 
 
-def history_bucket_count(sources: list[tuple[int, str, str]]) -> int:
-    """User buckets for the history shuffle, from the input files' sizes (never from worker count)."""
-    total = sum(
-        storage.size(path) * (PARQUET_EXPANSION if fmt == "parquet" else 1) for _, path, fmt in sources
-    )
-    return max(1, math.ceil(total / HISTORY_BUCKET_BYTES))
+def history_bucket_count(input_bytes: int) -> int:
+    """User buckets for the history shuffle, from the input's size as text (``input_splits.text_bytes``;
+    never from the worker count)."""
+    return max(1, math.ceil(input_bytes / HISTORY_BUCKET_BYTES))

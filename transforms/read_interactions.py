@@ -10,7 +10,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms import storage
-from transforms.interactions import SPLIT_BYTES, InputSplit, parse_parquet, parse_text, plan_splits
+from transforms.input_splits import PARQUET_SPLIT_ROWS, SPLIT_BYTES, InputSplit, plan_splits, text_bytes
+from transforms.interactions import parse_parquet, parse_text
 from transforms.packed_rows import Interaction, history_bucket_count, pack_row, pack_user_rows
 from transforms.text_splits import count_newlines, split_context, split_lines
 
@@ -37,7 +38,9 @@ class ParseSplit(beam.DoFn):
         by_user: dict[str, list[bytes]] = {}
         with storage.open_read(split.path) as reader:
             if split.format == "parquet":
-                parsed = parse_parquet(reader, split.file_index, split.path, split.timestamp_format)
+                parsed = parse_parquet(
+                    reader, split.file_index, split.path, split.timestamp_format, (split.start, split.end)
+                )
             else:
                 newlines_before, quote_state = context[(split.file_index, split.number)]
                 skipped, lines, limit = split_lines(reader, split.start, split.end, quote_state)
@@ -79,10 +82,11 @@ class ReadInteractions(beam.PTransform):
         sources: list[tuple[int, str, str]],
         split_bytes: int = SPLIT_BYTES,
         timestamp_format: str = "unix",
+        split_rows: int = PARQUET_SPLIT_ROWS,
     ):
         super().__init__()
-        self.splits = plan_splits(sources, split_bytes, timestamp_format)
-        self.user_buckets = history_bucket_count(sources)
+        self.splits = plan_splits(sources, split_bytes, timestamp_format, split_rows)
+        self.user_buckets = history_bucket_count(text_bytes(self.splits))
 
     def expand(self, pbegin):
         splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()

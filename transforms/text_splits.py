@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from transforms import storage
 from transforms.csv_records import START, STATES, entry_states, scan, transitions
-from transforms.interactions import InputSplit
+from transforms.input_splits import InputSplit
 
 BLOCK = 1 << 20
 
