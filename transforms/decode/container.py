@@ -37,6 +37,12 @@ class VideoInfo:
     time_base: Fraction
     pix_fmt: str | None
 
+    @property
+    def frame_interval(self) -> float:
+        """Seconds between frames: ``1 / fps`` when the container states a plausible rate (1 to 240),
+        else 1/30 s."""
+        return 1.0 / self.fps if self.fps and 1.0 <= self.fps <= 240.0 else 1.0 / 30
+
 
 @dataclass
 class DecodedWindow:

@@ -191,10 +191,6 @@ def _raw_frame_bytes(info: VideoInfo) -> int:
     return info.coded_width * info.coded_height * 3 * 2
 
 
-def _frame_interval(info: VideoInfo) -> float:
-    return 1.0 / info.fps if info.fps and 1.0 <= info.fps <= 240.0 else 1.0 / 30
-
-
 def _window_by_seeking(
     path: str, info: VideoInfo, config: SamplerConfig, deadline, convert
 ) -> DecodedWindow | None:
@@ -203,7 +199,7 @@ def _window_by_seeking(
     if middle is None:
         return None
     n, s = config.num_frames, config.stride
-    interval = _frame_interval(info)
+    interval = info.frame_interval
     lookback = (s * (n // 2) + 2) * interval
     seek_to = middle - lookback
     frames_after = s * (n - n // 2) + REORDER_SLACK

@@ -35,12 +35,6 @@ class Untrusted(Exception):
     """The fast path cannot be trusted for this stream; use the linear path."""
 
 
-def _frame_interval(info: VideoInfo) -> float:
-    if info.fps and 1.0 <= info.fps <= 240.0:
-        return 1.0 / info.fps
-    return 1.0 / 30
-
-
 def _demux_run(container, stream, middle_s: float, frames_after: int, at_beginning: bool, deadline):
     """Packets from the keyframe the seek landed on until ``frames_after`` are shown after the middle."""
     packets = []
@@ -115,7 +109,7 @@ def seek_window(
     if middle is None:
         raise Untrusted("no claimed duration")
     n, s = config.num_frames, config.stride
-    interval = _frame_interval(info)
+    interval = info.frame_interval
     lookback = (s * (n // 2) + 1) * interval
     frames_after = s * (n - n // 2) + REORDER_SLACK
     seek_to = middle - lookback
