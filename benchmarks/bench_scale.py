@@ -15,12 +15,14 @@ per code version: the working tree ("project") and, with ``--baseline-ref REF``,
 Sizes: ID-only logs from ``benchmarks/gen_logs.py`` (``--sizes`` rows, ``rows / --rows-per-user``
 users, ``--items`` items: the same catalogue at every size); with ``--videos``, also ``videorec synth``
 datasets of ``--video-sizes`` small videos (64x64, 1-2 s, 10 fps), ingested with ``--videos`` at
-``--frame-size 224 --resize squash``. Then, per code version, a linear fit ``wall = fixed + per_row *
+``--frame-size 224 --resize squash``; with ``--parquet ROWS``, one Parquet file of the same rows as the
+CSV log of ``ROWS`` rows (row groups of 2^20 rows, as pyarrow writes them), ingested right after that
+CSV with the project's code, so both figures come from the same run. Then, per code version, a linear fit ``wall = fixed + per_row *
 rows`` (and per video) with its largest relative residual, and a projection of a Dataflow run on full
 MicroLens from the measured per-element CPU (see ``project_dataflow``), with the flags to set.
 
     nice -n 19 .venv/bin/python benchmarks/bench_scale.py [--sizes 200000 2000000 10000000] \\
-        [--videos] [--baseline-ref REF] [--json OUT.json] [--scratch /tmp/videorec-scale]
+        [--videos] [--parquet 10000000] [--baseline-ref REF] [--json OUT.json] [--scratch /tmp/videorec-scale]
 
 Inputs are generated under ``--scratch`` (reused when present: generation is deterministic); nothing
 is written into the repository.
@@ -232,6 +234,20 @@ def id_only_input(scratch: Path, rows: int, rows_per_user_mean: float, items: in
         generate(LogShape(rows=rows, users=users, items=items, seed=seed), partial)
         partial.rename(path)
     return {"csv": path, "rows": rows, "users": users, "items": items}
+
+
+def parquet_input(csv_data: dict) -> Path:
+    """The rows of ``csv_data``'s CSV (``id_only_input``) as one Parquet file beside it (written once,
+    then reused): integer columns ``user``, ``item``, ``timestamp``, row groups of 2^20 rows."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = csv_data["csv"].with_suffix(".parquet")
+    if not path.exists():
+        partial = path.with_suffix(".partial")
+        pq.write_table(pacsv.read_csv(csv_data["csv"]), partial, row_group_size=1 << 20)
+        partial.rename(path)
+    return path
 
 
 def video_input(scratch: Path, videos: int, seed: int) -> dict:
@@ -469,14 +485,40 @@ def fit_line(label: str, fit: dict, unit: str) -> str:
     )
 
 
+def parquet_ratios(runs: list[dict]) -> list[str]:
+    """One line per size: the Parquet run's largest process and wall time over the CSV run's."""
+    lines = []
+    for rows in sorted({r["rows"] for r in runs}):
+        by = {r["format"]: r for r in runs if r["rows"] == rows}
+        if {"csv", "parquet"} <= by.keys() and by["csv"]["peak_rss_largest_mb"] and by["csv"]["wall_s"]:
+            rss = by["parquet"]["peak_rss_largest_mb"] / by["csv"]["peak_rss_largest_mb"]
+            wall = by["parquet"]["wall_s"] / by["csv"]["wall_s"]
+            lines.append(f"- {rows:,} rows: Parquet / CSV largest process x{rss:.2f}, wall x{wall:.2f}")
+    return lines
+
+
 def report(results: dict) -> str:
     lines = [
         f"workers {results['workers']}, {results['cpus']} CPUs, load average at start {results['load_at_start']}",
-        "",
-        "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | driver MB | worker MB | tree MB | largest | reconciled |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        *(row_line(r, "rows") for r in results["id_only"]),
     ]
+    if results["id_only"]:
+        lines += [
+            "",
+            "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | driver MB | worker MB | tree MB | largest | reconciled |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *(row_line(r, "rows") for r in results["id_only"]),
+        ]
+    if results.get("parquet"):
+        lines += [
+            "",
+            "One Parquet file against the CSV of the same rows (project code, same run):",
+            "",
+            "| code | rows | users | wall s | CPU s | rows/s | peak RSS largest MB | driver MB | worker MB | tree MB | largest | reconciled |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *(row_line({**r, "code": r["format"]}, "rows") for r in results["parquet"]),
+            "",
+            *parquet_ratios(results["parquet"]),
+        ]
     if results["videos"]:
         lines += [
             "",
@@ -515,13 +557,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 2_000_000, 10_000_000], help="rows")
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[200_000, 2_000_000, 10_000_000], help="rows (none: skip)"
+    )
     parser.add_argument(
         "--rows-per-user", type=float, default=9.5, help="mean rows per user (issue 9: 1.9M/200k)"
     )
     parser.add_argument("--items", type=int, default=20_000, help="item catalogue, the same at every size")
     parser.add_argument("--videos", action="store_true", help="also the runs with videos")
     parser.add_argument("--video-sizes", type=int, nargs="+", default=[1_000, 4_000, 10_000])
+    parser.add_argument(
+        "--parquet", type=int, nargs="*", default=[], metavar="ROWS", help="one Parquet file against its CSV"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
     parser.add_argument("--baseline-ref", default=None, help="git ref to run the same sizes with")
@@ -545,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         "codes": {c.label: str(c.root) for c in codes},
         "id_only": [],
         "videos": [],
+        "parquet": [],
         "fits": {},
         "projection": {},
     }
@@ -574,6 +622,20 @@ def main(argv: list[str] | None = None) -> int:
                 results["videos"].append(run)
                 print(row_line(run, "videos"), flush=True)
                 save()
+
+    for rows in args.parquet:
+        data = id_only_input(args.scratch, rows, args.rows_per_user, args.items, args.seed)
+        for fmt, path in (("csv", data["csv"]), ("parquet", parquet_input(data))):
+            out = args.scratch / "out" / f"project-{fmt}-{rows}"
+            run = ingest(Code("project", REPO), [f"--interactions={path}"], out, args.workers, args.poll)
+            run.update(rows=rows, format=fmt)
+            results["parquet"].append(run)
+            print(row_line({**run, "code": fmt}, "rows"), flush=True)
+            save()
+    if not results["id_only"] and not results["videos"]:
+        print()
+        print(report(results))
+        return 0 if all(r["reconciled"] for r in results["parquet"]) else 1
 
     real = real_video_sample(args.scratch)
     results["real_video_sample"] = real

@@ -99,3 +99,19 @@ def test_expected_users_match_a_real_ingest_and_its_outputs(tmp_path):
     assert describe_missing(users, sequence_table_users(tmp_path / "out"))["missing"] == 0
     assert describe_missing(users, train_shard_users(tmp_path / "out"))["missing"] == 0
     assert sorted(first_seen) == list(users) and list(first_seen) != list(users)
+
+
+def test_the_parquet_input_holds_the_csv_rows_and_the_ratios_compare_the_two_runs(tmp_path):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from benchmarks.bench_scale import id_only_input, parquet_input, parquet_ratios
+
+    data = id_only_input(tmp_path, 3000, 9.5, 100, seed=1)
+    path = parquet_input(data)
+    assert pq.read_table(path).equals(pacsv.read_csv(data["csv"]))
+    runs = [
+        {"rows": 3000, "format": "csv", "peak_rss_largest_mb": 200.0, "wall_s": 10.0},
+        {"rows": 3000, "format": "parquet", "peak_rss_largest_mb": 220.0, "wall_s": 12.0},
+    ]
+    assert parquet_ratios(runs) == ["- 3,000 rows: Parquet / CSV largest process x1.10, wall x1.20"]
