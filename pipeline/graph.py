@@ -21,8 +21,9 @@ from transforms import storage
 from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
-from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE
+from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES
 from transforms.item_catalog import ItemCatalog, parse_titles
+from transforms.item_facts import WriteItemFailures
 from transforms.item_filter import CountItemInteractions, DroppedItemRecords, NeededItems, rare_items
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames
@@ -104,7 +105,7 @@ def finish_dataset(
         max_seq_len=config.max_seq_len,
         item_shards=item_shards,
         train_shards=train_shards,
-        tables={ITEMS_TABLE: items_parts, SEQUENCES_TABLE: sequence_parts},
+        tables={name: [p for p in table_parts if p["table"] == name] for name in TABLES},
         counts=counts,
         failures=failure_parts,
         dataset_version=config.dataset_version,
@@ -234,6 +235,10 @@ def build_pipeline(
         items.excluded, effective_min_length(config.min_user_interactions), source_files, new_items
     )
     written = write_dataset_files(items.encoded, sequences.sequences, items.excluded, config)
+    table_parts = written.table_parts
+    if reuse is not None:  # nightly with videos: the next run plans with the videos that failed
+        failed_videos = items.failures | "ItemFailuresTable" >> WriteItemFailures(config.output)
+        table_parts = (table_parts, failed_videos) | "EveryTablePart" >> beam.Flatten()
     failure_parts = (
         (rows[FAILED], histories[FAILED], items.failures, sequences[FAILED])
         | "AllFailures" >> beam.Flatten()
@@ -263,7 +268,7 @@ def build_pipeline(
             sampler_section=sampler_settings(config)[1],
             item_shards=as_list(written.item_shards),
             train_shards=as_list(written.train_shards),
-            table_parts=as_list(written.table_parts),
+            table_parts=as_list(table_parts),
             failure_parts=as_list(failure_parts),
             valid_rows=singleton(rows[VALID] | "CountValidRows" >> beam.CombineGlobally(sum)),
             invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),

@@ -35,6 +35,7 @@ from pipeline.contact_sheet import contact_sheet, sample_rows
 from pipeline.summary import format_summary
 from transforms import storage
 from transforms.format import (
+    ITEM_FAILURES_TABLE,
     ITEM_SHARDS,
     ITEMS_TABLE,
     MANIFEST_FILE,
@@ -119,8 +120,8 @@ def _listing_problems(manifest: dict) -> list[str]:
 
 
 def count_tar_samples(data: bytes) -> int:
-    """Distinct WebDataset keys (member name up to the first dot) in a tar archive."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+    """Distinct WebDataset keys (member name up to the first dot) in a tar archive (gzip-compressed or not)."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
         return len({split_member(m.name)[0] for m in archive if m.isfile()})
 
 
@@ -166,6 +167,11 @@ def verify_dataset(dataset: str) -> list[str]:
             except (pa.ArrowException, OSError) as err:
                 problems.append(f"{entry['path']}: not a readable Parquet file ({_short(err)})")
                 counted = False  # its rows are unknown: the count below would only repeat the problem
+        if name == ITEM_FAILURES_TABLE:  # one row per failed video that was tried: at most the failed items
+            failed = sum((manifest["counts"].get("items_failed") or {}).values())
+            if counted and rows > failed:
+                problems.append(f"table {name}: {rows} rows in its parts, only {failed} items failed")
+            continue
         expected = manifest["num_items"] if name == ITEMS_TABLE else manifest["num_users"]
         if counted and rows != expected:
             problems.append(f"table {name}: {rows} rows in its parts, manifest says {expected}")
@@ -242,7 +248,7 @@ def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
 def _members(data: bytes):
     """``(name, content)`` of a shard's files, up to the first damage (which verify_dataset reports)."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
             for member in archive:
                 if member.isfile():
                     yield member.name, archive.extractfile(member).read()

@@ -37,6 +37,7 @@ from pipeline.summary import format_summary, video_stats
 from transforms import storage
 from transforms.format import RUN_STATS_FILE
 from transforms.interactions import resolve_inputs
+from transforms.keyed_csv import rejected_rows
 from transforms.manifest import read_manifest
 from transforms.reuse import ReuseFrom
 
@@ -135,6 +136,8 @@ def start_job(
             f"ingest: {len(sources)} interaction file(s) ({', '.join(kinds)}), {mode} -> {config.output}",
             file=sys.stderr,
         )
+        if reuse is not None and (notice := reuse.base_notice()):
+            print(notice, file=sys.stderr)
     with inside_the_job(), local_run(runner, stop_processes=SignalWatch().stop_job_processes):
         pipeline = beam.Pipeline(options=options)
         build_pipeline(
@@ -182,6 +185,7 @@ def run_job(
     stats = {
         "wall_s": round(wall, 3),
         **video_stats(counters, wall),
+        "side_rows_rejected": rejected_rows(counters),
         **runner.stats(),
         "gates": gate_problems(manifest["counts"], config.max_dropped_fraction),
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -12,7 +11,6 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.decode.types import SamplerConfig
-from transforms.failures import as_line, failure, write_failure_part
 from transforms.fingerprint import (
     FingerprintVideos,
     PreviousItem,
@@ -21,13 +19,9 @@ from transforms.fingerprint import (
     fingerprint_video,
     gcs_change_token,
     plan_decodes,
-    previous_items,
     stat_tree,
     stat_video,
 )
-from transforms.format import ITEMS_TABLE
-from transforms.item_shards import EncodedItem, ItemRow
-from transforms.tables import items_table, write_table_part
 
 SAMPLER = SamplerConfig().config_hash()
 
@@ -182,44 +176,3 @@ def test_fingerprint_videos_transform_tags_missing_videos(tmp_path):
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]}
     assert counters["videos_fingerprinted"] == 1 and counters["videos_fingerprint_not_found"] == 1
-
-
-def test_previous_items_reads_a_version_and_feeds_the_plan(tmp_path):
-    version = str(tmp_path / "v1")
-    rows = [
-        ItemRow(
-            item_id=item_id,
-            item_index=index,
-            title=None,
-            popularity=3,
-            source=EncodedItem(item_id, fingerprint=f"fp-{item_id}"),
-            shard="items/items-000000.tar",
-            offset=100 * (index - 1),
-            size=100,
-        )
-        for index, item_id in enumerate(["a", "b"], start=1)
-    ]
-    tables = {"items": [write_table_part(version, ITEMS_TABLE, 0, items_table(rows))["path"]]}
-    records = [
-        failure("item", "decode", "decode_error", "bad stream", item_id="c", uri="c.mp4", fingerprint="fp-c"),
-        failure(
-            "item", "decode", "timeout", "slow", item_id="d", uri="d.mp4", fingerprint="fp-d", attempts=2
-        ),
-        failure("item", "filter", "too_few_interactions", "1 interaction", item_id="e"),
-    ]
-    failures_info = write_failure_part(version, 0, [as_line(r) for r in records])
-    (tmp_path / "v1" / "manifest.json").write_text(
-        json.dumps({"format_version": 2, "tables": tables, "failures": [failures_info["path"]]})
-    )
-
-    previous = previous_items(version)
-    assert previous == {
-        "a": PreviousItem("fp-a", "ok", 1),
-        "b": PreviousItem("fp-b", "ok", 1),
-        "c": PreviousItem("fp-c", "decode_error", 1),
-        "d": PreviousItem("fp-d", "timeout", 2),
-    }
-    plan = plan_decodes(previous, {"a": "fp-a", "b": "fp-b2", "c": "fp-c", "d": "fp-d", "e": "fp-e"})
-    assert plan.to_reuse == ("a",)
-    assert plan.reasons == {"b": "changed", "c": "retry", "d": "retry", "e": "new"}
-    assert plan.retries == {"c": 2, "d": 3}

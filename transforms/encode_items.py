@@ -52,13 +52,15 @@ class EncodeItems(beam.PTransform):
     def decode_changed(self, videos, failures):
         """Reuse the frames of unchanged videos, decode the rest; record fingerprints and attempts."""
         from transforms.fingerprint import FingerprintVideos
+        from transforms.item_facts import ReadPreviousItems
 
         fingerprinted = videos | "FingerprintVideos" >> FingerprintVideos(self.sampler_config.config_hash())
+        previous = videos.pipeline | "ReadPreviousItems" >> ReadPreviousItems(self.reuse.version)
         planned = (
-            {"uri": videos, "fingerprint": fingerprinted.fingerprints}
-            | "JoinFingerprints" >> beam.CoGroupByKey()
+            {"uri": videos, "fingerprint": fingerprinted.fingerprints, "previous": previous}
+            | "JoinFingerprintsAndPreviousItems" >> beam.CoGroupByKey()
             | "PlanDecodes"
-            >> beam.ParDo(PlanDecodes(self.reuse, self.max_attempts)).with_outputs(
+            >> beam.ParDo(PlanDecodes(self.max_attempts)).with_outputs(
                 "reused", "attempts", "given_up", main="decode"
             )
         )

@@ -26,11 +26,9 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import gcs, storage
+from transforms import gcs
 from transforms.decode.video_source import is_local, local_path
 from transforms.failures import failure
-from transforms.manifest import read_manifest
-from transforms.tables import read_table
 
 FINGERPRINT_SCHEME = "fp1"
 """Prefix of every fingerprint; bump it when the recipe changes so old fingerprints never match."""
@@ -152,29 +150,6 @@ class DecodePlan:
     def retries(self) -> dict[str, int]:
         """Retried items -> attempt number of this run."""
         return {item: self.attempts[item] for item in self.to_decode if self.reasons[item] == RETRY}
-
-
-def previous_items(version: str) -> dict[str, PreviousItem]:
-    """What a dataset version recorded per item, as ``plan_decodes`` wants it.
-
-    Items in ``items.parquet`` are ``ok`` with their recorded fingerprint. Item failure records that
-    carry a ``fingerprint`` (video failures: the video was tried) give ``(fingerprint, reason,
-    attempts)``, ``attempts`` defaulting to 1. Items dropped before any decode (too few interactions...)
-    carry no fingerprint and are left out, so they count as new if they become eligible.
-    """
-    manifest = read_manifest(version)
-    recorded: dict[str, PreviousItem] = {}
-    for path in manifest.get("failures") or []:
-        for line in storage.read_bytes(storage.join(version, path)).decode("utf-8").splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if record.get("kind") == "item" and record.get("fingerprint"):
-                recorded[record["item_id"]] = PreviousItem(
-                    record["fingerprint"], record["reason"], int(record.get("attempts", 1))
-                )
-    items = read_table(version, manifest, "items", ["item_id", "fingerprint"])
-    for row in items.to_pylist():
-        recorded[row["item_id"]] = PreviousItem(row["fingerprint"], OK, 1)
-    return recorded
 
 
 def plan_decodes(

@@ -26,7 +26,9 @@ FAILURE_PART_PATTERN = "failures/part-{:05d}.jsonl"
 
 ITEMS_TABLE = "items"
 SEQUENCES_TABLE = "sequences"
-TABLES = (ITEMS_TABLE, SEQUENCES_TABLE)
+ITEM_FAILURES_TABLE = "item_failures"
+"""Videos a ``--dataset-root`` run tried and failed (new in version 3; a version-2 manifest has none)."""
+TABLES = (ITEMS_TABLE, SEQUENCES_TABLE, ITEM_FAILURES_TABLE)
 
 ITEMS_SCHEMA = pa.schema(
     [
@@ -50,7 +52,19 @@ SEQUENCES_SCHEMA = pa.schema(
         ("timestamps", pa.list_(pa.int64())),
     ]
 )
-SCHEMAS = {ITEMS_TABLE: ITEMS_SCHEMA, SEQUENCES_TABLE: SEQUENCES_SCHEMA}
+ITEM_FAILURES_SCHEMA = pa.schema(
+    [
+        ("item_id", pa.string()),
+        ("fingerprint", pa.string()),
+        ("reason", pa.string()),
+        ("attempts", pa.int32()),
+    ]
+)
+SCHEMAS = {
+    ITEMS_TABLE: ITEMS_SCHEMA,
+    SEQUENCES_TABLE: SEQUENCES_SCHEMA,
+    ITEM_FAILURES_TABLE: ITEM_FAILURES_SCHEMA,
+}
 
 
 ITEM_SHARDS = "items"
@@ -256,6 +270,8 @@ def _unreadable(manifest) -> list[str]:
 def _part_problems(manifest: Mapping) -> list[str]:
     problems = []
     for table in TABLES:
+        if table == ITEM_FAILURES_TABLE and table not in manifest["tables"]:
+            continue  # version 2 kept no failed videos apart: read as none
         parts = manifest["tables"].get(table)
         if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
             problems.append(f"tables.{table} is not a list of part paths")

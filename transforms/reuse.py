@@ -1,7 +1,7 @@
 """Incremental runs: fingerprint every video and reuse the frames of unchanged ones from the previous version.
 
-The previous version's per-item records are read by each worker in ``PlanDecodes.setup``; this
-run's fingerprints and decode attempts are joined by key, never broadcast.
+What the previous version recorded of each item (``transforms.item_facts``) and this run's
+fingerprints and decode attempts are all joined by key, never loaded whole by a worker.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import ranged_reads, storage
+from transforms import ranged_reads
 from transforms.failures import failure
-from transforms.format import ITEMS_TABLE, is_frame_member, is_metadata_member
+from transforms.format import ITEM_FAILURES_TABLE, is_frame_member, is_metadata_member
+from transforms.item_facts import ItemFacts, previous_facts
 from transforms.item_shards import FAILED, EncodedItem
+from transforms.manifest import read_manifest
 from transforms.tar_shards import read_members
 
 
@@ -30,38 +32,18 @@ class ReuseFrom:
 
     version: str | None
 
-    def read(self) -> PreviousVersion:
-        return PreviousVersion.read(self.version) if self.version else PreviousVersion({}, {})
-
-
-@dataclass(frozen=True)
-class PreviousVersion:
-    """What an incremental run knows of the version it builds on.
-
-    Attributes:
-        items: ``item_id -> PreviousItem`` (fingerprint, status, attempts), from
-            ``transforms.fingerprint.previous_items``.
-        frames: ``item_id -> (item shard URL, offset, size)`` of every item with frames there.
-    """
-
-    items: dict
-    frames: dict[str, tuple[str, int, int]]
-
-    @classmethod
-    def read(cls, version: str) -> PreviousVersion:
-        from transforms.fingerprint import previous_items
-        from transforms.manifest import read_manifest
-        from transforms.tables import read_table
-
-        table = read_table(
-            version, read_manifest(version), ITEMS_TABLE, ["item_id", "shard", "offset", "size"]
+    def base_notice(self) -> str | None:
+        """A progress line when the base version lists no failed videos apart (format 2, before the
+        ``item_failures`` table): the videos that failed there are decoded again as new (attempt 1)."""
+        if self.version is None:
+            return None
+        manifest = read_manifest(self.version)
+        if ITEM_FAILURES_TABLE in manifest["tables"]:
+            return None
+        return (
+            f"ingest: the base version {self.version} is format {manifest.get('format_version')}, which "
+            "lists no failed videos apart: videos that failed there are decoded again as new (attempt 1)"
         )
-        frames = {
-            row["item_id"]: (storage.join(version, row["shard"]), row["offset"], row["size"])
-            for row in table.to_pylist()
-            if row["shard"]
-        }
-        return cls(previous_items(version), frames)
 
 
 def reused_item(item_id: str, fingerprint: str, where: tuple[str, int, int]) -> EncodedItem:
@@ -74,55 +56,52 @@ def reused_item(item_id: str, fingerprint: str, where: tuple[str, int, int]) -> 
 
 
 class PlanDecodes(beam.DoFn):
-    """(item_id, {"uri": [uri], "fingerprint": [fp]}) -> to decode (main) ``(item_id, uri)``,
-    ``reused`` EncodedItem, and ``attempts`` (item_id, (fp, n)).
+    """(item_id, {"uri": [uri], "fingerprint": [fp], "previous": [ItemFacts]}) -> to decode (main)
+    ``(item_id, uri)``, ``reused`` EncodedItem, ``attempts`` (item_id, (fp, n)) and ``given_up``
+    failure dicts.
 
-    The current video's fingerprint is joined by key. An item whose fingerprint equals the one its
-    frames were made from last time is reused; the rest are decoded. Each worker reads what the
-    previous version recorded in ``setup`` (it would be too big to travel in the job graph).
+    The current video's fingerprint and what the previous version recorded of the item
+    (``transforms.item_facts.ReadPreviousItems``) are joined by key. An item whose fingerprint equals
+    the one its frames were made from last time is reused; the rest are decoded, or given up after
+    ``max_attempts`` failures of an unchanged video. Holds one item at a time.
     """
 
-    def __init__(self, reuse: ReuseFrom, max_attempts: int | None = None):
-        self.reuse = reuse
+    def __init__(self, max_attempts: int | None = None):
         self.max_attempts = max_attempts
-        self.previous = None
         self.items_reused = Metrics.counter("videorec", "items_reused")
         self.videos_retried = Metrics.counter("videorec", "videos_retried")
         self.videos_given_up = Metrics.counter("videorec", "videos_given_up")
 
-    def setup(self):
-        self.previous = self.reuse.read()
-
     def process(self, joined: tuple[str, dict]):
         item_id, sides = joined
         if sides["uri"] and sides["fingerprint"]:  # else no video: FingerprintVideos recorded not_found
-            yield from self.plan(item_id, sides["uri"][0], sides["fingerprint"][0])
+            yield from self.plan(
+                item_id, sides["uri"][0], sides["fingerprint"][0], previous_facts(sides["previous"])
+            )
 
-    def plan(self, item_id: str, uri: str, fingerprint: str):
+    def plan(self, item_id: str, uri: str, fingerprint: str, previous: ItemFacts | None):
         """The outputs of one item with a video (see the class docstring)."""
         from transforms.fingerprint import plan_decodes
 
-        before = {item_id: self.previous.items[item_id]} if item_id in self.previous.items else {}
+        before = {item_id: previous.plan_input} if previous else {}
         plan = plan_decodes(before, {item_id: fingerprint}, max_attempts=self.max_attempts)
         if plan.given_up:
             self.videos_given_up.inc()
             yield beam.pvalue.TaggedOutput(
-                "given_up", given_up_failure(item_id, uri, before[item_id], self.max_attempts)
+                "given_up", given_up_failure(item_id, uri, previous, self.max_attempts)
             )
             return
         if plan.retries:
             self.videos_retried.inc()
-        if plan.to_reuse and item_id in self.previous.frames:
+        if plan.to_reuse and previous.frames:
             self.items_reused.inc()
-            yield beam.pvalue.TaggedOutput(
-                "reused", reused_item(item_id, fingerprint, self.previous.frames[item_id])
-            )
+            yield beam.pvalue.TaggedOutput("reused", reused_item(item_id, fingerprint, previous.frames))
             return
         yield beam.pvalue.TaggedOutput("attempts", (item_id, (fingerprint, plan.attempts.get(item_id, 1))))
         yield item_id, uri
 
 
-def given_up_failure(item_id: str, uri: str, previous, max_attempts: int) -> dict:
+def given_up_failure(item_id: str, uri: str, previous: ItemFacts, max_attempts: int) -> dict:
     """The failure carried over for a video not decoded again: same reason, fingerprint and attempts."""
     message = (
         f"not decoded again: failed {previous.attempts} times ({previous.status}) and unchanged since "
