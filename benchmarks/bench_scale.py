@@ -68,6 +68,8 @@ WORKER = {"machine_type": "n2-standard-4", "vcpus": 4, "memory_gb": 16, "disk_gb
 TARGET_HOURS = 2.0  # wall time the worker count is sized for
 MAX_SEQ_LEN = 10  # the ingest default: train windows hold the last max_seq_len + 1 training items
 FRAMES_PER_ITEM = 5
+NIGHTLY_FRAMES = ["--frame-size=16", "--num-frames=1", "--resize=squash"]
+"""Frames of the nightly runs: one 16 px frame, so train shards that embed frames stay a few GB at 10M rows."""
 
 
 @dataclass(frozen=True)
@@ -185,25 +187,37 @@ def last_error(log: Path) -> str | None:
     return lines[-1].strip()[-500:] if lines else None
 
 
-def ingest(code: Code, inputs: list[str], output: Path, workers: int, poll_s: float) -> dict:
-    """One ingest of ``inputs`` (project CLI arguments) into ``output`` with ``code``; its figures."""
-    shutil.rmtree(output, ignore_errors=True)
+def ingest(
+    code: Code, inputs: list[str], output: Path, workers: int, poll_s: float, *, nightly_run: int = 0
+) -> dict:
+    """One ingest of ``inputs`` (project CLI arguments) into ``output`` with ``code``; its figures.
+
+    ``nightly_run`` n > 0: ``output`` is a dataset root (``--dataset-root``, kept as it is) and this is
+    its n-th run; the figures are those of the version it published.
+    """
+    if not nightly_run:
+        shutil.rmtree(output, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
         "pipeline.main",
         *inputs,
-        f"--output={output}",
+        f"--dataset-root={output}" if nightly_run else f"--output={output}",
         "--quiet",
         "--runner=FnApiRunner",
         f"--direct_num_workers={workers}",
         "--direct_running_mode=multi_processing",
     ]
     env = {**os.environ, "PYTHONPATH": str(code.root)}
-    log = output.parent / f"{output.name}.log"
+    log = output.parent / f"{output.name}{f'-run{nightly_run}' if nightly_run else ''}.log"
     run = run_measured(command, code.root, env, log, poll_s)
-    manifest_path = output / "manifest.json"
+    folder = output
+    if nightly_run and run["returncode"] == 0:
+        folder = output / "versions" / (output / "LATEST").read_text().strip()
+        stats = json.loads((folder / "run_stats.json").read_text())
+        run.update({key: value for key, value in stats.items() if key.startswith("videos_")})
+    manifest_path = folder / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     counts = manifest["counts"] if manifest else None
     run.update(
@@ -248,6 +262,26 @@ def parquet_input(csv_data: dict) -> Path:
         pq.write_table(pacsv.read_csv(csv_data["csv"]), partial, row_group_size=1 << 20)
         partial.rename(path)
     return path
+
+
+def nightly_input(
+    scratch: Path, rows: int, rows_per_user_mean: float, items: int, seed: int, pool: int
+) -> dict:
+    """The gen_logs log of ``rows`` rows, a second log of ``rows / 10`` new rows (another seed, so
+    ``users / 10`` of the same user IDs get more rows, over the same items), and a video folder with
+    one ``{item}.mp4`` per item: hard links to ``pool`` small synth videos, cycled (reused)."""
+    base = id_only_input(scratch, rows, rows_per_user_mean, items, seed)
+    new_rows = id_only_input(scratch, rows // 10, rows_per_user_mean, items, seed + 1)
+    folder = scratch / f"videos-{items}i-{pool}p-s{seed}"
+    if not folder.exists():
+        pool_videos = sorted(video_input(scratch, pool, seed)["videos_dir"].glob("*.mp4"))
+        partial = folder.with_name(f"{folder.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for item in range(1, items + 1):
+            os.link(pool_videos[(item - 1) % len(pool_videos)], partial / f"{item}.mp4")
+        partial.rename(folder)
+    return {"csv": base["csv"], "new_rows_csv": new_rows["csv"], "videos_dir": folder}
 
 
 def video_input(scratch: Path, videos: int, seed: int) -> dict:
@@ -497,6 +531,44 @@ def parquet_ratios(runs: list[dict]) -> list[str]:
     return lines
 
 
+def nightly_runs(code: Code, data: dict, root: Path, workers: int, poll_s: float) -> list[dict]:
+    """A first run on a new dataset root, then a nightly run with the 10 % new rows (no video changed:
+    every one is reused), both measured; the root is removed afterwards (train shards embed frames)."""
+    shutil.rmtree(root, ignore_errors=True)
+    videos = [f"--videos={data['videos_dir']}", *NIGHTLY_FRAMES]
+    runs = []
+    for number, logs in enumerate(([data["csv"]], [data["csv"], data["new_rows_csv"]]), start=1):
+        inputs = [f"--interactions={','.join(map(str, logs))}", *videos]
+        runs.append({**ingest(code, inputs, root, workers, poll_s, nightly_run=number), "run": number})
+    shutil.rmtree(root, ignore_errors=True)
+    return runs
+
+
+def nightly_line(run: dict) -> str:
+    status = "yes" if run["reconciled"] else f"**NO** ({run['error'] or 'no manifest'})"
+    return (
+        f"| {run['code']} | {run['rows']:,} | {'first' if run['run'] == 1 else 'nightly'} | {run['wall_s']:.1f} | "
+        f"{run['cpu_s']:.0f} | {run['peak_rss_largest_mb']:.0f} | {run['peak_rss_driver_mb']:.0f} | "
+        f"{run['peak_rss_worker_mb']:.0f} | {run['peak_rss_tree_mb']:.0f} | {run['largest_process']} | "
+        f"{run.get('videos_decoded', '-')} | {run.get('videos_reused', '-')} | {status} |"
+    )
+
+
+def nightly_ratios(runs: list[dict]) -> list[str]:
+    """Per code version and run (first, nightly): the largest process at each size over the smallest size's."""
+    lines = []
+    for code in dict.fromkeys(r["code"] for r in runs):
+        for number, name in ((1, "first run"), (2, "nightly run")):
+            sized = sorted(
+                (r["rows"], r["peak_rss_largest_mb"]) for r in runs if (r["code"], r["run"]) == (code, number)
+            )
+            for rows, rss in sized[1:]:
+                lines.append(
+                    f"- {code}, {name}: largest process x{rss / sized[0][1]:.2f} from {sized[0][0]:,} to {rows:,} rows"
+                )
+    return lines
+
+
 def report(results: dict) -> str:
     lines = [
         f"workers {results['workers']}, {results['cpus']} CPUs, load average at start {results['load_at_start']}",
@@ -518,6 +590,17 @@ def report(results: dict) -> str:
             *(row_line({**r, "code": r["format"]}, "rows") for r in results["parquet"]),
             "",
             *parquet_ratios(results["parquet"]),
+        ]
+    if results.get("nightly"):
+        lines += [
+            "",
+            "Nightly mode (--dataset-root with videos): a first run, then one with 10 % new rows:",
+            "",
+            "| code | rows | run | wall s | CPU s | peak RSS largest MB | driver MB | worker MB | tree MB | largest | decoded | reused | reconciled |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            *(nightly_line(r) for r in results["nightly"]),
+            "",
+            *nightly_ratios(results["nightly"]),
         ]
     if results["videos"]:
         lines += [
@@ -569,6 +652,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--parquet", type=int, nargs="*", default=[], metavar="ROWS", help="one Parquet file against its CSV"
     )
+    parser.add_argument(
+        "--nightly",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="ROWS",
+        help="a first and a nightly run on a root",
+    )
+    parser.add_argument("--nightly-pool", type=int, default=50, help="synth videos the nightly items share")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2, help="DirectRunner worker processes")
     parser.add_argument("--baseline-ref", default=None, help="git ref to run the same sizes with")
@@ -593,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         "id_only": [],
         "videos": [],
         "parquet": [],
+        "nightly": [],
         "fits": {},
         "projection": {},
     }
@@ -632,10 +725,18 @@ def main(argv: list[str] | None = None) -> int:
             results["parquet"].append(run)
             print(row_line({**run, "code": fmt}, "rows"), flush=True)
             save()
+    for rows in args.nightly:
+        data = nightly_input(args.scratch, rows, args.rows_per_user, args.items, args.seed, args.nightly_pool)
+        for code in codes:
+            root = args.scratch / "out" / f"{code.label.split()[0]}-nightly-{rows}"
+            for run in nightly_runs(code, data, root, args.workers, args.poll):
+                results["nightly"].append({**run, "rows": rows})
+                print(nightly_line(results["nightly"][-1]), flush=True)
+                save()
     if not results["id_only"] and not results["videos"]:
         print()
         print(report(results))
-        return 0 if all(r["reconciled"] for r in results["parquet"]) else 1
+        return 0 if all(r["reconciled"] for r in results["parquet"] + results["nightly"]) else 1
 
     real = real_video_sample(args.scratch)
     results["real_video_sample"] = real

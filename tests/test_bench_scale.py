@@ -115,3 +115,28 @@ def test_the_parquet_input_holds_the_csv_rows_and_the_ratios_compare_the_two_run
         {"rows": 3000, "format": "parquet", "peak_rss_largest_mb": 220.0, "wall_s": 12.0},
     ]
     assert parquet_ratios(runs) == ["- 3,000 rows: Parquet / CSV largest process x1.10, wall x1.20"]
+
+
+@pytest.mark.slow
+def test_nightly_mode_measures_a_first_and_a_nightly_run_that_reuses_every_video(tmp_path):
+    from benchmarks.bench_scale import nightly_input, nightly_ratios, nightly_runs
+
+    data = nightly_input(tmp_path, 3_000, 9.5, 40, seed=1, pool=10)
+    links = sorted(data["videos_dir"].iterdir())
+    pool = {path.stat().st_ino for path in (tmp_path / "synth-10v-s1" / "videos").glob("*.mp4")}
+    assert len(links) == 40 and {path.stat().st_ino for path in links} == pool  # hard links to the pool
+    assert len(data["new_rows_csv"].read_text().splitlines()) == 300 + 1
+    root = tmp_path / "root"
+    first, nightly = nightly_runs(Code("project", REPO), data, root, 1, 0.2)
+    assert first["reconciled"] and nightly["reconciled"], (first["error"], nightly["error"])
+    assert nightly["counts"]["rows_read"] == first["counts"]["rows_read"] + 300
+    encoded = first["counts"]["items_encoded"]
+    assert first["videos_decoded"] >= encoded > 0 and first["videos_reused"] == 0
+    assert nightly["videos_decoded"] == 0 and nightly["videos_reused"] == encoded
+    assert not root.exists()  # removed after the pair
+    runs = [{**first, "rows": 3_000}, {**nightly, "rows": 3_000}]
+    runs += [{**run, "rows": 6_000, "peak_rss_largest_mb": 2 * run["peak_rss_largest_mb"]} for run in runs]
+    assert nightly_ratios(runs) == [
+        "- project, first run: largest process x2.00 from 3,000 to 6,000 rows",
+        "- project, nightly run: largest process x2.00 from 3,000 to 6,000 rows",
+    ]
