@@ -11,7 +11,7 @@ failure.
 With ``--compare`` (on by default) each case is also decoded, in a separate worker process, by a
 plain loop (:func:`plain_decode_loop`: ``av.open``, first video stream, every packet decoded, packets
 the decoder rejects skipped), and the window the sampling definition picks from that loop's frames
-is compared with what the sampler's own decode path (``decode_window``) returns: times and full-size
+is compared with what the sampler's own decode path (``decode_window_pyav``) returns: times and full-size
 RGB pixels. A case the plain loop samples (at least one frame, within ``max_pixels``) that the sampler
 does not sample is ``missed``; one both sample with different frames is ``different``; both lists
 must stay empty. Four kinds of difference are counted apart, as no sampler that seeks can remove
@@ -289,7 +289,7 @@ def compare_case(path: str, source: str, config_json: str) -> dict:
     it keeps decoded frames alive for a shorter or longer time (``reference_unwritten``, see
     :func:`held_digests`) and whether the sampler's window is the plain loop's window of the
     undamaged ``source`` (``sampler_is_clean``)."""
-    from transforms.decode.pyav_backend import decode_window
+    from transforms.decode.pyav_backend import decode_window_pyav
 
     config = SamplerConfig.from_dict(json.loads(config_json))
 
@@ -301,7 +301,7 @@ def compare_case(path: str, source: str, config_json: str) -> dict:
 
     first = reference()
     try:
-        window = decode_window(path, config)
+        window = decode_window_pyav(path, config)
         sampler = {
             "times": [round(t, 9) for t in window.times],
             "digests": [_digest(f) for f in window.frames],

@@ -36,7 +36,7 @@ def contact_sheet(rows: list[tuple[str, list[bytes]]]) -> Image.Image:
     return sheet
 
 
-def sample_rows(members: dict[str, bytes]) -> list[tuple[str, list[bytes]]]:
+def frames_by_sample(members: dict[str, bytes]) -> list[tuple[str, list[bytes]]]:
     """The rows of one sample's contact sheet from its tar members (name after the key -> bytes).
 
     Item samples (``json`` + ``F.jpg``) give one row labelled ``item ID: title``; train samples

@@ -31,7 +31,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contact_sheet import contact_sheet, sample_rows
+from pipeline.contact_sheet import contact_sheet, frames_by_sample
 from pipeline.summary import format_summary
 from transforms import storage
 from transforms.format import (
@@ -221,7 +221,7 @@ def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
         if members:
             key = next(iter(members))[0]
             target = os.path.join(out_dir, f"{key}.sheet.png")
-            contact_sheet(sample_rows({name: data for (_, name), data in members.items()})).save(target)
+            contact_sheet(frames_by_sample({name: data for (_, name), data in members.items()})).save(target)
             written.append(target)
             members.clear()
 

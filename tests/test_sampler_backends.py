@@ -7,7 +7,7 @@ import pytest
 
 from tests.test_sampler_exact import decodable_files
 from transforms.decode.ffmpeg_backend import decode_window_ffmpeg, find_ffmpeg
-from transforms.decode.pyav_backend import decode_window
+from transforms.decode.pyav_backend import decode_window_pyav
 from transforms.decode.sampler import sample_video
 from transforms.decode.types import SamplerConfig
 
@@ -19,7 +19,7 @@ TIMESTAMPLESS = {"mediabunny__avc-aac.avi", "mmaction2__test.avi"}
 
 
 def assert_backends_agree(path, config: SamplerConfig) -> None:
-    by_pyav = decode_window(str(path), config)
+    by_pyav = decode_window_pyav(str(path), config)
     by_ffmpeg = decode_window_ffmpeg(str(path), config)
     assert [round(t, 6) for t in by_ffmpeg.times] == [round(t, 6) for t in by_pyav.times], path.name
     assert by_ffmpeg.rotation == by_pyav.rotation, path.name

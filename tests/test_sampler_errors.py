@@ -16,7 +16,7 @@ from PIL import Image
 from benchmarks.fuzz_sampler import compare_case, mutate, plain_decode_loop, reference_window
 from pipeline.summary import format_summary
 from transforms.decode.isolated_sampler import IsolatedSampler
-from transforms.decode.pyav_backend import decode_window
+from transforms.decode.pyav_backend import decode_window_pyav
 from transforms.decode.sampler import IO_ATTEMPTS, sample_video
 from transforms.decode.types import SamplerConfig, VideoError
 
@@ -130,7 +130,7 @@ def test_a_damaged_vp9_header_is_sampled_like_a_plain_decode_loop(shared_data, t
     config = SamplerConfig(size=(32, 32))
     assert sum(1 for _ in plain_decode_loop(str(target))) >= 20
     assert _frames_with_one_thread(target) == 0
-    forced = decode_window(str(target), SamplerConfig(size=(32, 32), threads=1))  # redone plainly
+    forced = decode_window_pyav(str(target), SamplerConfig(size=(32, 32), threads=1))  # redone plainly
     answer = compare_case(str(target), str(source), json.dumps(config.to_dict()))
     assert [round(t, 9) for t in forced.times] == answer["reference"]["times"]
     assert "error" not in answer["sampler"]

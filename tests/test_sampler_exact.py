@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from transforms.decode.frame_render import frame_rotation, frame_to_rgb
-from transforms.decode.pyav_backend import decode_window
+from transforms.decode.pyav_backend import decode_window_pyav
 from transforms.decode.sampler import sample_video
 from transforms.decode.sampling_window import choose_window
 from transforms.decode.types import SamplerConfig, VideoError
@@ -78,7 +78,7 @@ def reference_window(path: Path, config: SamplerConfig) -> tuple[list[float], li
 
 
 def assert_same_as_reference(path: Path, config: SamplerConfig) -> str:
-    window = decode_window(str(path), config)
+    window = decode_window_pyav(str(path), config)
     ref_times, ref_images = reference_window(path, config)
     assert [round(t, 9) for t in window.times] == [round(t, 9) for t in ref_times], path.name
     for k, (got, expected) in enumerate(zip(window.frames, ref_images, strict=True)):

@@ -295,7 +295,7 @@ def decode_window_ffmpeg(
     path: str | None = None,
 ) -> DecodedWindow:
     """The chosen frames of a local video, decoded by the ffmpeg CLI, each passed through ``convert``
-    (default: full-size upright RGB, as :func:`transforms.decode.pyav_backend.decode_window`)."""
+    (default: full-size upright RGB, as :func:`transforms.decode.pyav_backend.decode_window_pyav`)."""
     deadline = time.monotonic() + config.timeout_s
     own_source = source is None
     if own_source:

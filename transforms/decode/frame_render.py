@@ -117,8 +117,9 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def jpeg_renderer(config: SamplerConfig) -> Callable[[av.VideoFrame, int, Any], bytes]:
-    """``convert(frame, rotation, info)`` for the backends' ``decode_window`` that renders output JPEGs
-    (``info`` is the stream's :class:`transforms.decode.container.VideoInfo`, for its pixel aspect ratio)."""
+    """``convert(frame, rotation, info)`` for ``decode_window_pyav`` and ``decode_window_ffmpeg`` that
+    renders output JPEGs (``info`` is the stream's :class:`transforms.decode.container.VideoInfo`, for
+    its pixel aspect ratio)."""
 
     def render(frame: av.VideoFrame, rotation: int, info: Any) -> bytes:
         return encode_jpeg(render_rgb(frame, rotation, info.sample_aspect, config), config.jpeg_quality)

@@ -118,7 +118,7 @@ def _linear_window(
 # ---------------------------------------------------------------- orchestration
 
 
-def _decode_window(source: CountingReader, uri: str, config: SamplerConfig, convert) -> DecodedWindow:
+def _decode_from_source(source: CountingReader, uri: str, config: SamplerConfig, convert) -> DecodedWindow:
     deadline = Deadline(uri, config.timeout_s)
     errors = ErrorCount()
     container, stream = open_video_stream(source, uri, config)
@@ -145,7 +145,7 @@ def _decode_window(source: CountingReader, uri: str, config: SamplerConfig, conv
     return window
 
 
-def decode_window(
+def decode_window_pyav(
     uri: str,
     config: SamplerConfig,
     convert: Callable[[av.VideoFrame, int, VideoInfo], Any] | None = None,
@@ -162,7 +162,7 @@ def decode_window(
     if own_source:
         source = open_source(uri)
     try:
-        return _decode_window(source, uri, config, convert or frame_to_rgb)
+        return _decode_from_source(source, uri, config, convert or frame_to_rgb)
     except VideoError:
         raise
     except (av.error.FFmpegError, MemoryError) as exc:
@@ -179,5 +179,5 @@ def decode_window(
 def sample_with_pyav(uri: str, config: SamplerConfig) -> FrameSample:
     started = (time.monotonic(), time.process_time())
     with open_source(uri) as source:
-        window = decode_window(uri, config, jpeg_renderer(config), source)
+        window = decode_window_pyav(uri, config, jpeg_renderer(config), source)
         return to_frame_sample(window, config, source, started)
