@@ -104,6 +104,7 @@ def finish_dataset(
         num_users=counts["users_kept"],
         max_seq_len=config.max_seq_len,
         item_shards=item_shards,
+        train_frames=config.train_frames,
         train_shards=train_shards,
         tables={name: [p for p in table_parts if p["table"] == name] for name in TABLES},
         counts=counts,
@@ -200,7 +201,12 @@ def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> W
         beam.pvalue.AsSingleton(excluded_items_of(excluded)),
     )
     users = sequences | "UserShards" >> WriteUserShards(
-        lookup, config.output, config.max_seq_len, config.shard_max_samples, config.shard_max_bytes
+        lookup,
+        config.output,
+        config.max_seq_len,
+        config.shard_max_samples,
+        config.shard_max_bytes,
+        config.train_frames,
     )
     tables = (items["tables"], users["tables"]) | "AllTableParts" >> beam.Flatten()
     return WrittenFiles(items["shards"], users["shards"], tables)

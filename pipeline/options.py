@@ -17,6 +17,7 @@ from pipeline.flags import (
     sampler_settings,
 )
 from pipeline.versions import DEFAULT_LEASE_TTL_S
+from transforms.format import DEFAULT_TRAIN_FRAMES, TRAIN_FRAMES_LAYOUTS
 from transforms.interactions import FORMATS
 from transforms.timestamps import DEFAULT_TIMESTAMP_FORMAT, TIMESTAMP_FORMATS
 
@@ -60,6 +61,7 @@ class IngestConfig:
         new_items_after: hold out the items first interacted with after this time (epoch ms) instead.
         shard_max_samples: most samples per item or train shard.
         shard_max_bytes: most bytes per shard (a single bigger sample gets a shard of its own).
+        train_frames: train samples hold item indices only (``reference``) or also frames (``embedded``).
         sampler: frame-sampler settings as ``SamplerConfig`` keyword arguments.
         work_dir: scratch folder for frame fragments (default ``OUTPUT/_work``), removed at the end.
         dataset_root: write a new version under this dataset root and publish it as ``LATEST``
@@ -93,6 +95,7 @@ class IngestConfig:
     new_items_after: int | None = None
     shard_max_samples: int = DEFAULT_SHARD_MAX_SAMPLES
     shard_max_bytes: int = DEFAULT_SHARD_MAX_BYTES
+    train_frames: str = DEFAULT_TRAIN_FRAMES
     sampler: dict = field(default_factory=dict)
     work_dir: str | None = None
     dataset_root: str | None = None
@@ -279,6 +282,13 @@ def parser() -> argparse.ArgumentParser:
         help="most bytes per shard (a bigger single sample gets a shard of its own)",
     )
     out.add_argument(
+        "--train-frames",
+        choices=TRAIN_FRAMES_LAYOUTS,
+        default=DEFAULT_TRAIN_FRAMES,
+        help="reference: train samples hold item indices, frames only in the item shards; embedded: "
+        f"train samples also hold their items' frames (default: {DEFAULT_TRAIN_FRAMES}; docs/FORMAT.md)",
+    )
+    out.add_argument(
         "--work-dir",
         default=None,
         metavar="DIR",
@@ -328,6 +338,7 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         new_items_after=args.new_items_after,
         shard_max_samples=args.shard_max_samples,
         shard_max_bytes=args.shard_max_bytes,
+        train_frames=args.train_frames,
         sampler=sampler_settings(args),
         work_dir=args.work_dir,
         dataset_root=args.dataset_root.rstrip("/") if args.dataset_root else None,

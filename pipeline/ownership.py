@@ -43,7 +43,7 @@ CREATED_BY = "videorec-pipeline"
 
 # Names the project gives the files of a dataset folder (relative paths), besides what a manifest lists.
 _OWN_NAMES = re.compile(
-    r"^(manifest\.json|run_stats\.json|items/items-\d{6}\.tar|train/train-\d{6}\.tar"
+    r"^(manifest\.json|run_stats\.json|items/items-\d{6}\.tar|train/train-\d{6}\.tar(\.gz)?"
     r"|tables/(items|sequences)/part-\d{5}\.parquet|failures/part-\d{5}\.jsonl|_work/.*)"
     r"(\.tmp-\d+-\d+)?$"
 )

@@ -76,6 +76,7 @@ def test_keys_are_safe_and_reversible():
 def good_manifest() -> dict:
     return {
         "format_version": fmt.FORMAT_VERSION,
+        "train_frames": fmt.TRAIN_FRAMES_REFERENCE,
         "dataset_version": "v",
         "num_items": 2,
         "num_users": 1,
@@ -100,7 +101,7 @@ def test_manifest_checks_name_every_problem():
     assert fmt.manifest_problems(good_manifest()) == []
     assert fmt.parse_manifest(json.dumps(good_manifest()).encode(), "m") == good_manifest()
     old = {**good_manifest(), "format_version": 1}
-    assert fmt.manifest_problems(old) == ["format_version is 1, this code reads 2"]
+    assert fmt.manifest_problems(old) == ["format_version is 1, this code reads 2 and 3"]
     broken = good_manifest()
     broken["tables"]["sequences"] = "sequences.parquet"
     broken["counts"]["rows_read"] = 9

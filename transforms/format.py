@@ -13,7 +13,18 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (2, 3)
+"""Format versions this code reads: 2 (train samples always embed their frames) and 3 (``train_frames``)."""
+
+TRAIN_FRAMES_REFERENCE = "reference"
+"""Train samples hold the user's window of item indices only; frames live in the item shards alone."""
+TRAIN_FRAMES_EMBEDDED = "embedded"
+"""Train samples also hold the frames of each distinct item in the window (the layout of version 2)."""
+TRAIN_FRAMES_LAYOUTS = (TRAIN_FRAMES_REFERENCE, TRAIN_FRAMES_EMBEDDED)
+DEFAULT_TRAIN_FRAMES = TRAIN_FRAMES_EMBEDDED
+"""``videorec ingest --train-frames`` default. Becomes :data:`TRAIN_FRAMES_REFERENCE` (the documented
+default) once the trainer reads reference-layout datasets (issue 20)."""
 
 MANIFEST_FILE = "manifest.json"
 RUN_STATS_FILE = "run_stats.json"
@@ -21,6 +32,8 @@ LATEST_FILE = "LATEST"
 VERSIONS_DIR = "versions"
 ITEM_SHARD_PATTERN = "items/items-{:06d}.tar"
 TRAIN_SHARD_PATTERN = "train/train-{:06d}.tar"
+COMPRESSED_TRAIN_SHARD_PATTERN = "train/train-{:06d}.tar.gz"
+"""Train shards of the ``reference`` layout: JSON-only tars, gzip-compressed (:func:`train_shard_pattern`)."""
 TABLE_PART_PATTERN = "tables/{table}/part-{bucket:05d}.parquet"
 FAILURE_PART_PATTERN = "failures/part-{:05d}.jsonl"
 
@@ -235,16 +248,36 @@ def manifest_problems(manifest: Mapping) -> list[str]:
 
 def manifest_shape_problems(manifest) -> list[str]:
     """What makes ``manifest`` not a manifest this code can read at all (its counts aside): not an
-    object, another format version, a field missing, or ``tables`` / ``shards`` / ``counts`` /
+    object, a format version not in :data:`READABLE_FORMAT_VERSIONS`, a version-3 manifest without a
+    known ``train_frames``, a field missing, or ``tables`` / ``shards`` / ``counts`` /
     ``failures`` not of their type (``tables: []``, ``shards: null``...)."""
     return _unreadable(manifest) or _part_problems(manifest)
+
+
+def train_shard_pattern(train_frames: str) -> str:
+    """The train shard file pattern of a layout: ``reference`` shards are gzip-compressed tars."""
+    return COMPRESSED_TRAIN_SHARD_PATTERN if train_frames == TRAIN_FRAMES_REFERENCE else TRAIN_SHARD_PATTERN
+
+
+def train_frames_of(manifest: Mapping) -> str:
+    """The train-sample layout of a readable manifest: its ``train_frames`` (version 3), or
+    :data:`TRAIN_FRAMES_EMBEDDED` for version 2, which had no other layout."""
+    if manifest.get("format_version") == 2:
+        return TRAIN_FRAMES_EMBEDDED
+    return manifest["train_frames"]
 
 
 def _unreadable(manifest) -> list[str]:
     if not isinstance(manifest, Mapping):
         return ["the manifest is not a JSON object"]
-    if manifest.get("format_version") != FORMAT_VERSION:
-        return [f"format_version is {manifest.get('format_version')!r}, this code reads {FORMAT_VERSION}"]
+    version = manifest.get("format_version")
+    if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
+        readable = " and ".join(map(str, READABLE_FORMAT_VERSIONS))
+        return [f"format_version is {version!r}, this code reads {readable}"]
+    if version >= 3 and manifest.get("train_frames") not in TRAIN_FRAMES_LAYOUTS:
+        return [
+            f"train_frames is {manifest.get('train_frames')!r}, not one of {', '.join(TRAIN_FRAMES_LAYOUTS)}"
+        ]
     problems = [
         f"{field} is missing"
         for field in ("dataset_version", "num_items", "num_users", "tables", "shards", "counts", "failures")

@@ -13,6 +13,7 @@ from transforms.format import (
     MANIFEST_FILE,
     TRAIN_SHARDS,
     is_manifest_path,
+    train_shard_pattern,
 )
 from transforms.reconcile import ReconciliationError, check_summaries, reconcile
 
@@ -35,6 +36,7 @@ def build_manifest(
     num_items: int,
     num_users: int,
     max_seq_len: int,
+    train_frames: str,
     item_shards: list[dict],
     train_shards: list[dict],
     tables: Mapping[str, list[dict]],
@@ -49,7 +51,7 @@ def build_manifest(
     the failures parts; both are listed in path order.
     """
     reconcile(counts)
-    check_summaries(item_shards, train_shards, tables, failures)
+    check_summaries(item_shards, train_shards, tables, failures, train_shard_pattern(train_frames))
     document = {
         "format_version": FORMAT_VERSION,
         "created_by": CREATED_BY,
@@ -59,6 +61,7 @@ def build_manifest(
         "num_items": num_items,
         "num_users": num_users,
         "max_seq_len": max_seq_len,
+        "train_frames": train_frames,
         "tables": {name: sorted(p["path"] for p in parts) for name, parts in tables.items()},
         "table_files": {
             name: _by_path(parts, ("path", "rows", "bytes", "sha256")) for name, parts in tables.items()

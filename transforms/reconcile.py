@@ -129,17 +129,22 @@ def _planned_shards(kind: str, shards: list[dict], parts: list[dict]) -> list[st
 
 
 def check_summaries(
-    item_shards: list[dict], train_shards: list[dict], tables: Mapping[str, list[dict]], failures: list[dict]
+    item_shards: list[dict],
+    train_shards: list[dict],
+    tables: Mapping[str, list[dict]],
+    failures: list[dict],
+    train_pattern: str = TRAIN_SHARD_PATTERN,
 ) -> None:
     """Raise :class:`ReconciliationError` unless the shard and part summaries describe each file once
-    and the shards are exactly those their buckets planned (see the module docstring)."""
+    and the shards are exactly those their buckets planned (see the module docstring); train shards
+    are named like ``train_pattern`` (``transforms.format.train_shard_pattern`` of the layout)."""
     problems = []
     groups = [item_shards, train_shards, *tables.values(), failures]
     twice = [path for path, n in Counter(p["path"] for group in groups for p in group).items() if n > 1]
     if twice:
         problems.append(f"summarised more than once: {_named(twice)}")
     problems += _shard_numbers(item_shards, ITEM_SHARD_PATTERN)
-    problems += _shard_numbers(train_shards, TRAIN_SHARD_PATTERN)
+    problems += _shard_numbers(train_shards, train_pattern)
     problems += _planned_shards("item", item_shards, tables.get(ITEMS_TABLE, []))
     sequence_parts = tables.get(SEQUENCES_TABLE, [])
     problems += _planned_shards("train", train_shards, sequence_parts)

@@ -2,10 +2,14 @@
 
 Kept users are hashed into buckets (:mod:`transforms.buckets`), ranked, and each bucket writes
 its part of the sequences table and its train shards: one sample per user with a training
-window, its window as JSON plus the frames of its items. Shards are cut by exact sample byte size
-and count inside the bucket and numbered by a prefix sum over buckets, so names and contents never
-depend on the runner. Only IDs move through the shuffle: each train shard's frames are read back
-from the item shards, sorted by offset and coalesced into few ranged reads per item shard.
+window, its window as JSON, and in the ``embedded`` layout the frames of its items too (the
+``reference`` layout leaves frames in the item shards alone; docs/FORMAT.md). Shards are cut by
+exact sample byte size and count inside the bucket and numbered by a prefix sum over buckets, so
+names and contents never depend on the runner (``reference`` shards are gzip-compressed tars:
+mostly zero header and padding blocks around a few hundred bytes of JSON). Only IDs move through
+the shuffle: in the ``embedded`` layout each train shard's frames are read back from the item
+shards, sorted by offset and coalesced into few ranged reads per item shard; the ``reference``
+layout reads no item shard.
 Memory: one bucket's sequences plus one train shard's distinct item frames per worker.
 """
 
@@ -19,7 +23,8 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import ranged_reads, storage
+from blobstore import ranged_reads
+from transforms import storage
 from transforms.buckets import (
     CountBuckets,
     FirstShardNumbers,
@@ -31,11 +36,13 @@ from transforms.buckets import (
 from transforms.format import (
     ITEM_SHARD_PATTERN,
     SEQUENCES_TABLE,
-    TRAIN_SHARD_PATTERN,
+    TRAIN_FRAMES_EMBEDDED,
+    TRAIN_FRAMES_LAYOUTS,
     is_frame_member,
     metadata_member,
     sanitize_key,
     train_frame_member,
+    train_shard_pattern,
 )
 from transforms.item_lookup import ItemLookup
 from transforms.reconcile import PLANNED_SHARDS, TRAIN_SAMPLES
@@ -85,11 +92,12 @@ def distinct_items(sample: TrainSample) -> list[tuple[str, int]]:
     return sorted(set(zip(sample.item_ids, sample.item_indices, strict=True)), key=lambda pair: pair[1])
 
 
-def sample_members(sample: TrainSample, items: ItemLookup) -> list[tuple[str, int]]:
-    """``(member name, size)`` of the sample: its JSON, then frame j of each distinct item with frames."""
+def sample_members(sample: TrainSample, items: ItemLookup, embed_frames: bool) -> list[tuple[str, int]]:
+    """``(member name, size)`` of the sample: its JSON, then (``embed_frames``) frame j of each
+    distinct item with frames."""
     key = sanitize_key(sample.user_id)
     members = [(metadata_member(key), len(sample_json(sample)))]
-    for item_id, index in distinct_items(sample):
+    for item_id, index in distinct_items(sample) if embed_frames else ():
         members += [
             (train_frame_member(key, index, j), size) for j, size in enumerate(items.frames_of(item_id)[3])
         ]
@@ -121,14 +129,16 @@ def ranked_users(first: int, packed: Sequence[bytes], items: ItemLookup, max_seq
     return users
 
 
-def cut_user_bucket(bucket, first, packed, items: ItemLookup, max_seq_len, max_samples, max_bytes):
+def cut_user_bucket(
+    bucket, first, packed, items: ItemLookup, max_seq_len, max_samples, max_bytes, embed_frames
+):
     """``(bucket, first user index, packed sequences in rank order, shard starts over the samples)``.
 
     The bucket leaves as bytes (cheap to encode and hold between stages); the writer rebuilds the
     samples from them.
     """
     users = ranked_users(first, packed, items, max_seq_len)
-    sizes = [sample_size(sample_members(s, items)) for _, _, s in users if s is not None]
+    sizes = [sample_size(sample_members(s, items, embed_frames)) for _, _, s in users if s is not None]
     return bucket, first, tuple(packed), (cut_shards(sizes, max_samples, max_bytes) if sizes else [])
 
 
@@ -136,9 +146,11 @@ class _WriteUserBucket(beam.DoFn):
     """(bucket, first user index, packed sequences, shard starts) -> ``shards`` (train ShardInfo dicts),
     ``tables`` (sequences part info)."""
 
-    def __init__(self, dataset_dir: str, max_seq_len: int):
+    def __init__(self, dataset_dir: str, max_seq_len: int, train_frames: str):
         self.dataset_dir = dataset_dir
         self.max_seq_len = max_seq_len
+        self.embed_frames = train_frames == TRAIN_FRAMES_EMBEDDED
+        self.pattern = train_shard_pattern(train_frames)
         self.samples_written = Metrics.counter("videorec", "train_samples")
 
     def process(self, cut, items: ItemLookup, first_shard: dict[int, int]):
@@ -148,14 +160,18 @@ class _WriteUserBucket(beam.DoFn):
         planned = {}  # shard path -> samples the cut put in it, for reconciliation
         for number, (start, end) in enumerate(shard_ranges(starts, len(samples))):
             shard_samples = samples[start:end]
-            frames = read_item_frames(self.dataset_dir, items, (i for s in shard_samples for i in s.item_ids))
-            shard_path = TRAIN_SHARD_PATTERN.format(first_shard[bucket] + number)
+            frames = {}
+            if self.embed_frames:
+                frames = read_item_frames(
+                    self.dataset_dir, items, (i for s in shard_samples for i in s.item_ids)
+                )
+            shard_path = self.pattern.format(first_shard[bucket] + number)
             planned[shard_path] = end - start
-            with TarShardWriter(self.dataset_dir, shard_path) as shard:
+            with TarShardWriter(self.dataset_dir, shard_path, compress=not self.embed_frames) as shard:
                 for sample in shard_samples:
                     key = sanitize_key(sample.user_id)
                     shard.add(metadata_member(key), sample_json(sample))
-                    for item_id, index in distinct_items(sample):
+                    for item_id, index in distinct_items(sample) if self.embed_frames else ():
                         for j, frame in enumerate(frames.get(item_id, ())):
                             shard.add(train_frame_member(key, index, j), frame)
                     shard.end_sample()
@@ -177,20 +193,31 @@ class WriteUserShards(beam.PTransform):
     dicts, "tables": sequences part infos}.
 
     ``items`` is the singleton PCollection of the ``ItemLookup``: each item's index and frames.
+    ``train_frames`` is the layout (``transforms.format.TRAIN_FRAMES_LAYOUTS``): ``embedded`` copies
+    each window's frames into its sample, ``reference`` writes the JSON alone, gzip-compressed.
     """
 
-    def __init__(self, items, dataset_dir: str, max_seq_len: int, max_samples: int, max_bytes: int):
+    def __init__(
+        self, items, dataset_dir: str, max_seq_len: int, max_samples: int, max_bytes: int, train_frames: str
+    ):
         super().__init__()
+        if train_frames not in TRAIN_FRAMES_LAYOUTS:
+            raise ValueError(
+                f"train_frames is {train_frames!r}, not one of {', '.join(TRAIN_FRAMES_LAYOUTS)}"
+            )
         self.items, self.dataset_dir, self.max_seq_len = items, dataset_dir, max_seq_len
         self.max_samples, self.max_bytes = max_samples, max_bytes
+        self.train_frames, self.embed_frames = train_frames, train_frames == TRAIN_FRAMES_EMBEDDED
 
     def expand(self, sequences):
         items = beam.pvalue.AsSingleton(self.items)
-        max_seq_len = self.max_seq_len
+        max_seq_len, embed_frames = self.max_seq_len, self.embed_frames
         buckets = beam.pvalue.AsSingleton(
             sequences
             | "EstimateSize"
-            >> beam.Map(lambda batch, lookup: _estimated_size(batch, lookup, max_seq_len), items)
+            >> beam.Map(
+                lambda batch, lookup: _estimated_size(batch, lookup, max_seq_len, embed_frames), items
+            )
             | "UserBuckets" >> CountBuckets(self.max_samples, self.max_bytes)
         )
         cut = (
@@ -205,11 +232,12 @@ class WriteUserShards(beam.PTransform):
                 self.max_seq_len,
                 self.max_samples,
                 self.max_bytes,
+                embed_frames,
             )
         )
         first_shard = beam.pvalue.AsSingleton(cut | "FirstShards" >> FirstShardNumbers())
         written = cut | "WriteUserBucket" >> beam.ParDo(
-            _WriteUserBucket(self.dataset_dir, self.max_seq_len), items, first_shard
+            _WriteUserBucket(self.dataset_dir, self.max_seq_len, self.train_frames), items, first_shard
         ).with_outputs("shards", "tables")
         return {"shards": written.shards, "tables": written.tables}
 
@@ -222,10 +250,12 @@ def split_by_user_bucket(batch: tuple[bytes, ...], buckets: int) -> list[tuple[i
     return [(bucket, tuple(packed)) for bucket, packed in sorted(by_bucket.items())]
 
 
-def _estimated_size(batch: tuple[bytes, ...], items: ItemLookup, max_seq_len: int) -> tuple[int, int]:
+def _estimated_size(
+    batch: tuple[bytes, ...], items: ItemLookup, max_seq_len: int, embed_frames: bool
+) -> tuple[int, int]:
     """``(users, sample bytes)`` of a sequence batch, with user index 0 (only the bucket count uses it)."""
     total = 0
     for sequence in batch_sequences(batch):
         sample = make_train_sample(sequence, 0, items, max_seq_len)
-        total += 0 if sample is None else sample_size(sample_members(sample, items))
+        total += 0 if sample is None else sample_size(sample_members(sample, items, embed_frames))
     return len(batch), total

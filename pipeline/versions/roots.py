@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline.versions.errors import InvalidVersion
 from pipeline.versions.folders import folder_at
-from transforms.format import FORMAT_VERSION, LATEST_FILE, MANIFEST_FILE, VERSIONS_DIR
+from transforms.format import LATEST_FILE, MANIFEST_FILE, READABLE_FORMAT_VERSIONS, VERSIONS_DIR
 
 LATEST = LATEST_FILE
 VERSIONS = VERSIONS_DIR
@@ -74,7 +74,7 @@ def resolve_latest(root: str | Path) -> str | None:
 def validate_manifest(version: str | Path, *, verify_sha256: bool = True) -> dict:
     """Check a dataset version folder against its ``manifest.json``; return the parsed manifest.
 
-    Checks: the manifest exists and parses, ``format_version`` is 1, the tables and failure files it
+    Checks: the manifest exists and parses, ``format_version`` is readable, the tables and failure files it
     names exist, and every file it records with a size (shards, ``table_files``, ``failure_files``)
     exists with that byte size and (when ``verify_sha256``) sha256. Sizes come from one listing per
     folder; hashing reads every such file. Deeper checks (tar sample counts, table row counts,
@@ -93,8 +93,10 @@ def validate_manifest(version: str | Path, *, verify_sha256: bool = True) -> dic
     if not isinstance(manifest, dict):
         raise InvalidVersion(folder.url, [f"{MANIFEST} is not a JSON object"])
     problems = []
-    if manifest.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version is {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if manifest.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        problems.append(
+            f"format_version is {manifest.get('format_version')!r}, expected {READABLE_FORMAT_VERSIONS}"
+        )
     files = _ManifestFiles(folder)
     named = [path for parts in (manifest.get("tables") or {}).values() for path in parts]
     named += list(manifest.get("failures") or [])
