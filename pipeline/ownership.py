@@ -189,7 +189,7 @@ def _check_replaceable(output: str, overwrite: bool, flag: str) -> None:
 
 def holds_objects(url: str) -> bool:
     """True when at least one object lies under the ``gs://`` prefix ``url`` (one listing of one object)."""
-    from transforms import gcs
+    from blobstore import gcs
 
     bucket, prefix = gcs.split_gcs_url(url)
     blobs = gcs.gcs_client().list_blobs(bucket, prefix=f"{prefix}/" if prefix else "", max_results=1)

@@ -29,9 +29,10 @@ import threading
 from collections import Counter
 from dataclasses import replace
 
+from blobstore import gcs
 from pipeline import ownership
 from pipeline.options import IngestConfig
-from transforms import gcs, storage
+from transforms import storage
 from transforms.interactions import (
     Interaction,
     parse_parquet,

@@ -16,15 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "transforms", "trainer")
-
-# transforms/decode/video_source.py reads gs:// videos through transforms.ranged_reads (ranged
-# downloads) and other remote videos through Beam with transforms.storage's emulator credentials, both
-# imported inside open_video; docs/ARCHITECTURE.md names this exception.
-DECODE_REACHES_OUT = {
-    ("transforms.decode.video_source", "transforms.ranged_reads"),
-    ("transforms.decode.video_source", "transforms.storage"),
-}
+PACKAGES = ("blobstore", "pipeline", "transforms", "trainer")
+BLOBSTORE = "blobstore"  # the leaf every package may import: files by URL, the GCS client, retries
+GCS_CLIENT_MODULE = "blobstore.gcs"  # the one module that imports google.cloud.storage
 
 
 def project_modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -74,6 +68,32 @@ def import_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, 
                         targets.add(module)
         graph[name] = targets - {name}
     return graph
+
+
+def external_imports(path: Path) -> set[str]:
+    """Every dotted name the absolute import statements of ``path`` name, outside ``if TYPE_CHECKING:``
+    (``from a.b import c`` names ``a.b`` and ``a.b.c``; ``import a.b`` names ``a.b``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skipped = _type_checking_only(tree)
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules_importing(library: str, root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """The project modules whose import statements name ``library`` or one of its modules."""
+    return sorted(
+        name
+        for name, path in project_modules(root, packages).items()
+        if any(_in(imported, library) for imported in external_imports(path))
+    )
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -134,6 +154,11 @@ def loaded_after_importing(modules: list[str]) -> set[str]:
 # package -> (a library it must load, which shows the import worked; libraries it must not load;
 #             project packages it must not load)
 BOUNDARIES = {
+    BLOBSTORE: (
+        "urllib.request",
+        {"apache_beam", "torch", "torchvision", "av", "google.cloud.storage"},
+        {"pipeline", "transforms", "trainer"},
+    ),
     "pipeline": ("apache_beam", {"torch", "torchvision"}, {"trainer"}),
     "transforms": ("apache_beam", {"torch", "torchvision"}, {"pipeline", "trainer"}),
     "transforms.decode": ("av", {"apache_beam", "torch", "torchvision"}, {"pipeline", "trainer"}),
@@ -163,17 +188,36 @@ def test_imports_point_down_the_layers():
     wrong = []
     for module, targets in sorted(graph.items()):
         for target in sorted(targets):
-            if _in(module, "transforms.decode"):
-                allowed = _in(target, "transforms.decode") or (module, target) in DECODE_REACHES_OUT
+            if _in(module, BLOBSTORE):
+                allowed = _in(target, BLOBSTORE)
+            elif _in(module, "transforms.decode"):
+                allowed = _in(target, "transforms.decode") or _in(target, BLOBSTORE)
             elif _in(module, "transforms"):
-                allowed = _in(target, "transforms")
+                allowed = _in(target, "transforms") or _in(target, BLOBSTORE)
             elif _in(module, "trainer"):
-                allowed = _in(target, "trainer") or target == FORMAT
+                allowed = _in(target, "trainer") or target == FORMAT or _in(target, BLOBSTORE)
             else:
                 allowed = not _in(target, "trainer")
             if not allowed:
                 wrong.append(f"{module} -> {target}")
     assert wrong == []
+
+
+def test_the_decoder_imports_nothing_of_transforms_outside_decode():
+    graph = import_graph(REPO_ROOT)
+    assert "blobstore.ranged_reads" in graph["transforms.decode.video_source"]  # gs:// videos: the leaf
+    reaching_out = sorted(
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        if _in(module, "transforms.decode")
+        for target in targets
+        if _in(target, "transforms") and not _in(target, "transforms.decode")
+    )
+    assert reaching_out == []
+
+
+def test_only_the_blob_store_imports_the_gcs_client_library():
+    assert modules_importing("google.cloud.storage", REPO_ROOT) == [GCS_CLIENT_MODULE]
 
 
 def test_import_graph_reader_and_cycle_finder_on_a_small_tree(tmp_path):
@@ -197,6 +241,10 @@ def test_import_graph_reader_and_cycle_finder_on_a_small_tree(tmp_path):
         "pkg.sub.d": {"pkg.sub.c"},
     }
     assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
+    (package / "e.py").write_text("def client():\n    from google.cloud import storage\n")
+    (package / "f.py").write_text("import google.cloud.storage.retry\nimport google.cloud.storage_other\n")
+    (package / "g.py").write_text("from google.cloud.storage import Client\n")
+    assert modules_importing("google.cloud.storage", tmp_path, ("pkg",)) == ["pkg.e", "pkg.f", "pkg.g"]
 
 
 def test_no_import_cycles():

@@ -12,9 +12,9 @@ import random
 
 import pytest
 
+from blobstore import ranged_reads
+from blobstore.gcs import gcs_client
 from tests.byte_counting_proxy import CountingProxy
-from transforms import ranged_reads
-from transforms.gcs import gcs_client
 
 BUCKET = "ranged-reads"
 BIG = 24 * 1024 * 1024

@@ -15,8 +15,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from blobstore import retries
+from blobstore.gcs import open_blob_at
 from tests.fixtures_dataset import solid_frames, write_dataset
-from trainer import storage
 from trainer.config import DataConfig
 from trainer.data import ItemStream, StreamPosition, TrainStream, expand_shard_urls
 from trainer.dataset import load_dataset
@@ -237,7 +238,7 @@ def _flaky_server(root: Path, always_fail: tuple[str, ...] = ()):
 
 
 def test_shard_reads_are_retried_and_resumed_at_the_byte_they_reached(dataset_dir, monkeypatch):
-    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(retries, "BACKOFF_S", 0.01)
     server, requests = _flaky_server(dataset_dir.parent)
     try:
         base = f"http://127.0.0.1:{server.server_port}/{dataset_dir.name}"
@@ -251,8 +252,8 @@ def test_shard_reads_are_retried_and_resumed_at_the_byte_they_reached(dataset_di
 
 
 def test_a_shard_that_keeps_failing_is_counted_as_a_failed_read(dataset_dir, monkeypatch):
-    monkeypatch.setattr(storage, "BACKOFF_S", 0.01)
-    monkeypatch.setattr(storage, "RETRIES", 2)
+    monkeypatch.setattr(retries, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(retries, "RETRIES", 2)
     server, requests = _flaky_server(dataset_dir.parent, always_fail=("train-000001.tar",))
     try:
         dataset = load_dataset(f"http://127.0.0.1:{server.server_port}/{dataset_dir.name}")
@@ -276,7 +277,7 @@ def test_reads_shards_from_gcs(dataset_dir, gcs_emulator):
     _read_everything("gs://videorec-train/datasets/ds")
     # a broken GCS read resumes with a ranged read at the byte it reached
     tar = (dataset_dir / "train/train-000000.tar").read_bytes()
-    tail, size = storage._open_gcs_at("gs://videorec-train/datasets/ds/train/train-000000.tar", 1000)
+    tail, size = open_blob_at("gs://videorec-train/datasets/ds/train/train-000000.tar", 1000)
     with tail:
         assert tail.read() == tar[1000:] and size == len(tar)
     # a root holding LATEST also resolves over GCS (the layout is ROOT/versions/<id>)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from blobstore.gcs import gcs_client, split_gcs_url
 from pipeline import versions
 from pipeline.versions import (
     InvalidVersion,
@@ -42,7 +43,6 @@ from pipeline.versions import (
     validate_manifest,
     version_url,
 )
-from transforms.gcs import gcs_client, split_gcs_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

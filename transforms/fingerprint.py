@@ -26,7 +26,7 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
-from transforms import gcs
+from blobstore import gcs
 from transforms.decode.video_source import is_local, local_path
 from transforms.failures import failure
 

@@ -17,7 +17,8 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import ranged_reads, storage
+from blobstore import ranged_reads
+from transforms import storage
 from transforms.format import is_frame_member, item_frame_member, metadata_member, sanitize_key
 from transforms.tar_shards import encode_members, read_members
 

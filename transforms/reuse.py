@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms import ranged_reads
+from blobstore import ranged_reads
 from transforms.failures import failure
 from transforms.format import ITEM_FAILURES_TABLE, is_frame_member, is_metadata_member
 from transforms.item_facts import ItemFacts, previous_facts

@@ -4,13 +4,13 @@ Every path the ingest job touches goes through these helpers, so the same code r
 and on Dataflow. Writes are atomic: a local file is written to a temporary sibling and renamed; a
 GCS object only becomes visible when its upload is finalised, so it is written in place, and a write
 that fails cancels its upload (:func:`_abort_upload`) rather than finalising a truncated object. Byte ranges
-are read by :mod:`transforms.ranged_reads`; what Beam does not expose (GCS object metadata,
-generations, conditional writes, ranged downloads) goes through the client in :mod:`transforms.gcs`.
+are read by :mod:`blobstore.ranged_reads`; what Beam does not expose (GCS object metadata,
+generations, conditional writes, ranged downloads) goes through the blob store's client
+(:mod:`blobstore.gcs`).
 
-Storage emulator: when ``STORAGE_EMULATOR_HOST`` is set (the documented convention of the Google
-Cloud client libraries for talking to an emulator), Beam is told there are no credentials, so its
-GCS client connects anonymously at once instead of retrying the credential lookup for ~25 s.
-Nothing changes when the variable is unset.
+Storage emulator: when ``STORAGE_EMULATOR_HOST`` is set (:func:`blobstore.gcs.emulator_host`), Beam
+is told there are no credentials, so its GCS client connects anonymously at once instead of
+retrying the credential lookup for ~25 s. Nothing changes when the variable is unset.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import BinaryIO
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from blobstore.gcs import emulator_host
+
 _EMULATOR_LOCK = threading.Lock()
 _emulator_configured = False
 
@@ -34,7 +36,7 @@ _emulator_configured = False
 def use_emulator_credentials_if_configured() -> None:
     """Make Beam's GCS client anonymous when ``STORAGE_EMULATOR_HOST`` points at an emulator."""
     global _emulator_configured
-    if _emulator_configured or not os.environ.get("STORAGE_EMULATOR_HOST"):
+    if _emulator_configured or not emulator_host():
         return
     from apache_beam.internal.gcp import auth
 

@@ -24,8 +24,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from blobstore.gcs import gcs_client, split_gcs_url
 from pipeline.versions.errors import VersionError
-from transforms.gcs import gcs_client, split_gcs_url
 
 SWAP_LOCK = ".swap.lock"
 

@@ -1,4 +1,5 @@
 """Video decoding: exact middle frames of one video as JPEGs (sampler, backends, window, render, worker).
 
-Must not import Beam, torch or other ``transforms`` modules (but ``ranged_reads`` and ``storage``, lazily, for remote videos).
+Must not import Beam, torch or any other ``transforms`` module; ``gs://`` videos are read through the
+blob store (``blobstore``).
 """

@@ -1,8 +1,8 @@
-"""Seekable, byte-counting file objects for videos on local disk, ``gs://`` or another Beam filesystem.
+"""Seekable, byte-counting file objects for videos on local disk or ``gs://``.
 
 The decoder reads through these, so only the byte ranges it asks for are fetched (a keyframe seek in
 an indexed MP4 reads the index and one GOP, not the file); ``bytes_read`` reports how much that was.
-A ``gs://`` video is read with ranged downloads (:class:`transforms.ranged_reads.GcsRangeReader`), and
+A ``gs://`` video is read with ranged downloads (:class:`blobstore.ranged_reads.GcsRangeReader`), and
 ``bytes_read`` is what those transferred, readahead included.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import os
+
+from blobstore.ranged_reads import GcsRangeReader
 
 IO_ERROR_MODULES = ("google.api_core", "google.auth", "google.resumable_media", "requests", "urllib3")
 """Packages whose exceptions mean storage or network trouble (the GCS client and its transport)."""
@@ -96,7 +98,8 @@ def open_video(uri: str) -> CountingReader:
     """Open ``uri`` for reading.
 
     Raises:
-        FileNotFoundError: nothing exists at ``uri``.
+        FileNotFoundError: nothing exists at ``uri``, or ``uri`` is neither local nor ``gs://`` (no
+            other store is read).
     """
     if is_local(uri):
         path = local_path(uri)
@@ -105,21 +108,6 @@ def open_video(uri: str) -> CountingReader:
         return CountingReader(open(path, "rb", buffering=0), os.path.getsize(path))
 
     if uri.startswith("gs://"):
-        from transforms.ranged_reads import GcsRangeReader
-
         raw = GcsRangeReader(uri)
         return CountingReader(raw, raw.size)
-
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    from transforms import storage
-
-    storage.use_emulator_credentials_if_configured()
-    matches = FileSystems.match([uri])[0].metadata_list
-    if not matches:
-        raise FileNotFoundError(f"no such video object: {uri}")
-    raw = FileSystems.open(
-        uri, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
-    )
-    return CountingReader(raw, matches[0].size_in_bytes)
+    raise FileNotFoundError(f"cannot open {uri}: videos are read from local paths, file:// or gs:// only")

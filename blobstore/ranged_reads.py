@@ -3,7 +3,7 @@
 :func:`read_ranges` plans coalesced requests (:func:`coalesce`) for the ranges of one file;
 :class:`GcsRangeReader` is a seekable reader over one ``gs://`` object with a growing readahead (the
 decoder reads ``gs://`` videos through it). On ``gs://`` every request is one ranged download
-(:func:`transforms.gcs.download_range`), so a read of N bytes moves about N bytes; Beam's reader
+(:func:`blobstore.gcs.download_range`), so a read of N bytes moves about N bytes; Beam's reader
 would fetch a whole 16 MiB buffer for each.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import io
 
-from transforms import storage
-from transforms.gcs import READ_RETRY, download_range, gcs_client, split_gcs_url
+from blobstore.gcs import download_range, gcs_client, read_retry, split_gcs_url
+from blobstore.urls import scheme_of
 
 COALESCE_GAP = 64 * 1024
 """:func:`read_ranges` joins two ranges into one request when at most this many unrequested bytes
@@ -81,13 +81,13 @@ def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:
 
     Ranges are sorted and those that touch, overlap or lie within :data:`COALESCE_GAP` bytes of each
     other are read with one request (:func:`coalesce`); on ``gs://`` each request is one ranged
-    download, retried with bounded backoff on transient errors; a local file is read with
-    seek+read, and another Beam filesystem through ``FileSystems.open``. Bytes moved: the sum of the
-    sizes plus at most ``COALESCE_GAP`` per join.
+    download, retried with bounded backoff on transient errors; a local path (or ``file://``) is
+    read with seek+read. Bytes moved: the sum of the sizes plus at most ``COALESCE_GAP`` per join.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         EOFError: the file ends before the end of a range.
+        ValueError: ``path`` is neither local nor ``gs://``.
     """
     plan = coalesce(ranges)
     out: list[bytes] = [b""] * len(ranges)
@@ -98,15 +98,14 @@ def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:
 
             def fetch(start: int, end: int) -> bytes:
                 return download_range(blob, start, end, path)
-        else:
-            if storage.is_remote(path):
-                handle = stack.enter_context(storage.open_read(path))
-            else:
-                handle = stack.enter_context(open(path, "rb"))
+        elif scheme_of(path) in ("", "file"):
+            handle = stack.enter_context(open(path.removeprefix("file://"), "rb"))
 
             def fetch(start: int, end: int) -> bytes:
                 handle.seek(start)
                 return handle.read(end - start)
+        else:
+            raise ValueError(f"cannot read byte ranges of {path}: only local paths and gs:// are supported")
 
         for start, end, indices in plan:
             data = fetch(start, end) if end > start else b""
@@ -136,7 +135,7 @@ class GcsRangeReader(io.RawIOBase):
         super().__init__()
         bucket_name, name = split_gcs_url(url)
         bucket = gcs_client().bucket(bucket_name)
-        found = bucket.get_blob(name, retry=READ_RETRY)
+        found = bucket.get_blob(name, retry=read_retry())
         if found is None:
             raise FileNotFoundError(f"no such object: {url}")
         self.url = url
