@@ -22,11 +22,12 @@ from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
 from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES
-from transforms.item_catalog import ItemCatalog, parse_titles
+from transforms.item_catalog import ItemCatalog
 from transforms.item_facts import WriteItemFailures
 from transforms.item_filter import CountItemInteractions, DroppedItemRecords, NeededItems, rare_items
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames
+from transforms.keyed_csv import TITLES, ReadKeyedCsv
 from transforms.manifest import build_manifest, write_manifest
 from transforms.new_items import ChooseNewItems
 from transforms.read_interactions import FAILED, VALID, ReadInteractions
@@ -187,12 +188,10 @@ def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> W
     popularity = sequences | "Popularity" >> CountKeys(
         lambda batch: [item for s in batch_sequences(batch) for item in s.item_ids[:-2]]
     )
-    titles = (
-        pipeline
-        | "TitlesFile" >> beam.Create([config.titles] if config.titles else [])
-        | "ReadTitles"
-        >> beam.FlatMap(lambda path: parse_titles(storage.read_bytes(path).decode("utf-8"), path).items())
-    )
+    if config.titles:
+        titles = pipeline | "ReadTitles" >> ReadKeyedCsv(config.titles, TITLES)
+    else:
+        titles = pipeline | "NoTitles" >> beam.Create([])
     items = (encoded, popularity, titles) | "ItemCatalog" >> ItemCatalog(
         config.output, config.shard_max_samples, config.shard_max_bytes
     )

@@ -340,7 +340,7 @@ def _is_float(text: str) -> bool:
 
 
 def _check_videos(config: IngestConfig, items: list[str]) -> None:
-    from transforms.locate_videos import escapes_folder, video_uri
+    from transforms.locate_videos import any_extension_problem, escapes_folder, video_exists, video_uri
 
     root = config.videos
     if storage.is_remote(root):
@@ -349,24 +349,27 @@ def _check_videos(config: IngestConfig, items: list[str]) -> None:
     elif not os.path.isdir(root):
         what = "is a file, not a folder" if os.path.exists(root) else "does not exist"
         raise BadInput(f"--videos {root} {what}; give the folder that holds the videos")
+    pattern = config.video_pattern
+    if problem := any_extension_problem(pattern):
+        raise BadInput(problem)
     tried = []
     for item in list(dict.fromkeys(items))[:SAMPLE_ITEMS]:
         try:
-            uri = video_uri(root, config.video_pattern, item)
-            relative = config.video_pattern.format(item=item, key=item)
+            relative = pattern.format(item=item, key=item)
         except (KeyError, IndexError, ValueError) as err:
             raise BadInput(
-                f"--video-pattern {config.video_pattern!r} is not a valid pattern ({err}); use {{item}} or {{key}}"
+                f"--video-pattern {pattern!r} is not a valid pattern ({err}); use {{item}} or {{key}}"
             ) from None
         if escapes_folder(relative):
             continue  # fails in the job as bad_item_id; never looked for outside the folder
-        if storage.exists(uri):
+        uri = video_uri(root, pattern, item)
+        if video_exists(uri):
             return
         tried.append(uri)
     if tried:
         raise BadInput(
-            f"none of the first {len(tried)} items has a video (e.g. {tried[0]} does not exist); "
-            "check --videos and --video-pattern"
+            f"none of the first {len(tried)} items has a video (e.g. {tried[0]} does not exist); check --videos "
+            "and --video-pattern ({item}.* takes any extension), or list each item's video in a --video-map CSV"
         )
 
 
@@ -378,18 +381,18 @@ def _check_csv_header(path: str, flag: str, check) -> None:
 
 
 def _video_map_header(head: str, path: str, flag: str) -> None:
-    from transforms.locate_videos import parse_video_mapping
+    from transforms.keyed_csv import VIDEO_MAP, keyed_columns
 
     try:
-        parse_video_mapping(head.split("\n", 1)[0] + "\n", path)
+        keyed_columns(head.split("\n", 1)[0], path, VIDEO_MAP)
     except ValueError as err:
         raise BadInput(f"{flag}: {err} (e.g. item,uri)") from None
 
 
 def _titles_header(head: str, path: str, flag: str) -> None:
-    from transforms.item_catalog import parse_titles
+    from transforms.keyed_csv import TITLES, keyed_columns
 
     try:
-        parse_titles(head.split("\n", 1)[0] + "\n", path)
+        keyed_columns(head.split("\n", 1)[0], path, TITLES)
     except ValueError as err:
         raise BadInput(f"{flag}: {err}; is this the titles file? It needs a header like item,title") from None

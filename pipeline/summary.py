@@ -86,6 +86,8 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
                 f"  leftovers   {stats[LEFTOVERS_REMOVED]} temporary file(s) of retried attempts removed "
                 "(each a copy of a listed file)"
             )
+        for name, reasons in stats.get("side_rows_rejected", {}).items():
+            lines.append(f"  {name:<11} {sum(reasons.values())} row(s) rejected: {_by_reason(reasons)}")
         gates = stats.get("gates")
         if gates is not None:
             lines += [f"  NOT PUBLISHED {problem}" for problem in gates] or ["  gates       passed"]

@@ -8,9 +8,6 @@ What every later step needs per item travels on as one compact :class:`ItemLooku
 
 from __future__ import annotations
 
-import csv
-import io
-
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -36,24 +33,10 @@ from transforms.item_shards import (
     item_sample_members,
     read_frame_members,
 )
+from transforms.keyed_csv import REJECTED, TITLES
 from transforms.reconcile import PLANNED_SHARDS
 from transforms.tables import items_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, sample_size
-
-
-def parse_titles(text: str, titles_path: str) -> dict[str, str]:
-    """``item -> title`` from a CSV with ``item`` and ``title`` columns (CSV quoting, any UTF-8)."""
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip().lower().lstrip("\ufeff") for h in next(reader, [])]
-    if "title" not in header or not ({"item", "item_id"} & set(header)):
-        raise ValueError(f"{titles_path}: header {header} needs item and title columns")
-    item_col = header.index("item") if "item" in header else header.index("item_id")
-    title_col = header.index("title")
-    return {
-        fields[item_col].strip(): fields[title_col]
-        for fields in reader
-        if len(fields) > max(item_col, title_col) and fields[item_col].strip()
-    }
 
 
 def join_item_facts(joined: tuple[str, dict]):
@@ -62,6 +45,8 @@ def join_item_facts(joined: tuple[str, dict]):
     if not sides["encoded"]:
         return
     titles = sorted(sides["title"])
+    if len(titles) > 1:
+        Metrics.counter("videorec", f"{TITLES.name}{REJECTED}duplicate_item").inc(len(titles) - 1)
     yield ItemRow(
         item_id, 0, titles[0] if titles else None, int(sum(sides["popularity"])), sides["encoded"][0], None
     )

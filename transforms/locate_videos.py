@@ -1,19 +1,27 @@
-"""Where items' videos are: ``--videos`` + ``--video-pattern`` or a ``--video-map`` CSV, kept inside their roots."""
+"""Where items' videos are: ``--videos`` + ``--video-pattern`` or a ``--video-map`` CSV, kept inside their roots.
+
+A pattern ending in ``.*`` (``{item}.*``) takes any extension: the video folder is listed once and
+its files, keyed by their name without the last extension, are joined with the items by key, so an
+item ``7`` finds ``7.mp4`` or ``7.mkv`` (not ``7.a.mp4``, which is item ``7.a``'s). Exactly one file
+must match; two or more fail the item as ``ambiguous_video``, naming them.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
+import glob
 import os
 import posixpath
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from transforms import storage
 from transforms.failures import failure
 from transforms.format import sanitize_key
+from transforms.keyed_csv import REJECTED, VIDEO_MAP, ReadKeyedCsv, csv_folder
 
 FAILED = "failed"
+ANY_EXTENSION = ".*"
 
 
 def video_uri(root: str, pattern: str, item_id: str) -> str:
@@ -38,38 +46,95 @@ def _pattern_uri(item_id: str, root: str, pattern: str, allow_any_uri: bool = Fa
             FAILED, failure("item", "locate", "bad_item_id", message, item_id=item_id)
         )
         return
-    uri = storage.join(root, relative)
-    if not allow_any_uri and not _inside(uri, root):
-        message = (
-            f"the video path {uri} is a link to {os.path.realpath(uri)}, outside the video folder "
-            f"{root}; pass --allow-any-uri to follow it"
+    yield from _confined(item_id, storage.join(root, relative), root, allow_any_uri)
+
+
+def any_extension(pattern: str) -> bool:
+    """Whether ``pattern`` ends in ``.*``: any extension (module docstring)."""
+    return pattern.endswith(ANY_EXTENSION)
+
+
+def any_extension_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be an any-extension pattern (a placeholder outside the file name: the one
+    folder listed would not be known), or None."""
+    if any_extension(pattern) and "{" in posixpath.dirname(pattern):
+        return (
+            f"--video-pattern {pattern!r}: a pattern ending in .* may use {{item}} or {{key}} only in the "
+            "file name (e.g. {item}.* or clips/{item}.*); list other layouts in a --video-map CSV"
         )
-        yield beam.pvalue.TaggedOutput(FAILED, failure("item", "locate", "bad_uri", message, item_id=item_id))
+    return None
+
+
+def video_exists(uri: str) -> bool:
+    """Whether the video at ``uri`` exists; for an any-extension ``uri`` (``.../7.*``), whether one file
+    named like it, with one extension, does (the first items' check before the job)."""
+    if not any_extension(uri):
+        return storage.exists(uri)
+    stem = uri[: -len(ANY_EXTENSION)]
+    name = stem.rsplit("/", 1)[-1]
+    matches = storage.match(glob.escape(stem) + ANY_EXTENSION)
+    return any(path.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name for path in matches)
+
+
+def _pattern_stem(item_id: str, folder: str, pattern: str):
+    """``(file name without extension, item_id)`` for an any-extension pattern (files of ``folder``,
+    ``pattern``'s fixed folder part, are keyed alike); ``bad_item_id`` when the ID leaves that folder."""
+    relative = pattern[: -len(ANY_EXTENSION)].format(item=item_id, key=sanitize_key(item_id))
+    if escapes_folder(relative) or "\x00" in relative or posixpath.dirname(relative) != folder:
+        message = (
+            f"the item ID makes the video path {relative + ANY_EXTENSION!r}, outside the listed video folder"
+        )
+        yield beam.pvalue.TaggedOutput(
+            FAILED, failure("item", "locate", "bad_item_id", message, item_id=item_id)
+        )
         return
-    yield item_id, uri
+    yield posixpath.basename(relative), item_id
 
 
-def parse_video_mapping(text: str, mapping_path: str) -> dict[str, str]:
-    """``item -> uri`` from a CSV with a header naming ``item`` and ``uri`` (or ``video``/``path``) columns.
+def listed_videos(folder: str):
+    """``(file name without its last extension, uri)`` of every entry of ``folder`` (local: streamed
+    with ``os.scandir``, whatever the entry is, so a folder or a pipe named like a video is reported
+    by the decoder as what it is; ``gs://``: one listing)."""
+    if storage.is_remote(folder):
+        names = (uri.rsplit("/", 1)[1] for uri in storage.match(folder.rstrip("/") + "/*"))
+    else:
+        names = (entry.name for entry in os.scandir(folder))
+    for name in names:
+        if "." in name.strip("."):
+            yield name.rsplit(".", 1)[0], storage.join(folder, name)
 
-    Relative URIs are resolved against the mapping file's folder.
-    """
-    reader = csv.reader(io.StringIO(text))
-    header = [h.strip().lower().lstrip("\ufeff") for h in next(reader, [])]
-    try:
-        item_col = next(header.index(n) for n in ("item", "item_id") if n in header)
-        uri_col = next(header.index(n) for n in ("uri", "video", "path", "url") if n in header)
-    except StopIteration:
-        raise ValueError(f"{mapping_path}: header {header} needs an item column and a uri column") from None
-    folder = mapping_path.rsplit("/", 1)[0] if "/" in mapping_path else "."
-    mapping = {}
-    for fields in reader:
-        if len(fields) > max(item_col, uri_col) and fields[item_col].strip():
-            uri = fields[uri_col].strip()
-            mapping[fields[item_col].strip()] = (
-                uri if storage.is_remote(uri) or uri.startswith("/") else storage.join(folder, uri)
-            )
-    return mapping
+
+def _matched_file(joined: tuple, root: str, allow_any_uri: bool):
+    """``(item_id, uri)`` for each needed item of a file-name stem with exactly one file; else
+    ``not_found`` or ``ambiguous_video`` failures (and ``bad_uri`` for a link out of ``root``).
+    ``joined`` is ``(stem, {"items", "files"})``, or ``(None, {"bad_id": failure})``, passed on."""
+    stem, sides = joined
+    if stem is None:  # an item ID that leaves the folder (_pattern_stem's failure), passed through
+        yield beam.pvalue.TaggedOutput(FAILED, sides["bad_id"])
+        return
+    files = sorted(sides["files"])
+    for item_id in sides["items"]:
+        if len(files) == 1:
+            yield from _confined(item_id, files[0], root, allow_any_uri)
+            continue
+        if files:
+            reason = "ambiguous_video"
+            message = f"{len(files)} files match {stem}{ANY_EXTENSION}: {', '.join(files)}; keep one, or use --video-map"
+        else:
+            reason, message = "not_found", f"no file in the video folder matches {stem}{ANY_EXTENSION}"
+        yield beam.pvalue.TaggedOutput(FAILED, failure("item", "locate", reason, message, item_id=item_id))
+
+
+def _confined(item_id: str, uri: str, root: str, allow_any_uri: bool):
+    """``(item_id, uri)``, or a ``bad_uri`` failure when ``uri`` leads out of ``root`` through a link."""
+    if allow_any_uri or _inside(uri, root):
+        yield item_id, uri
+        return
+    message = (
+        f"the video path {uri} is a link to {os.path.realpath(uri)}, outside the video folder "
+        f"{root}; pass --allow-any-uri to follow it"
+    )
+    yield beam.pvalue.TaggedOutput(FAILED, failure("item", "locate", "bad_uri", message, item_id=item_id))
 
 
 class LocateVideos(beam.PTransform):
@@ -77,9 +142,11 @@ class LocateVideos(beam.PTransform):
 
     Either ``root`` + ``pattern`` (every item gets a URI inside ``root``; a missing file fails later
     as ``not_found``; an ID that would lead outside ``root`` fails as ``bad_item_id``, a path that
-    leads there through a symbolic link as ``bad_uri``) or ``mapping_path``, a CSV of item -> uri (no
-    entry: ``no_video``; a URI outside the CSV's folder, by its resolved path: ``bad_uri``). With
-    ``allow_any_uri`` neither kind of ``bad_uri`` applies.
+    leads there through a symbolic link as ``bad_uri``; an any-extension pattern joins the items with
+    the folder's listing: no file is ``not_found``, several ``ambiguous_video``) or ``mapping_path``,
+    a CSV of item -> uri read in splits and joined by key (no entry: ``no_video``; a URI outside the
+    CSV's folder, by its resolved path: ``bad_uri``). With ``allow_any_uri`` neither kind of
+    ``bad_uri`` applies.
     """
 
     def __init__(self, root: str | None, pattern: str, mapping_path: str | None, allow_any_uri: bool = False):
@@ -88,30 +155,40 @@ class LocateVideos(beam.PTransform):
         self.allow_any_uri = allow_any_uri
 
     def expand(self, item_ids):
-        if self.mapping_path is None:
-            return item_ids | "ApplyPattern" >> beam.FlatMap(
-                _pattern_uri, self.root, self.pattern, self.allow_any_uri
-            ).with_outputs(FAILED, main="located")
-        mapping_path = self.mapping_path
-        inside = None if self.allow_any_uri else mapping_folder(mapping_path)
-        mapping = (
-            item_ids.pipeline
-            | "MappingFile" >> beam.Create([mapping_path])
-            | "ReadMapping"
-            >> beam.FlatMap(
-                lambda path: parse_video_mapping(storage.read_bytes(path).decode("utf-8"), path).items()
-            )
-        )
+        if self.mapping_path is not None:
+            return self._mapped(item_ids)
+        if any_extension(self.pattern):
+            return self._listed(item_ids)
+        return item_ids | "ApplyPattern" >> beam.FlatMap(
+            _pattern_uri, self.root, self.pattern, self.allow_any_uri
+        ).with_outputs(FAILED, main="located")
+
+    def _mapped(self, item_ids):
+        inside = None if self.allow_any_uri else csv_folder(self.mapping_path)
+        mapping = item_ids.pipeline | "ReadMapping" >> ReadKeyedCsv(self.mapping_path, VIDEO_MAP)
         return (
             {"needed": item_ids | "KeyNeeded" >> beam.Map(lambda item: (item, None)), "uri": mapping}
             | "JoinMapping" >> beam.CoGroupByKey()
             | "KeepNeeded" >> beam.FlatMap(_mapped_uri, inside).with_outputs(FAILED, main="located")
         )
 
-
-def mapping_folder(mapping_path: str) -> str:
-    """The folder of a video map: where its relative URIs resolve and its URIs must stay."""
-    return mapping_path.rsplit("/", 1)[0] if "/" in mapping_path else "."
+    def _listed(self, item_ids):
+        folder = posixpath.dirname(self.pattern)
+        stems = item_ids | "FileNameStems" >> beam.FlatMap(_pattern_stem, folder, self.pattern).with_outputs(
+            FAILED, main="stems"
+        )
+        files = (
+            item_ids.pipeline
+            | "VideoFolder" >> beam.Create([storage.join(self.root, folder) if folder else self.root])
+            | "ListVideos" >> beam.FlatMap(listed_videos)
+        )
+        bad_ids = stems[FAILED] | "BadIdsToJoin" >> beam.Map(lambda record: (None, {"bad_id": record}))
+        return (
+            ({"items": stems.stems, "files": files} | "JoinFiles" >> beam.CoGroupByKey(), bad_ids)
+            | "WithBadIds" >> beam.Flatten()
+            | "OneFileEach"
+            >> beam.FlatMap(_matched_file, self.root, self.allow_any_uri).with_outputs(FAILED, main="located")
+        )
 
 
 def _inside(uri: str, folder: str) -> bool:
@@ -134,6 +211,10 @@ def _mapped_uri(joined: tuple[str, dict], inside: str | None):
         return
     if sides["uri"]:
         uri = sorted(sides["uri"])[0]
+        if len(sides["uri"]) > 1:
+            Metrics.counter("videorec", f"{VIDEO_MAP.name}{REJECTED}duplicate_item").inc(
+                len(sides["uri"]) - 1
+            )
         if inside is not None and not _inside(uri, inside):
             message = (
                 f"the video map names {uri}, outside its folder {inside}; pass --allow-any-uri to allow it"

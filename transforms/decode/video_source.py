@@ -8,8 +8,10 @@ A ``gs://`` video is read with ranged downloads (:class:`blobstore.ranged_reads.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 
 from blobstore.ranged_reads import GcsRangeReader
 
@@ -94,17 +96,41 @@ class CountingReader(io.RawIOBase):
         super().close()
 
 
+NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a_file(path: str) -> str:
+    """Why no regular file can be read at the local ``path``, as one line: nothing there, a symbolic
+    link loop or a dangling link, or another kind of file (a directory, a FIFO, a device...)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{path} is a symbolic link loop, not a video file"
+        if os.path.islink(path):
+            return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+        return f"no such video file: {path}"
+    kind = next((name for test, name in NOT_REGULAR if test(mode)), "a special file")
+    return f"{path} is {kind}, not a regular file"
+
+
 def open_video(uri: str) -> CountingReader:
     """Open ``uri`` for reading.
 
     Raises:
-        FileNotFoundError: nothing exists at ``uri``, or ``uri`` is neither local nor ``gs://`` (no
-            other store is read).
+        FileNotFoundError: nothing exists at ``uri``, or no regular file (:func:`not_a_file` says what),
+            or ``uri`` is neither local nor ``gs://`` (no other store is read).
     """
     if is_local(uri):
         path = local_path(uri)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"no such video file: {path}")
+            raise FileNotFoundError(not_a_file(path))
         return CountingReader(open(path, "rb", buffering=0), os.path.getsize(path))
 
     if uri.startswith("gs://"):
