@@ -16,6 +16,7 @@ from tests.test_bad_input import FRAMES, LOCAL, ingest, synth  # noqa: F401 (syn
 from transforms.decode.container import open_source
 from transforms.decode.types import VideoError
 from transforms.decode.video_source import not_a_file
+from transforms.fingerprint import stat_video
 from transforms.keyed_csv import TITLES, VIDEO_MAP, ReadKeyedCsv, rejected_rows
 from transforms.locate_videos import FAILED, LocateVideos
 
@@ -33,6 +34,12 @@ def test_a_path_that_is_not_a_regular_file_is_named_for_what_it_is(tmp_path):
     assert "loop.mp4 is a symbolic link loop" in not_a_file(str(tmp_path / "loop.mp4"))
     assert "gone.mp4, which does not exist" in not_a_file(str(tmp_path / "dangling.mp4"))
     assert not_a_file(str(tmp_path / "none.mp4")) == f"no such video file: {tmp_path / 'none.mp4'}"
+
+
+def test_a_symlink_loop_is_a_missing_video_to_nightly_fingerprints_not_a_crash(tmp_path):
+    (tmp_path / "loop.mp4").symlink_to(tmp_path / "loop.mp4")
+    with pytest.raises(FileNotFoundError, match="symbolic link loop"):
+        stat_video(str(tmp_path / "loop.mp4"))
 
 
 @pytest.mark.parametrize("name", ["dir.mp4", "pipe.mp4", "loop.mp4"])

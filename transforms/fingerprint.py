@@ -16,6 +16,7 @@ recorded, and says which items to decode (new, changed, failed last time) and wh
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from apache_beam import pvalue
 from apache_beam.metrics import Metrics
 
 from blobstore import gcs
-from transforms.decode.video_source import is_local, local_path
+from transforms.decode.video_source import is_local, local_path, not_a_file
 from transforms.failures import failure
 
 FINGERPRINT_SCHEME = "fp1"
@@ -55,7 +56,12 @@ def stat_video(uri: str, *, client=None) -> VideoStat:
     Raises ``FileNotFoundError`` when nothing exists at ``uri``.
     """
     if is_local(uri):
-        st = os.stat(local_path(uri))  # raises FileNotFoundError
+        try:
+            st = os.stat(local_path(uri))  # raises FileNotFoundError
+        except OSError as err:
+            if err.errno != errno.ELOOP:
+                raise
+            raise FileNotFoundError(not_a_file(local_path(uri))) from None  # a link loop: no file there
         return VideoStat(uri, st.st_size, f"mtime_ns={st.st_mtime_ns}")
     if not uri.startswith("gs://"):
         raise ValueError(f"cannot fingerprint {uri!r}: only local paths and gs:// are supported")
