@@ -129,6 +129,9 @@ def write_dataset(
                 "item_id": pa.array(item_ids, pa.string()),
                 "item_index": pa.array([index[i] for i in item_ids], pa.int32()),
                 "popularity": pa.array([popularity[i] for i in item_ids], pa.int64()),
+                "shard": pa.array([None] * len(item_ids), pa.string()),
+                "offset": pa.array([None] * len(item_ids), pa.int64()),
+                "size": pa.array([None] * len(item_ids), pa.int64()),
                 "status": pa.array(["ok"] * len(item_ids), pa.string()),
             }
         ),
@@ -176,7 +179,31 @@ def write_dataset(
         },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    index_item_shards(folder)
     return folder
+
+
+def index_item_shards(folder: Path) -> None:
+    """Fill the items table's ``shard``, ``offset`` and ``size`` (docs/FORMAT.md) from the item shards
+    as they are: each item sample's first header byte and the bytes of all its members."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    placed = {}
+    for entry in manifest["shards"]["items"]:
+        with tarfile.open(folder / entry["path"]) as tar:
+            for member in tar.getmembers():
+                key = member.name.partition(".")[0]
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                start = placed[key][1] if key in placed else member.offset
+                placed[key] = (entry["path"], start, end - start)
+    path = _table_part(folder, "items")
+    table = pq.read_table(path)
+    where = [placed.get(sanitize_key(item)) for item in table.column("item_id").to_pylist()]
+    for position, (name, kind) in enumerate(
+        (("shard", pa.string()), ("offset", pa.int64()), ("size", pa.int64()))
+    ):
+        column = pa.array([w[position] if w else None for w in where], kind)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    pq.write_table(table, path)
 
 
 TABLE_PART = "tables/{}/part-00000.parquet"
@@ -206,3 +233,4 @@ def rewrite_shard(folder: Path, relative: str, change: Callable[[str, bytes], by
         if entry["path"] == relative:
             entry["bytes"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    index_item_shards(folder)

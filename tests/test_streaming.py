@@ -7,6 +7,7 @@ import http.server
 import io
 import json
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from trainer.config import DataConfig
 from trainer.data import ItemStream, StreamPosition, TrainStream, expand_shard_urls
 from trainer.dataset import load_dataset
 from trainer.frames import FrameTransform
+from trainer.item_store import item_store_for
 
 NUM_USERS = 24
 
@@ -170,10 +172,12 @@ def _read_everything(base_url: str) -> None:
     assert dataset.shard_urls("train")[0].startswith(base_url)
     batches = list(_stream(dataset.shard_urls("train"), shuffle=True))
     assert _users(batches, dataset) == set(range(NUM_USERS))
-    batches = list(ItemStream(dataset.shard_urls("items"), FrameTransform(8), 16))
+    with tempfile.TemporaryDirectory() as cache:  # remote item shards are fetched into the item cache
+        store = item_store_for(dataset, DataConfig(item_cache=cache))
+        batches = list(ItemStream(store, FrameTransform(8), 16))
     indices = torch.cat([batch["indices"] for batch in batches])
     assert sorted(indices.tolist()) == list(range(1, dataset.num_items + 1))
-    assert sum(batch["read_errors"] + len(batch["failed"]) for batch in batches) == 0
+    assert sum(len(batch["lost_items"]) + len(batch["failed"]) for batch in batches) == 0
 
 
 def test_reads_shards_over_http(dataset_dir):

@@ -41,6 +41,15 @@ class DataConfig:
     """Train-time random crop and horizontal flip (evaluation always centre-crops)."""
     decode_device: str = "cpu"
     """``cpu``: loader workers decode JPEGs; ``cuda``: the trainer decodes on the GPU with nvjpeg."""
+    frames_from: str = "auto"
+    """Where training reads item frames: ``store`` (the item shards, by offset: ``trainer.item_store``),
+    ``samples`` (the frames embedded in train samples; ``embedded``-layout datasets only), or ``auto``
+    (the dataset's layout: ``samples`` for ``embedded``, ``store`` for ``reference``)."""
+    item_cache: str = ""
+    """Folder caching remote item shards, shared by the machine's ranks and workers (``trainer.item_cache``);
+    empty: ``$XDG_CACHE_HOME/videorec/item-shards`` (``~/.cache/videorec/item-shards``)."""
+    item_cache_max_gb: float = 100.0
+    """Size limit of ``item_cache``: least-recently-used shards no process is reading are evicted."""
     max_lost_fraction: float = 0.001
     """Stop the run once corrupt samples + failed shard reads exceed this fraction of the samples it reads."""
 

@@ -23,6 +23,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -30,8 +31,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.frames import FrameTransform, decode_frames, frames_of, sample_generator
+from trainer.item_store import ItemLost, ItemStore
 from trainer.shard_reader import ShardMismatch, shard_samples
-from transforms.format import ITEM_FRAME_PREFIX, METADATA_FIELD, is_metadata_member, train_frame_prefix
+from transforms.format import METADATA_FIELD, is_metadata_member, train_frame_prefix
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,16 @@ class TrainStream(IterableDataset):
     bytes, when decoding on the GPU; neither without frames), ``skipped`` (corrupt samples
     dropped from this batch), ``read_errors`` (shard reads that failed since the previous
     batch of this worker), ``bad_shards`` (messages naming shards whose size or sha256 is not
-    the manifest's, ``trainer.shard_reader``) and ``batch_index`` (global batch number within
-    the epoch). ``shard_entries`` (URL -> manifest entry) turns those checks on.
+    the manifest's, ``trainer.shard_reader``), ``lost_items`` (one line per item of the batch whose
+    frames could not be read from ``item_store``; its samples are counted in ``skipped``) and
+    ``batch_index`` (global batch number within the epoch). ``shard_entries`` (URL -> manifest
+    entry) turns those checks on.
+
+    ``with_frames``: read the items' frames, from ``item_store`` when one is given (only the JSON
+    members of the train samples are then read; each unique item of a batch is read and decoded
+    once), else from the frames the train samples embed. Either way an item's crop and flip come
+    from ``sample_generator(seed, epoch, "<key>/<item>")``, ``key`` being the first sample of the
+    batch that holds it, so the same seed gives the same frames from either layout.
 
     A batch may hold no samples (every one was corrupt, or every shard was refused: then the
     remaining batches of the epoch are empty and carry ``bad_shards``).
@@ -124,16 +134,18 @@ class TrainStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         shard_entries: dict[str, dict] | None = None,
+        item_store: ItemStore | None = None,
     ):
         if not urls:
             raise ValueError("no train shards to read")
+        self.item_store = item_store if with_frames else None
         self.shard_entries = dict(shard_entries or {})
         self.urls = list(urls)
         self.config = config
         self.seed = seed
         self.max_seq_len = max_seq_len
         self.batches_per_epoch = batches_per_epoch
-        self.with_frames = with_frames
+        self.with_frames = with_frames and item_store is None  # frames read from the samples
         self.position = position
         self.rank = rank
         self.world_size = world_size
@@ -190,6 +202,32 @@ class TrainStream(IterableDataset):
                 raise RuntimeError(f"train shards yielded no samples for worker group {group}/{groups}")
 
     def _decode_batch(self, raw: list[dict], batch_index: int) -> dict:
+        if self.item_store is not None:
+            windows, item_frames, skipped, lost = self._store_windows(raw)
+        else:
+            (windows, item_frames, skipped), lost = self._sample_windows(raw), []
+        width = self.max_seq_len + 1
+        items = torch.zeros(len(windows), width, dtype=torch.long)
+        for row, window in enumerate(windows):
+            items[row, : len(window)] = torch.tensor(window)
+        unique = torch.unique(items[items > 0])
+        batch = {
+            "items": items,
+            "unique_items": unique,
+            "skipped": skipped,
+            "lost_items": lost,
+            "batch_index": batch_index,
+        }
+        if item_frames and len(unique):
+            ordered = [item_frames[int(i)] for i in unique]
+            if self.config.decode_device == "cpu":
+                batch["frames"] = torch.stack(ordered)
+            else:
+                batch["jpegs"] = ordered
+        return batch
+
+    def _sample_windows(self, raw: list[dict]) -> tuple[list[list[int]], dict, int]:
+        """(windows, item -> frames, skipped samples) with the frames the samples embed."""
         windows, item_frames, skipped = [], {}, 0
         for sample in raw:
             try:
@@ -201,19 +239,44 @@ class TrainStream(IterableDataset):
                 continue
             windows.append(window)
             item_frames.update(frames)
-        width = self.max_seq_len + 1
-        items = torch.zeros(len(windows), width, dtype=torch.long)
-        for row, window in enumerate(windows):
-            items[row, : len(window)] = torch.tensor(window)
-        unique = torch.unique(items[items > 0])
-        batch = {"items": items, "unique_items": unique, "skipped": skipped, "batch_index": batch_index}
-        if self.with_frames and len(unique):
-            ordered = [item_frames[int(i)] for i in unique]
-            if self.config.decode_device == "cpu":
-                batch["frames"] = torch.stack(ordered)
-            else:
-                batch["jpegs"] = ordered
-        return batch
+        return windows, item_frames, skipped
+
+    def _store_windows(self, raw: list[dict]) -> tuple[list[list[int]], dict, int, list[str]]:
+        """(windows, item -> frames, skipped samples, lost-item lines) with each unique item of the
+        batch read from the item store and decoded once; a sample holding an item that cannot be
+        read or decoded is skipped (counted), and the item named in the lines."""
+        windows, first_key, skipped = [], {}, 0
+        for sample in raw:
+            try:
+                window = decode_window(sample, self.max_seq_len)
+            except Exception as exn:  # a corrupt sample must never stop training
+                log.warning("skipping corrupt train sample %s: %r", sample.get("__key__"), exn)
+                skipped += 1
+                continue
+            windows.append(window)
+            for item in window:
+                first_key.setdefault(item, sample["__key__"])
+        item_frames, lost = {}, {}
+        for item, key in first_key.items():
+            try:
+                item_frames[item] = self._store_frames(item, key)
+            except Exception as exn:  # a lost item must never stop training: its samples are counted
+                lost[item] = str(exn) if isinstance(exn, ItemLost) else self._undecodable(item, exn)
+                log.warning("%s (its train samples are counted as lost)", lost[item])
+        kept = [window for window in windows if lost.keys().isdisjoint(window)]
+        return kept, item_frames, skipped + len(windows) - len(kept), list(lost.values())
+
+    def _store_frames(self, item: int, key: str):
+        """Item ``item``'s frames from the store: decoded with the augmentation of sample ``key``,
+        or its JPEGs when decoding on the GPU."""
+        jpegs = self.item_store.frames(item)
+        if self.config.decode_device != "cpu":
+            return jpegs
+        generator = sample_generator(self.seed, self.position.epoch, f"{key}/{item}")
+        return decode_frames(jpegs, self.transform, generator)
+
+    def _undecodable(self, item: int, exn: Exception) -> str:
+        return f"item {item} ({self.item_store.shard_name(item)}): its frames do not decode ({exn!r})"
 
     def _frames(self, sample: dict, window: list[int], known: dict) -> dict:
         """Frames of the window's items not yet in ``known`` (decoded unless decoding on the GPU)."""
@@ -245,71 +308,60 @@ def train_loader(stream: IterableDataset, config: DataConfig, pin_memory: bool) 
 
 
 class ItemStream(IterableDataset):
-    """Item shards -> batches of this rank's items, read by DataLoader workers.
+    """The item store's items -> batches of this rank's items, read by DataLoader workers.
 
-    Shards are split across ``world_size x num_workers`` groups (by sample when there are
-    fewer shards than groups), so each rank reads only its share. Yields dicts: ``indices``
-    long ``[n]``, ``clips`` uint8 ``[n, T, 3, S, S]``, ``failed`` long ``[f]`` (indices of
-    items whose frames did not decode: never encoded, never ranked), ``unreadable`` (item
-    samples without a readable index), ``read_errors`` (shard read failures) and ``bad_shards``
-    (messages naming shards that are not the manifest's; ``shard_entries``: URL -> manifest
-    entry, as for :class:`TrainStream`). A batch may hold no clips (``n == 0``) when it only
-    reports failures.
+    The items that have frames, in the order they lie in the shards, are split across
+    ``world_size x num_workers`` groups by whole shards (by item when there are fewer shards than
+    groups), so each rank reads (and for a remote dataset, fetches) only its share. Yields dicts:
+    ``indices`` long ``[n]``, ``clips`` uint8 ``[n, T, 3, S, S]``, ``failed`` long ``[f]`` (items whose
+    frames did not decode) and ``lost_items`` (one line per item the store could not read): neither
+    is encoded or ranked. A batch may hold no clips (``n == 0``) when it only reports failures.
     """
 
     def __init__(
-        self,
-        urls: list[str],
-        transform: FrameTransform,
-        batch_size: int,
-        rank: int = 0,
-        world_size: int = 1,
-        shard_entries: dict[str, dict] | None = None,
+        self, store: ItemStore, transform: FrameTransform, batch_size: int, rank: int = 0, world_size: int = 1
     ):
-        self.urls, self.transform, self.batch_size = list(urls), transform, batch_size
+        self.store, self.transform, self.batch_size = store, transform, batch_size
         self.rank, self.world_size = rank, world_size
-        self.shard_entries = dict(shard_entries or {})
 
-    def __iter__(self) -> Iterator[dict]:
-        storage.register_webdataset_openers()
+    def _my_items(self) -> list[int]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         group, groups = self.rank * workers + worker, self.world_size * workers
-        split_shards = len(self.urls) >= groups
-        errors = ReadErrors()
-        urls = self.urls[group::groups] if split_shards else self.urls
-        samples = shard_samples(urls, self.shard_entries, errors.handler)
-        if not split_shards:
-            samples = itertools.islice(samples, group, None, groups)
-        indices, clips, failed, unreadable = [], [], [], 0
-        for sample in samples:
+        items = self.store.items()
+        shards = np.unique(self.store.shard_of[items])
+        if len(shards) < groups:
+            return items[group::groups].tolist()
+        return items[np.isin(self.store.shard_of[items], shards[group::groups])].tolist()
+
+    def __iter__(self) -> Iterator[dict]:
+        indices, clips, failed, lost = [], [], [], []
+        for item in self._my_items():
             try:
-                index = int(json.loads(sample[METADATA_FIELD])["item_index"])
-            except Exception as exn:  # no index: the item cannot even be named
-                log.warning("unreadable item sample %s: %r", sample.get("__key__"), exn)
-                unreadable += 1
+                jpegs = self.store.frames(item)
+            except ItemLost as exn:
+                log.warning("%s: not encoded", exn)
+                lost.append(str(exn))
                 continue
             try:
-                clips.append(decode_frames(frames_of(sample, ITEM_FRAME_PREFIX), self.transform))
-                indices.append(index)
+                clips.append(decode_frames(jpegs, self.transform))
+                indices.append(item)
             except Exception as exn:
-                log.warning("item %d (%s): frames do not decode: %r", index, sample.get("__key__"), exn)
-                failed.append(index)
+                log.warning("item %d (%s): frames do not decode: %r", item, self.store.shard_name(item), exn)
+                failed.append(item)
             if len(indices) == self.batch_size:
-                yield self._batch(indices, clips, failed, unreadable, errors)
-                indices, clips, failed, unreadable = [], [], [], 0
-        if indices or failed or unreadable or errors.count or errors.mismatched:
-            yield self._batch(indices, clips, failed, unreadable, errors)
+                yield self._batch(indices, clips, failed, lost)
+                indices, clips, failed, lost = [], [], [], []
+        if indices or failed or lost:
+            yield self._batch(indices, clips, failed, lost)
 
-    def _batch(self, indices, clips, failed, unreadable, errors: ReadErrors) -> dict:
+    def _batch(self, indices: list[int], clips: list, failed: list[int], lost: list[str]) -> dict:
         size = self.transform.size
         return {
             "indices": torch.tensor(indices, dtype=torch.long),
             "clips": torch.stack(clips) if clips else torch.zeros(0, 0, 3, size, size, dtype=torch.uint8),
             "failed": torch.tensor(failed, dtype=torch.long),
-            "unreadable": unreadable,
-            "read_errors": errors.take(),
-            "bad_shards": errors.take_mismatched(),
+            "lost_items": lost,
         }
 
 

@@ -12,9 +12,10 @@ held-out item against all *candidate* items:
 - users are reported all together and per subset of their target: ``rare`` (long tail of
   training popularity), ``warm`` (seen in training) and ``new`` (never seen in training: with a
   new-item split, the held-out new items; an ``id`` model scores them with untrained embeddings);
-- items whose frames cannot be decoded (or that are missing from the item shards) are not
-  candidates and are dropped from the input windows; they are counted (``ItemTable``), and a
-  user whose *target* cannot be encoded counts as a miss (``targets_not_encoded``).
+- items whose frames cannot be decoded or read (``trainer.item_store``: the items table gives them
+  no frames, or their shard is missing or damaged) are not candidates and are dropped from the input
+  windows; they are counted (``ItemTable``), and a user whose *target* cannot be encoded counts as a
+  miss (``targets_not_encoded``).
 
 Each rank reads only its own contiguous range of users from the sequences table parts that hold
 them (``trainer.eval_cases``, a row group at a time, cases built with array operations) and ranks
@@ -36,11 +37,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trainer.config import DataConfig
 from trainer.dataset import DatasetInfo, UserSequences
-from trainer.errors import REINGEST, DatasetError
 from trainer.eval_cases import SPLITS as SPLITS  # re-exported: split -> target position
 from trainer.eval_cases import input_windows, leave_one_out, padded, rank_case_batches, rank_rows
 from trainer.frames import FrameTransform
+from trainer.item_store import ItemStore, item_store_for
 from trainer.ranking import ITEM_BLOCK, PopularityRanker, RankCounts, block_ranks
 from trainer.ranking import MISS as MISS  # re-exported: the rank of a target that cannot be ranked
 
@@ -174,16 +176,20 @@ class ItemTable:
     seconds: float = 0.0
     """Wall time of the encoding."""
     failed: int = 0
-    """Item samples whose frames did not decode (all ranks)."""
-    unreadable: int = 0
-    """Item samples without a readable item index (all ranks)."""
+    """Items whose frames did not decode (all ranks)."""
     read_errors: int = 0
-    """Item-shard reads that failed (all ranks)."""
+    """Items the item store could not read (all ranks)."""
+    first_lost: str = ""
+    """This rank's first line about an item the store could not read (``trainer.item_store.ItemLost``)."""
 
     @property
     def not_encoded(self) -> int:
-        """Items (1..N) that are not candidates: undecodable, unreadable or missing from the shards."""
+        """Items (1..N) that are not candidates: undecodable, unreadable or without frames."""
         return int((~self.encoded[1:]).sum())
+
+    def example(self) -> str:
+        """`` (first: <line naming the item and its shard>)`` when this rank lost an item, else ``""``."""
+        return f" (first: {self.first_lost})" if self.first_lost else ""
 
     @property
     def items_per_s(self) -> float:
@@ -195,7 +201,6 @@ class ItemTable:
             "items_encoded": int(self.encoded.sum()),
             "items_not_encoded": self.not_encoded,
             "item_decode_failures": self.failed,
-            "item_samples_unreadable": self.unreadable,
             "item_read_errors": self.read_errors,
             "encode_s": self.seconds,
             "encode_items_per_s": self.items_per_s,
@@ -213,10 +218,12 @@ def encode_items(
     rank: int = 0,
     world_size: int = 1,
     *,
+    store: ItemStore | None = None,
     num_workers: int = 0,
     autocast: bool = False,
 ) -> ItemTable:
-    """Encode every item once: id/feature tables directly, video items from the item shards.
+    """Encode every item once: id/feature tables directly, video items from ``store`` (the dataset's
+    item store, ``trainer.item_store``; default: one with the default item cache).
 
     Video items are read by ``num_workers`` DataLoader workers (pinned batches on CUDA), each
     rank encoding its share of the shards; the rows are all-reduced. ``autocast`` runs the
@@ -231,24 +238,19 @@ def encode_items(
         embeddings = encoder(torch.arange(num_items + 1, device=device)).float()
         encoded = encoder.available().to(device)
         return ItemTable(embeddings, encoded, time.perf_counter() - start)
+    store = store or item_store_for(dataset, DataConfig())
     transform = FrameTransform(frame_size, squash=squash, train=False)
-    urls = dataset.shard_urls("items")
-    stream = ItemStream(urls, transform, batch_size, rank, world_size, dataset.shard_entries("items"))
+    stream = ItemStream(store, transform, batch_size, rank, world_size)
     table = torch.zeros(num_items + 1, encoder.projection.out_features, device=device)
-    hits = torch.zeros(num_items + 1, dtype=torch.int64, device=device)
-    counts = torch.zeros(4, dtype=torch.int64, device=device)  # failed, unreadable, read errors, bad shards
-    bad_shards: list[str] = []
+    hits = torch.zeros(num_items + 1, dtype=torch.int64, device=device)  # each item is one rank's
+    counts = torch.zeros(2, dtype=torch.int64, device=device)  # decode failures, items not read
+    first_lost = ""
     for batch in item_loader(stream, num_workers, pin_memory=device.type == "cuda"):
-        bad_shards += batch["bad_shards"]
-        counts += torch.tensor(
-            [len(batch["failed"]), batch["unreadable"], batch["read_errors"], len(batch["bad_shards"])],
-            device=device,
-        )
+        counts += torch.tensor([len(batch["failed"]), len(batch["lost_items"])], device=device)
+        first_lost = first_lost or next(iter(batch["lost_items"]), "")
         if not len(batch["indices"]):
             continue
         indices = batch["indices"].to(device, non_blocking=True)
-        if bool(((indices < 1) | (indices > num_items)).any()):
-            raise DatasetError(f"item shards hold an item_index outside 1..{num_items}; {REINGEST}")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             embeddings = encoder(indices, batch["clips"].to(device, non_blocking=True))
         table[indices] = embeddings.float()
@@ -257,16 +259,10 @@ def encode_items(
         dist.all_reduce(table)
         dist.all_reduce(hits)
         dist.all_reduce(counts)
-    if int(counts[3]):  # every rank stops on it together
-        raise DatasetError(
-            bad_shards[0] if bad_shards else f"an item shard is not the manifest's; {REINGEST}"
-        )
-    if bool((hits > 1).any()):
-        raise DatasetError(f"an item_index appears more than once in the item shards; {REINGEST}")
     encoded = hits > 0
     encoded[0] = False
-    failed, unreadable, read_errors = (int(c) for c in counts.tolist()[:3])
-    items = ItemTable(table, encoded, time.perf_counter() - start, failed, unreadable, read_errors)
+    failed, read_errors = (int(c) for c in counts.tolist())
+    items = ItemTable(table, encoded, time.perf_counter() - start, failed, read_errors, first_lost)
     if items.not_encoded:
         missing = torch.nonzero(~encoded[1:]).flatten()[:10].add(1).tolist()
         log.warning(

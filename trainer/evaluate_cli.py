@@ -21,10 +21,11 @@ import sys
 import torch
 
 from trainer import checkpoint, storage
-from trainer.config import TrainConfig
+from trainer.config import DataConfig, TrainConfig
 from trainer.dataset import load_dataset
 from trainer.errors import DatasetError, UsageError, run_command
 from trainer.evaluate import encode_items, score_split
+from trainer.item_store import add_item_cache_flags, item_store_for
 from trainer.models.videorec import build_model
 from trainer.progress import dumps_strict, summary_table
 from trainer.run_eval import check_items_lost
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="most items that may fail to encode before the run is refused (exit 4; default: the run's)",
     )
+    add_item_cache_flags(parser)
     return parser
 
 
@@ -99,6 +101,7 @@ def evaluate(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(state, config, dataset, device)
     batch_size = args.batch_size or config.eval_batch_size
+    cache = DataConfig(item_cache=args.item_cache, item_cache_max_gb=args.item_cache_max_gb)
     items = encode_items(
         model,
         dataset,
@@ -106,6 +109,7 @@ def evaluate(args: argparse.Namespace) -> int:
         config.data.squash,
         batch_size,
         device,
+        store=item_store_for(dataset, cache) if model.needs_frames else None,
         num_workers=args.num_workers,
         autocast=args.amp and device.type == "cuda",
     )

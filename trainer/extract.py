@@ -1,8 +1,8 @@
 """``videorec extract``: item features from a frozen video backbone, for the ``frozen`` baseline.
 
 Writes ``OUTPUT.npy`` (float32 ``[num_items + 1, F]``, row 0 = padding = zeros, rows of
-items that could not be encoded (frames that do not decode, items missing from the item
-shards) are NaN, so they can never pass for features) and ``OUTPUT.json`` describing how it
+items that could not be encoded (frames that do not decode, items the item store cannot
+read) are NaN, so they can never pass for features) and ``OUTPUT.json`` describing how it
 was made, with those counts. The table is read back with ``numpy.load(allow_pickle=False)``.
 A frozen backbone needs pretrained ``--encoder-weights`` (``--allow-random-backbone`` for
 ablations).
@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.config import DataConfig
 from trainer.data import ItemStream, item_loader
 from trainer.dataset import load_dataset
 from trainer.frames import FrameTransform
+from trainer.item_store import add_item_cache_flags, item_store_for
 from trainer.models.encoder_registry import ENCODERS, build_backbone
 from trainer.models.video_item_encoder import VideoItemEncoder
 
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--squash", action="store_true", help="resize ignoring aspect instead of centre crop")
     parser.add_argument("--batch-size", type=int, default=32, help="items per forward pass")
     parser.add_argument("--output", required=True, help="feature table path (.npy)")
+    add_item_cache_flags(parser)
     return parser
 
 
@@ -57,8 +60,10 @@ def extract_features(
     *,
     allow_random_backbone: bool = False,
     num_workers: int = 0,
+    cache: DataConfig | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """(feature table ``[num_items + 1, F]``, description) for every item of the dataset."""
+    """(feature table ``[num_items + 1, F]``, description) for every item of the dataset; ``cache``:
+    where remote item shards are cached (its ``item_cache`` fields; default: ``DataConfig``'s)."""
     if not weights and not allow_random_backbone:
         raise ValueError(
             "frozen features from a randomly initialised backbone: pass --encoder-weights "
@@ -71,13 +76,12 @@ def extract_features(
     model = VideoItemEncoder(backbone, dim=1).to(device).eval()
     table = np.full((dataset.num_items + 1, backbone.feature_dim), np.nan, dtype=np.float32)
     table[0] = 0.0
-    failed = unreadable = read_errors = 0
+    failed = read_errors = 0
     transform = FrameTransform(frame_size, squash=squash, train=False)
-    stream = ItemStream(dataset.shard_urls("items"), transform, batch_size)
+    stream = ItemStream(item_store_for(dataset, cache or DataConfig()), transform, batch_size)
     for batch in item_loader(stream, num_workers, pin_memory=device.type == "cuda"):
         failed += len(batch["failed"])
-        unreadable += batch["unreadable"]
-        read_errors += batch["read_errors"]
+        read_errors += len(batch["lost_items"])
         if len(batch["indices"]):
             features = model.features(batch["clips"].to(device)).float().cpu().numpy()
             table[batch["indices"].numpy()] = features
@@ -92,7 +96,6 @@ def extract_features(
         "items_encoded": encoded,
         "items_not_encoded": dataset.num_items - encoded,
         "item_decode_failures": failed,
-        "item_samples_unreadable": unreadable,
         "item_read_errors": read_errors,
         "num_items": dataset.num_items,
         "feature_dim": backbone.feature_dim,
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         device,
         allow_random_backbone=args.allow_random_backbone,
         num_workers=args.num_workers,
+        cache=DataConfig(item_cache=args.item_cache, item_cache_max_gb=args.item_cache_max_gb),
     )
     output = Path(args.output).with_suffix(".npy")
     output.parent.mkdir(parents=True, exist_ok=True)

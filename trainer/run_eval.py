@@ -29,8 +29,8 @@ def check_items_lost(items: ItemTable, num_items: int, max_lost_fraction: float)
     if lost > max_lost_fraction * num_items:
         raise DataLossError(
             f"{lost} of {num_items} items could not be encoded for evaluation (decode failures "
-            f"{items.failed}, unreadable samples {items.unreadable}, failed reads {items.read_errors}, the "
-            f"rest missing from the item shards), more than --max-lost-fraction {max_lost_fraction:g}: "
+            f"{items.failed}, items not read {items.read_errors}{items.example()}, the rest without frames "
+            f"in the items table), more than --max-lost-fraction {max_lost_fraction:g}: "
             "the metrics would rank a smaller catalogue; see the warnings above, and write the dataset "
             "again or raise --max-lost-fraction"
         )
@@ -52,6 +52,7 @@ class RunEvaluation:
             self.device,
             self.rank,
             self.world_size,
+            store=self.item_store,
             num_workers=self.config.data.num_workers,
             autocast=self.autocast,
         )

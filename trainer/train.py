@@ -59,6 +59,9 @@ OVERRIDES: dict[str, tuple[str, str, type]] = {
     "--shuffle-buffer": ("data", "shuffle_buffer", int),
     "--frame-size": ("data", "frame_size", int),
     "--decode-device": ("data", "decode_device", str),
+    "--frames-from": ("data", "frames_from", str),
+    "--item-cache": ("data", "item_cache", str),
+    "--item-cache-max-gb": ("data", "item_cache_max_gb", float),
     "--max-lost-fraction": ("data", "max_lost_fraction", float),
     "--encoder": ("model", "encoder", str),
     "--encoder-weights": ("model", "encoder_weights", str),
@@ -198,6 +201,7 @@ def check_settings(config: TrainConfig) -> None:
         ("--grad-clip", optim.grad_clip),
         ("--dropout", model.dropout),
         ("--max-lost-fraction", data.max_lost_fraction),
+        ("--item-cache-max-gb", data.item_cache_max_gb),
     ):
         if not math.isfinite(value) or value < 0:
             raise UsageError(f"{flag} must be a finite number of at least 0, got {value}")

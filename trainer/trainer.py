@@ -22,6 +22,7 @@ from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_l
 from trainer.dataset import DatasetInfo, check_local_shards
 from trainer.errors import DataLossError, DatasetError, TrainingDiverged, UsageError
 from trainer.frames import FrameTransform, decode_clip_on_device
+from trainer.item_store import item_store_for, train_frames_from_store
 from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
 from trainer.models.videorec import build_model
 from trainer.progress import METRICS_FILE, ProgressReporter, truncate_metrics
@@ -135,8 +136,14 @@ class Trainer(RunState, RunEvaluation):
                 )
             if not config.data.train_shards:
                 check_local_shards(dataset, "train")
-        if self.use_frames:
-            check_local_shards(dataset, "items")
+        # frames come from the item store (item shards, by offset): for evaluation always, for training
+        # on a reference-layout dataset or with --frames-from store; lost items are counted (_account)
+        self.item_store = item_store_for(dataset, config.data) if self.use_frames else None
+        self.train_store = (
+            self.item_store
+            if self.use_frames and train_frames_from_store(dataset.manifest, config.data.frames_from)
+            else None
+        )
         self.windows = (
             training_windows(dataset.sequences, config.model.max_seq_len)
             if config.data.source == "sequences"
@@ -169,6 +176,7 @@ class Trainer(RunState, RunEvaluation):
         self.best = {"step": -1, "score": -1.0}
         self.skipped_samples = 0
         self.failed_reads = 0
+        self.first_lost_item = ""
         self.metrics_lines = 0
         self.reporter: ProgressReporter | None = None
 
@@ -247,6 +255,7 @@ class Trainer(RunState, RunEvaluation):
             rank=self.rank,
             world_size=self.world_size,
             shard_entries=self.shard_entries,
+            item_store=self.train_store,
         )
         return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
 
@@ -318,6 +327,8 @@ class Trainer(RunState, RunEvaluation):
         on a shard that is not the manifest's; returns the micro-batches to train on (those holding
         samples; under DDP none if any rank's micro-batch is empty, so every rank steps alike)."""
         bad_shards = [message for b in micro for message in b.get("bad_shards", ())]
+        lost_items = [line for b in micro for line in b.get("lost_items", ())]
+        self.first_lost_item = self.first_lost_item or next(iter(lost_items), "")
         lost = torch.tensor(
             [
                 sum(int(b["skipped"]) for b in micro),
@@ -349,12 +360,16 @@ class Trainer(RunState, RunEvaluation):
             raise DataLossError(
                 f"lost {self.skipped_samples} corrupt samples and {self.failed_reads} failed shard reads, "
                 f"more than --max-lost-fraction {self.config.data.max_lost_fraction} of the "
-                f"{self.planned_samples} samples this run reads (budget {budget:g}); see the warnings above, "
-                "and write the dataset again or raise --max-lost-fraction"
+                f"{self.planned_samples} samples this run reads (budget {budget:g}){self._first_lost()}; "
+                "see the warnings above, and write the dataset again or raise --max-lost-fraction"
             )
         if empty and self.world_size > 1:
             return []
         return [b for b in micro if len(b["items"])]
+
+    def _first_lost(self) -> str:
+        """``; first lost item: <line naming it and its shard>`` once an item was lost, else ``""``."""
+        return f"; first lost item: {self.first_lost_item}" if self.first_lost_item else ""
 
     def _check_finite(self, loss: float) -> None:
         """Stop the run when the step's loss is NaN or infinite on any rank, before the optimizer
