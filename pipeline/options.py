@@ -46,7 +46,7 @@ class IngestConfig:
             converted to integer seconds.
         videos: folder holding the videos; None (and no ``video_map``) writes an ID-only dataset.
         video_pattern: file name of an item's video under ``videos``; ``{item}`` is the item ID,
-            ``{key}`` its sanitised key.
+            ``{key}`` its sanitised key; ending in ``.*``: any extension (``transforms.locate_videos``).
         video_map: CSV with ``item`` and ``uri`` columns mapping items to video files instead.
         allow_any_uri: let ``video_map`` name videos outside its own folder, and symbolic links in
             ``videos`` (or the map's folder) lead outside it (otherwise such an item fails as
@@ -174,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
         "--video-pattern",
         default="{item}.mp4",
         metavar="PATTERN",
-        help="file name of an item's video under --videos: {item} is the item ID, {key} its sanitised key",
+        help="file under --videos: {item} = item ID, {key} = sanitised key; {item}.* takes any extension",
     )
     inputs.add_argument(
         "--video-map", default=None, metavar="CSV", help="CSV with item and uri columns, instead of --videos"
