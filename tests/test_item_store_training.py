@@ -2,13 +2,14 @@
 
 - **Same training, less data**: a ``tiny`` run reading frames from the item store gives the loss
   curve and the test metrics of the same run reading the frames its train samples embed (same seed:
-  same frames, same crops, same order);
+  same frames, same crops, same order), on a hand-written dataset (``--frames-from``) and on real
+  ingests of the same input in the ``reference`` and ``embedded`` layouts;
 - **a damaged item shard** (deleted, cut short) or **an index entry past the end of its shard**
   loses the samples that hold its items: they are counted, and past ``--max-lost-fraction`` the run
   stops with exit 4 and one line naming the first lost item and its shard.
 
 Datasets are the small hand-written ones of ``tests/fixtures_dataset.py`` (embedded layout, items
-table indexed as the ingest indexes it); each run takes seconds.
+table indexed as the ingest indexes it) and two small synth ingests; each run takes seconds.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.main import run
+from pipeline.synth import SynthConfig, generate
 from tests.fixtures_dataset import TABLE_PART, solid_frames, write_dataset
+from tests.test_train_layout import SMALL, ingest_args
 from tests.test_trainer_bad_input import error_line, train
+from transforms import format as fmt
 
 RUN = "--preset tiny --encoder tiny --epochs 2 --batch-size 6 --frame-size 8 --no-progress --augment"
 """Augmented, so the crops and flips of each item must match too."""
@@ -107,3 +112,36 @@ def test_a_lost_item_is_counted_and_the_gate_stops_the_run_with_one_line(
     results = json.loads((run / "results.json").read_text())
     assert 0 < results["lost"]["skipped_samples"] < results["lost"]["planned_samples"]
     assert results["items"]["item_read_errors"] == results["items"]["items_not_encoded"] > 0
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> dict[str, Path]:
+    """The same synth input ingested in both train layouts (real Beam ingests)."""
+    inputs = tmp_path_factory.mktemp("synth")
+    generate(inputs, SynthConfig(users=30, items=16, seed=21, **SMALL), workers=2)
+    out = tmp_path_factory.mktemp("layouts")
+    folders = {}
+    for layout in fmt.TRAIN_FRAMES_LAYOUTS:
+        args = ingest_args(inputs, layout)
+        args[args.index("--shard-max-bytes") + 1] = str(1 << 30)  # shards cut by count alike in both
+        folders[layout] = Path(run([*args, "--output", str(out / layout)]).output)
+    return folders
+
+
+def test_a_reference_dataset_trains_exactly_as_its_embedded_twin(layouts, tmp_path, capsys):
+    runs = {}
+    for layout, data in layouts.items():
+        run_dir = tmp_path / layout
+        argv = ["--data", str(data), "--output", str(run_dir), *RUN.split(), "--frame-size", "16"]
+        status, _, err = train(capsys, *argv)
+        assert status == 0, err
+        runs[layout] = run_dir
+    reference, embedded = (runs[layout] for layout in (fmt.TRAIN_FRAMES_REFERENCE, fmt.TRAIN_FRAMES_EMBEDDED))
+    assert len(_losses(embedded)) >= 2 and _losses(reference) == _losses(embedded)
+    results = {name: json.loads((run / "results.json").read_text()) for name, run in runs.items()}
+    assert results[fmt.TRAIN_FRAMES_REFERENCE]["test"] == results[fmt.TRAIN_FRAMES_EMBEDDED]["test"]
+    train_bytes = {
+        layout: sum(p.stat().st_size for p in (data / "train").glob("*.tar"))
+        for layout, data in layouts.items()
+    }
+    assert train_bytes[fmt.TRAIN_FRAMES_REFERENCE] < train_bytes[fmt.TRAIN_FRAMES_EMBEDDED] / 5  # less data
