@@ -60,6 +60,16 @@ def test_a_missing_file_or_a_folder_is_not_found_and_not_retried(tmp_path):
         assert caught.value.kind == "not_found" and time.monotonic() - started < 0.5
 
 
+@pytest.mark.parametrize("uri", ["s3://bucket/a.mp4", "hdfs://host/a.mp4", "https://host/a.mp4"])
+def test_a_video_in_a_store_the_decoder_does_not_read_is_not_found_in_one_line(uri):
+    with pytest.raises(VideoError) as caught:
+        sample_video(uri)
+    assert caught.value.kind == "not_found"
+    assert (
+        caught.value.message == f"cannot open {uri}: videos are read from local paths, file:// or gs:// only"
+    )
+
+
 def test_an_exception_inside_the_sampler_is_internal_error(tmp_path):
     with pytest.raises(VideoError) as caught:
         sample_video(12345)  # a programming error: not a URI
