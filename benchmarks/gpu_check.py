@@ -10,7 +10,9 @@ runs ``--steps`` timed steps on batches of ``--batch-size`` users with ``L+1`` i
 - optimizer-step time, samples/s and peak GPU memory (``torch.cuda.max_memory_allocated``);
 - the frames/s the step consumes, against what one loader core decodes (the trainer's
   stream, ``num_workers=0``, over JPEG train shards written here), hence loader cores needed;
-- JPEG decode frames/s: the CPU path (one core) against nvjpeg (``--decode-device cuda``).
+- JPEG decode frames/s of item-store reads (``trainer.item_store``, an item shard written here):
+  the CPU path (one core) against nvjpeg (``--decode-device cuda``). Without CUDA one line on stderr
+  says nvjpeg was not timed.
 
 It writes one Markdown table (``--out``, also printed) and a JSON (``--json``). On a machine
 without CUDA it still runs (CPU steps, AMP off); GPU columns then read "n/a (cpu)". CI runs
@@ -28,6 +30,7 @@ import json
 import os
 import statistics
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -44,14 +47,19 @@ from trainer.config import DataConfig, LossConfig, ModelConfig, OptimConfig, Tra
 from trainer.data import StreamPosition, TrainStream  # noqa: E402
 from trainer.dataset import DatasetInfo, UserSequences  # noqa: E402
 from trainer.frames import FrameTransform, decode_clip_on_device, decode_frames  # noqa: E402
+from trainer.item_cache import ShardCache  # noqa: E402
+from trainer.item_store import NO_SHARD, ItemStore  # noqa: E402
 from trainer.models.encoder_registry import ENCODERS  # noqa: E402
 from trainer.trainer import Trainer  # noqa: E402
 
 POLICIES = ("frozen", "top-k", "all")
 
 
-def write_shards(folder: Path, users: int, items: int, window: int, frames: int, size: int) -> list[str]:
-    """Train shards in the dataset format (one sample per user: JSON window + each item's JPEG frames)."""
+def write_shards(
+    folder: Path, users: int, items: int, window: int, frames: int, size: int
+) -> tuple[list[str], ItemStore]:
+    """Train shards in the dataset format (one sample per user: JSON window + each item's JPEG frames),
+    and the item store over an item shard of the same JPEGs."""
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:size, 0:size]
     jpegs = {}
@@ -76,12 +84,35 @@ def write_shards(folder: Path, users: int, items: int, window: int, frames: int,
                         sample[f"{item}.{t}.jpg"] = data
                 writer.write(sample)
         urls.append(str(path))
-    return urls
+    return urls, write_item_store(folder, jpegs)
+
+
+def write_item_store(folder: Path, jpegs: dict[int, list[bytes]]) -> ItemStore:
+    """One item shard (per item: JSON + frames ``N.jpg``) and the item store indexing it."""
+    path = folder / "items-000000.tar"
+    with wds.TarWriter(str(path)) as writer:
+        for item, frames in jpegs.items():
+            sample = {"__key__": f"i{item}", "json": json.dumps({"item_index": item}).encode()}
+            writer.write({**sample, **{f"{t}.jpg": data for t, data in enumerate(frames)}})
+    shard_of = np.full(max(jpegs) + 1, NO_SHARD, dtype=np.int32)
+    offsets, sizes = np.zeros(len(shard_of), np.int64), np.zeros(len(shard_of), np.int64)
+    with tarfile.open(path) as tar:
+        for member in tar.getmembers():
+            item = int(member.name.split(".")[0][1:])
+            end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            if shard_of[item] == NO_SHARD:
+                shard_of[item], offsets[item] = 0, member.offset
+            sizes[item] = end - offsets[item]
+    entries = {path.name: {"path": path.name, "bytes": path.stat().st_size}}
+    cache = ShardCache(str(folder / "cache"), 0)  # local: read in place
+    return ItemStore(str(folder), "gpu-check", entries, [path.name], shard_of, offsets, sizes, cache)
 
 
 def in_memory_dataset(urls: list[str], users: int, items: int, frames: int, window: int) -> DatasetInfo:
     """The few facts a Trainer needs about a dataset, for the shards written by :func:`write_shards`."""
     manifest = {
+        "format_version": 2,  # frames embedded in the train samples; no items table (evaluation is not run)
+        "tables": {"items": []},
         "dataset_version": "gpu-check",
         "num_items": items,
         "has_frames": True,
@@ -120,14 +151,10 @@ def loader_rate(urls: list[str], batch_size: int, frame_size: int, window: int, 
     return {"frames_per_s": frames / elapsed, "batches": len(cached)}, cached
 
 
-def decode_rates(urls: list[str], frame_size: int, device: torch.device, clips: int = 64) -> dict:
-    """JPEG -> uint8 clip frames/s: the CPU path on one core, and nvjpeg on ``device`` when CUDA."""
-    items = []
-    for sample in wds.WebDataset(urls[:1], shardshuffle=False):
-        keys = sorted(k for k in sample if k.endswith(".jpg"))
-        items.append([sample[k] for k in keys if k.split(".")[0] == keys[0].split(".")[0]])
-        if len(items) == clips:
-            break
+def decode_rates(store: ItemStore, frame_size: int, device: torch.device, clips: int = 64) -> dict:
+    """JPEG -> uint8 clip frames/s of ``clips`` items read from ``store``: the CPU path on one core,
+    and nvjpeg on ``device`` when CUDA (else one line on stderr says it was not timed)."""
+    items = [store.frames(int(item)) for item in store.items()[:clips]]
     frames = sum(len(jpegs) for jpegs in items)
     transform = FrameTransform(frame_size, train=True)
     threads = torch.get_num_threads()
@@ -137,8 +164,13 @@ def decode_rates(urls: list[str], frame_size: int, device: torch.device, clips: 
         decode_frames(jpegs, transform)
     cpu = frames / (time.perf_counter() - start)
     torch.set_num_threads(threads)
-    rates = {"cpu_one_core_frames_per_s": cpu, "nvjpeg_frames_per_s": None}
-    if device.type == "cuda":
+    rates = {"source": "item store", "cpu_one_core_frames_per_s": cpu, "nvjpeg_frames_per_s": None}
+    if device.type != "cuda":
+        print(
+            f"gpu_check: no CUDA device ({device}): nvjpeg decoding of item-store reads not timed",
+            file=sys.stderr,
+        )
+    else:
         for jpegs in items[:4]:  # warm-up: nvjpeg handles, kernels
             transform(decode_clip_on_device(jpegs, str(device)))
         torch.cuda.synchronize(device)
@@ -237,7 +269,7 @@ def table(results: dict) -> str:
     lines += [
         "",
         f"loader (trainer stream, one core): {loader:,.0f} frames/s; "
-        f"JPEG decode + crop, CPU one core: {decode['cpu_one_core_frames_per_s']:,.0f} frames/s; "
+        f"JPEG decode + crop of item-store reads, CPU one core: {decode['cpu_one_core_frames_per_s']:,.0f} frames/s; "
         f"nvjpeg: {_number(decode['nvjpeg_frames_per_s'], 0, ' frames/s')}",
     ]
     return "\n".join(lines)
@@ -267,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     batches_needed = args.warmup + args.steps
     users = args.batch_size * batches_needed
     with tempfile.TemporaryDirectory() as scratch:
-        urls = write_shards(Path(scratch), users, args.items, args.window, args.frames, args.frame_size)
+        urls, store = write_shards(
+            Path(scratch), users, args.items, args.window, args.frames, args.frame_size
+        )
         dataset = in_memory_dataset(urls, users, args.items, args.frames, args.window)
         loader, batches = loader_rate(urls, args.batch_size, args.frame_size, args.window, batches_needed)
         results = {
@@ -283,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "warmup": args.warmup,
             "loader": loader,
-            "decode": decode_rates(urls, args.frame_size, device),
+            "decode": decode_rates(store, args.frame_size, device),
             "steps_by_encoder": [],
         }
         for encoder in filter(None, args.encoders.split(",")):

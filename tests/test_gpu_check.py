@@ -34,6 +34,8 @@ def test_gpu_check_writes_its_table_on_the_cpu(tmp_path):
     frozen, top, full = (r["encoder_trainable_parameters"] for r in rows[3:6])  # slowfast_r50
     assert frozen == 0 < top < full
     assert results["loader"]["frames_per_s"] > 0 and results["decode"]["cpu_one_core_frames_per_s"] > 0
-    assert results["decode"]["nvjpeg_frames_per_s"] is None
+    assert results["decode"]["nvjpeg_frames_per_s"] is None and results["decode"]["source"] == "item store"
+    no_gpu = [line for line in done.stderr.splitlines() if "nvjpeg" in line]
+    assert no_gpu == ["gpu_check: no CUDA device (cpu): nvjpeg decoding of item-store reads not timed"]
     text = table.read_text()
     assert text.count("n/a (cpu)") >= len(rows) and "| slowfast_r50 | top-k |" in text

@@ -23,6 +23,7 @@ import webdataset as wds
 from tests.byte_counting_proxy import CountingProxy
 from tests.fixtures_dataset import solid_frames, write_dataset
 from trainer.config import DataConfig
+from trainer.data import StreamPosition, TrainStream
 from trainer.dataset import load_dataset
 from trainer.item_cache import ShardCache
 from trainer.item_store import ItemLost, item_store_for, tar_members
@@ -173,3 +174,31 @@ def test_the_cache_evicts_least_recently_used_shards_no_process_holds(served, tm
     store.close()
     cache._make_room(1, tmp_path / "nothing")
     assert not list((tmp_path / "cache").rglob("*.tar"))
+
+
+def test_decoding_on_the_gpu_gets_each_unique_items_jpegs_from_the_store(dataset_dir, tmp_path):
+    """``--decode-device cuda``: the loader hands over each unique item's JPEGs (decoded by nvjpeg in
+    the trainer), read once per batch from the store; the CPU path decodes the same frames."""
+    dataset = load_dataset(str(dataset_dir))
+    store = item_store_for(dataset, DataConfig(item_cache=str(tmp_path / "cache")))
+    expected = _shard_frames(dataset)
+    batches = {}
+    for device in ("cuda", "cpu"):
+        config = DataConfig(batch_size=6, frame_size=8, shuffle_buffer=0, decode_device=device)
+        stream = TrainStream(
+            dataset.shard_urls("train"),
+            config,
+            seed=1,
+            max_seq_len=5,
+            batches_per_epoch=4,
+            with_frames=True,
+            position=StreamPosition(),
+            item_store=store,
+        )
+        batches[device] = list(stream)
+    for on_gpu, on_cpu in zip(batches["cuda"], batches["cpu"], strict=True):
+        assert "frames" not in on_gpu and "jpegs" not in on_cpu
+        unique = on_gpu["unique_items"].tolist()
+        assert unique == on_cpu["unique_items"].tolist()
+        assert on_gpu["jpegs"] == [expected[item] for item in unique]
+        assert on_cpu["frames"].shape == (len(unique), 2, 3, 8, 8)
