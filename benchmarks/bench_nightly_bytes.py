@@ -44,7 +44,8 @@ print(json.dumps({"output": result.output, "counters": result.counters, "wchar":
 
 
 def make_inputs(folder: Path, items: int, users: int, seed: int) -> None:
-    """The base synth dataset (``pairs.csv``, ``videos/``) and, in ``folder/donor``, the videos of new items."""
+    """The base synth dataset (``pairs.csv``, ``videos/``) and, in ``folder/donor``, the videos of
+    new items."""
     from pipeline.synth import SynthConfig, generate
 
     small = dict(min_seconds=1.0, max_seconds=2.0, sizes=((96, 64), (128, 96)))
@@ -132,7 +133,8 @@ def run_layout(scratch: Path, layout: str, new_items: int, new_rows: int) -> dic
 
 def table(results: dict) -> str:
     rows = [
-        "| layout | run | item shards | train shards | tables | stored total | write() bytes | wall s | decoded | reused |",
+        "| layout | run | item shards | train shards | tables | stored total | write() bytes | wall s "
+        "| decoded | reused |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for layout in TRAIN_FRAMES_LAYOUTS:
@@ -140,12 +142,14 @@ def table(results: dict) -> str:
             r = results[layout][run]
             s = r["stored"]
             rows.append(
-                f"| {layout} | {run} | {s[ITEM_SHARDS]:,} | {s[TRAIN_SHARDS]:,} | {s['tables']:,} | {s['total']:,} | "
+                f"| {layout} | {run} | {s[ITEM_SHARDS]:,} | {s[TRAIN_SHARDS]:,} | {s['tables']:,} | "
+                f"{s['total']:,} | "
                 f"{r['write_calls']:,} | {r['wall_s']} | {r['videos_decoded']} | {r['items_reused']} |"
             )
         rows.append(
             f"| {layout} | nightly / full | | | | {results[layout]['nightly_vs_full_bytes']} | "
-            f"{results[layout]['nightly_vs_full_write_calls']} | {results[layout]['nightly_vs_full_wall']} | | |"
+            f"{results[layout]['nightly_vs_full_write_calls']} | "
+            f"{results[layout]['nightly_vs_full_wall']} | | |"
         )
     return "\n".join(rows)
 

@@ -21,7 +21,7 @@ from transforms import storage
 from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures, failure_counts
-from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES
+from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES, TRAIN_FRAMES_REFERENCE
 from transforms.item_catalog import ItemCatalog
 from transforms.item_facts import WriteItemFailures
 from transforms.item_filter import CountItemInteractions, DroppedItemRecords, NeededItems, rare_items
@@ -31,8 +31,8 @@ from transforms.keyed_csv import TITLES, ReadKeyedCsv
 from transforms.manifest import build_manifest, write_manifest
 from transforms.new_items import ChooseNewItems
 from transforms.read_interactions import FAILED, VALID, ReadInteractions
-from transforms.reconcile import reconcile_dataset_files
-from transforms.reuse import ReuseFrom
+from transforms.reconcile import REFERENCED_SHARDS, reconcile_dataset_files
+from transforms.reuse import ReuseFrom, earlier_shard_entries
 from transforms.sequences import (
     BuildUserSequences,
     GroupIntoHistories,
@@ -76,13 +76,18 @@ def finish_dataset(
     users_seen,
     items_seen,
     new_split=None,
+    base_version=None,
 ):
     """Write the manifest (last) from the per-shard and per-part summaries, then remove the work folder.
 
     ``new_split`` (with ``--new-items``/``--new-items-after``) is ``[new items chosen, kept users whose
     test target is a new item]``, recorded as ``counts.new_items`` and ``counts.users_new_target``.
+    Earlier item shards the items table points into are listed as ``base_version``'s manifest lists them.
     """
     items_parts = [p for p in table_parts if p["table"] == ITEMS_TABLE]
+    earlier = {path for part in items_parts for path in part.get(REFERENCED_SHARDS, ())}
+    if earlier:
+        item_shards = [*item_shards, *earlier_shard_entries(base_version, earlier)]
     sequence_parts = [p for p in table_parts if p["table"] == SEQUENCES_TABLE]
     dropped = failure_counts(failure_parts)
     counts = {
@@ -104,8 +109,8 @@ def finish_dataset(
         num_items=counts["items_encoded"],
         num_users=counts["users_kept"],
         max_seq_len=config.max_seq_len,
-        item_shards=item_shards,
         train_frames=config.train_frames,
+        item_shards=item_shards,
         train_shards=train_shards,
         tables={name: [p for p in table_parts if p["table"] == name] for name in TABLES},
         counts=counts,
@@ -193,7 +198,10 @@ def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> W
     else:
         titles = pipeline | "NoTitles" >> beam.Create([])
     items = (encoded, popularity, titles) | "ItemCatalog" >> ItemCatalog(
-        config.output, config.shard_max_samples, config.shard_max_bytes
+        config.output,
+        config.shard_max_samples,
+        config.shard_max_bytes,
+        index_in_place=config.train_frames == TRAIN_FRAMES_REFERENCE,
     )
     lookup = items["lookup"] | "CheckNoHashClash" >> beam.Map(
         lambda lookup, excluded_items: lookup.check_disjoint(excluded_items),
@@ -283,6 +291,7 @@ def build_pipeline(
                 | "CountUsers" >> beam.CombineGlobally(sum)
             ),
             items_seen=singleton(items.seen | "CountItems" >> count()),
+            base_version=reuse.version if reuse else None,
             **new_split,
         )
     )

@@ -22,6 +22,7 @@ import webdataset as wds
 from PIL import Image
 
 from pipeline import inspect as inspect_cli
+from pipeline import versions
 from pipeline.main import run
 from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_table
@@ -142,7 +143,9 @@ def test_embedded_train_shards_still_hold_the_frames(embedded):
 
 def check_item_index(result) -> int:
     """Every items-table row's ``(shard, offset, size)`` slice is that item's whole sample, and the
-    slices of a shard tile it up to the end-of-archive marker. Returns the items checked."""
+    slices of each of the version's own shards tile it up to the end-of-archive marker (an earlier
+    version's shard, ``../<id>/...``, also holds samples this version does not index, under that
+    version's item indices). Returns the items checked."""
     root, checked = Path(result.output), 0
     rows = dataset_table(root, fmt.ITEMS_TABLE).to_pylist()
     by_shard: dict[str, list[dict]] = {}
@@ -153,8 +156,10 @@ def check_item_index(result) -> int:
         data = (root / shard).read_bytes()
         placed.sort(key=lambda r: r["offset"])
         ends = [0] + [r["offset"] + r["size"] for r in placed]
-        assert [r["offset"] for r in placed] == ends[:-1]  # back to back from byte 0
-        assert data[ends[-1] :] == END_OF_ARCHIVE
+        own = not fmt.is_earlier_version_path(shard)
+        if own:
+            assert [r["offset"] for r in placed] == ends[:-1]  # back to back from byte 0
+            assert data[ends[-1] :] == END_OF_ARCHIVE
         for row in placed:
             piece = data[row["offset"] : row["offset"] + row["size"]]
             with tarfile.open(fileobj=io.BytesIO(piece + END_OF_ARCHIVE), mode="r:") as archive:
@@ -162,7 +167,8 @@ def check_item_index(result) -> int:
             key = fmt.sanitize_key(row["item_id"])
             meta = json.loads(members[0][1])
             assert members[0][0] == fmt.metadata_member(key)
-            assert (meta["item_id"], meta["item_index"]) == (row["item_id"], row["item_index"])
+            assert meta["item_id"] == row["item_id"]
+            assert meta["item_index"] == row["item_index"] or not own
             assert [name for name, _ in members[1:]] == [
                 fmt.item_frame_member(key, j) for j in range(meta["frames"])
             ]
@@ -187,13 +193,32 @@ def test_after_a_nightly_run_reused_and_new_items_are_indexed(nightly):
     before = {r["item_id"]: r for r in dataset_table(first.output, "items").to_pylist()}
     after = {r["item_id"]: r for r in dataset_table(second.output, "items").to_pylist()}
     assert set(after) - set(before) == set(new_items)
-    for item_id, row in before.items():  # a reused item's frames are the same bytes in its new place
-        old = (Path(first.output) / row["shard"]).read_bytes()[row["offset"] : row["offset"] + row["size"]]
-        new = after[item_id]
-        new_bytes = (Path(second.output) / new["shard"]).read_bytes()[
-            new["offset"] : new["offset"] + new["size"]
-        ]
-        assert jpegs(old) == jpegs(new_bytes)
+    first_id = Path(first.output).name
+    for item_id, row in before.items():  # reused in place: the first version's bytes, not a copy
+        assert after[item_id]["shard"] == f"../{first_id}/{row['shard']}"
+        assert (after[item_id]["offset"], after[item_id]["size"]) == (row["offset"], row["size"])
+    own = [
+        s for s in second.manifest["shards"][fmt.ITEM_SHARDS] if not fmt.is_earlier_version_path(s["path"])
+    ]
+    assert sum(s["samples"] for s in own) == len(new_items)  # only the new items were written
+    for item_id in new_items:
+        assert not fmt.is_earlier_version_path(after[item_id]["shard"])
+
+
+def test_a_version_that_reuses_shards_in_place_keeps_them_through_prune(nightly, tmp_path, capsys):
+    first, second, _ = nightly
+    root = tmp_path / "root"
+    shutil.copytree(Path(second.output).parents[1], root)
+    assert versions.prune(root, keep=1) == []  # the first version is pointed into: kept
+    second_copy = root / "versions" / Path(second.output).name
+    assert versions.validate_manifest(second_copy)["dataset_version"] == second.manifest["dataset_version"]
+    assert inspect_cli.main([str(second_copy)]) == 0
+    shards = second.manifest["shards"][fmt.ITEM_SHARDS]
+    earlier = [s["path"] for s in shards if fmt.is_earlier_version_path(s["path"])]
+    assert earlier and all(path.startswith(f"../{Path(first.output).name}/items/") for path in earlier)
+    (second_copy / earlier[0]).unlink()
+    assert inspect_cli.main([str(second_copy)]) == 1
+    assert "missing" in capsys.readouterr().out
 
 
 def jpegs(sample: bytes) -> list[bytes]:

@@ -86,6 +86,17 @@ SHARD_KINDS = (ITEM_SHARDS, TRAIN_SHARDS)
 """The manifest's ``shards`` lists: item shards (one sample per item) and train shards (one per user)."""
 
 
+EARLIER_VERSION_PREFIX = "../"
+"""How a manifest path of a ``--dataset-root`` version names a file of an earlier version of the same
+root: ``../<version_id>/items/items-NNNNNN.tar``, an item shard whose samples it reuses in place."""
+
+
+def is_earlier_version_path(path: str) -> bool:
+    """Whether a manifest path names a file in an earlier version's folder
+    (:data:`EARLIER_VERSION_PREFIX`)."""
+    return path.startswith(EARLIER_VERSION_PREFIX)
+
+
 def item_shard_number(path: str) -> int:
     """``n`` of the item shard path ``ITEM_SHARD_PATTERN.format(n)``; ``ValueError`` for any other path."""
     prefix, suffix = ITEM_SHARD_PATTERN.split("{:06d}")

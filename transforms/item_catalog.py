@@ -22,6 +22,7 @@ from transforms.buckets import (
 from transforms.format import (
     ITEM_SHARD_PATTERN,
     ITEMS_TABLE,
+    is_earlier_version_path,
     item_shard_number,
     metadata_member,
     sanitize_key,
@@ -34,7 +35,7 @@ from transforms.item_shards import (
     read_frame_members,
 )
 from transforms.keyed_csv import REJECTED, TITLES
-from transforms.reconcile import PLANNED_SHARDS
+from transforms.reconcile import PLANNED_SHARDS, REFERENCED_SHARDS
 from transforms.tables import items_table, write_table_part
 from transforms.tar_shards import TarShardWriter, cut_shards, sample_size
 
@@ -52,12 +53,19 @@ def join_item_facts(joined: tuple[str, dict]):
     )
 
 
+def written_here(row: ItemRow, index_in_place: bool) -> bool:
+    """Whether the row's sample goes into one of this version's item shards: it has frames, and
+    (``index_in_place``) is not a reused sample indexed where an earlier version wrote it."""
+    return row.source.fragment is not None and not (index_in_place and row.source.shard_ref)
+
+
 def cut_item_bucket(
-    bucket: int, first: int, rows: list[ItemRow], max_samples: int, max_bytes: int
+    bucket: int, first: int, rows: list[ItemRow], max_samples: int, max_bytes: int, index_in_place: bool
 ) -> tuple[int, list[ItemRow], list[int]]:
-    """``(bucket, rows with 1-based dense indices, bucket-local shard starts)``; rows without frames get no shard."""
+    """``(bucket, rows with 1-based dense indices, bucket-local shard starts)``; rows without frames,
+    and reused ones indexed in place, get no shard of this version."""
     indexed = [row._replace(item_index=first + rank + 1) for rank, row in enumerate(rows)]
-    framed = [row for row in indexed if row.source.fragment is not None]
+    framed = [row for row in indexed if written_here(row, index_in_place)]
     if not framed:
         return bucket, indexed, []
     return (
@@ -73,11 +81,16 @@ class ItemCatalog(beam.PTransform):
     Inputs: PCollection[EncodedItem], PCollection[(item_id, training interactions)], and
     PCollection[(item_id, title)]. Outputs (a dict of PCollections): ``lookup`` (singleton
     ``ItemLookup``), ``shards`` (item ShardInfo dicts) and ``tables`` (items table part infos).
+
+    ``index_in_place`` (nightly runs of the ``reference`` layout): a reused item's row points at its
+    sample in the earlier version's shard (``EncodedItem.shard_ref``) instead of a copy, so only new
+    and changed items are written; each items part summary names the earlier shards it points into.
     """
 
-    def __init__(self, dataset_dir: str, max_samples: int, max_bytes: int):
+    def __init__(self, dataset_dir: str, max_samples: int, max_bytes: int, index_in_place: bool = False):
         super().__init__()
         self.dataset_dir, self.max_samples, self.max_bytes = dataset_dir, max_samples, max_bytes
+        self.index_in_place = index_in_place
 
     def expand(self, inputs):
         encoded, popularity, titles = inputs
@@ -101,12 +114,15 @@ class ItemCatalog(beam.PTransform):
             | "RankItems" >> RankInBuckets(lambda row: id_order_key(row.item_id))
             | "CutItemShards"
             >> beam.Map(
-                lambda ranked, *limits: cut_item_bucket(*ranked, *limits), self.max_samples, self.max_bytes
+                lambda ranked, *limits: cut_item_bucket(*ranked, *limits),
+                self.max_samples,
+                self.max_bytes,
+                self.index_in_place,
             )
         )
         first_shard = beam.pvalue.AsSingleton(cut | "FirstShards" >> FirstShardNumbers())
         written = cut | "WriteItemBucket" >> beam.ParDo(
-            _WriteItemBucket(self.dataset_dir), first_shard
+            _WriteItemBucket(self.dataset_dir, self.index_in_place), first_shard
         ).with_outputs("shards", "tables", main="placed")
         lookup = written.placed | "ItemLookup" >> beam.CombineGlobally(_CollectLookup())
         return {"lookup": lookup, "shards": written.shards, "tables": written.tables}
@@ -132,14 +148,21 @@ class _CollectLookup(beam.CombineFn):
 class _WriteItemBucket(beam.DoFn):
     """(bucket, indexed rows, shard starts) -> record array of placed items; ``shards``/``tables`` infos."""
 
-    def __init__(self, dataset_dir: str):
+    def __init__(self, dataset_dir: str, index_in_place: bool):
         self.dataset_dir = dataset_dir
+        self.index_in_place = index_in_place
         self.shards_written = Metrics.counter("videorec", "item_shards")
 
     def process(self, cut: tuple[int, list[ItemRow], list[int]], first_shard: dict[int, int]):
         bucket, rows, starts = cut
-        framed = [row for row in rows if row.source.fragment is not None]
+        framed = [row for row in rows if written_here(row, self.index_in_place)]
         placed, planned = {}, {}  # planned: shard path -> samples the cut put in it, for reconciliation
+        for row in rows:
+            if row.source.fragment is not None and not written_here(row, self.index_in_place):
+                source = row.source
+                placed[row.item_id] = row._replace(
+                    shard=source.shard_ref, offset=source.fragment_offset, size=source.fragment_size
+                )
         for number, (start, end) in enumerate(shard_ranges(starts, len(framed))):
             shard_path = ITEM_SHARD_PATTERN.format(first_shard[bucket] + number)
             planned[shard_path] = end - start
@@ -157,11 +180,16 @@ class _WriteItemBucket(beam.DoFn):
             yield beam.pvalue.TaggedOutput("shards", shard.info.to_dict())
         rows = [placed.get(row.item_id, row) for row in rows]
         part = write_table_part(self.dataset_dir, ITEMS_TABLE, bucket, items_table(rows))
-        yield beam.pvalue.TaggedOutput("tables", {**part, PLANNED_SHARDS: planned})
+        referenced = sorted({row.shard for row in placed.values() if is_earlier_version_path(row.shard)})
+        yield beam.pvalue.TaggedOutput(
+            "tables", {**part, PLANNED_SHARDS: planned, REFERENCED_SHARDS: referenced}
+        )
         yield placed_items_array(
             (r.item_id, r.item_index, _shard_number(r.shard), r.offset, r.size, r.frame_sizes) for r in rows
         )
 
 
 def _shard_number(shard: str | None) -> int | None:
-    return None if shard is None else item_shard_number(shard)
+    """This version's item shard number, None for no shard or an earlier version's (indexed in place:
+    the ``reference`` layout never reads frames back for train shards)."""
+    return None if shard is None or is_earlier_version_path(shard) else item_shard_number(shard)

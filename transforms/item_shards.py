@@ -34,6 +34,9 @@ class EncodedItem(NamedTuple):
     ``fragment`` is a file holding the item's ``{key}.{j}.jpg`` tar members: a fragment this run
     wrote, or (``fragment_offset``/``fragment_size`` set) the item's sample in an earlier version's
     item shard, which lets an incremental run reuse frames without decoding. None in ID-only datasets.
+    ``shard_ref`` is then that shard's path seen from the new version's folder
+    (``../<version_id>/items/items-NNNNNN.tar``), for a ``reference``-layout run that indexes the
+    sample where it is instead of copying it.
     """
 
     item_id: str
@@ -43,6 +46,7 @@ class EncodedItem(NamedTuple):
     fragment_offset: int = 0
     fragment_size: int | None = None
     fingerprint: str | None = None
+    shard_ref: str | None = None
 
 
 class ItemRow(NamedTuple):

@@ -37,10 +37,13 @@ from transforms.format import (
     SEQUENCES_TABLE,
     TABLE_PART_PATTERN,
     TRAIN_SHARD_PATTERN,
+    is_earlier_version_path,
 )
 
 PLANNED_SHARDS = "shards"
 """Key of a table part summary: ``{shard path: samples}`` of the shards its bucket's cut planned."""
+REFERENCED_SHARDS = "referenced_shards"
+"""Key of an items part summary: earlier versions' item shards its rows point into (``../<id>/...``)."""
 TRAIN_SAMPLES = "train_samples"
 """Key of a sequences part summary: users of the bucket with a training window (one sample each)."""
 
@@ -143,9 +146,17 @@ def check_summaries(
     twice = [path for path, n in Counter(p["path"] for group in groups for p in group).items() if n > 1]
     if twice:
         problems.append(f"summarised more than once: {_named(twice)}")
-    problems += _shard_numbers(item_shards, ITEM_SHARD_PATTERN)
+    own = [shard for shard in item_shards if not is_earlier_version_path(shard["path"])]
+    problems += _shard_numbers(own, ITEM_SHARD_PATTERN)
     problems += _shard_numbers(train_shards, train_pattern)
-    problems += _planned_shards("item", item_shards, tables.get(ITEMS_TABLE, []))
+    problems += _planned_shards("item", own, tables.get(ITEMS_TABLE, []))
+    pointed = {path for part in tables.get(ITEMS_TABLE, []) for path in part.get(REFERENCED_SHARDS, ())}
+    earlier = {shard["path"] for shard in item_shards} - {shard["path"] for shard in own}
+    if pointed != earlier:
+        problems.append(
+            f"the items table points into earlier item shards {_named(pointed)}, "
+            f"the summaries list {_named(earlier)}"
+        )
     sequence_parts = tables.get(SEQUENCES_TABLE, [])
     problems += _planned_shards("train", train_shards, sequence_parts)
     with_window = sum(part.get(TRAIN_SAMPLES, 0) for part in sequence_parts)
@@ -164,8 +175,15 @@ def check_summaries(
 
 
 def summarised_files(manifest: Mapping) -> dict[str, int]:
-    """``path -> bytes`` of every data file the manifest lists (shards, table parts, failures parts)."""
-    files = {shard["path"]: shard["bytes"] for shards in manifest["shards"].values() for shard in shards}
+    """``path -> bytes`` of every data file the manifest lists in the version's own folder (shards,
+    table parts, failures parts); earlier versions' item shards (``../<id>/...``), published and never
+    changed since, are checked by ``pipeline.versions.validate_manifest`` when the version is published."""
+    files = {
+        shard["path"]: shard["bytes"]
+        for shards in manifest["shards"].values()
+        for shard in shards
+        if not is_earlier_version_path(shard["path"])
+    }
     files |= {part["path"]: part["bytes"] for parts in manifest["table_files"].values() for part in parts}
     files |= {part["path"]: part["bytes"] for part in manifest["failure_files"]}
     return files

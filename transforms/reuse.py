@@ -7,6 +7,7 @@ fingerprints and decode attempts are all joined by key, never loaded whole by a 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -14,10 +15,17 @@ from apache_beam.metrics import Metrics
 
 from blobstore import ranged_reads
 from transforms.failures import failure
-from transforms.format import ITEM_FAILURES_TABLE, is_frame_member, is_metadata_member
+from transforms.format import (
+    EARLIER_VERSION_PREFIX,
+    ITEM_FAILURES_TABLE,
+    ITEM_SHARDS,
+    is_earlier_version_path,
+    is_frame_member,
+    is_metadata_member,
+)
 from transforms.item_facts import ItemFacts, previous_facts
 from transforms.item_shards import FAILED, EncodedItem
-from transforms.manifest import read_manifest
+from transforms.manifest import ReconciliationError, read_manifest
 from transforms.tar_shards import read_members
 
 
@@ -48,11 +56,43 @@ class ReuseFrom:
 
 def reused_item(item_id: str, fingerprint: str, where: tuple[str, int, int]) -> EncodedItem:
     """An item whose frames are taken from its sample in an earlier version's item shard."""
-    shard, offset, size = where
+    url, offset, size = where
+    shard = resolved_url(url)
     members = read_members(ranged_reads.read_range(shard, offset, size))
     meta = json.loads(next(data for name, data in members if is_metadata_member(name)))
     sizes = tuple(len(data) for name, data in members if is_frame_member(name))
-    return EncodedItem(item_id, shard, sizes, meta["sampler"], offset, size, fingerprint)
+    ref = EARLIER_VERSION_PREFIX + "/".join(shard.split("/")[-3:])  # ../<version_id>/items/items-N.tar
+    return EncodedItem(item_id, shard, sizes, meta["sampler"], offset, size, fingerprint, ref)
+
+
+def resolved_url(url: str) -> str:
+    """``url`` with its ``..`` parts resolved (an item shard an earlier version reused in place is
+    ``<root>/versions/<B>/../<A>/items/...`` once joined to its folder; GCS names do not resolve ``..``)."""
+    parts: list[str] = []
+    for part in url.split("/"):
+        if part == ".." and parts and parts[-1] not in ("", ".."):
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def earlier_shard_entries(base_version: str, refs: Iterable[str]) -> list[dict]:
+    """Manifest entries (path, samples, bytes, sha256) of the earlier versions' item shards ``refs``
+    that a ``reference``-layout version indexes in place, as the base version's manifest lists them,
+    with paths seen from a sibling version folder. ``ReconciliationError`` if one is not listed there."""
+    base_id = resolved_url(base_version).rstrip("/").rsplit("/", 1)[-1]
+    listed = {}
+    for entry in read_manifest(base_version)["shards"][ITEM_SHARDS]:
+        path = entry["path"]
+        path = path if is_earlier_version_path(path) else f"{EARLIER_VERSION_PREFIX}{base_id}/{path}"
+        listed[path] = {**entry, "path": path}
+    missing = sorted(set(refs) - set(listed))
+    if missing:
+        raise ReconciliationError(
+            f"reused item shards not listed by the base version {base_version}: {missing[:5]}"
+        )
+    return [listed[ref] for ref in sorted(set(refs))]
 
 
 class PlanDecodes(beam.DoFn):
