@@ -40,7 +40,9 @@ def dataset_dir(tmp_path_factory) -> Path:
     )
 
 
-def _stream(urls, *, batch_size=4, batches=None, shuffle=False, position=None, rank=0, world=1, frames=True):
+def _stream(
+    urls, *, batch_size=4, batches=None, shuffle=False, position=None, rank=0, world=1, frames=True, **order
+):
     config = DataConfig(
         batch_size=batch_size, shuffle_shards=shuffle, shuffle_buffer=8 if shuffle else 0, frame_size=8
     )
@@ -54,6 +56,7 @@ def _stream(urls, *, batch_size=4, batches=None, shuffle=False, position=None, r
         position=position or StreamPosition(),
         rank=rank,
         world_size=world,
+        **order,
     )
 
 
@@ -79,22 +82,27 @@ def test_one_epoch_reads_every_user_once_with_frames(dataset_dir):
     assert batch["items"].shape == (4, 5)
 
 
-def test_ranks_and_workers_split_the_users(dataset_dir):
+@pytest.mark.parametrize("global_order", [False, True])
+def test_ranks_and_workers_split_the_users(dataset_dir, global_order):
     dataset = load_dataset(str(dataset_dir))
     seen = []
     for rank in range(2):
         stream = _stream(
             dataset.shard_urls("train"),
             batch_size=2,
-            batches=NUM_USERS // 4,
+            batches=NUM_USERS // 2,  # global batches: 6 per rank
             rank=rank,
             world=2,
             frames=False,
+            global_order=global_order,
         )
         loader = DataLoader(stream, batch_size=None, num_workers=2)
         seen.append(_users(list(loader), dataset))
     assert seen[0].isdisjoint(seen[1])
-    assert len(seen[0]) + len(seen[1]) >= NUM_USERS - 8  # each rank reads all but its last partial batches
+    if global_order:  # one order cut into batches: every user exactly once
+        assert seen[0] | seen[1] == set(range(NUM_USERS))
+    else:  # each rank reads all but its last partial batches
+        assert len(seen[0]) + len(seen[1]) >= NUM_USERS - 8
 
 
 @pytest.mark.parametrize("workers", [0, 2])

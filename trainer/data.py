@@ -3,15 +3,19 @@
 Stages, per rank and per loader worker (all stock webdataset pieces except the shard
 order and the batch decode):
 
-    shard list (seeded shuffle per epoch and pass) -> split by node -> split by worker
-      -> tar samples -> sample shuffle buffer -> raw batches -> skip already-trained batches
+    shard list (seeded shuffle per epoch and pass) [-> split by node -> split by worker]
+      -> tar samples -> sample shuffle buffer -> raw batches -> this reader's batches
       -> decode JSON + JPEG (corrupt samples dropped and counted) -> tensors
 
-Every rank yields exactly ``batches_per_epoch`` batches per epoch (its shards are
-re-read in new passes when they run out), so DDP ranks never wait on each other.
-Global batch ``b`` of an epoch comes from logical worker ``b % num_workers``; a run
-resumed at batch ``b`` renumbers the DataLoader's workers so the same order continues,
-and each worker skips its already-trained raw batches *before* decoding them.
+Two orders. **Global** (``global_order``; train shards without frames): every reader reads the
+whole JSON sample stream, cut into global batches the same way on any world size, and decodes only
+its own batches (``trainer.sample_order``); a run resumes on any number of ranks. **Split** (shards
+that embed frames): each rank x worker group reads its share of the shards; global batch ``b`` is
+per-rank batch ``b // world``, from logical worker ``b % num_workers`` (a resumed run renumbers the
+DataLoader's workers so the same order continues), and a run resumes exactly on the same world size
+only. Every rank yields the same number of batches per epoch (split: shards re-read in new passes
+when they run out), so DDP ranks never wait on each other; already-trained batches are skipped
+*before* decoding.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from trainer import storage
 from trainer.config import DataConfig
 from trainer.frames import FrameTransform, decode_frames, frames_of, sample_generator
 from trainer.item_store import ItemLost, ItemStore
-from trainer.shard_reader import ShardMismatch, shard_samples
+from trainer.sample_order import counted, cut_batches, rank_batches
+from trainer.shard_reader import ReadErrors, shard_samples
 from transforms.format import METADATA_FIELD, is_metadata_member, train_frame_prefix
 
 log = logging.getLogger(__name__)
@@ -40,51 +45,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StreamPosition:
-    """Where a rank's training stream stands: batches of ``epoch`` already trained."""
+    """Where training stands: ``batches`` global batches of ``epoch`` trained (all ranks together),
+    by a run of ``world_size`` ranks with ``num_workers`` loader workers each."""
 
     epoch: int = 0
     batches: int = 0
     num_workers: int = 0
+    world_size: int = 1
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "batches": self.batches, "num_workers": self.num_workers}
+        return {
+            "epoch": self.epoch,
+            "batches": self.batches,
+            "num_workers": self.num_workers,
+            "world_size": self.world_size,
+        }
 
 
 def expand_shard_urls(pattern: str) -> list[str]:
     """``pattern`` as a URL list: brace patterns (``train-{000000..000009}.tar``) and ``::`` separators."""
     return wds.shardlists.expand_urls(pattern)
-
-
-class ReadErrors:
-    """A webdataset error handler that logs, counts and continues (the count travels in the batches).
-
-    Shard opens and reads are already retried with backoff (``trainer.storage``); what reaches
-    this handler is lost data, and it is counted, never dropped silently. A shard that is not the
-    one the manifest describes (:class:`~trainer.shard_reader.ShardMismatch`) is kept apart in
-    ``mismatched``: the trainer stops on it rather than count it.
-    """
-
-    def __init__(self):
-        self.count = 0
-        self.mismatched: list[str] = []
-
-    def handler(self, exn: Exception) -> bool:
-        if isinstance(exn, ShardMismatch):  # the trainer reports it, once
-            self.mismatched.append(str(exn.args[0]))
-            return True
-        log.warning("unreadable shard data (counted as a failed read): %r", exn)
-        self.count += 1
-        return True
-
-    def take(self) -> int:
-        """Failed reads since the last call."""
-        count, self.count = self.count, 0
-        return count
-
-    def take_mismatched(self) -> list[str]:
-        """Messages of the shards found not to match the manifest since the last call."""
-        found, self.mismatched = self.mismatched, []
-        return found
 
 
 def decode_window(sample: dict, max_seq_len: int) -> list[int]:
@@ -99,7 +79,8 @@ def decode_window(sample: dict, max_seq_len: int) -> list[int]:
 
 
 class TrainStream(IterableDataset):
-    """One rank's training batches for one epoch, starting after ``position.batches`` batches.
+    """One rank's training batches for one epoch of ``batches_per_epoch`` global batches, starting
+    after the ``position.batches`` trained (see the module docstring for the two orders).
 
     Yields dicts: ``items`` long ``[B, L+1]`` (right-padded with 0), ``unique_items`` long
     ``[U]``, ``frames`` uint8 ``[U, T, 3, S, S]`` (or ``jpegs``: per unique item, its JPEG
@@ -108,8 +89,11 @@ class TrainStream(IterableDataset):
     batch of this worker), ``bad_shards`` (messages naming shards whose size or sha256 is not
     the manifest's, ``trainer.shard_reader``), ``lost_items`` (one line per item of the batch whose
     frames could not be read from ``item_store``; its samples are counted in ``skipped``) and
-    ``batch_index`` (global batch number within the epoch). ``shard_entries`` (URL -> manifest
-    entry) turns those checks on.
+    ``batch_index`` (the batch's number within the epoch: global in the global order, per rank in
+    the split order) and ``sample_keys`` (the keys of the samples read for it, corrupt ones
+    included). ``shard_entries`` (URL -> manifest entry) turns those checks on.
+    ``batches_per_step`` (gradient accumulation): in the global order every rank yields a whole
+    number of steps, empty batches past the epoch's end.
 
     ``with_frames``: read the items' frames, from ``item_store`` when one is given (only the JSON
     members of the train samples are then read; each unique item of a batch is read and decoded
@@ -135,6 +119,8 @@ class TrainStream(IterableDataset):
         world_size: int = 1,
         shard_entries: dict[str, dict] | None = None,
         item_store: ItemStore | None = None,
+        global_order: bool = False,
+        batches_per_step: int = 1,
     ):
         if not urls:
             raise ValueError("no train shards to read")
@@ -149,6 +135,7 @@ class TrainStream(IterableDataset):
         self.position = position
         self.rank = rank
         self.world_size = world_size
+        self.global_order, self.batches_per_step = global_order, batches_per_step
         self.transform = FrameTransform(
             config.frame_size, squash=config.squash, train=True, augment=config.augment
         )
@@ -156,26 +143,37 @@ class TrainStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         storage.register_webdataset_openers()
         info = get_worker_info()
-        num_workers = info.num_workers if info else 1
-        worker = ((info.id if info else 0) + self.position.batches) % num_workers
-        group, groups = self.rank * num_workers + worker, self.world_size * num_workers
-        skip = len(range(worker, self.position.batches, num_workers))
-        todo = range(worker + skip * num_workers, self.batches_per_epoch, num_workers)
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
         errors = ReadErrors()
-        raw_batches = wds.filters.batched(self.config.batch_size, collation_fn=list, partial=False)(
-            self._shuffled_samples(group, groups, errors)
-        )
-        done = 0
-        for batch_index, raw in zip(todo, itertools.islice(raw_batches, skip, None), strict=False):
+        if self.global_order:
+            position, size = self.position.batches, self.batches_per_epoch
+            wanted = rank_batches(position, size, self.rank, self.world_size, self.batches_per_step)
+            passes = self._shuffled_passes(0, 1, errors)
+            raw_batches = cut_batches(passes, self.config.batch_size, wanted[worker::workers], size, errors)
+        else:
+            raw_batches = self._split_batches(worker, workers, errors)
+        for batch_index, raw in raw_batches:
             batch = self._decode_batch(raw, batch_index)
-            yield dict(batch, read_errors=errors.take(), bad_shards=errors.take_mismatched())
-            done += 1
-        for batch_index in todo[done:]:  # the shards ran dry: every one was refused
-            batch = self._decode_batch([], batch_index)
-            yield dict(batch, read_errors=errors.take(), bad_shards=errors.take_mismatched())
+            keys = [sample.get("__key__") for sample in raw]
+            yield dict(
+                batch, sample_keys=keys, read_errors=errors.take(), bad_shards=errors.take_mismatched()
+            )
 
-    def _shuffled_samples(self, group: int, groups: int, errors: ReadErrors) -> Iterator[dict]:
-        """Endless passes over this group's share of the shards, each pass shuffled on its own."""
+    def _split_batches(self, worker: int, workers: int, errors: ReadErrors) -> Iterator[tuple[int, list]]:
+        """(per-rank batch number, samples) of this worker in the split order; empty once the shards
+        ran dry (every one was refused)."""
+        done, total = self.position.batches // self.world_size, self.batches_per_epoch // self.world_size
+        worker = (worker + done) % workers
+        group, groups = self.rank * workers + worker, self.world_size * workers
+        skip = len(range(worker, done, workers))
+        samples = itertools.chain.from_iterable(self._shuffled_passes(group, groups, errors))
+        raw_batches = wds.filters.batched(self.config.batch_size, collation_fn=list, partial=False)(samples)
+        raw_batches = itertools.islice(raw_batches, skip, None)
+        for batch_index in range(worker + skip * workers, total, workers):
+            yield batch_index, next(raw_batches, [])
+
+    def _shuffled_passes(self, group: int, groups: int, errors: ReadErrors) -> Iterator[Iterator[dict]]:
+        """Endless passes over this group's share of the shards, each shuffled on its own."""
         epoch = self.position.epoch
         split_shards = len(self.urls) >= groups
         select = None if self.with_frames else is_metadata_member
@@ -192,13 +190,11 @@ class TrainStream(IterableDataset):
                 rng = random.Random(f"samples/{self.seed}/{epoch}/{repeat}/{group}")
                 buffer = self.config.shuffle_buffer
                 samples = wds.filters.shuffle(buffer, initial=buffer, rng=rng)(samples)
-            produced = 0
-            for sample in samples:
-                produced += 1
-                yield sample
-            if not produced and errors.mismatched:
+            produced = [0]
+            yield counted(samples, produced)
+            if not produced[0] and errors.mismatched:
                 return  # every shard was refused; the batches say why
-            if not produced:
+            if not produced[0]:
                 raise RuntimeError(f"train shards yielded no samples for worker group {group}/{groups}")
 
     def _decode_batch(self, raw: list[dict], batch_index: int) -> dict:

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from trainer import checkpoint
 from trainer.data import StreamPosition
-from trainer.errors import DatasetError
+from trainer.errors import DatasetError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -72,20 +72,45 @@ class RunState:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
+        if state["rng"] is not None:
+            checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.position = StreamPosition(**state["position"])
-        if self.position.num_workers != self.config.data.num_workers:
+        if "world_size" not in state["position"]:  # written before positions counted global batches
+            self.position = StreamPosition(**state["position"], world_size=self.world_size)
+            self.position.batches *= self.world_size
+        elastic = self.global_order and self.global_order_on(
+            self.position.world_size, self.position.num_workers
+        )
+        self._check_world_size(elastic)
+        if self.position.num_workers != self.config.data.num_workers and not elastic:
             log.warning(
                 "resuming with %d loader workers instead of %d: batch order after resume differs",
                 self.config.data.num_workers,
                 self.position.num_workers,
             )
-            self.position.num_workers = self.config.data.num_workers
+        self.position.num_workers = self.config.data.num_workers
+        self.position.world_size = self.world_size
+        self._plan_steps()
         self.best = dict(state["best"])
         self.skipped_samples = int(state["skipped_samples"])
         self.failed_reads = int(state["failed_reads"])
         self.metrics_lines = int(state["metrics_lines"])
+
+    def _check_world_size(self, elastic: bool) -> None:
+        """Refuse to continue an epoch on another world size unless both runs read the global order.
+
+        Raises:
+            UsageError: the checkpoint stopped mid-epoch on another number of ranks, and the dataset's
+                train shards embed frames (their order is split between ranks and loader workers).
+        """
+        ranks = self.position.world_size
+        if ranks != self.world_size and self.position.batches and not elastic:
+            raise UsageError(
+                f"the checkpoint stopped mid-epoch on {ranks} ranks, and this dataset's train shards "
+                f"embed frames, whose order depends on the ranks: resume on {ranks} ranks (from an "
+                "epoch's end any number works), or train on a dataset ingested with --train-frames reference"
+            )
 
     def save(self, name: str) -> None:
         """Checkpoint the run (rank 0 writes; every rank's RNG state is gathered into it)."""
@@ -103,8 +128,9 @@ class RunState:
         """Continue from a checkpoint written by :meth:`save` (its path, or its loaded state)."""
         if not isinstance(state, dict):
             state = checkpoint.read(state, checkpoint.RESUME_KEYS, "pass --no-resume to start over")
-        if "rank_rng" in state and self.rank < len(state["rank_rng"]):
-            state["rng"] = state["rank_rng"][self.rank]
+        # each rank takes its own RNG state; a rank the checkpointed run did not have keeps its seed
+        rank_rng = state.get("rank_rng") or [state["rng"]]
+        state["rng"] = rank_rng[self.rank] if self.rank < len(rank_rng) else None
         self.load_state_dict(state)
 
 

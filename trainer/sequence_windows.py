@@ -4,8 +4,9 @@ Train shards hold each user's *last* ``max_seq_len + 1`` training items, which i
 video model needs. An ID model can instead learn from every training interaction:
 each user's training history ``items[:-2]`` is cut from the end into windows of
 ``max_seq_len + 1`` items overlapping by one, so every training item is a target exactly
-once per epoch. Windows are shuffled per epoch (seeded), dealt to ranks and to loader
-workers like the shard stream, and resume at a batch the same way.
+once per epoch. Windows are shuffled per epoch (seeded) into one global order, cut into global
+batches and dealt to ranks and loader workers like the shard stream's global order
+(``trainer.sample_order``), so a run resumes at a global batch on any number of ranks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from trainer.data import StreamPosition
 from trainer.dataset import UserSequences
+from trainer.sample_order import rank_batches
 
 
 def training_windows(sequences: UserSequences, max_seq_len: int) -> list[np.ndarray]:
@@ -31,9 +33,11 @@ def training_windows(sequences: UserSequences, max_seq_len: int) -> list[np.ndar
 
 
 class SequenceWindowStream(IterableDataset):
-    """One rank's batches of sequence windows for one epoch, after ``position.batches`` batches.
+    """One rank's batches of sequence windows for one epoch of ``batches_per_epoch`` global batches,
+    after the ``position.batches`` trained.
 
-    Yields the same dicts as :class:`trainer.data.TrainStream` without frames.
+    Yields the same dicts as :class:`trainer.data.TrainStream` without frames (``sample_keys``: the
+    windows' numbers in ``windows``).
     """
 
     def __init__(
@@ -48,23 +52,24 @@ class SequenceWindowStream(IterableDataset):
         position: StreamPosition,
         rank: int = 0,
         world_size: int = 1,
+        batches_per_step: int = 1,
     ):
         self.windows = windows
         self.batch_size, self.seed, self.shuffle, self.max_seq_len = batch_size, seed, shuffle, max_seq_len
         self.batches_per_epoch, self.position = batches_per_epoch, position
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.batches_per_step = rank, world_size, batches_per_step
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        num_workers = info.num_workers if info else 1
-        worker = ((info.id if info else 0) + self.position.batches) % num_workers
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
         order = np.arange(len(self.windows))
         if self.shuffle:
             np.random.default_rng([self.seed, self.position.epoch]).shuffle(order)
-        mine = order[self.rank :: self.world_size]
-        first = self.position.batches + (worker - self.position.batches) % num_workers
-        for batch_index in range(first, self.batches_per_epoch, num_workers):
-            rows = mine[batch_index * self.batch_size : (batch_index + 1) * self.batch_size]
+        end, done = self.batches_per_epoch, self.position.batches
+        wanted = rank_batches(done, end, self.rank, self.world_size, self.batches_per_step)
+        for batch_index in wanted[worker::workers]:
+            start = batch_index * self.batch_size if batch_index < end else len(order)
+            rows = order[start : start + self.batch_size]
             items = torch.zeros(len(rows), self.max_seq_len + 1, dtype=torch.long)
             for i, row in enumerate(rows):
                 window = self.windows[row]
@@ -74,4 +79,5 @@ class SequenceWindowStream(IterableDataset):
                 "unique_items": torch.unique(items[items > 0]),
                 "skipped": 0,
                 "batch_index": batch_index,
+                "sample_keys": rows.tolist(),
             }

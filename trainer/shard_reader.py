@@ -10,7 +10,7 @@
   A shard left part-way (the epoch ended) is not checked.
 
 A mismatch is a :class:`ShardMismatch` (a :class:`~trainer.errors.DatasetError`) naming the shard.
-It goes to the stream's error handler like any read error; ``trainer.data.ReadErrors`` keeps it
+It goes to the stream's error handler like any read error; :class:`ReadErrors` keeps it
 apart as fatal, and the trainer stops the run with it (exit 2) instead of counting a lost read.
 Shards the manifest does not list (``--train-shards``) are read unchecked.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 
@@ -27,9 +28,47 @@ import webdataset as wds
 from trainer import storage
 from trainer.errors import REINGEST, DatasetError
 
+log = logging.getLogger(__name__)
+
 
 class ShardMismatch(DatasetError):
     """A shard whose size or sha256 is not the manifest's."""
+
+
+class ReadErrors:
+    """A webdataset error handler that logs, counts and continues (the count travels in the batches).
+
+    Shard opens and reads are already retried with backoff (``trainer.storage``); what reaches
+    this handler is lost data, and it is counted, never dropped silently. A shard that is not the
+    one the manifest describes (:class:`~trainer.shard_reader.ShardMismatch`) is kept apart in
+    ``mismatched``: the trainer stops on it rather than count it. Where every reader reads the
+    same stream (the global order), ``counting`` is true only in the reader whose batch is being
+    cut, so each failure is counted once.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.counting = True
+        self.mismatched: list[str] = []
+
+    def handler(self, exn: Exception) -> bool:
+        if isinstance(exn, ShardMismatch):  # the trainer reports it, once
+            self.mismatched.append(str(exn.args[0]))
+            return True
+        if self.counting:
+            log.warning("unreadable shard data (counted as a failed read): %r", exn)
+            self.count += 1
+        return True
+
+    def take(self) -> int:
+        """Failed reads since the last call."""
+        count, self.count = self.count, 0
+        return count
+
+    def take_mismatched(self) -> list[str]:
+        """Messages of the shards found not to match the manifest since the last call."""
+        found, self.mismatched = self.mismatched, []
+        return found
 
 
 def _size_of(stream) -> int | None:

@@ -1,15 +1,16 @@
 """The training loop: optimizer steps over the shard stream, lost-sample accounting, the epochs.
 
 Checkpoints and resume live in :mod:`trainer.run_state`, validation and test in
-:mod:`trainer.run_eval`; :class:`Trainer` brings the three together.
+:mod:`trainer.run_eval`, the optimizer step in :mod:`trainer.optimizer_step`; :class:`Trainer`
+brings them together. Epochs are counted in global batches (``trainer.sample_order``), so the
+position a checkpoint holds means the same on any world size.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import warnings
-from contextlib import nullcontext
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,15 +21,18 @@ from trainer import checkpoint
 from trainer.config import SELECTION_METRICS, TrainConfig
 from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
 from trainer.dataset import DatasetInfo, check_local_shards
-from trainer.errors import DataLossError, DatasetError, TrainingDiverged, UsageError
-from trainer.frames import FrameTransform, decode_clip_on_device
+from trainer.errors import DataLossError, DatasetError, UsageError
+from trainer.frames import FrameTransform
 from trainer.item_store import item_store_for, train_frames_from_store
-from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
+from trainer.loss import log_popularity
 from trainer.models.videorec import build_model
+from trainer.optimizer_step import OptimizerStep
 from trainer.progress import METRICS_FILE, ProgressReporter, truncate_metrics
 from trainer.run_eval import RunEvaluation
 from trainer.run_state import RunState
+from trainer.sample_order import epoch_batches, steps_left
 from trainer.sequence_windows import SequenceWindowStream, training_windows
+from transforms.format import TRAIN_FRAMES_EMBEDDED, train_frames_of
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +54,13 @@ def lr_schedule(schedule: str, warmup_steps: int, total_steps: int, min_ratio: f
     return factor
 
 
-class Trainer(RunState, RunEvaluation):
+class Trainer(RunState, RunEvaluation, OptimizerStep):
     """Trains one VideoRec on one dataset version, on one rank of a (possibly 1-process) group.
 
     Checkpoints and resume are :class:`~trainer.run_state.RunState`'s, validation, test and
-    ``results.json`` :class:`~trainer.run_eval.RunEvaluation`'s."""
+    ``results.json`` :class:`~trainer.run_eval.RunEvaluation`'s, the optimizer step
+    :class:`~trainer.optimizer_step.OptimizerStep`'s. ``on_batch``, when set, is called with each
+    batch this rank reads for a step (``sample_keys`` say which samples: an audit hook)."""
 
     def __init__(
         self,
@@ -150,29 +156,35 @@ class Trainer(RunState, RunEvaluation):
             else None
         )
         samples = len(self.windows) if self.windows is not None else dataset.shard_samples("train")
-        per_step = world_size * config.data.batch_size * optim.grad_accumulation
-        self.steps_per_epoch = optim.steps_per_epoch or max(1, samples // per_step)
-        self.total_steps = optim.epochs * self.steps_per_epoch
-        if optim.max_steps is not None:
-            self.total_steps = min(self.total_steps, optim.max_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        self.embedded_frames = (
+            dataset.has_frames and train_frames_of(dataset.manifest) == TRAIN_FRAMES_EMBEDDED
+        )
+        self.global_order = self.global_order_on(world_size, config.data.num_workers)
+        self.step_batches = world_size * optim.grad_accumulation
+        self.batches_per_epoch = epoch_batches(
+            samples, config.data.batch_size, self.step_batches, optim.steps_per_epoch, self.global_order
+        )
+        self.step = 0
+        self.position = StreamPosition(num_workers=config.data.num_workers, world_size=world_size)
+        self._plan_steps()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # total_steps changes on an elastic resume
             self.optimizer,
-            lr_schedule(optim.schedule, optim.warmup_steps, self.total_steps, optim.min_lr_ratio),
+            lambda step: lr_schedule(
+                optim.schedule, optim.warmup_steps, self.total_steps, optim.min_lr_ratio
+            )(step),
         )
         if config.selection_metric not in SELECTION_METRICS:
             raise UsageError(
                 f"unknown --selection-metric {config.selection_metric!r}; choose one of "
                 f"{', '.join(SELECTION_METRICS)}"
             )
-        self.planned_samples = self.total_steps * per_step
         self.autocast = optim.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no loss scaling
         self.log_q = log_popularity(torch.from_numpy(dataset.popularity)).to(self.device)
         self.train_transform = FrameTransform(
             config.data.frame_size, config.data.squash, train=True, augment=config.data.augment
         )
-        self.step = 0
-        self.position = StreamPosition(num_workers=config.data.num_workers)
+        self.on_batch: Callable[[dict], None] | None = None
         self.best = {"step": -1, "score": -1.0}
         self.skipped_samples = 0
         self.failed_reads = 0
@@ -180,57 +192,30 @@ class Trainer(RunState, RunEvaluation):
         self.metrics_lines = 0
         self.reporter: ProgressReporter | None = None
 
-    # --- one optimizer step -------------------------------------------------------------------
+    def global_order_on(self, world_size: int, num_workers: int) -> bool:
+        """Whether a run of ``world_size`` ranks x ``num_workers`` loader workers reads the global order:
+        always, unless the train shards embed frames and more than one reader would each read all of
+        them (the order is then split between readers)."""
+        single_reader = world_size * max(1, num_workers) == 1
+        return self.windows is not None or not self.embedded_frames or single_reader
 
-    def _frames(self, batch: dict) -> torch.Tensor | None:
-        if not self.use_frames:
-            return None
-        if "jpegs" in batch:
-            clips = [decode_clip_on_device(jpegs, str(self.device)) for jpegs in batch["jpegs"]]
-            return torch.stack([self.train_transform(clip) for clip in clips])
-        return batch["frames"].to(self.device, non_blocking=True)
-
-    def _loss(self, batch: dict) -> torch.Tensor:
-        items = batch["items"].to(self.device, non_blocking=True)
-        unique = batch["unique_items"].to(self.device, non_blocking=True)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            states, embeddings = self.module(items, unique, self._frames(batch))
-            if self.config.loss.candidates == "full":
-                table = self.model.item_encoder(torch.arange(self.dataset.num_items + 1, device=self.device))
-                return full_softmax_loss(states, items, table)
-            if self.config.loss.gather_negatives and self.world_size > 1:
-                unique, embeddings = gather_candidates(unique, embeddings)
-            return in_batch_softmax_loss(
-                states, items, unique, embeddings, self.log_q if self.config.loss.logq else None
-            )
-
-    def train_step(self, micro_batches: list[dict]) -> float:
-        """One optimizer step over gradient-accumulation micro-batches; returns the mean loss."""
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            sync = self.module.no_sync() if (self.world_size > 1 and not last) else nullcontext()
-            with sync:
-                loss = self._loss(batch) / len(micro_batches)
-                self.scaler.scale(loss).backward()
-            total += float(loss.detach())
-        self._check_finite(total)
-        self.scaler.unscale_(self.optimizer)
-        if self.config.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        return total
+    def _plan_steps(self) -> None:
+        """``steps_per_epoch``, ``total_steps`` and ``planned_samples`` on this world size, from the
+        position (after a resume on another world size the steps left are counted on this one)."""
+        optim, done = self.config.optim, self.position.batches
+        self.steps_per_epoch = steps_left(self.batches_per_epoch, 0, self.step_batches)
+        left = steps_left(self.batches_per_epoch, done, self.step_batches)
+        left += (optim.epochs - self.position.epoch - 1) * self.steps_per_epoch
+        self.total_steps = self.step + left if self.position.epoch < optim.epochs else self.step
+        if optim.max_steps is not None:
+            self.total_steps = min(self.total_steps, optim.max_steps)
+        self.planned_samples = self.total_steps * self.step_batches * self.config.data.batch_size
 
     # --- the loop -----------------------------------------------------------------------------
 
     def _batches(self):
         """This epoch's remaining batches (the stream starts after the batches already trained)."""
-        batches_per_epoch = self.steps_per_epoch * self.config.optim.grad_accumulation
+        batches_per_epoch, per_step = self.batches_per_epoch, self.config.optim.grad_accumulation
         if self.windows is not None:
             stream = SequenceWindowStream(
                 self.windows,
@@ -242,6 +227,7 @@ class Trainer(RunState, RunEvaluation):
                 position=StreamPosition(**self.position.to_dict()),
                 rank=self.rank,
                 world_size=self.world_size,
+                batches_per_step=per_step,
             )
             return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
         stream = TrainStream(
@@ -256,6 +242,8 @@ class Trainer(RunState, RunEvaluation):
             world_size=self.world_size,
             shard_entries=self.shard_entries,
             item_store=self.train_store,
+            global_order=self.global_order,
+            batches_per_step=per_step,
         )
         return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
 
@@ -283,13 +271,13 @@ class Trainer(RunState, RunEvaluation):
         last_eval_step = -1
         while self.step < self.total_steps:
             batches = self._batches()
-            while (
-                self.step < self.total_steps and self.position.batches < self.steps_per_epoch * accumulation
-            ):
+            while self.step < self.total_steps and self.position.batches < self.batches_per_epoch:
                 micro = [next(batches) for _ in range(accumulation)]
-                usable = self._account(micro)
-                loss = self.train_step(usable) if usable else self._empty_step()
-                self.position.batches += accumulation
+                for batch in micro if self.on_batch else ():
+                    self.on_batch(batch)
+                usable, per_rank = self._account(micro)
+                loss = self.train_step(usable, per_rank) if usable else self._empty_step()
+                self.position.batches = min(self.batches_per_epoch, self.position.batches + self.step_batches)
                 record = reporter.step(
                     {
                         "type": "train",
@@ -308,8 +296,10 @@ class Trainer(RunState, RunEvaluation):
                 if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
                     self.save(checkpoint.LAST)
             del batches
-            if self.position.batches >= self.steps_per_epoch * accumulation:
-                self.position = StreamPosition(self.position.epoch + 1, 0, self.config.data.num_workers)
+            if self.position.batches >= self.batches_per_epoch:
+                self.position = StreamPosition(
+                    self.position.epoch + 1, 0, self.config.data.num_workers, self.world_size
+                )
                 if self.config.eval_every_epoch:
                     self._validate(reporter)
                     last_eval_step = self.step
@@ -322,10 +312,12 @@ class Trainer(RunState, RunEvaluation):
         reporter.close()
         return results
 
-    def _account(self, micro: list[dict]) -> list[dict]:
+    def _account(self, micro: list[dict]) -> tuple[list[dict], float]:
         """Count the step's lost samples (all ranks) and stop the run past ``max_lost_fraction``, or
-        on a shard that is not the manifest's; returns the micro-batches to train on (those holding
-        samples; under DDP none if any rank's micro-batch is empty, so every rank steps alike)."""
+        on a shard that is not the manifest's; returns the micro-batches to train on and
+        :meth:`train_step`'s ``per_rank``. One process trains those holding samples; under DDP every
+        rank passes over all its micro-batches (an empty one idly), so their collectives match, and
+        none when no rank has samples."""
         bad_shards = [message for b in micro for message in b.get("bad_shards", ())]
         lost_items = [line for b in micro for line in b.get("lost_items", ())]
         self.first_lost_item = self.first_lost_item or next(iter(lost_items), "")
@@ -363,32 +355,12 @@ class Trainer(RunState, RunEvaluation):
                 f"{self.planned_samples} samples this run reads (budget {budget:g}){self._first_lost()}; "
                 "see the warnings above, and write the dataset again or raise --max-lost-fraction"
             )
-        if empty and self.world_size > 1:
-            return []
-        return [b for b in micro if len(b["items"])]
+        filled = len(micro) * self.world_size - empty
+        if self.world_size > 1:
+            return (micro if filled else []), filled / self.world_size
+        usable = [b for b in micro if len(b["items"])]
+        return usable, len(usable)
 
     def _first_lost(self) -> str:
         """``; first lost item: <line naming it and its shard>`` once an item was lost, else ``""``."""
         return f"; first lost item: {self.first_lost_item}" if self.first_lost_item else ""
-
-    def _check_finite(self, loss: float) -> None:
-        """Stop the run when the step's loss is NaN or infinite on any rank, before the optimizer
-        writes it into the weights (``TrainingDiverged``, exit 4)."""
-        bad = torch.tensor([0.0 if math.isfinite(loss) else 1.0])
-        if self.world_size > 1:  # every rank stops together
-            bad = bad.to(self.device)
-            dist.all_reduce(bad)
-        if float(bad.sum()):
-            raise TrainingDiverged(
-                f"the loss became {loss} at step {self.step + 1} (--lr {self.config.optim.lr:g}); the run "
-                "stopped before updating the weights with it: lower --lr or check the data"
-            )
-
-    def _empty_step(self) -> float:
-        """A step whose samples were all lost: no update, the schedule moves on; the loss is NaN."""
-        log.warning("step %d: every sample of the step was lost; no update", self.step + 1)
-        with warnings.catch_warnings():  # the schedule moves on although the optimizer did not step
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)`")
-            self.scheduler.step()
-        self.step += 1
-        return math.nan
