@@ -20,15 +20,20 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
+from tests import test_train_layout
 from tests.byte_counting_proxy import CountingProxy
+from tests.dataset_files import dataset_table
 from tests.fixtures_dataset import solid_frames, write_dataset
 from trainer.config import DataConfig
 from trainer.data import StreamPosition, TrainStream
 from trainer.dataset import load_dataset
 from trainer.item_cache import ShardCache
 from trainer.item_store import ItemLost, item_store_for, tar_members
+from transforms import format as fmt
 
 NUM_ITEMS = 12
+synth, donor, nightly = test_train_layout.synth, test_train_layout.donor, test_train_layout.nightly
+"""Fixtures: a first version and a reference-layout nightly version on one dataset root."""
 
 
 def _sequences() -> dict[str, list[str]]:
@@ -202,3 +207,45 @@ def test_decoding_on_the_gpu_gets_each_unique_items_jpegs_from_the_store(dataset
         assert unique == on_cpu["unique_items"].tolist()
         assert on_gpu["jpegs"] == [expected[item] for item in unique]
         assert on_cpu["frames"].shape == (len(unique), 2, 3, 8, 8)
+
+
+def test_a_nightly_version_reads_the_items_it_indexes_in_an_earlier_versions_shards(nightly, tmp_path):
+    """A reference-layout nightly version points reused items into the first version's shards
+    (``../<version>/items/...``, whose JSON holds that version's index): read in place, and over
+    ``http://`` through one cached copy, they are the first version's frames."""
+    first, second, new_items = nightly
+    stores = {}
+    for name, result in (("first", first), ("second", second)):
+        dataset = load_dataset(result.output)
+        stores[name] = (item_store_for(dataset, DataConfig(item_cache=str(tmp_path / "c"))), dataset)
+    index = {
+        name: {r["item_id"]: r["item_index"] for r in dataset_table(r_.output, "items").to_pylist()}
+        for name, r_ in (("first", first), ("second", second))
+    }
+    second_store = stores["second"][0]
+    assert len(second_store.items()) == second.manifest["num_items"]
+    for item_id, item in index["second"].items():
+        frames = second_store.frames(item)
+        if item_id in new_items:
+            assert not fmt.is_earlier_version_path(second_store.shard_name(item))
+        else:
+            assert fmt.is_earlier_version_path(second_store.shard_name(item))
+            assert frames == stores["first"][0].frames(index["first"][item_id])
+
+    root = Path(second.output).parents[1]
+    handler = functools.partial(QuietHandler, directory=str(root.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{root.name}/versions/{Path(second.output).name}"
+        remote = item_store_for(load_dataset(url), DataConfig(item_cache=str(tmp_path / "cache")))
+        for item in index["second"].values():
+            assert remote.frames(item) == second_store.frames(item)
+    finally:
+        server.shutdown()
+        server.server_close()
+    first_id = Path(first.output).name
+    assert {p.parent.parent.name for p in (tmp_path / "cache").rglob("*.tar")} == {
+        first_id,
+        Path(second.output).name,
+    }

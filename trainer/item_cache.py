@@ -5,7 +5,9 @@ dataset on ``gs://`` or ``http(s)://`` are first copied here, whole and front to
 (:func:`trainer.storage.open_url`, retried and resumed), never item by item:
 
 - **where**: ``FOLDER/<dataset version>/<shard path, sha256 prefix>.tar``, so a later run of the same
-  version reuses the copy, and a version whose shard changed under the same path cannot;
+  version reuses the copy, and a version whose shard changed under the same path cannot; a shard a
+  nightly version indexes in an earlier version's folder (``../<version>/items/...``) is kept under
+  that version's name, so the versions share one copy;
 - **checked**: the copy's size and sha256 must be the manifest's before it is published (written
   under a temporary name, then renamed atomically); a copy that fails the check is deleted;
 - **shared**: every rank and loader worker of the machine uses the same folder. A per-shard ``flock``
@@ -25,6 +27,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import posixpath
 from pathlib import Path
 
 from trainer import storage
@@ -66,9 +69,16 @@ class ShardCache:
         self.folder, self.max_bytes = Path(folder or default_cache_folder()), int(max_bytes)
 
     def path_for(self, version: str, shard_path: str, sha256: str) -> Path:
-        """Where the copy of ``shard_path`` of dataset ``version`` lives."""
-        stem = shard_path.removesuffix(SHARD_SUFFIX)
-        return self.folder / sanitize_key(version) / f"{stem}.{sha256[:16] or 'unhashed'}{SHARD_SUFFIX}"
+        """Where the copy of ``shard_path`` of dataset ``version`` lives (a shard of an earlier version,
+        ``../<version_id>/items/...``, is kept under that version's name, and shared with it).
+
+        Raises:
+            ShardUnavailable: ``shard_path`` leads out of the cache folder.
+        """
+        stem = posixpath.normpath(f"{sanitize_key(version)}/{shard_path.removesuffix(SHARD_SUFFIX)}")
+        if stem.startswith("..") or posixpath.isabs(stem):
+            raise ShardUnavailable(f"shard path {shard_path!r} leads out of the item cache")
+        return self.folder / f"{stem}.{sha256[:16] or 'unhashed'}{SHARD_SUFFIX}"
 
     def hold(self, url: str, version: str, entry: dict) -> HeldShard:
         """The shard at ``url`` (manifest ``entry``: ``path``, ``bytes``, ``sha256``) as a local file,
@@ -146,7 +156,9 @@ def _fetch(url: str, entry: dict, target: Path) -> None:
     except ShardUnavailable:
         raise
     except Exception as exn:  # noqa: BLE001 - any failure to fetch is one line about this shard
-        raise ShardUnavailable(f"shard {url} could not be fetched ({' '.join(str(exn).split())[:160]})") from exn
+        raise ShardUnavailable(
+            f"shard {url} could not be fetched ({' '.join(str(exn).split())[:160]})"
+        ) from exn
     finally:
         temporary.unlink(missing_ok=True)
     log.info("item cache: fetched %s (%d bytes) to %s", url, size, target)

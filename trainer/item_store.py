@@ -11,7 +11,9 @@ header) and ``size`` (every byte of its members, headers and padding included; d
   and loader worker, bounded, reused by later runs of the same dataset version).
 - Each shard is memory-mapped once per process (at most :data:`OPEN_SHARDS` at a time); an item's
   bytes are its slice of the map, whose tar members are parsed here: the JSON member must name the
-  item, and the frames are its ``N.jpg`` members.
+  item (in the version's own shards: an earlier version's shard, which a nightly ``reference``
+  version indexes in place as ``../<version>/items/...``, holds that version's indices), and the
+  frames are its ``N.jpg`` members.
 
 An item that cannot be read (no index entry, a slice past the end of its shard, a shard missing,
 cut short or not the manifest's, a slice that is not the item's sample) raises :class:`ItemLost`
@@ -26,6 +28,7 @@ import io
 import json
 import mmap
 import os
+import posixpath
 from collections import OrderedDict
 
 import numpy as np
@@ -44,6 +47,7 @@ from transforms.format import (
     METADATA_FIELD,
     TRAIN_FRAMES_EMBEDDED,
     frame_number,
+    is_earlier_version_path,
     split_member,
     train_frames_of,
 )
@@ -147,8 +151,9 @@ class ItemStore:
             raise ItemLost(
                 f"{where}: its bytes {offset}..{offset + size} are not inside the shard ({len(shard_map)} bytes)"
             )
-        try:
-            return sample_frames(shard_map[offset : offset + size], item)
+        try:  # an earlier version's shard holds that version's item_index in its JSON (docs/FORMAT.md)
+            named = None if is_earlier_version_path(self.shard_paths[shard]) else item
+            return sample_frames(shard_map[offset : offset + size], named)
         except ValueError as exn:
             raise ItemLost(f"{where} at byte {offset}: {exn}") from None
 
@@ -182,7 +187,9 @@ class ItemStore:
             raise ShardUnavailable("the manifest lists no such item shard")
         url = storage.join_url(self.root, path)
         scheme = storage.scheme_of(url)
-        if scheme in storage.REMOTE_SCHEMES:
+        if scheme in storage.REMOTE_SCHEMES:  # GCS names do not resolve "../<version>/items/..."
+            host, _, name = url.split("://", 1)[1].partition("/")
+            url = f"{scheme}://{host}/{posixpath.normpath(name)}"
             return self.cache.hold(url, self.version, self.entries[path])
         local = url.removeprefix("file://") if scheme == "file" else url
         if not os.path.isfile(local):
@@ -200,9 +207,10 @@ class ItemStore:
             held.release()
 
 
-def sample_frames(data: bytes, item: int) -> list[bytes]:
+def sample_frames(data: bytes, item: int | None) -> list[bytes]:
     """The JPEG frames of the item sample whose tar members are ``data`` (ustar headers, PAX records
-    allowed); its JSON member must give ``item_index`` ``item``. ``ValueError`` says what is wrong."""
+    allowed); its JSON member must give ``item_index`` ``item`` (unless ``None``: a sample of an
+    earlier version, whose JSON has that version's index). ``ValueError`` says what is wrong."""
     keys, frames, meta = set(), {}, None
     for name, content in tar_members(data):
         key, field = split_member(name)
@@ -217,7 +225,7 @@ def sample_frames(data: bytes, item: int) -> list[bytes]:
         named = int(json.loads(meta)["item_index"])
     except (ValueError, KeyError, TypeError) as exn:
         raise ValueError(f"its JSON member is unreadable ({exn!r})") from None
-    if named != item:
+    if item is not None and named != item:
         raise ValueError(f"the sample there is item {named}'s: the index does not match the shard")
     if sorted(frames) != list(range(len(frames))) or not frames:
         raise ValueError(f"frames numbered {sorted(frames)[:6]}, not 0..N-1")
