@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 from trainer.models.backbone import pad_frames
 from trainer.models.encoder_registry import ENCODERS, build_backbone
 from trainer.models.hub_backbones import slowfast_pathways, videomae_clip
-from trainer.models.torchvision_backbones import MVIT_CLIP
 from trainer.models.video_item_encoder import VideoItemEncoder, apply_freezing
 
 FRAMES = 5
@@ -69,7 +69,26 @@ def test_clip_adaptations():
     assert slow[0, 0, :, 0, 0].tolist() == [0, 4] and torch.equal(fast, clips)
     assert pad_frames(clips, 2)[0, 0, :, 0, 0].tolist() == [0, 1, 2, 3, 4, 4]
     assert videomae_clip(clips, 2).shape == (2, 6, 3, 4, 4)
-    mvit = build_backbone("mvit_v2_s", variant="tiny")
-    resampled = mvit.prepare(clips)
-    assert resampled.shape == (2, 3, *MVIT_CLIP[:1], MVIT_CLIP[1], MVIT_CLIP[1])
+    mvit = build_backbone("mvit_v2_s", variant="tiny", num_frames=16, frame_size=4)
+    resampled = mvit.prepare(clips)  # only a clip of other frames than the spec's is resampled
+    assert resampled.shape == (2, 3, 16, 4, 4)
     assert resampled[0, 0, :, 0, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+
+
+@pytest.mark.parametrize("frames, size, grid", [(5, 112, (3, 28, 28)), (16, 224, (8, 56, 56))])
+def test_mvit_runs_on_the_clip_as_it_comes(frames, size, grid):
+    """Issue 23 item 15: 5 frames at 112 px were resampled to 16 x 224 (10.7x the tokens: 24 GB of RSS
+    for a 2-user batch). The token grid is the clip's; the relative position tables keep the
+    pretrained shapes (torchvision interpolates them to the grid)."""
+    mvit = build_backbone("mvit_v2_s", num_frames=frames, frame_size=size)
+    clips = torch.zeros(1, 3, frames, size, size)
+    assert mvit.prepare(clips) is clips
+    grid_seen = []
+    mvit.module.blocks[0].register_forward_hook(lambda module, args, out: grid_seen.append(out[1]))
+    with torch.no_grad():
+        assert mvit.module(clips).shape == (1, mvit.feature_dim)
+    assert tuple(grid_seen[0]) == grid
+    pretrained = torchvision.models.video.mvit_v2_s(weights=None).state_dict()
+    assert {k: v.shape for k, v in mvit.module.state_dict().items() if "rel_pos" in k} == {
+        k: v.shape for k, v in pretrained.items() if "rel_pos" in k
+    }
