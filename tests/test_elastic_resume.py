@@ -13,11 +13,14 @@ and trains every train sample exactly once in each epoch.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import multiprocessing
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,17 +35,42 @@ from trainer import checkpoint
 from trainer.config import DataConfig, preset
 from trainer.data import StreamPosition, TrainStream
 from trainer.dataset import load_dataset
-from transforms.format import sanitize_key
+from transforms.format import TRAIN_FRAMES_REFERENCE, is_metadata_member, sanitize_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USERS = 30  # 30 samples in batches of 4: 8 global batches an epoch, the last one of 2 samples
 EPOCHS = 2
 
 
+def _sequences() -> dict[str, list[str]]:
+    return {str(u): [str((u * 7 + t * 3) % 17 + 1) for t in range(7)] for u in range(USERS)}
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    sequences = {str(u): [str((u * 7 + t * 3) % 17 + 1) for t in range(7)] for u in range(USERS)}
-    return write_dataset(tmp_path_factory.mktemp("ds"), sequences, max_seq_len=4, per_shard=4)
+    """ID-only: trained with the ``id`` encoder."""
+    return write_dataset(tmp_path_factory.mktemp("ds"), _sequences(), max_seq_len=4, per_shard=4)
+
+
+@pytest.fixture(scope="module")
+def reference_dataset(tmp_path_factory) -> Path:
+    """The ``reference`` layout (train samples hold their JSON window only; frames in the item
+    shards): trained with the ``tiny`` video encoder, frames read from the item store."""
+    folder = tmp_path_factory.mktemp("ref") / "ds"
+    write_dataset(folder, _sequences(), frames=solid_frames(10, 2), max_seq_len=4, per_shard=4)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["shards"]["train"]:
+        path = folder / entry["path"]
+        with tarfile.open(path) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if is_metadata_member(m.name)]
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for member, content in members:
+                tar.addfile(member, io.BytesIO(content))
+        data = path.read_bytes()
+        entry["bytes"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    manifest["format_version"], manifest["train_frames"] = 3, TRAIN_FRAMES_REFERENCE
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return folder
 
 
 def _batches(data: Path, world: int, workers: int, done: int = 0, per_step: int = 1, urls=None) -> list[dict]:
@@ -113,9 +141,11 @@ def _rank(rank: int, world: int, data: str, run: str, max_steps: int | None) -> 
     if world > 1:
         store = f"file://{run}/store-{world}-{max_steps}"
         dist.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
+    dataset = load_dataset(data)
     config = preset("tiny")
     config.data.data, config.output, config.progress = data, run, False
-    config.model.encoder, config.data.batch_size, config.data.num_workers = "id", 4, 0
+    config.model.encoder = "tiny" if dataset.has_frames else "id"
+    config.data.batch_size, config.data.num_workers, config.data.frame_size = 4, 0, 8
     config.optim.epochs, config.optim.max_steps = EPOCHS, max_steps
     config.loss.gather_negatives = True  # an idle rank must join the candidates' all-gather too
     config.eval_every_epoch = False
@@ -123,7 +153,7 @@ def _rank(rank: int, world: int, data: str, run: str, max_steps: int | None) -> 
     last = Path(run) / "checkpoints" / checkpoint.LAST
     state = checkpoint.read(last, checkpoint.RESUME_KEYS) if last.exists() else None
     trainer = Trainer(
-        config, load_dataset(data), rank=rank, world_size=world, encoder_spec=state and state["encoder_spec"]
+        config, dataset, rank=rank, world_size=world, encoder_spec=state and state["encoder_spec"]
     )
     if state:
         trainer.resume(state)
@@ -162,16 +192,18 @@ def _run(world: int, data: Path, run: Path, max_steps: int | None) -> list[dict]
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("first", "then", "stop_at"),
+    ("data", "first", "then", "stop_at"),
     [
-        (2, 1, 5),  # 4 steps an epoch on 2 ranks: stops after global batch 2 of epoch 1
-        (1, 2, 11),  # 8 steps on 1 rank: stops after batch 3 of epoch 1; 2 ranks go on from batch 3
+        ("dataset", 2, 1, 5),  # 4 steps an epoch on 2 ranks: stops after global batch 2 of epoch 1
+        ("dataset", 1, 2, 11),  # 8 steps on 1 rank: stops after batch 3 of epoch 1; 2 ranks go on
+        # the video model on the reference layout; the last step of epoch 1 leaves rank 1 an idle pass
+        ("reference_dataset", 1, 2, 11),
     ],
 )
 def test_a_run_resumed_on_another_world_size_trains_each_sample_once_per_epoch(
-    dataset, tmp_path, first, then, stop_at
+    request, tmp_path, data, first, then, stop_at
 ):
-    run = tmp_path / "run"
+    dataset, run = request.getfixturevalue(data), tmp_path / "run"
     before = _run(first, dataset, run, max_steps=stop_at)
     assert checkpoint.load(run / "checkpoints" / checkpoint.LAST)["position"]["world_size"] == first
     after = _run(then, dataset, run, max_steps=None)
@@ -180,6 +212,8 @@ def test_a_run_resumed_on_another_world_size_trains_each_sample_once_per_epoch(
     for epoch in range(EPOCHS):
         trained = Counter(key for b in before + after if b["epoch"] == epoch for key in b["keys"])
         assert set(trained) == users and set(trained.values()) == {1}, f"epoch {epoch}: {trained}"
+    if then > first:  # 5 batches left on 2 ranks: rank 1's third is past the epoch, an idle pass
+        assert sum(1 for b in after if not b["keys"]) == 1
     # the resumed run continues the step count
     assert min(b["step"] for b in after) == stop_at + 1
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
