@@ -34,6 +34,7 @@ from pipeline import ownership
 from pipeline.options import IngestConfig
 from transforms import storage
 from transforms.interactions import (
+    HeaderError,
     Interaction,
     parse_parquet,
     parse_text,
@@ -258,6 +259,8 @@ def sample_rows(path: str, fmt: str, max_bad_fraction: float, timestamp_format: 
             results = _first(parse_text(lines, fmt, 0, path, timestamp_format=timestamp_format), SAMPLE_ROWS)
     except BadInput:
         raise
+    except HeaderError as err:  # its message names the fix
+        raise BadInput(str(err)) from None
     except ValueError as err:
         raise BadInput(f"{err}; name the columns user, item and timestamp (or pass --format)") from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is bad input whatever the reader raised

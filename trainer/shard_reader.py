@@ -35,6 +35,11 @@ class ShardMismatch(DatasetError):
     """A shard whose size or sha256 is not the manifest's."""
 
 
+class ShardUnreadable(Exception):
+    """A shard that could not be opened (after the storage layer's retries): an HTTP 404, a missing
+    object or file. The message names the shard's URL and the cause."""
+
+
 class ReadErrors:
     """A webdataset error handler that logs, counts and continues (the count travels in the batches).
 
@@ -56,7 +61,8 @@ class ReadErrors:
             self.mismatched.append(str(exn.args[0]))
             return True
         if self.counting:
-            log.warning("unreadable shard data (counted as a failed read): %r", exn)
+            described = str(exn) if isinstance(exn, ShardUnreadable) else repr(exn)
+            log.warning("unreadable shard data (counted as a failed read): %s", described)
             self.count += 1
         return True
 
@@ -145,8 +151,12 @@ def _opened(
         entry = entries.get(url)
         try:
             stream = CheckedShard(url, entry) if entry is not None else storage.open_url(url)
-        except Exception as exn:  # noqa: BLE001 - handed to the stream's handler, as webdataset does
+        except ShardMismatch as exn:
             if handler(exn):
+                continue
+            return
+        except Exception as exn:  # noqa: BLE001 - handed to the stream's handler, as webdataset does
+            if handler(ShardUnreadable(f"shard {url} could not be opened ({exn})")):
                 continue
             return
         try:

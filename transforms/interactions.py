@@ -147,18 +147,30 @@ def _decoded_lines(lines: Iterable[bytes], first_line: int = 1) -> Iterator[tupl
             yield number, None, stripped
 
 
+class HeaderError(ValueError):
+    """A CSV header that names its columns in a way the reader cannot use; the message says the fix."""
+
+
 def csv_columns(header_line: str, path: str) -> tuple[int, int, int]:
     """Positions of the user, item and timestamp columns named by a CSV header line.
 
     Raises:
-        ValueError: a column is missing, or a name appears twice (which one is meant is unknown).
+        HeaderError: a name appears twice (which one is meant is unknown), or the header is
+            tab-separated (a ``.csv`` log written with tabs).
+        ValueError: a column is missing.
     """
     header = next(csv.reader([header_line]))
+    if len(header) == 1 and len(header_line.split("\t")) >= 3:
+        raise HeaderError(
+            f"{path}: header {header_line.strip()!r} looks tab-separated, and a .csv log is read with "
+            f"commas; convert it first, e.g. tr '\\t' ',' < {path} > commas.csv (if no field holds a "
+            "comma), and pass commas.csv"
+        )
     names = [h.strip().lower().lstrip("\ufeff") for h in header]
     twice = next((name for k, name in enumerate(names) if name and name in names[:k]), None)
     if twice is not None:
         first, second = [k + 1 for k, name in enumerate(names) if name == twice][:2]
-        raise ValueError(
+        raise HeaderError(
             f"{path}: header {header} names column {twice!r} twice (columns {first} and {second}); "
             "name each column once"
         )
