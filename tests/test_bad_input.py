@@ -417,7 +417,7 @@ def test_overwrite_replaces_the_whole_dataset_and_leaves_nothing_stale(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["has_frames"]
     listed = {s["path"] for kind in ("items", "train") for s in manifest["shards"][kind]}
-    on_disk = {str(p.relative_to(out)) for p in out.rglob("*.tar")}
+    on_disk = {str(p.relative_to(out)) for pattern in ("*.tar", "*.tar.gz") for p in out.rglob(pattern)}
     assert on_disk == listed
     assert leftovers(tmp_path) == []
     # What a killed worker could leave in a finished job's folder is removed before the swap.

@@ -15,7 +15,7 @@ from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 from transforms.decode.sampler import sample_video
 from transforms.decode.types import SamplerConfig
-from transforms.format import sanitize_key
+from transforms.format import TRAIN_FRAMES_REFERENCE, sanitize_key, train_frames_of
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 FRAME_ARGS = ["--frame-size", "64", "--shard-max-samples", "7"]
@@ -138,7 +138,7 @@ def test_item_shards_read_back_with_webdataset_and_match_the_sampler(ingested, s
     assert seen == manifest["num_items"] == manifest["counts"]["items_encoded"]
 
 
-def test_train_shards_hold_the_window_and_the_item_frames(ingested):
+def test_train_shards_hold_the_window_and_in_the_embedded_layout_the_item_frames(ingested):
     manifest, root = ingested.manifest, Path(ingested.output)
     items = dataset_table(root, "items").to_pydict()
     sequences = dataset_table(root, "sequences").to_pylist()
@@ -158,9 +158,12 @@ def test_train_shards_hold_the_window_and_the_item_frames(ingested):
         expected = full["item_indices"][:-2][-(manifest["max_seq_len"] + 1) :]
         assert window["item_indices"] == expected
         assert window["user_index"] == full["user_index"]
-        for index in set(expected):
-            frames = [sample[f"{index}.{j}.jpg"] for j in range(len(item_frames[index]))]
-            assert frames == item_frames[index]
+        if train_frames_of(manifest) == TRAIN_FRAMES_REFERENCE:  # frames stay in the item shards
+            assert {field for field in sample if not field.startswith("__")} == {"json"}
+        else:
+            for index in set(expected):
+                frames = [sample[f"{index}.{j}.jpg"] for j in range(len(item_frames[index]))]
+                assert frames == item_frames[index]
         users += 1
     assert users == sum(s["samples"] for s in manifest["shards"]["train"]) == manifest["num_users"]
 

@@ -14,11 +14,14 @@ from pipeline.main import prepare, run_job
 from pipeline.runs import remove_unlisted_files, run_on_output, run_on_root
 from pipeline.summary import format_summary
 from transforms import storage
+from transforms.format import DEFAULT_TRAIN_FRAMES, train_shard_pattern
 from transforms.manifest import ReconciliationError, reconcile
 from transforms.reconcile import check_dataset_files, check_summaries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
+FIRST_TRAIN_SHARD = train_shard_pattern(DEFAULT_TRAIN_FRAMES).format(0)
+"""The first train shard's name in the default layout (``.tar``, or ``.tar.gz`` for ``reference``)."""
 
 BROKEN_COUNTS = {
     "rows_read": 10,
@@ -179,7 +182,7 @@ def _run_planting(argv: list[str], plant: dict[str, bytes]):
 
 def test_a_leftover_attempt_of_a_listed_shard_is_removed_and_counted(pairs, tmp_path, capsys):
     out = tmp_path / "out"
-    leftover = "train/train-000000.tar.tmp-4242-1"
+    leftover = f"{FIRST_TRAIN_SHARD}.tmp-4242-1"
     result = _run_planting(_argv(pairs, "--output", str(out)), {leftover: b"half of an earlier attempt"})
     assert not (out / leftover).exists()
     assert len(result.manifest["shards"]["train"]) > 2
@@ -215,11 +218,11 @@ def test_a_nightly_version_with_an_unlisted_shard_is_not_published(pairs, tmp_pa
 def test_after_the_job_an_unlisted_file_fails_and_a_leftover_is_counted(pairs, tmp_path):
     out = tmp_path / "out"
     result = _run_planting(_argv(pairs, "--output", str(out)), {})
-    (out / "train" / "train-000000.tar.tmp-7-8").write_bytes(b"a straggler's attempt")
+    (out / f"{FIRST_TRAIN_SHARD}.tmp-7-8").write_bytes(b"a straggler's attempt")
     (out / "tables" / "sequences" / "part-00099.parquet").write_bytes(b"no summary")
     with pytest.raises(ReconciliationError, match=r"no summary lists: tables/sequences/part-00099\.parquet"):
         remove_unlisted_files(str(out), result.manifest, quiet=True)
-    assert (out / "train" / "train-000000.tar.tmp-7-8").exists()  # nothing deleted before it failed
+    assert (out / f"{FIRST_TRAIN_SHARD}.tmp-7-8").exists()  # nothing deleted before it failed
     (out / "tables" / "sequences" / "part-00099.parquet").unlink()
     assert remove_unlisted_files(str(out), result.manifest, quiet=True) == 1
     assert json.loads((out / "run_stats.json").read_text())["leftover_files_removed"] == 1
@@ -230,13 +233,14 @@ def test_a_listed_file_cut_short_or_missing_fails(pairs, tmp_path):
     out = tmp_path / "out"
     result = _run_planting(_argv(pairs, "--output", str(out)), {})
     shard = out / result.manifest["shards"]["train"][1]["path"]
-    shard.write_bytes(shard.read_bytes()[:1024])
+    cut = shard.read_bytes()[: shard.stat().st_size // 2]
+    shard.write_bytes(cut)
     with pytest.raises(
-        ReconciliationError, match=r"train-000001\.tar: 1024 bytes on storage, its summary says"
+        ReconciliationError, match=rf"train-000001\.tar(\.gz)?: {len(cut)} bytes on storage, its summary says"
     ):
         check_dataset_files(str(out), result.manifest)
     shard.unlink()
-    with pytest.raises(ReconciliationError, match=r"train-000001\.tar: listed but not on storage"):
+    with pytest.raises(ReconciliationError, match=r"train-000001\.tar(\.gz)?: listed but not on storage"):
         check_dataset_files(str(out), result.manifest)
 
 
