@@ -97,7 +97,10 @@ class OptimConfig:
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides ``epochs`` when smaller)."""
     steps_per_epoch: int | None = None
-    """Optimizer steps per epoch on each rank; default: train samples // (world * batch * accumulation)."""
+    """Optimizer steps per epoch on each rank; default: every train sample once, ceil(train samples /
+    batch) global batches over world * accumulation per step (``trainer.sample_order``), or
+    train samples // (world * batch * accumulation) where train shards that embed frames are split
+    between several readers. Given, it is counted on the world size the epoch runs on."""
     encoder_lr: float = 1e-4
     """Learning rate of the video/frozen encoder parameters."""
     encoder_weight_decay: float = 0.0
