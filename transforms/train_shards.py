@@ -76,14 +76,17 @@ def make_train_sample(sequence: UserSequence, user_index: int, items: ItemLookup
     return TrainSample(sequence.user_id, user_index, window, tuple(items.item_indices(window)), times)
 
 
-def sample_json(sample: TrainSample) -> bytes:
+def sample_json(sample: TrainSample, embed_frames: bool) -> bytes:
+    """A train sample's JSON. ``reference`` samples hold the user and the window's item indices only
+    (item IDs are in the items table, timestamps in the sequences table): about 3x fewer bytes for
+    the stream every loader worker reads each epoch. ``embedded`` samples keep format 2's document."""
     document = {
         "user_id": sample.user_id,
         "user_index": sample.user_index,
-        "item_ids": list(sample.item_ids),
         "item_indices": list(sample.item_indices),
-        "timestamps": list(sample.timestamps),
     }
+    if embed_frames:
+        document.update(item_ids=list(sample.item_ids), timestamps=list(sample.timestamps))
     return json.dumps(document, sort_keys=True, ensure_ascii=False).encode("utf-8")
 
 
@@ -96,7 +99,7 @@ def sample_members(sample: TrainSample, items: ItemLookup, embed_frames: bool) -
     """``(member name, size)`` of the sample: its JSON, then (``embed_frames``) frame j of each
     distinct item with frames."""
     key = sanitize_key(sample.user_id)
-    members = [(metadata_member(key), len(sample_json(sample)))]
+    members = [(metadata_member(key), len(sample_json(sample, embed_frames)))]
     for item_id, index in distinct_items(sample) if embed_frames else ():
         members += [
             (train_frame_member(key, index, j), size) for j, size in enumerate(items.frames_of(item_id)[3])
@@ -170,7 +173,7 @@ class _WriteUserBucket(beam.DoFn):
             with TarShardWriter(self.dataset_dir, shard_path, compress=not self.embed_frames) as shard:
                 for sample in shard_samples:
                     key = sanitize_key(sample.user_id)
-                    shard.add(metadata_member(key), sample_json(sample))
+                    shard.add(metadata_member(key), sample_json(sample, self.embed_frames))
                     for item_id, index in distinct_items(sample) if self.embed_frames else ():
                         for j, frame in enumerate(frames.get(item_id, ())):
                             shard.add(train_frame_member(key, index, j), frame)
