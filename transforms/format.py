@@ -22,9 +22,8 @@ TRAIN_FRAMES_REFERENCE = "reference"
 TRAIN_FRAMES_EMBEDDED = "embedded"
 """Train samples also hold the frames of each distinct item in the window (the layout of version 2)."""
 TRAIN_FRAMES_LAYOUTS = (TRAIN_FRAMES_REFERENCE, TRAIN_FRAMES_EMBEDDED)
-DEFAULT_TRAIN_FRAMES = TRAIN_FRAMES_EMBEDDED
-"""``videorec ingest --train-frames`` default. Becomes :data:`TRAIN_FRAMES_REFERENCE` (the documented
-default) once the trainer reads reference-layout datasets (issue 20)."""
+DEFAULT_TRAIN_FRAMES = TRAIN_FRAMES_REFERENCE
+"""``videorec ingest --train-frames`` default: frames live only in the item shards."""
 
 MANIFEST_FILE = "manifest.json"
 RUN_STATS_FILE = "run_stats.json"
