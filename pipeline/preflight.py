@@ -3,7 +3,6 @@
 :func:`check_inputs` reads a little of every input and touches every output location, and raises
 :class:`BadInput` (a ``ValueError``: exit status 2, one line naming the problem and the fix) on the
 first problem found:
-
 - ``gs://`` locations: one listing per bucket with a bounded retry; the message says whether
   credentials, permissions, the bucket or the network is the problem;
 - interaction files: they exist, their format is known, a CSV header names user, item and
