@@ -12,7 +12,8 @@ The project deletes only what it wrote:
 ``--output`` is refused before the job when it is a symbolic link, a mount point (the finished
 dataset is swapped in by a rename, which a mount point cannot take), or holds an input; an existing
 folder is replaced (``--overwrite``) only when it is a dataset as above. :func:`output_lock` makes
-two runs to one local ``--output`` exclude each other: the second exits 3 naming the first.
+two runs to one ``--output`` exclude each other (a local ``flock``; on ``gs://`` an atomically created
+lease object, ``pipeline.output_lease``): the second exits 3 naming the first.
 """
 
 from __future__ import annotations
@@ -28,16 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.options import IngestConfig
-from pipeline.versions import VersionError
+from pipeline.output_lease import LOCK_SUFFIX, OutputBusy, output_lease
 from transforms import storage
 from transforms.format import MANIFEST_FILE, RUN_STATS_FILE
 from transforms.item_shards import FRAGMENTS_DIR
 
 DEFAULT_WORK = "_work"
 """The scratch folder inside the output when no ``--work-dir`` is given."""
-
-LOCK_SUFFIX = ".ingest.lock"
-"""A local run's lock beside its output: ``PARENT/.NAME.ingest.lock``."""
 
 CREATED_BY = "videorec-pipeline"
 
@@ -47,10 +45,6 @@ _OWN_NAMES = re.compile(
     r"|tables/(items|sequences)/part-\d{5}\.parquet|failures/part-\d{5}\.jsonl|_work/.*)"
     r"(\.tmp-\d+-\d+)?$"
 )
-
-
-class OutputBusy(VersionError):
-    """Another live ingest writes the same ``--output`` (exit 3, like a busy dataset root)."""
 
 
 class NotOurs(ValueError):
@@ -263,13 +257,15 @@ def output_lock(output: str) -> Iterator[None]:
     """Hold ``PARENT/.NAME.ingest.lock`` (an exclusive ``flock``) while the run writes ``output``.
 
     The kernel drops the lock when its process dies, so a killed run never blocks the next one. The
-    file names its holder; the holder removes it when done. Remote outputs are not locked.
+    file names its holder; the holder removes it when done. A ``gs://`` output is held by a lease
+    object beside it instead (``pipeline.output_lease``).
 
     Raises:
         OutputBusy: another live process holds it (its ``host:pid`` and start time in the message).
     """
     if storage.is_remote(output):
-        yield
+        with output_lease(output):
+            yield
         return
     path = lock_path(output)
     try:
