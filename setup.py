@@ -59,7 +59,16 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["blobstore", "pipeline", "pipeline.*", "transforms", "transforms.*", "trainer", "trainer.*"]
+        include=[
+            "blobstore",
+            "logsetup",
+            "pipeline",
+            "pipeline.*",
+            "transforms",
+            "transforms.*",
+            "trainer",
+            "trainer.*",
+        ]
     ),
     # The local Beam workers' start-up module (pipeline/local_runner.py puts it on their PYTHONPATH).
     package_data={"pipeline": ["worker_site/sitecustomize.py"]},

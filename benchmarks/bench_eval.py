@@ -10,7 +10,7 @@ popularity; ``popularity`` is each item's count in the training parts (all but t
 Then, per code version (the working tree, and with ``--baseline-ref`` a ``git worktree`` of that
 commit, imported first on ``sys.path``, same venv), ``--ranks`` processes (gloo, ``torch.multiprocessing``
 spawn) each run what a test does after training: ``load_dataset``, build the ``id`` model (seed 0),
-``encode_items``, ``score_split('test')``, ``popularity_baseline('test')``. Reported per rank: peak RSS
+``encode_item_table``, ``score_split('test')``, ``popularity_baseline('test')``. Reported per rank: peak RSS
 (``ru_maxrss`` of that process) and wall time; per run: wall time of the whole and the metrics (which
 must agree between versions and between 1 and 2 ranks).
 
@@ -124,7 +124,7 @@ def evaluate_rank(rank: int, world_size: int, store: str, data: str, dim: int, o
 
     from trainer.config import ModelConfig
     from trainer.dataset import load_dataset
-    from trainer.evaluate import encode_items, popularity_baseline, score_split
+    from trainer.evaluate import encode_item_table, popularity_baseline, score_split
     from trainer.models.videorec import build_model
 
     torch.set_num_threads(max(1, 2 // world_size))
@@ -137,7 +137,7 @@ def evaluate_rank(rank: int, world_size: int, store: str, data: str, dim: int, o
     model = build_model(
         ModelConfig(encoder="id", dim=dim, ffn_dim=2 * dim, max_seq_len=10), dataset.num_items
     )
-    items = encode_items(model, dataset, 8, False, 1024, device, rank, world_size)
+    items = encode_item_table(model, dataset, 8, False, 1024, device, rank, world_size)
     kwargs = {"max_seq_len": 10, "batch_size": 1024, "device": device, "rank": rank, "world_size": world_size}
     test = score_split(model, dataset, "test", items, **kwargs)
     scored = time.perf_counter()

@@ -8,7 +8,7 @@ One benchmark run does, on the same machine and the same inputs:
 4. the baseline: a full run over the same grown inputs into an empty root;
 5. a no-change re-run on the root: the fixed cost of a run of this size that decodes nothing.
 
-Each run is a child process (``pipeline.main.run``); its CPU time is user + sys of the whole process
+Each run is a child process (``pipeline.ingest_job.run``); its CPU time is user + sys of the whole process
 tree (``RUSAGE_CHILDREN`` around the child), and it reports the job's Beam counters, so the decode
 counts come from the job itself. Runs use the DirectRunner in one process (``in_memory``) so every
 CPU second is accounted to the child.

@@ -13,7 +13,7 @@ import contextlib
 import io
 
 from blobstore.gcs import download_range, gcs_client, read_retry, split_gcs_url
-from blobstore.urls import scheme_of
+from blobstore.urls import local_path, scheme_of
 
 COALESCE_GAP = 64 * 1024
 """:func:`read_ranges` joins two ranges into one request when at most this many unrequested bytes
@@ -99,7 +99,7 @@ def read_ranges(path: str, ranges: list[tuple[int, int]]) -> list[bytes]:
             def fetch(start: int, end: int) -> bytes:
                 return download_range(blob, start, end, path)
         elif scheme_of(path) in ("", "file"):
-            handle = stack.enter_context(open(path.removeprefix("file://"), "rb"))
+            handle = stack.enter_context(open(local_path(path), "rb"))
 
             def fetch(start: int, end: int) -> bytes:
                 handle.seek(start)

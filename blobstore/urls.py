@@ -15,6 +15,16 @@ def scheme_of(url: str) -> str:
     return parsed.scheme if len(parsed.scheme) > 1 else ""
 
 
+def is_local(url: str) -> bool:
+    """Whether ``url`` names a file on this machine: a path, or a ``file://`` URL."""
+    return "://" not in url or url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    """The path of a local ``url`` (:func:`is_local`): ``file://`` removed."""
+    return url.removeprefix("file://")
+
+
 def join_url(base: str, relative: str) -> str:
     """``base`` folder URL joined with a manifest-relative path."""
     if scheme_of(base):

@@ -5,7 +5,7 @@ parameters (snake_case, as declared in deploy/metadata.json) followed by Dataflo
 options (``--runner``, ``--project``, ``--region``, ``--temp_location``, ``--sdk_container_image``...).
 
 This file turns the template parameters back into ``videorec ingest`` flags and submits the same job
-as ``videorec ingest`` with ``pipeline.main.launch``, without waiting: a Flex Template launcher must
+as ``videorec ingest`` with ``pipeline.ingest_job.launch``, without waiting: a Flex Template launcher must
 exit once the job is submitted, and Dataflow runs the rest. With ``dataset_root`` the launcher takes
 the root's lease, and the job's own last step (after the manifest) publishes ``LATEST``, releases
 the lease and prunes to ``keep`` versions.
@@ -68,7 +68,7 @@ def with_dataflow_runner(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.main import launch
+    from pipeline.ingest_job import launch
     from pipeline.options import parser
 
     result = launch(with_dataflow_runner(to_cli_argv(argv, parser())))

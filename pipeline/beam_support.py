@@ -195,7 +195,7 @@ def _source(obj) -> str:
         return ""
 
 
-def _short(path: str) -> str:
+def _module_and_name(path: str) -> str:
     module_name, _, qualname = path.partition(":")
     return f"{module_name.rpartition('.')[2]}.{qualname}"
 
@@ -205,28 +205,30 @@ def internal_problem(internal: Internal) -> str | None:
     try:
         obj = resolve(internal.path)
     except (ImportError, AttributeError):
-        return f"{_short(internal.path)} no longer exists"
+        return f"{_module_and_name(internal.path)} no longer exists"
     if internal.parameters:
         try:
             names = tuple(inspect.signature(obj).parameters)
         except (TypeError, ValueError):
-            return f"{_short(internal.path)} has no readable signature"
+            return f"{_module_and_name(internal.path)} has no readable signature"
         if names not in internal.parameters:
             expected = " or ".join(f"({', '.join(p)})" for p in internal.parameters)
-            return f"{_short(internal.path)} takes ({', '.join(names)}), the patch expects {expected}"
+            return (
+                f"{_module_and_name(internal.path)} takes ({', '.join(names)}), the patch expects {expected}"
+            )
     name = internal.path.rpartition(".")[2].rpartition(":")[2]
     for reader in internal.read_by:
         try:
             text = _source(resolve(reader))
         except (ImportError, AttributeError):
-            return f"{_short(reader)} (which reads {name}) no longer exists"
+            return f"{_module_and_name(reader)} (which reads {name}) no longer exists"
         if name not in text:
-            return f"{_short(reader)} no longer reads {name}, so setting it would do nothing"
+            return f"{_module_and_name(reader)} no longer reads {name}, so setting it would do nothing"
     if internal.uses:
         text = _source(obj)
         missing = [use for use in internal.uses if use not in text]
         if missing:
-            return f"{_short(internal.path)} no longer uses {', '.join(missing)}"
+            return f"{_module_and_name(internal.path)} no longer uses {', '.join(missing)}"
     return None
 
 

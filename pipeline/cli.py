@@ -8,17 +8,10 @@ imports torch and ``videorec --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-import logging
 import signal
 import sys
 
-
-class _DropBeamImportNoise(logging.Filter):
-    """Hide Beam's import-time warning about optional BigQuery/apitools clients we never use."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
-
+from logsetup import configure_logging
 
 # name -> (module exposing main(argv), one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -83,24 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"videorec {name}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
-
-
-OUR_LOGGERS = ("pipeline", "transforms", "trainer", "benchmarks")
-"""Packages whose INFO lines (``resumed from step N``, a broken lease...) are shown; others show WARNING+."""
-
-
-def configure_logging() -> None:
-    """``LEVEL name: message`` on stderr: INFO and up for this project, WARNING and up for libraries.
-
-    Beam's import-time warning about optional clients is dropped, and its local job service's
-    re-logging of worker warnings is silenced (worker errors still surface as job failures).
-    """
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_DropBeamImportNoise())
-    for name in OUR_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

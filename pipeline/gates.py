@@ -16,6 +16,7 @@ count toward no gate.
 
 from __future__ import annotations
 
+from pipeline.report_text import by_reason
 from transforms.interactions import ROW_REASONS
 from transforms.item_filter import RARE_ITEM, UNUSED_ITEM
 
@@ -34,10 +35,6 @@ class GateTripped(Exception):
         super().__init__("not published: " + "; ".join(problems))
 
 
-def _by_reason(counts: dict[str, int]) -> str:
-    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
 def gate_problems(counts: dict, max_dropped_fraction: float) -> list[str]:
     """One line per gate the manifest ``counts`` trip (empty: publishable)."""
     problems = []
@@ -45,7 +42,7 @@ def gate_problems(counts: dict, max_dropped_fraction: float) -> list[str]:
         dropped = counts["users_dropped"]
         problems.append(
             f"gate no_users: the dataset has no users ({counts['users_seen']} seen"
-            + (f"; dropped: {_by_reason(dropped)}" if dropped else "")
+            + (f"; dropped: {by_reason(dropped, largest_first=True)}" if dropped else "")
             + ")"
         )
     invalid = {r: n for r, n in counts["rows_dropped"].items() if r in ROW_REASONS and n}
@@ -54,7 +51,7 @@ def gate_problems(counts: dict, max_dropped_fraction: float) -> list[str]:
         problems.append(
             f"gate rows: {sum(invalid.values())} of {rows_read} rows were invalid "
             f"({sum(invalid.values()) / rows_read:.0%} > --max-dropped-fraction {max_dropped_fraction:g}; "
-            f"{_by_reason(invalid)})"
+            f"{by_reason(invalid, largest_first=True)})"
         )
     lost = {r: n for r, n in counts["items_failed"].items() if r not in FILTERED_ITEM_REASONS and n}
     tried = counts["items_encoded"] + sum(lost.values())
@@ -62,7 +59,7 @@ def gate_problems(counts: dict, max_dropped_fraction: float) -> list[str]:
         problems.append(
             f"gate videos: {sum(lost.values())} of {tried} items failed "
             f"({sum(lost.values()) / tried:.0%} > --max-dropped-fraction {max_dropped_fraction:g}; "
-            f"{_by_reason(lost)})"
+            f"{by_reason(lost, largest_first=True)})"
         )
     return problems
 

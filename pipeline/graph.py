@@ -14,36 +14,32 @@ import apache_beam as beam
 
 from pipeline import versions
 from pipeline.flags import INGEST_DECODE_THREADS
+from pipeline.last_steps import ManifestInputs, PublishAsLatest, WriteManifestLast
 from pipeline.options import IngestConfig
-from pipeline.ownership import scratch_folder, work_root
-from pipeline.runs import publish_version
-from transforms import storage
+from pipeline.ownership import work_root
 from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
-from transforms.failures import CountFailures, WriteFailures, failure_counts
-from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES, TRAIN_FRAMES_REFERENCE
+from transforms.failures import CountFailures, WriteFailures
+from transforms.format import TRAIN_FRAMES_REFERENCE
 from transforms.item_catalog import ItemCatalog
 from transforms.item_facts import WriteItemFailures
 from transforms.item_filter import CountItemInteractions, DroppedItemRecords, NeededItems, rare_items
 from transforms.item_lookup import excluded_items_of
 from transforms.item_shards import DescribeItemsWithoutFrames
 from transforms.keyed_csv import TITLES, ReadKeyedCsv
-from transforms.manifest import build_manifest, write_manifest
 from transforms.new_items import ChooseNewItems
 from transforms.read_interactions import FAILED, VALID, ReadInteractions
-from transforms.reconcile import REFERENCED_SHARDS, reconcile_dataset_files
-from transforms.reuse import ReuseFrom, earlier_shard_entries
+from transforms.reuse import ReuseFrom
 from transforms.sequences import (
     BuildUserSequences,
     GroupIntoHistories,
     batch_sequences,
     effective_min_length,
-    users_in_batch,
 )
 from transforms.train_shards import WriteUserShards
 
 
-def sampler_settings(config: IngestConfig):
+def ingest_sampler(config: IngestConfig):
     """``(SamplerConfig, manifest "sampler" section)``, or ``(None, None)`` for ID-only datasets."""
     if not config.has_videos:
         return None, None
@@ -60,67 +56,6 @@ def sampler_settings(config: IngestConfig):
         },
     }
     return sampler, section
-
-
-def finish_dataset(
-    _,
-    *,
-    config: IngestConfig,
-    sampler_section,
-    item_shards,
-    train_shards,
-    table_parts,
-    failure_parts,
-    valid_rows,
-    invalid_rows,
-    users_seen,
-    items_seen,
-    new_split=None,
-    base_version=None,
-):
-    """Write the manifest (last) from the per-shard and per-part summaries, then remove the work folder.
-
-    ``new_split`` (with ``--new-items``/``--new-items-after``) is ``[new items chosen, kept users whose
-    test target is a new item]``, recorded as ``counts.new_items`` and ``counts.users_new_target``.
-    Earlier item shards the items table points into are listed as ``base_version``'s manifest lists them.
-    """
-    items_parts = [p for p in table_parts if p["table"] == ITEMS_TABLE]
-    earlier = {path for part in items_parts for path in part.get(REFERENCED_SHARDS, ())}
-    if earlier:
-        item_shards = [*item_shards, *earlier_shard_entries(base_version, earlier)]
-    sequence_parts = [p for p in table_parts if p["table"] == SEQUENCES_TABLE]
-    dropped = failure_counts(failure_parts)
-    counts = {
-        "rows_read": valid_rows + invalid_rows,
-        "rows_used": sum(p["interactions"] for p in sequence_parts),
-        "rows_dropped": dropped["row"],
-        "items_seen": items_seen,
-        "items_encoded": sum(p["rows"] for p in items_parts),
-        "items_failed": dropped["item"],
-        "users_seen": users_seen,
-        "users_kept": sum(p["rows"] for p in sequence_parts),
-        "users_dropped": dropped["user"],
-    }
-    if new_split is not None:
-        counts["new_items"], counts["users_new_target"] = new_split
-    manifest = build_manifest(
-        config=config.content_config(),
-        sampler=sampler_section,
-        num_items=counts["items_encoded"],
-        num_users=counts["users_kept"],
-        max_seq_len=config.max_seq_len,
-        train_frames=config.train_frames,
-        item_shards=item_shards,
-        train_shards=train_shards,
-        tables={name: [p for p in table_parts if p["table"] == name] for name in TABLES},
-        counts=counts,
-        failures=failure_parts,
-        dataset_version=config.dataset_version,
-    )
-    reconcile_dataset_files(config.output, manifest)  # before anything is published
-    write_manifest(config.output, manifest)
-    storage.delete_tree(scratch_folder(config))  # never --work-dir itself (pipeline.ownership)
-    return manifest["dataset_version"]
 
 
 @dataclass
@@ -152,7 +87,7 @@ def choose_and_encode_items(
     long enough, as it does when the sequences are built.
     """
     pipeline = histories.pipeline
-    sampler_config, _ = sampler_settings(config)
+    sampler_config, _ = ingest_sampler(config)
     item_counts = histories | "CountItemInteractions" >> CountItemInteractions()
     rare = item_counts | "RareItems" >> beam.FlatMap(rare_items, config.min_item_interactions)
     needed = histories | "NeededItems" >> NeededItems(
@@ -231,7 +166,7 @@ def build_pipeline(
 
     Workers report every ``progress_every`` videos (0: never); ``reuse`` turns on frame reuse.
     With ``publish_with`` (the run's lease on the dataset root), the job's last step publishes the
-    version it wrote as ``LATEST`` and releases the root (``publish_version``).
+    version it wrote as ``LATEST`` and releases the root (``PublishAsLatest``).
     """
     source_files = [path for _, path, _ in sources]
     rows = pipeline | "ReadInteractions" >> ReadInteractions(
@@ -258,10 +193,10 @@ def build_pipeline(
         | "CountFailures" >> CountFailures()
         | "WriteFailures" >> WriteFailures(config.output)
     )
-    count, singleton, as_list = beam.combiners.Count.Globally, beam.pvalue.AsSingleton, beam.pvalue.AsList
-    new_split = {}
+    new_split = None
     if new_items is not None:
-        new_split["new_split"] = singleton(
+        singleton = beam.pvalue.AsSingleton
+        new_split = (
             sequences.sequences
             | "TestTargetIsNew"
             >> beam.Map(
@@ -271,31 +206,21 @@ def build_pipeline(
             | "CountNewTargets" >> beam.CombineGlobally(sum)
             | "WithNewItemCount" >> beam.Map(lambda users, new: [len(new), users], singleton(new_items))
         )
-    written_version = (
-        pipeline
-        | "Finish" >> beam.Create([None])
-        | "WriteManifestLast"
-        >> beam.Map(
-            finish_dataset,
-            config=config,
-            sampler_section=sampler_settings(config)[1],
-            item_shards=as_list(written.item_shards),
-            train_shards=as_list(written.train_shards),
-            table_parts=as_list(table_parts),
-            failure_parts=as_list(failure_parts),
-            valid_rows=singleton(rows[VALID] | "CountValidRows" >> beam.CombineGlobally(sum)),
-            invalid_rows=singleton(rows[FAILED] | "CountInvalidRows" >> count()),
-            users_seen=singleton(
-                histories.histories
-                | "UsersPerBatch" >> beam.Map(users_in_batch)
-                | "CountUsers" >> beam.CombineGlobally(sum)
-            ),
-            items_seen=singleton(items.seen | "CountItems" >> count()),
-            base_version=reuse.version if reuse else None,
-            **new_split,
-        )
+    summaries = ManifestInputs(
+        written.item_shards,
+        written.train_shards,
+        table_parts,
+        failure_parts,
+        valid_rows=rows[VALID],
+        invalid_rows=rows[FAILED],
+        histories=histories.histories,
+        items_seen=items.seen,
+        new_split=new_split,
+    )
+    written_version = pipeline | "WriteManifestLast" >> WriteManifestLast(
+        config, ingest_sampler(config)[1], summaries, base_version=reuse.version if reuse else None
     )
     if publish_with is not None:
-        written_version | "PublishAsLatest" >> beam.Map(
-            publish_version, publish_with.to_json(), config.keep, config.max_dropped_fraction
+        written_version | "PublishAsLatest" >> PublishAsLatest(
+            publish_with, config.keep, config.max_dropped_fraction
         )

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contact_sheet import contact_sheet, frames_by_sample
+from pipeline.report_text import one_line
 from pipeline.summary import format_summary
 from transforms import storage
 from transforms.format import (
@@ -46,6 +47,9 @@ from transforms.format import (
     split_member,
 )
 from transforms.manifest import ReconciliationError, read_manifest, reconcile
+
+ERROR_CHARS = 120
+"""Longest error text quoted in a problem line."""
 
 
 def path_problem(dataset: str, path) -> str | None:
@@ -83,7 +87,7 @@ def _check_file(dataset: str, entry: dict) -> tuple[list[str], bytes | None]:
     if unsafe:
         return [unsafe], None
     path = storage.join(dataset, entry["path"])
-    if not storage.exists(path):
+    if not storage.path_exists(path):
         return [f"{entry['path']}: missing"], None
     if not storage.is_remote(path) and not stat.S_ISREG(os.stat(path).st_mode):
         return [f"{entry['path']}: not a regular file"], None
@@ -137,7 +141,7 @@ def verify_dataset(dataset: str) -> list[str]:
     except ReconciliationError as err:
         problems.append(str(err))
     except (KeyError, TypeError, AttributeError) as err:
-        problems.append(f"counts are incomplete ({_short(err)})")
+        problems.append(f"counts are incomplete ({one_line(err, ERROR_CHARS)})")
     for kind in SHARD_KINDS:
         for shard in manifest["shards"][kind]:
             found, data = _check_file(dataset, shard)
@@ -165,7 +169,9 @@ def verify_dataset(dataset: str) -> list[str]:
             try:
                 rows += pq.read_metadata(io.BytesIO(data)).num_rows if data is not None else 0
             except (pa.ArrowException, OSError) as err:
-                problems.append(f"{entry['path']}: not a readable Parquet file ({_short(err)})")
+                problems.append(
+                    f"{entry['path']}: not a readable Parquet file ({one_line(err, ERROR_CHARS)})"
+                )
                 counted = False  # its rows are unknown: the count below would only repeat the problem
         if name == ITEM_FAILURES_TABLE:  # one row per failed video that was tried: at most the failed items
             failed = sum((manifest["counts"].get("items_failed") or {}).values())
@@ -185,14 +191,9 @@ def verify_dataset(dataset: str) -> list[str]:
         try:
             records += failure_records_by_reason(data)
         except (ValueError, KeyError, TypeError) as err:  # not JSON lines, or records without kind/reason
-            problems.append(f"{entry['path']}: not readable failure records ({_short(err)})")
+            problems.append(f"{entry['path']}: not readable failure records ({one_line(err, ERROR_CHARS)})")
     problems += _check_failures(records, manifest["counts"])
     return problems
-
-
-def _short(err: BaseException, limit: int = 120) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def failure_records_by_reason(data: bytes) -> Counter:

@@ -7,7 +7,7 @@ The project deletes only what it wrote:
   gives its files (an older run's shard, an atomic write's ``.tmp-`` file, ``_work/``);
 - its scratch folder: ``OUTPUT/_work``, or ``WORK_DIR/fragments`` under a ``--work-dir`` that was
   empty or new (:func:`scratch_folder`), and the work folder itself only when the run created it;
-- staging folders of its own name pattern (``pipeline.runs``).
+- staging folders of its own name pattern (``pipeline.staged_output``).
 
 ``--output`` is refused before the job when it is a symbolic link, a mount point (the finished
 dataset is swapped in by a rename, which a mount point cannot take), or holds an input; an existing
@@ -75,7 +75,7 @@ def listed_files(manifest: dict) -> set[str]:
 def read_own_manifest(folder: str) -> dict | None:
     """The manifest of ``folder`` when it is one the project wrote (JSON object, ``created_by`` ours)."""
     try:
-        manifest = json.loads(storage.read_bytes(storage.join(folder, MANIFEST_FILE)).decode("utf-8"))
+        manifest = json.loads(storage.read_whole_file(storage.join(folder, MANIFEST_FILE)).decode("utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     except Exception:  # noqa: BLE001 - Beam's FileSystems raises its own errors for a missing object

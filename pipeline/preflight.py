@@ -31,6 +31,7 @@ from dataclasses import replace
 from blobstore import gcs
 from pipeline import ownership
 from pipeline.options import IngestConfig
+from pipeline.report_text import one_line
 from transforms import storage
 from transforms.interactions import (
     HeaderError,
@@ -50,6 +51,9 @@ HEAD_BYTES = 256 * 1024
 
 GCS_CHECK_S = 30.0
 """Longest a ``gs://`` access check may take, retries included, before the run gives up on it."""
+
+ERROR_CHARS = 160
+"""Longest error text quoted in a message."""
 
 SAMPLE_ITEMS = 20
 """Items whose video files are looked for before the job starts (at least one must exist)."""
@@ -152,22 +156,17 @@ def gcs_problem(bucket: str, exc: BaseException) -> str:
         )
     if isinstance(exc, auth.RefreshError | api.Unauthorized):
         return (
-            f"the Google Cloud credentials were refused for gs://{bucket} ({_short(exc)}); "
+            f"the Google Cloud credentials were refused for gs://{bucket} ({one_line(exc, ERROR_CHARS)}); "
             "log in again with 'gcloud auth application-default login'"
         )
     if isinstance(exc, api.Forbidden):
-        return f"no permission to use gs://{bucket} ({_short(exc)}); grant the account storage access to it"
+        return f"no permission to use gs://{bucket} ({one_line(exc, ERROR_CHARS)}); grant the account storage access to it"
     if isinstance(exc, api.NotFound):
         return f"bucket gs://{bucket} does not exist; check the gs:// path"
     return (
-        f"cannot reach gs://{bucket} ({type(exc).__name__}: {_short(exc)}); "
+        f"cannot reach gs://{bucket} ({type(exc).__name__}: {one_line(exc, ERROR_CHARS)}); "
         "check the network connection to Google Cloud Storage"
     )
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -264,7 +263,7 @@ def sample_rows(path: str, fmt: str, max_bad_fraction: float, timestamp_format: 
         raise BadInput(f"{err}; name the columns user, item and timestamp (or pass --format)") from None
     except Exception as err:  # noqa: BLE001 - an unreadable file is bad input whatever the reader raised
         raise BadInput(
-            f"cannot read {path} as {fmt} ({type(err).__name__}: {_short(err)}); check --format"
+            f"cannot read {path} as {fmt} ({type(err).__name__}: {one_line(err, ERROR_CHARS)}); check --format"
         ) from None
     rows = [r for r in results if isinstance(r, Interaction)]
     bad = [r for r in results if not isinstance(r, Interaction)]
@@ -376,7 +375,7 @@ def _check_videos(config: IngestConfig, items: list[str]) -> None:
 
 
 def _check_csv_header(path: str, flag: str, check) -> None:
-    if not storage.exists(path):
+    if not storage.path_exists(path):
         raise BadInput(f"{flag} {path} does not exist; check the path")
     head = read_head(path, 64 * 1024).decode("utf-8", "replace")
     check(head, path, flag)

@@ -3,6 +3,7 @@ the run's video accounting (``run_stats.json``)."""
 
 from __future__ import annotations
 
+from pipeline.report_text import by_reason
 from transforms.reconcile import LEFTOVERS_REMOVED
 
 INTERNAL_ERROR = "internal_error"
@@ -15,10 +16,6 @@ def _human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
-
-
-def _by_reason(counts: dict) -> str:
-    return ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items())) or "none"
 
 
 def video_stats(counters: dict[str, int], wall_s: float) -> dict:
@@ -61,11 +58,11 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
     lines = [
         f"dataset {manifest['dataset_version']} ({'frames' if manifest['has_frames'] else 'ID-only'})",
         f"  items       {counts['items_encoded']} encoded of {counts['items_seen']} seen; "
-        f"failed: {_by_reason(counts['items_failed'])}",
+        f"failed: {by_reason(counts['items_failed'])}",
         f"  users       {counts['users_kept']} kept of {counts['users_seen']} seen; "
-        f"dropped: {_by_reason(counts['users_dropped'])}",
+        f"dropped: {by_reason(counts['users_dropped'])}",
         f"  rows        {counts['rows_used']} used of {counts['rows_read']} read; "
-        f"dropped: {_by_reason(counts['rows_dropped'])}",
+        f"dropped: {by_reason(counts['rows_dropped'])}",
         f"  shards      {len(shards['items'])} item shards, {len(shards['train'])} train shards, "
         f"{_human_bytes(shard_bytes)}",
     ]
@@ -87,7 +84,7 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
                 "(each a copy of a listed file)"
             )
         for name, reasons in stats.get("side_rows_rejected", {}).items():
-            lines.append(f"  {name:<11} {sum(reasons.values())} row(s) rejected: {_by_reason(reasons)}")
+            lines.append(f"  {name:<11} {sum(reasons.values())} row(s) rejected: {by_reason(reasons)}")
         gates = stats.get("gates")
         if gates is not None:
             lines += [f"  NOT PUBLISHED {problem}" for problem in gates] or ["  gates       passed"]

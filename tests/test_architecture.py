@@ -2,7 +2,9 @@
 
 Loading is measured by importing every module of a package in a fresh interpreter and reading
 ``sys.modules``; imports are read from the source with ``ast`` (in functions too, but not under
-``if TYPE_CHECKING:``), so a lazy import that breaks a rule is caught before it ever runs.
+``if TYPE_CHECKING:``), so a lazy import that breaks a rule is caught before it ever runs. The
+``videorec`` entry point (``pipeline/cli.py``) imports each subcommand's module by name when it runs;
+those names are a literal table, ``SUBCOMMANDS``, read here with ``ast`` as edges of the graph.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("blobstore", "pipeline", "transforms", "trainer")
+PACKAGES = ("blobstore", "logsetup", "pipeline", "transforms", "trainer")
 BLOBSTORE = "blobstore"  # the leaf every package may import: files by URL, the GCS client, retries
+LOGSETUP = "logsetup"  # the leaf every command may import: how videorec logs
+COMMAND_TABLE = "pipeline.cli"  # the entry point; its SUBCOMMANDS names the module of each command
 GCS_CLIENT_MODULE = "blobstore.gcs"  # the one module that imports google.cloud.storage
 
 
@@ -67,6 +71,25 @@ def import_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, 
                     elif module in modules:
                         targets.add(module)
         graph[name] = targets - {name}
+    return graph
+
+
+def command_table(root: Path) -> dict[str, str]:
+    """Subcommand -> the module ``pipeline/cli.py`` imports to run it, read from its ``SUBCOMMANDS``
+    (a literal ``{name: (module, help)}``; anything else fails here, so no import escapes the graph)."""
+    tree = ast.parse((root / "pipeline" / "cli.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign | ast.Assign):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            if any(isinstance(t, ast.Name) and t.id == "SUBCOMMANDS" for t in targets):
+                return {name: module for name, (module, _) in ast.literal_eval(node.value).items()}
+    raise AssertionError("pipeline/cli.py has no literal SUBCOMMANDS table")
+
+
+def graph_with_commands(root: Path) -> dict[str, set[str]]:
+    """:func:`import_graph` plus the entry point's edges to the module of each subcommand."""
+    graph = import_graph(root)
+    graph[COMMAND_TABLE] = graph[COMMAND_TABLE] | set(command_table(root).values())
     return graph
 
 
@@ -157,6 +180,11 @@ BOUNDARIES = {
     BLOBSTORE: (
         "urllib.request",
         {"apache_beam", "torch", "torchvision", "av", "google.cloud.storage"},
+        {"pipeline", "transforms", "trainer", LOGSETUP},
+    ),
+    LOGSETUP: (
+        "logging",
+        {"apache_beam", "torch", "torchvision", "av", "pyarrow"},
         {"pipeline", "transforms", "trainer"},
     ),
     "pipeline": ("apache_beam", {"torch", "torchvision"}, {"trainer"}),
@@ -183,13 +211,19 @@ def test_importing_a_package_loads_only_what_its_layer_may(package):
 
 
 def test_imports_point_down_the_layers():
-    graph = import_graph(REPO_ROOT)
+    graph = graph_with_commands(REPO_ROOT)
     assert graph["transforms.decode.pyav_backend"] >= {"transforms.decode.types"}  # the reader sees edges
+    trainer_commands = {m for m in command_table(REPO_ROOT).values() if _in(m, "trainer")}
+    assert trainer_commands and trainer_commands <= graph[COMMAND_TABLE]  # the table's edges are read
     wrong = []
     for module, targets in sorted(graph.items()):
         for target in sorted(targets):
-            if _in(module, BLOBSTORE):
-                allowed = _in(target, BLOBSTORE)
+            if _in(target, LOGSETUP):
+                allowed = not _in(module, BLOBSTORE)
+            elif _in(module, BLOBSTORE) or _in(module, LOGSETUP):
+                allowed = _in(target, BLOBSTORE) and not _in(module, LOGSETUP)
+            elif module == COMMAND_TABLE:  # the entry point runs the trainer's commands, nothing else of it
+                allowed = not _in(target, "trainer") or target in trainer_commands
             elif _in(module, "transforms.decode"):
                 allowed = _in(target, "transforms.decode") or _in(target, BLOBSTORE)
             elif _in(module, "transforms"):
@@ -248,7 +282,27 @@ def test_import_graph_reader_and_cycle_finder_on_a_small_tree(tmp_path):
 
 
 def test_no_import_cycles():
-    assert find_cycles(import_graph(REPO_ROOT)) == []
+    assert find_cycles(graph_with_commands(REPO_ROOT)) == []
+
+
+def test_every_command_in_the_table_is_a_module_with_main():
+    modules = project_modules(REPO_ROOT, PACKAGES)
+    table = command_table(REPO_ROOT)
+    assert {"ingest", "train"} <= set(table)
+    for name, module in table.items():
+        tree = ast.parse(modules[module].read_text(encoding="utf-8"))
+        assert "main" in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}, (name, module)
+
+
+def test_the_command_table_reader_on_a_small_tree(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "cli.py").write_text(
+        'SUBCOMMANDS: dict = {"a": ("pkg.a", "help"), "b": ("trainer.b", "help")}\n'
+    )
+    assert command_table(tmp_path) == {"a": "pkg.a", "b": "trainer.b"}
+    (tmp_path / "pipeline" / "cli.py").write_text('SUBCOMMANDS = dict(a=("pkg.a", "help"))\n')
+    with pytest.raises(ValueError):
+        command_table(tmp_path)
 
 
 MAX_MODULE_LINES = 400

@@ -28,7 +28,7 @@ from PIL import Image
 from pipeline import versions
 from pipeline.cli import main as videorec
 from pipeline.inspect import verify_dataset
-from pipeline.runs import remove_unlisted_files
+from pipeline.staged_output import remove_unlisted_files
 from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 
@@ -718,7 +718,7 @@ def test_a_local_run_shows_progress_at_once_and_no_repeated_worker_lines(synth, 
 
 def test_info_lines_of_the_project_show_and_library_info_does_not():
     code = (
-        "import logging; from pipeline.cli import configure_logging; configure_logging(); "
+        "import logging; from logsetup import configure_logging; configure_logging(); "
         "logging.getLogger('trainer.train').info('resumed from step 7'); "
         "logging.getLogger('apache_beam.x').info('library chatter')"
     )

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.flags import sampler_settings
 from pipeline.frames import build_parser as frames_parser
-from pipeline.graph import sampler_settings as ingest_sampler
+from pipeline.graph import ingest_sampler
 from pipeline.options import parse
 from pipeline.options import parser as ingest_parser
 from transforms.decode.types import SamplerConfig

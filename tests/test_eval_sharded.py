@@ -17,7 +17,7 @@ from trainer.config import ModelConfig
 from trainer.dataset import UserSequences, load_dataset
 from trainer.eval_cases import leave_one_out, padded, rank_case_batches, rank_rows
 from trainer.evaluate import (
-    encode_items,
+    encode_item_table,
     evaluation_cases,
     popularity_baseline,
     ranks_of_targets,
@@ -139,7 +139,7 @@ def _evaluate(data: str, rank: int, world_size: int) -> dict:
     model = build_model(
         ModelConfig(encoder="id", dim=8, ffn_dim=16, max_seq_len=5), num_items=dataset.num_items
     )
-    items = encode_items(model, dataset, 8, False, 16, torch.device("cpu"), rank, world_size)
+    items = encode_item_table(model, dataset, 8, False, 16, torch.device("cpu"), rank, world_size)
     kwargs = {"max_seq_len": 5, "batch_size": 4, "device": torch.device("cpu"), "rank": rank}
     users = sum(len(b.targets) for b in rank_case_batches(dataset, "test", rank, world_size, 4, 5))
     return {

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import versions
-from pipeline.main import IngestResult, run
+from pipeline.ingest_job import IngestResult, run
 from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_table
 from transforms import storage
@@ -309,6 +309,6 @@ def test_incremental_runs_on_gcs(gcs_emulator, donor):
     versions.validate_manifest(versions.resolve_latest(root))
     for kind in ("items", "train"):
         for shard in third.manifest["shards"][kind]:
-            assert storage.read_bytes(f"{third.output}/{shard['path']}") == storage.read_bytes(
+            assert storage.read_whole_file(f"{third.output}/{shard['path']}") == storage.read_whole_file(
                 f"{second.output}/{shard['path']}"
             )

@@ -53,7 +53,7 @@ def test_ingest_reads_and_writes_gcs(gcs_emulator, tmp_path):
 
     local = tmp_path / "train.tar"
     local.write_bytes(
-        storage.read_bytes("gs://videorec-ingest/out/v1/" + manifest["shards"]["train"][0]["path"])
+        storage.read_whole_file("gs://videorec-ingest/out/v1/" + manifest["shards"]["train"][0]["path"])
     )
     samples = list(wds.WebDataset(str(local), shardshuffle=False))
     assert samples and all(any(k.endswith(".jpg") for k in s) for s in samples)

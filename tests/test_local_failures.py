@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.gen_logs import LogShape, generate
 from pipeline.job_watchdog import GRACE_S
-from pipeline.runs import STAGING
+from pipeline.staged_output import STAGING
 
 REPO = Path(__file__).resolve().parents[1]
 HANG_S = GRACE_S + 60

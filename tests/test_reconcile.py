@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.ingest_job import prepare, run_job
 from pipeline.inspect import verify_dataset
-from pipeline.main import prepare, run_job
-from pipeline.runs import remove_unlisted_files, run_on_output, run_on_root
+from pipeline.root_run import run_on_root
+from pipeline.staged_output import remove_unlisted_files, run_on_output
 from pipeline.summary import format_summary
 from transforms import storage
 from transforms.format import DEFAULT_TRAIN_FRAMES, train_shard_pattern
@@ -164,7 +165,7 @@ def _argv(pairs: Path, *where: str) -> list[str]:
 
 
 def _run_planting(argv: list[str], plant: dict[str, bytes]):
-    """``videorec ingest ARGV`` as ``pipeline.main.run`` runs it, with ``plant`` (relative path ->
+    """``videorec ingest ARGV`` as ``pipeline.ingest_job.run`` runs it, with ``plant`` (relative path ->
     bytes) put into the folder the job writes before the job starts."""
     config, beam_args, runner, quiet = prepare(argv)
 

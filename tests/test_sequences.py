@@ -204,9 +204,9 @@ def test_cut_rejects_bad_limits(bad):
 )
 @pytest.mark.parametrize("size", [0, 1, 511, 512, 513, 10**6])
 def test_member_size_shortcut_equals_the_written_header(name, size):
-    from transforms.tar_shards import member_header, padded
+    from transforms.tar_shards import block_padded, member_header
 
-    assert member_size(name, size) == len(member_header(name, size)) + padded(size)
+    assert member_size(name, size) == len(member_header(name, size)) + block_padded(size)
 
 
 def test_fast_ustar_headers_are_tarfiles_bytes():

@@ -50,7 +50,7 @@ def _fail_write(path: str, data: bytes, error_type: type[Exception]) -> None:
 def test_complete_write_is_published(gcs_emulator):
     gcs_emulator.make_bucket("atomic-ok")
     sha = storage.write_bytes("gs://atomic-ok/out/a.bin", b"x" * 1000)
-    assert storage.read_bytes("gs://atomic-ok/out/a.bin") == b"x" * 1000
+    assert storage.read_whole_file("gs://atomic-ok/out/a.bin") == b"x" * 1000
     assert len(sha) == 64
 
 
@@ -59,7 +59,7 @@ def test_raise_inside_writer_leaves_nothing(gcs_emulator, size):
     gcs_emulator.make_bucket("atomic-raise")
     path = f"gs://atomic-raise/out/part-{size}.bin"
     _fail_write(path, b"y" * size, RuntimeError)
-    assert not storage.exists(path)
+    assert not storage.path_exists(path)
     assert _names(gcs_emulator, "atomic-raise", "out/") == []
 
 
@@ -68,7 +68,7 @@ def test_overwrite_that_fails_keeps_the_old_object(gcs_emulator):
     path = "gs://atomic-keep/out/manifest.json"
     storage.write_bytes(path, b"old complete")
     _fail_write(path, b"new but cut short", KeyError)
-    assert storage.read_bytes(path) == b"old complete"
+    assert storage.read_whole_file(path) == b"old complete"
 
 
 def test_killed_writer_process_leaves_nothing(gcs_emulator, tmp_path):
@@ -102,5 +102,5 @@ def test_killed_writer_process_leaves_nothing(gcs_emulator, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not storage.exists(path)
+    assert not storage.path_exists(path)
     assert _names(gcs_emulator, "atomic-kill", "out/") == []

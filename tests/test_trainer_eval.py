@@ -11,7 +11,7 @@ import torch
 from tests.fixtures_dataset import rewrite_shard, solid_frames, write_dataset
 from trainer.config import ModelConfig
 from trainer.dataset import load_dataset
-from trainer.evaluate import MISS, encode_items, evaluation_cases, score_split
+from trainer.evaluate import MISS, encode_item_table, evaluation_cases, score_split
 from trainer.models.videorec import build_model
 from trainer.train import main as train_main
 
@@ -53,7 +53,7 @@ def _score(model, dataset, items, split="test"):
 def test_an_item_that_does_not_decode_is_counted_and_never_ranked(broken_dataset):
     dataset = load_dataset(str(broken_dataset))
     model = _model()
-    items = encode_items(model, dataset, 8, False, 4, torch.device("cpu"))
+    items = encode_item_table(model, dataset, 8, False, 4, torch.device("cpu"))
     broken = int(BROKEN)
     assert items.failed == 1 and items.not_encoded == 1 and not items.encoded[broken]
     assert items.encoded[1:].sum() == NUM_ITEMS - 1 and not items.encoded[0]
@@ -86,8 +86,8 @@ def test_autocast_encoding_gives_the_fp32_metrics(broken_dataset):
     dataset = load_dataset(str(broken_dataset))
     model = _model(seed=3)
     cpu = torch.device("cpu")
-    exact = encode_items(model, dataset, 8, False, 4, cpu)
-    bf16 = encode_items(model, dataset, 8, False, 4, cpu, autocast=True)
+    exact = encode_item_table(model, dataset, 8, False, 4, cpu)
+    bf16 = encode_item_table(model, dataset, 8, False, 4, cpu, autocast=True)
     assert bf16.embeddings.dtype == torch.float32
     assert not torch.equal(exact.embeddings, bf16.embeddings)  # autocast did run
     assert torch.allclose(exact.embeddings, bf16.embeddings, rtol=0.05, atol=0.05)
@@ -99,8 +99,8 @@ def test_loader_workers_encode_the_same_table(broken_dataset):
     dataset = load_dataset(str(broken_dataset))
     model = _model()
     cpu = torch.device("cpu")
-    inline = encode_items(model, dataset, 8, False, 3, cpu)
-    workers = encode_items(model, dataset, 8, False, 3, cpu, num_workers=2)
+    inline = encode_item_table(model, dataset, 8, False, 3, cpu)
+    workers = encode_item_table(model, dataset, 8, False, 3, cpu, num_workers=2)
     assert torch.equal(workers.encoded, inline.encoded) and workers.failed == inline.failed == 1
     assert torch.allclose(workers.embeddings, inline.embeddings, atol=1e-6)
     assert workers.items_per_s > 0

@@ -8,9 +8,10 @@ its traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
+
+from logsetup import configure_logging
 
 REINGEST = "write it again with videorec ingest (videorec inspect shows what is wrong)"
 """The fix for a dataset version that is damaged or unsound."""
@@ -47,13 +48,6 @@ class TrainingDiverged(CommandError, RuntimeError):
     """The loss became NaN or infinite: the run stops before the step would update the weights (exit 4)."""
 
     exit_status = 4
-
-
-def configure_logging() -> None:
-    """INFO lines of this project (``resumed from step N``) on stderr; libraries WARNING and up."""
-    if not logging.getLogger().handlers:  # videorec's own set-up (pipeline.cli) comes first through it
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("trainer").setLevel(logging.INFO)
 
 
 def run_command(prog: str, body: Callable[[], int | None], also: tuple[type[Exception], ...] = ()) -> int:

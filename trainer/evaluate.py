@@ -208,7 +208,7 @@ class ItemTable:
 
 
 @torch.no_grad()
-def encode_items(
+def encode_item_table(
     model,
     dataset: DatasetInfo,
     frame_size: int,

@@ -24,7 +24,7 @@ from trainer import checkpoint, storage
 from trainer.config import DataConfig, TrainConfig
 from trainer.dataset import load_dataset
 from trainer.errors import DatasetError, UsageError, run_command
-from trainer.evaluate import encode_items, score_split
+from trainer.evaluate import encode_item_table, score_split
 from trainer.item_store import add_item_cache_flags, item_store_for
 from trainer.models.videorec import build_model
 from trainer.progress import dumps_strict, summary_table
@@ -78,7 +78,7 @@ def load_model(state: dict, config: TrainConfig, dataset, device: torch.device):
     return model.to(device).eval()
 
 
-def evaluate(args: argparse.Namespace) -> int:
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
     """Score the checkpoint as ``args`` say; raises ``trainer.errors`` refusals."""
     fix = "give the checkpoints/best.pt or last.pt of a videorec train run"
     state = checkpoint.read(args.checkpoint, fix=fix)
@@ -102,7 +102,7 @@ def evaluate(args: argparse.Namespace) -> int:
     model = load_model(state, config, dataset, device)
     batch_size = args.batch_size or config.eval_batch_size
     cache = DataConfig(item_cache=args.item_cache, item_cache_max_gb=args.item_cache_max_gb)
-    items = encode_items(
+    items = encode_item_table(
         model,
         dataset,
         config.data.frame_size,
@@ -139,7 +139,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_command("videorec evaluate", lambda: evaluate(args))
+    return run_command("videorec evaluate", lambda: evaluate_checkpoint(args))
 
 
 if __name__ == "__main__":

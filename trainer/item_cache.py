@@ -92,9 +92,9 @@ class ShardCache:
         lock_fd = os.open(str(target) + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_SH)  # readers share; fetching and eviction need it alone
-            if not _is_complete(target, entry):  # (nobody reads an incomplete shard: no reader waits)
+            if not _copy_is_complete(target, entry):  # (nobody reads an incomplete shard: no reader waits)
                 fcntl.flock(lock_fd, fcntl.LOCK_EX)  # one fetcher; the others wait here, then reuse it
-                if not _is_complete(target, entry):
+                if not _copy_is_complete(target, entry):
                     self._make_room(int(entry.get("bytes") or 0), target)
                     _fetch(url, entry, target)
                 fcntl.flock(lock_fd, fcntl.LOCK_SH)
@@ -128,7 +128,7 @@ class ShardCache:
                 )
 
 
-def _is_complete(target: Path, entry: dict) -> bool:
+def _copy_is_complete(target: Path, entry: dict) -> bool:
     """Whether a checked copy is there (copies are published only after their check)."""
     try:
         size = target.stat().st_size

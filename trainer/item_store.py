@@ -153,7 +153,7 @@ class ItemStore:
             )
         try:  # an earlier version's shard holds that version's item_index in its JSON (docs/FORMAT.md)
             named = None if is_earlier_version_path(self.shard_paths[shard]) else item
-            return sample_frames(shard_map[offset : offset + size], named)
+            return frames_in_sample(shard_map[offset : offset + size], named)
         except ValueError as exn:
             raise ItemLost(f"{where} at byte {offset}: {exn}") from None
 
@@ -207,7 +207,7 @@ class ItemStore:
             held.release()
 
 
-def sample_frames(data: bytes, item: int | None) -> list[bytes]:
+def frames_in_sample(data: bytes, item: int | None) -> list[bytes]:
     """The JPEG frames of the item sample whose tar members are ``data`` (ustar headers, PAX records
     allowed); its JSON member must give ``item_index`` ``item`` (unless ``None``: a sample of an
     earlier version, whose JSON has that version's index). ``ValueError`` says what is wrong."""

@@ -11,7 +11,7 @@ import math
 
 from trainer import checkpoint
 from trainer.errors import DataLossError
-from trainer.evaluate import ItemTable, encode_items, popularity_baseline, score_split
+from trainer.evaluate import ItemTable, encode_item_table, popularity_baseline, score_split
 from trainer.progress import ProgressReporter, dumps_strict, summary_table
 from trainer.run_state import barrier
 
@@ -43,7 +43,7 @@ class RunEvaluation:
         """Encode every item once (loader workers, bf16 autocast when training uses it), check that no
         more than ``--max-lost-fraction`` of them were lost, then score ``split`` in fp32."""
         self.model.eval()
-        items = encode_items(
+        items = encode_item_table(
             self.model,
             self.dataset,
             self.config.data.frame_size,

@@ -147,6 +147,6 @@ def read_failures(dataset_dir: str, manifest: dict) -> list[dict]:
     """Every failure record of a dataset version, part by part in the manifest's order."""
     records = []
     for path in manifest["failures"]:
-        text = storage.read_bytes(storage.join(dataset_dir, path)).decode("utf-8")
+        text = storage.read_whole_file(storage.join(dataset_dir, path)).decode("utf-8")
         records += [json.loads(line) for line in text.splitlines() if line]
     return records

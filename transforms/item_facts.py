@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from transforms import storage
 from transforms.buckets import bucket_of
-from transforms.failures import FAILURES_PER_PART
+from transforms.failures import failure_part_count
 from transforms.fingerprint import OK, PreviousItem
 from transforms.format import ITEM_FAILURES_SCHEMA, ITEM_FAILURES_TABLE, ITEMS_TABLE
 from transforms.manifest import read_manifest
@@ -82,7 +82,7 @@ def read_part_facts(part: tuple[str, str], version: str) -> Iterable[tuple[str, 
         if table == ITEMS_TABLE
         else (FAILED_COLUMNS, failed_facts)
     )
-    parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(url)))
+    parquet = pq.ParquetFile(io.BytesIO(storage.read_whole_file(url)))
     for batch in parquet.iter_batches(columns=columns):
         for row in batch.to_pylist():
             yield facts(row)
@@ -131,10 +131,6 @@ def item_failures_table(records: Iterable[dict]) -> pa.Table:
         },
         schema=ITEM_FAILURES_SCHEMA,
     )
-
-
-def failure_part_count(failed: int) -> int:
-    return max(1, -(-failed // FAILURES_PER_PART))
 
 
 class WriteItemFailures(beam.PTransform):

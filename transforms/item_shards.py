@@ -69,7 +69,7 @@ class ItemRow(NamedTuple):
 def read_frame_members(item: EncodedItem) -> list[tuple[str, bytes]]:
     """The ``(name, jpeg)`` frame members of an encoded item, from its fragment."""
     if item.fragment_size is None:
-        data = storage.read_bytes(item.fragment)
+        data = storage.read_whole_file(item.fragment)
     else:
         data = ranged_reads.read_range(item.fragment, item.fragment_offset, item.fragment_size)
     return [(name, payload) for name, payload in read_members(data) if is_frame_member(name)]

@@ -69,7 +69,7 @@ def video_exists(uri: str) -> bool:
     """Whether the video at ``uri`` exists; for an any-extension ``uri`` (``.../7.*``), whether one file
     named like it, with one extension, does (the first items' check before the job)."""
     if not any_extension(uri):
-        return storage.exists(uri)
+        return storage.path_exists(uri)
     stem = uri[: -len(ANY_EXTENSION)]
     name = stem.rsplit("/", 1)[-1]
     matches = storage.match(glob.escape(stem) + ANY_EXTENSION)

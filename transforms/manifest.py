@@ -95,4 +95,4 @@ def write_manifest(dataset_dir: str, manifest: Mapping) -> str:
 def read_manifest(dataset_dir: str) -> dict:
     """The manifest of the dataset at ``dataset_dir`` (a folder, or the manifest.json itself)."""
     path = dataset_dir if is_manifest_path(dataset_dir) else storage.join(dataset_dir, MANIFEST_FILE)
-    return json.loads(storage.read_bytes(path).decode("utf-8"))
+    return json.loads(storage.read_whole_file(path).decode("utf-8"))

@@ -261,8 +261,8 @@ def remove_leftovers_after_job(folder: str, manifest: Mapping, scratch: str) -> 
         if not any(path.iterdir()):
             path.rmdir()
     stats_path = storage.join(folder, RUN_STATS_FILE)
-    if removed and storage.exists(stats_path):
-        stats = json.loads(storage.read_bytes(stats_path))
+    if removed and storage.path_exists(stats_path):
+        stats = json.loads(storage.read_whole_file(stats_path))
         stats[LEFTOVERS_REMOVED] = stats.get(LEFTOVERS_REMOVED, 0) + len(removed)
         storage.write_bytes(stats_path, (json.dumps(stats, indent=2) + "\n").encode())
     return removed

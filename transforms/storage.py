@@ -57,7 +57,8 @@ def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 
 
-def exists(path: str) -> bool:
+def path_exists(path: str) -> bool:
+    """Whether a file or folder is at a local path or ``gs://`` URL (Beam's ``FileSystems``)."""
     use_emulator_credentials_if_configured()
     return FileSystems.exists(path)
 
@@ -98,7 +99,8 @@ def open_read(path: str) -> BinaryIO:
     return FileSystems.open(path, compression_type="uncompressed")
 
 
-def read_bytes(path: str) -> bytes:
+def read_whole_file(path: str) -> bytes:
+    """The whole content of a local file or ``gs://`` object (Beam's ``FileSystems``)."""
     with open_read(path) as reader:
         return reader.read()
 

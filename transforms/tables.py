@@ -73,7 +73,7 @@ def read_table(dataset_dir: str, manifest: Mapping, table: str, columns: list[st
     """Every part of ``table`` of the dataset at ``dataset_dir``, concatenated in the manifest's order."""
     schema = SCHEMAS[table]
     parts = [
-        pq.read_table(io.BytesIO(storage.read_bytes(storage.join(dataset_dir, path))), columns=columns)
+        pq.read_table(io.BytesIO(storage.read_whole_file(storage.join(dataset_dir, path))), columns=columns)
         for path in manifest["tables"][table]
     ]
     if not parts:

@@ -65,7 +65,7 @@ _USTAR_TEMPLATE = bytes(
 )
 
 
-def padded(size: int) -> int:
+def block_padded(size: int) -> int:
     return -(-size // BLOCK) * BLOCK
 
 
@@ -76,8 +76,8 @@ def member_size(name: str, size: int) -> int:
     header (checked against :func:`member_header` in the tests); anything else is measured.
     """
     if len(name) <= _USTAR_NAME and name.isascii() and size < _USTAR_MAX_SIZE:
-        return BLOCK + padded(size)
-    return len(member_header(name, size)) + padded(size)
+        return BLOCK + block_padded(size)
+    return len(member_header(name, size)) + block_padded(size)
 
 
 _USTAR_NAME = tarfile.LENGTH_NAME
@@ -160,7 +160,7 @@ class TarShardWriter:
         start = self._tar.tell()
         self._tar.write(member_header(name, len(data)))
         self._tar.write(data)
-        self._tar.write(b"\0" * (padded(len(data)) - len(data)))
+        self._tar.write(b"\0" * (block_padded(len(data)) - len(data)))
         return start
 
     def end_sample(self) -> None:
@@ -195,5 +195,5 @@ def encode_members(members: Iterable[tuple[str, bytes]]) -> bytes:
     for name, data in members:
         out.write(member_header(name, len(data)))
         out.write(data)
-        out.write(b"\0" * (padded(len(data)) - len(data)))
+        out.write(b"\0" * (block_padded(len(data)) - len(data)))
     return out.getvalue()

@@ -8,7 +8,7 @@ driver's ``VIDEOREC_BEAM_VERSION`` both set, see ``pipeline.local_runner.worker_
   warning and its own start-up lines on the terminal. A do-nothing handler on the root logger
   prevents that; the workers' logs still reach the job through Beam's logging service.
 - Ctrl-C at a terminal reaches every process of the group; the driver cleans up and stops its
-  workers (``pipeline.runs``), so a worker ignores SIGINT instead of printing its own traceback.
+  workers (``pipeline.interrupts``), so a worker ignores SIGINT instead of printing its own traceback.
 - ``pipeline.local_runner.prepare_worker`` checks that this worker runs the driver's Beam and that
   Beam's internals fit the worker patches, then bounds the worker's memory.
 

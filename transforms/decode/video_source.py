@@ -14,6 +14,7 @@ import os
 import stat
 
 from blobstore.ranged_reads import GcsRangeReader
+from blobstore.urls import is_local, local_path
 
 IO_ERROR_MODULES = ("google.api_core", "google.auth", "google.resumable_media", "requests", "urllib3")
 """Packages whose exceptions mean storage or network trouble (the GCS client and its transport)."""
@@ -27,14 +28,6 @@ def is_io_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError | EOFError):
         return True
     return any(type(exc).__module__.startswith(module) for module in IO_ERROR_MODULES)
-
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def local_path(uri: str) -> str:
-    return uri[len("file://") :] if uri.startswith("file://") else uri
 
 
 class CountingReader(io.RawIOBase):
