@@ -61,6 +61,7 @@ setup(
     packages=find_packages(
         include=[
             "blobstore",
+            "dataformat",
             "logsetup",
             "pipeline",
             "pipeline.*",

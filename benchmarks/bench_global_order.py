@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
+from dataformat.format import METADATA_FIELD  # noqa: E402
 from trainer.config import DataConfig  # noqa: E402
 from trainer.data import StreamPosition, TrainStream  # noqa: E402
 from trainer.sample_order import epoch_batches  # noqa: E402
-from transforms.format import METADATA_FIELD  # noqa: E402
 from transforms.tar_shards import END_OF_ARCHIVE, encode_members  # noqa: E402
 
 PER_SHARD = 5000

@@ -44,18 +44,18 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 import webdataset as wds  # noqa: E402
 
+from dataformat.format import (  # noqa: E402
+    MANIFEST_FILE,
+    TRAIN_FRAMES_EMBEDDED,
+    TRAIN_FRAMES_LAYOUTS,
+    TRAIN_FRAMES_REFERENCE,
+)
 from tests.byte_counting_proxy import CountingProxy  # noqa: E402
 from trainer.config import DataConfig, preset  # noqa: E402
 from trainer.data import StreamPosition, TrainStream  # noqa: E402
 from trainer.dataset import load_dataset  # noqa: E402
 from trainer.item_store import item_store_for  # noqa: E402
 from trainer.trainer import Trainer  # noqa: E402
-from transforms.format import (  # noqa: E402
-    MANIFEST_FILE,
-    TRAIN_FRAMES_EMBEDDED,
-    TRAIN_FRAMES_LAYOUTS,
-    TRAIN_FRAMES_REFERENCE,
-)
 
 
 def make_datasets(folder: Path, frame_size: int) -> dict[str, Path]:

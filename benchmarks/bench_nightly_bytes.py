@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from transforms.format import ITEM_SHARDS, TRAIN_FRAMES_LAYOUTS, TRAIN_SHARDS  # noqa: E402
+from dataformat.format import ITEM_SHARDS, TRAIN_FRAMES_LAYOUTS, TRAIN_SHARDS  # noqa: E402
 
 CHILD = """
 import json, sys

@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from transforms.format import metadata_member, sanitize_key  # noqa: E402
+from dataformat.format import metadata_member, sanitize_key  # noqa: E402
 from transforms.tar_shards import TarShardWriter  # noqa: E402
 from transforms.train_shards import TrainSample, sample_json  # noqa: E402
 

@@ -11,7 +11,7 @@ import json
 
 from PIL import Image, ImageDraw, ImageFont
 
-from transforms.format import ITEM_FRAME_PREFIX, METADATA_FIELD, frame_number, is_frame_member, train_frame_of
+from dataformat.format import ITEM_FRAME_PREFIX, METADATA_FIELD, frame_number, is_frame_member, train_frame_of
 
 LABEL_HEIGHT = 14
 GAP = 2

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from dataformat.format import TRAIN_FRAMES_REFERENCE
 from pipeline import versions
 from pipeline.flags import INGEST_DECODE_THREADS
 from pipeline.last_steps import ManifestInputs, PublishAsLatest, WriteManifestLast
@@ -20,7 +21,6 @@ from pipeline.ownership import work_root
 from transforms.bundle_counts import CountKeys
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures
-from transforms.format import TRAIN_FRAMES_REFERENCE
 from transforms.item_catalog import ItemCatalog
 from transforms.item_facts import WriteItemFailures
 from transforms.item_filter import CountItemInteractions, DroppedItemRecords, NeededItems, rare_items

@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from dataformat.format import RUN_STATS_FILE
 from pipeline import beam_support, versions
 from pipeline.gates import gate_problems
 from pipeline.graph import build_pipeline
@@ -30,7 +31,6 @@ from pipeline.root_run import launch_on_root, run_on_root
 from pipeline.staged_output import launch_on_output, run_on_output
 from pipeline.summary import format_summary, video_stats
 from transforms import storage
-from transforms.format import RUN_STATS_FILE
 from transforms.interactions import resolve_inputs
 from transforms.keyed_csv import rejected_rows
 from transforms.manifest import read_manifest

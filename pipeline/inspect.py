@@ -19,7 +19,6 @@ them, never a traceback), 2 its manifest cannot be read or is unsound in shape (
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -31,11 +30,7 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contact_sheet import contact_sheet, frames_by_sample
-from pipeline.report_text import one_line
-from pipeline.summary import format_summary
-from transforms import storage
-from transforms.format import (
+from dataformat.format import (
     ITEM_FAILURES_TABLE,
     ITEM_SHARDS,
     ITEMS_TABLE,
@@ -43,10 +38,14 @@ from transforms.format import (
     SHARD_KINDS,
     TRAIN_SHARDS,
     VERSIONS_DIR,
-    manifest_shape_problems,
     split_member,
 )
-from transforms.manifest import ReconciliationError, read_manifest, reconcile
+from dataformat.manifest import content_problems, manifest_shape_problems, read_manifest, size_problem
+from pipeline.contact_sheet import contact_sheet, frames_by_sample
+from pipeline.report_text import one_line
+from pipeline.summary import format_summary
+from transforms import storage
+from transforms.manifest import ReconciliationError, reconcile
 
 ERROR_CHARS = 120
 """Longest error text quoted in a problem line."""
@@ -93,15 +92,10 @@ def _check_file(dataset: str, entry: dict) -> tuple[list[str], bytes | None]:
         return [f"{entry['path']}: not a regular file"], None
     size = storage.size(path)
     if size > entry["bytes"]:  # never read more than the manifest says the file holds
-        return [f"{entry['path']}: {size} bytes, manifest says {entry['bytes']}"], None
+        return [size_problem(entry["path"], size, entry)], None
     with storage.open_read(path) as reader:
         data = reader.read(entry["bytes"] + 1)
-    problems = []
-    if len(data) != entry["bytes"]:
-        problems.append(f"{entry['path']}: {len(data)} bytes, manifest says {entry['bytes']}")
-    if hashlib.sha256(data).hexdigest() != entry.get("sha256"):
-        problems.append(f"{entry['path']}: sha256 differs from the manifest")
-    return problems, data
+    return content_problems(entry["path"], data, entry), data
 
 
 def _listing_problems(manifest: dict) -> list[str]:
@@ -129,9 +123,14 @@ def count_tar_samples(data: bytes) -> int:
         return len({split_member(m.name)[0] for m in archive if m.isfile()})
 
 
+def _read_manifest(dataset: str) -> dict:
+    """The manifest of ``dataset``, unchecked: its problems are reported here, each as one line."""
+    return read_manifest(dataset, storage.read_whole_file, checked=False)
+
+
 def verify_dataset(dataset: str) -> list[str]:
     """Everything wrong with the dataset at ``dataset`` (an empty list means it is whole)."""
-    manifest = read_manifest(dataset)
+    manifest = _read_manifest(dataset)
     problems = manifest_shape_problems(manifest)
     if problems:
         return problems
@@ -213,7 +212,7 @@ def _check_failures(found: Counter, counts: dict) -> list[str]:
 def dump_samples(dataset: str, count: int, out_dir: str) -> list[str]:
     """Write the frames (and JSON) of the first ``count`` samples to ``out_dir``, and one contact
     sheet per sample (``KEY.sheet.png``, :mod:`pipeline.contact_sheet`); return the file paths."""
-    manifest = read_manifest(dataset)
+    manifest = _read_manifest(dataset)
     shards = manifest["shards"][ITEM_SHARDS] or manifest["shards"][TRAIN_SHARDS]
     os.makedirs(out_dir, exist_ok=True)
     written, keys, members = [], set(), {}
@@ -272,7 +271,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     dataset = args.dataset.removesuffix(f"/{MANIFEST_FILE}")
     try:
-        manifest = read_manifest(dataset)
+        manifest = _read_manifest(dataset)
     except (FileNotFoundError, OSError, ValueError) as err:
         print(f"videorec inspect: cannot read the manifest of {dataset}: {err}", file=sys.stderr)
         return 2

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from dataformat.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES
 from pipeline import versions
 from pipeline.gates import GateTripped, gate_problems
 from pipeline.options import IngestConfig
 from pipeline.ownership import scratch_folder
 from transforms import storage
 from transforms.failures import failure_counts
-from transforms.format import ITEMS_TABLE, SEQUENCES_TABLE, TABLES
 from transforms.manifest import build_manifest, read_manifest, write_manifest
 from transforms.reconcile import REFERENCED_SHARDS, reconcile_dataset_files
 from transforms.reuse import earlier_shard_entries

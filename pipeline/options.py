@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+from dataformat.format import DEFAULT_TRAIN_FRAMES, TRAIN_FRAMES_LAYOUTS
 from pipeline.flags import (
     INGEST_DECODE_THREADS,
     Parser,
@@ -17,7 +18,6 @@ from pipeline.flags import (
     sampler_settings,
 )
 from pipeline.versions import DEFAULT_LEASE_TTL_S
-from transforms.format import DEFAULT_TRAIN_FRAMES, TRAIN_FRAMES_LAYOUTS
 from transforms.interactions import FORMATS
 from transforms.timestamps import DEFAULT_TIMESTAMP_FORMAT, TIMESTAMP_FORMATS
 

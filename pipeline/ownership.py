@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import socket
@@ -28,10 +27,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from dataformat.format import MANIFEST_FILE, RUN_STATS_FILE
+from dataformat.manifest import read_manifest
 from pipeline.options import IngestConfig
 from pipeline.output_lease import LOCK_SUFFIX, OutputBusy, output_lease
 from transforms import storage
-from transforms.format import MANIFEST_FILE, RUN_STATS_FILE
 from transforms.item_shards import FRAGMENTS_DIR
 
 DEFAULT_WORK = "_work"
@@ -75,8 +75,8 @@ def listed_files(manifest: dict) -> set[str]:
 def read_own_manifest(folder: str) -> dict | None:
     """The manifest of ``folder`` when it is one the project wrote (JSON object, ``created_by`` ours)."""
     try:
-        manifest = json.loads(storage.read_whole_file(storage.join(folder, MANIFEST_FILE)).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+        manifest = read_manifest(folder, storage.read_whole_file, checked=False)
+    except (OSError, ValueError):
         return None
     except Exception:  # noqa: BLE001 - Beam's FileSystems raises its own errors for a missing object
         return None

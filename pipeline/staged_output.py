@@ -22,6 +22,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from dataformat.format import MANIFEST_FILE
 from pipeline import job_watchdog, ownership
 from pipeline.gates import check_gates
 from pipeline.interrupts import Interrupted, interrupts_raise
@@ -29,7 +30,6 @@ from pipeline.options import IngestConfig
 from pipeline.preflight import check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
-from transforms.format import MANIFEST_FILE
 from transforms.reconcile import remove_leftovers_after_job
 
 STAGING = ".staging-"

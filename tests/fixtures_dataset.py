@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from transforms.format import sanitize_key
+from dataformat.format import sanitize_key
 
 FrameMaker = Callable[[str], list[np.ndarray]]
 
@@ -150,12 +150,13 @@ def write_dataset(
         ),
         _table_part(folder, "sequences"),
     )
-    num_frames = len(next(iter(item_frames.values()))) if item_frames else 0
+    first = next(iter(item_frames.values()), [])
+    sampler = {"num_frames": len(first)} | ({"size": list(first[0].shape[:2])} if first else {})
     manifest = {
         "format_version": 2,
         "dataset_version": version,
         "created_by": "tests/fixtures_dataset.py",
-        "sampler": {"num_frames": num_frames},
+        "sampler": sampler,
         "has_frames": bool(frames),
         "num_items": len(item_ids),
         "num_users": len(users),

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks.bench_nightly_bytes import main
-from transforms.format import ITEM_SHARDS, TRAIN_FRAMES_LAYOUTS, TRAIN_SHARDS
+from dataformat.format import ITEM_SHARDS, TRAIN_FRAMES_LAYOUTS, TRAIN_SHARDS
 
 
 @pytest.mark.slow

@@ -29,13 +29,13 @@ import pytest
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from dataformat.format import TRAIN_FRAMES_REFERENCE, is_metadata_member, sanitize_key
 from tests.fixtures_dataset import solid_frames, write_dataset
 from tests.test_trainer_bad_input import train
 from trainer import checkpoint
 from trainer.config import DataConfig, preset
 from trainer.data import StreamPosition, TrainStream
 from trainer.dataset import load_dataset
-from transforms.format import TRAIN_FRAMES_REFERENCE, is_metadata_member, sanitize_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 USERS = 30  # 30 samples in batches of 4: 8 global batches an epoch, the last one of 2 samples

@@ -1,4 +1,5 @@
-"""The format contract (transforms/format.py): docs/FORMAT.md states what it says, and manifests are checked."""
+"""The format contract (dataformat/): docs/FORMAT.md states what it says, manifests are checked, and
+only dataformat/manifest.py opens a manifest or parses its fields."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms import format as fmt
+from dataformat import format as fmt
+from dataformat import manifest as manifest_format
 
 FORMAT_MD = (Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md").read_text(encoding="utf-8")
 
@@ -98,24 +100,24 @@ def good_manifest() -> dict:
 
 
 def test_manifest_checks_name_every_problem():
-    assert fmt.manifest_problems(good_manifest()) == []
-    assert fmt.parse_manifest(json.dumps(good_manifest()).encode(), "m") == good_manifest()
+    assert manifest_format.manifest_problems(good_manifest()) == []
+    assert manifest_format.parse_manifest(json.dumps(good_manifest()).encode(), "m") == good_manifest()
     old = {**good_manifest(), "format_version": 1}
-    assert fmt.manifest_problems(old) == ["format_version is 1, this code reads 2 and 3"]
+    assert manifest_format.manifest_problems(old) == ["format_version is 1, this code reads 2 and 3"]
     broken = good_manifest()
     broken["tables"]["sequences"] = "sequences.parquet"
     broken["counts"]["rows_read"] = 9
     del broken["shards"]["train"]
-    assert fmt.manifest_problems(broken) == [
+    assert manifest_format.manifest_problems(broken) == [
         "tables.sequences is not a list of part paths",
         "shards.train is not a list",
         "rows: 9 seen != 5 accounted for",
     ]
     with pytest.raises(ValueError, match="m: not a JSON manifest"):
-        fmt.parse_manifest(b"{trunc", "m")
+        manifest_format.parse_manifest(b"{trunc", "m")
     without_users = {key: value for key, value in good_manifest().items() if key != "num_users"}
     with pytest.raises(ValueError, match="num_users is missing"):
-        fmt.parse_manifest(json.dumps(without_users).encode(), "m")
+        manifest_format.parse_manifest(json.dumps(without_users).encode(), "m")
 
 
 def test_member_and_path_helpers_read_back_what_the_writers_spell():
@@ -200,7 +202,7 @@ def spelt_format_names(path: Path, name: str) -> list[str]:
 
 def test_no_module_spells_a_dataset_file_name_or_member_name_itself():
     """The writers, ``videorec inspect`` and the trainer take every file, folder and member name from
-    transforms/format.py; a literal elsewhere that spells one (``".jpg"``, ``"json"``,
+    dataformat/format.py; a literal elsewhere that spells one (``".jpg"``, ``"json"``,
     ``"manifest.json"``, ``"items/"``...) is a second spelling that can drift. Docstrings and
     messages may mention names: only whole literals (and an f-string's literal parts) are matched."""
     root = Path(__file__).resolve().parents[1]
@@ -208,7 +210,7 @@ def test_no_module_spells_a_dataset_file_name_or_member_name_itself():
     for package in ("pipeline", "transforms", "trainer"):
         for path in sorted((root / package).rglob("*.py")):
             name = path.relative_to(root).as_posix()
-            if name != "transforms/format.py":
+            if name != "dataformat/format.py":
                 found += spelt_format_names(path, name)
     assert found == []
 
@@ -227,4 +229,93 @@ def test_the_spelling_check_sees_literals_and_f_string_parts(tmp_path):
         "m.py:3: '.jpg'",
         "m.py:4: '.json'",
         "m.py:5: 'manifest.json'",
+    ]
+
+
+MANIFEST_READS = {"read_bytes", "read_text", "open_read", "open_url", "local_copy", "load", "loads"}
+"""Calls that open or decode a file (and the built-in ``open``): given an argument that names the
+manifest, they read it."""
+MANIFEST_FIELDS = {"format_version", "train_frames", "sampler"}
+"""Fields whose meaning ``dataformat.manifest`` decides (readable versions, layout, frame settings)."""
+PACKAGES = ("blobstore", "pipeline", "transforms", "trainer")
+"""Every package but ``dataformat``, the one manifest reader."""
+
+
+def _names_the_manifest(node: ast.AST) -> bool:
+    """Whether an expression mentions a manifest: a name, attribute or string saying ``manifest``."""
+    for part in ast.walk(node):
+        text = part.id if isinstance(part, ast.Name) else getattr(part, "attr", None)
+        if isinstance(part, ast.Constant) and isinstance(part.value, str):
+            text = part.value
+        if isinstance(text, str) and "manifest" in text.lower():
+            return True
+    return False
+
+
+def _field_read(node: ast.AST) -> tuple[str, ast.AST] | None:
+    """``(key, container)`` of ``container["key"]`` or ``container.get("key", ...)``, else None."""
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+        return node.slice.value, node.value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    ):
+        return node.args[0].value, node.func.value
+    return None
+
+
+def manifest_handling(path: Path, name: str) -> list[str]:
+    """``name:line: what`` for each place ``path`` opens the manifest itself (a read call whose
+    arguments name it) or parses one of :data:`MANIFEST_FIELDS` of a manifest."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call):
+            called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+            reads = called in MANIFEST_READS or isinstance(node.func, ast.Name) and called == "open"
+            arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
+            if reads and any(_names_the_manifest(arg) for arg in arguments):
+                found.append((node.lineno, f"opens the manifest ({called})"))
+        field = _field_read(node)
+        if field and field[0] in MANIFEST_FIELDS and _names_the_manifest(field[1]):
+            found.append((node.lineno, f"parses the manifest's {field[0]}"))
+    return [f"{name}:{line}: {what}" for line, what in sorted(found)]
+
+
+def test_only_the_format_package_opens_the_manifest_or_parses_its_fields():
+    """One manifest reader: ``dataformat.manifest`` reads, parses and checks ``manifest.json`` and
+    says what its ``format_version``, ``train_frames`` and ``sampler`` mean; every other module
+    (the ingest, ``videorec inspect``, the dataset roots, the trainer) asks it."""
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            found += manifest_handling(path, path.relative_to(root).as_posix())
+    assert found == []
+    reader = root / "dataformat" / "manifest.py"
+    assert manifest_handling(reader, "dataformat/manifest.py")  # the check sees the reader's own reads
+
+
+def test_the_manifest_check_catches_a_planted_reader(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import json\n"
+        "from dataformat.format import MANIFEST_FILE\n"
+        "def size(folder, storage, manifest, info):\n"
+        "    m = json.loads(storage.read_bytes(storage.join(folder, MANIFEST_FILE)))\n"
+        "    with open(f'{folder}/manifest.json') as handle:\n"
+        "        pass\n"
+        "    stored = manifest['sampler']['size']\n"
+        "    version = info.manifest.get('format_version')\n"
+        "    store = ItemStore.open(folder, manifest)  # a constructor, not a file read\n"
+        "    return json.loads(storage.read_bytes(folder)), info['sampler'], manifest['num_items']\n"
+    )
+    assert manifest_handling(source, "m.py") == [
+        "m.py:4: opens the manifest (loads)",
+        "m.py:4: opens the manifest (read_bytes)",
+        "m.py:5: opens the manifest (open)",
+        "m.py:7: parses the manifest's sampler",
+        "m.py:8: parses the manifest's format_version",
     ]

@@ -9,13 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
+from dataformat.format import TRAIN_FRAMES_REFERENCE, sanitize_key
+from dataformat.manifest import train_frames_of
 from pipeline.inspect import verify_dataset
 from pipeline.main import run
 from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 from transforms.decode.sampler import sample_video
 from transforms.decode.types import SamplerConfig
-from transforms.format import TRAIN_FRAMES_REFERENCE, sanitize_key, train_frames_of
 
 IN_MEMORY = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 FRAME_ARGS = ["--frame-size", "64", "--shard-max-samples", "7"]

@@ -20,12 +20,12 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from dataformat.format import FAILURE_PART_PATTERN, ITEM_FAILURES_TABLE, ITEMS_TABLE
 from pipeline import versions
 from pipeline.cli import main as videorec
 from pipeline.inspect import verify_dataset
 from pipeline.synth import SynthConfig, generate
 from transforms.failures import failure
-from transforms.format import FAILURE_PART_PATTERN, ITEM_FAILURES_TABLE, ITEMS_TABLE
 from transforms.item_facts import ItemFacts, ReadPreviousItems, item_failures_table
 from transforms.item_shards import EncodedItem, ItemRow
 from transforms.reuse import PlanDecodes

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
+from dataformat import format as fmt
 from tests import test_train_layout
 from tests.byte_counting_proxy import CountingProxy
 from tests.dataset_files import dataset_table
@@ -29,7 +30,6 @@ from trainer.data import StreamPosition, TrainStream
 from trainer.dataset import load_dataset
 from trainer.item_cache import ShardCache
 from trainer.item_store import ItemLost, item_store_for, tar_members
-from transforms import format as fmt
 
 NUM_ITEMS = 12
 synth, donor, nightly = test_train_layout.synth, test_train_layout.donor, test_train_layout.nightly

@@ -22,12 +22,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from dataformat import format as fmt
 from pipeline.main import run
 from pipeline.synth import SynthConfig, generate
 from tests.fixtures_dataset import TABLE_PART, solid_frames, write_dataset
 from tests.test_train_layout import SMALL, ingest_args
 from tests.test_trainer_bad_input import error_line, train
-from transforms import format as fmt
 
 RUN = "--preset tiny --encoder tiny --epochs 2 --batch-size 6 --frame-size 8 --no-progress --augment"
 """Augmented, so the crops and flips of each item must match too."""

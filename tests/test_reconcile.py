@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from dataformat.format import DEFAULT_TRAIN_FRAMES, train_shard_pattern
 from pipeline.ingest_job import prepare, run_job
 from pipeline.inspect import verify_dataset
 from pipeline.root_run import run_on_root
 from pipeline.staged_output import remove_unlisted_files, run_on_output
 from pipeline.summary import format_summary
 from transforms import storage
-from transforms.format import DEFAULT_TRAIN_FRAMES, train_shard_pattern
 from transforms.manifest import ReconciliationError, reconcile
 from transforms.reconcile import check_dataset_files, check_summaries
 

@@ -21,13 +21,14 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from dataformat import format as fmt
+from dataformat import manifest as manifest_format
 from pipeline import inspect as inspect_cli
 from pipeline import versions
 from pipeline.main import run
 from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_table
 from tests.test_incremental import append_interactions
-from transforms import format as fmt
 from transforms import train_shards
 from transforms.tar_shards import END_OF_ARCHIVE
 
@@ -229,18 +230,18 @@ def jpegs(sample: bytes) -> list[bytes]:
 def test_the_manifest_records_the_layout_and_version_3(nightly, embedded):
     manifest = nightly[1].manifest
     assert (manifest["format_version"], manifest["train_frames"]) == (3, fmt.TRAIN_FRAMES_REFERENCE)
-    assert fmt.FORMAT_VERSION == 3 and fmt.manifest_problems(manifest) == []
-    assert fmt.train_frames_of(manifest) == fmt.TRAIN_FRAMES_REFERENCE
-    assert fmt.train_frames_of(embedded.manifest) == fmt.TRAIN_FRAMES_EMBEDDED
+    assert fmt.FORMAT_VERSION == 3 and manifest_format.manifest_problems(manifest) == []
+    assert manifest_format.train_frames_of(manifest) == fmt.TRAIN_FRAMES_REFERENCE
+    assert manifest_format.train_frames_of(embedded.manifest) == fmt.TRAIN_FRAMES_EMBEDDED
 
 
 def test_a_version_2_manifest_still_reads_as_embedded(embedded):
     old = {k: v for k, v in embedded.manifest.items() if k != "train_frames"} | {"format_version": 2}
-    assert fmt.parse_manifest(json.dumps(old).encode(), "m") == old
-    assert fmt.train_frames_of(old) == fmt.TRAIN_FRAMES_EMBEDDED
+    assert manifest_format.parse_manifest(json.dumps(old).encode(), "m") == old
+    assert manifest_format.train_frames_of(old) == fmt.TRAIN_FRAMES_EMBEDDED
     unknown = {**embedded.manifest, "train_frames": "linked"}
-    assert fmt.manifest_problems(unknown) == ["train_frames is 'linked', not one of reference, embedded"]
-    assert fmt.manifest_problems({**old, "format_version": 4})[0].startswith("format_version is 4")
+    assert manifest_format.manifest_problems(unknown) == ["train_frames is 'linked', not one of reference, embedded"]
+    assert manifest_format.manifest_problems({**old, "format_version": 4})[0].startswith("format_version is 4")
 
 
 def test_inspect_finds_a_reference_dataset_whole(nightly, capsys):

@@ -90,9 +90,13 @@ def version_files(tag: str, shards: int = 2, reuse_items_from: str | None = None
     def recorded(path):
         return {"path": path, "bytes": len(files[path]), "sha256": hashlib.sha256(files[path]).hexdigest()}
 
+    nothing = {"rows_read": 0, "rows_used": 0, "items_seen": 0, "items_encoded": 0, "users_seen": 0}
     manifest = {
         "format_version": 2,
         "dataset_version": tag,
+        "num_items": 0,
+        "num_users": 0,
+        "counts": {**nothing, "users_kept": 0, "rows_dropped": {}, "items_failed": {}, "users_dropped": {}},
         "tables": {
             "items": ["tables/items/part-00000.parquet"],
             "sequences": ["tables/sequences/part-00000.parquet"],
@@ -170,8 +174,8 @@ def test_validate_manifest_accepts_a_complete_version_and_lists_every_defect(tmp
         validate_manifest(folder)
     problems = "\n".join(caught.value.problems)
     assert "train shard train/train-000001.tar is missing" in problems
-    assert "items/items-000000.tar has" in problems
-    assert "items/items-000001.tar sha256 does not match" in problems
+    assert "items shard items/items-000000.tar: " in problems and "bytes, manifest says" in problems
+    assert "items shard items/items-000001.tar: sha256 differs from the manifest" in problems
     assert "tables/sequences/part-00000.parquet is missing" in problems
     assert len(caught.value.problems) == 4
     (folder / "tables/sequences/part-00000.parquet").write_bytes(b"x")
@@ -181,8 +185,8 @@ def test_validate_manifest_accepts_a_complete_version_and_lists_every_defect(tmp
     with pytest.raises(InvalidVersion) as caught:
         validate_manifest(folder)
     problems = "\n".join(caught.value.problems)
-    assert "table tables/sequences/part-00000.parquet has 1 bytes" in problems
-    assert "table tables/items/part-00000.parquet sha256 does not match" in problems
+    assert "table tables/sequences/part-00000.parquet: 1 bytes" in problems
+    assert "table tables/items/part-00000.parquet: sha256 differs from the manifest" in problems
     # Sizes alone do not catch same-size corruption.
     with pytest.raises(InvalidVersion) as caught:
         validate_manifest(folder, verify_sha256=False)
@@ -193,7 +197,10 @@ def test_validate_manifest_rejects_missing_or_garbled_manifest(tmp_path):
     with pytest.raises(InvalidVersion, match="manifest.json is missing"):
         validate_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(InvalidVersion, match="not JSON"):
+    with pytest.raises(InvalidVersion, match="not a JSON manifest"):
+        validate_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"format_version": 2}')  # JSON, but not a sound manifest
+    with pytest.raises(InvalidVersion, match="dataset_version is missing"):
         validate_manifest(tmp_path)
 
 
@@ -565,7 +572,7 @@ def test_gcs_root_publish_lease_validate_and_prune(gcs_emulator):
     broken = new_version_id()
     upload_version(root, broken)
     bucket.blob(f"datasets/microlens/versions/{broken}/train/train-000000.tar").upload_from_string(b"short")
-    with pytest.raises(InvalidVersion, match="train-000000.tar has 5 bytes"):
+    with pytest.raises(InvalidVersion, match="train-000000.tar: 5 bytes"):
         validate_manifest(version_url(root, broken))
 
     deleted = prune(root, keep=1)

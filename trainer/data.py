@@ -32,13 +32,13 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dataformat.format import METADATA_FIELD, is_metadata_member, train_frame_prefix
 from trainer import storage
 from trainer.config import DataConfig
 from trainer.frames import FrameTransform, decode_frames, frames_of, sample_generator
 from trainer.item_store import ItemLost, ItemStore
 from trainer.sample_order import counted, cut_batches, rank_batches
 from trainer.shard_reader import ReadErrors, shard_samples
-from transforms.format import METADATA_FIELD, is_metadata_member, train_frame_prefix
 
 log = logging.getLogger(__name__)
 

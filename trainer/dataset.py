@@ -4,8 +4,11 @@ Everything is found through ``manifest.json`` (see docs/FORMAT.md); the trainer 
 guesses shard paths. A dataset root holding ``LATEST`` is resolved once, at start, so
 a nightly ingest that moves ``LATEST`` mid-run cannot mix two versions.
 
+The manifest is read and checked by :mod:`dataformat.manifest`, which also gives the stored frames'
+settings (``sampler``: frame count and size, :attr:`DatasetInfo.frames`).
+
 A dataset that cannot be used raises :class:`~trainer.errors.DatasetError` naming the problem and
-the fix: no manifest, an unsound one (``transforms.format.manifest_problems``), table parts that
+the fix: no manifest, an unsound one (``dataformat.manifest.manifest_problems``), table parts that
 are missing, unreadable or disagree with it, or local shards whose size is not the manifest's
 (:func:`check_local_shards`; remote shards and every checksum are checked as they are streamed,
 ``trainer.shard_reader``).
@@ -23,17 +26,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from trainer import storage
-from trainer.errors import REINGEST, DatasetError
-from transforms.format import (
+from dataformat import manifest as manifest_format
+from dataformat.format import (
     ITEMS_TABLE,
     LATEST_FILE,
     MANIFEST_FILE,
     SEQUENCES_TABLE,
     is_manifest_path,
-    parse_manifest,
     version_manifest_path,
 )
+from dataformat.manifest import FrameSettings, ManifestError, frame_settings
+from trainer import storage
+from trainer.errors import REINGEST, DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +117,13 @@ class DatasetInfo:
         return bool(self.manifest.get("has_frames"))
 
     @property
+    def frames(self) -> FrameSettings | None:
+        """How the ingest stored each item's frames (count and size), None without frames."""
+        return frame_settings(self.manifest)  # checked by read_manifest: no error here
+
+    @property
     def num_frames(self) -> int:
-        return int((self.manifest.get("sampler") or {}).get("num_frames", 0))
+        return self.frames.num_frames if self.frames else 0
 
     @property
     def max_seq_len(self) -> int:
@@ -164,7 +173,7 @@ def resolve_manifest_url(data: str) -> str:
             )
         log.info("%s -> version %s", latest, version)
         return storage.join_url(data, version_manifest_path(version))
-    manifest = storage.join_url(data, MANIFEST_FILE)
+    manifest = manifest_format.manifest_location(data)
     if not storage.exists(manifest):
         what = (
             "does not exist"
@@ -187,12 +196,39 @@ def read_manifest(manifest_url: str) -> dict:
     """The parsed, sound manifest at ``manifest_url``.
 
     Raises:
-        DatasetError: it is not JSON or unsound (``transforms.format.manifest_problems``, every problem named).
+        DatasetError: it is not JSON or unsound (``dataformat.manifest.manifest_problems``, every problem
+            named), or its ``sampler`` does not give the frames' count and size.
     """
     try:
-        return parse_manifest(storage.read_bytes(manifest_url), manifest_url)
-    except ValueError as err:  # parse_manifest's report of an unsound manifest
+        manifest = manifest_format.read_manifest(manifest_url)
+        frame_settings(manifest)
+    except ManifestError as err:
         raise DatasetError(f"{err}; this is not a sound dataset version: {REINGEST}") from None
+    return manifest
+
+
+def explain_frame_size(dataset: DatasetInfo, frame_size: int, squash: bool) -> tuple[str, bool] | None:
+    """``(line, upscaled)``: how the stored frames become the encoder's ``frame_size`` square (logged
+    at start; a warning when ``upscaled``), or None for a dataset without frames.
+
+    ``--frame-size`` is the encoder's input side, a model choice kept apart from the stored size on
+    purpose (``trainer.frames``: resize, then a crop of ``frame_size``, as 256 -> 224); a side above
+    the stored frames' short side upscales them, which adds no detail."""
+    frames = dataset.frames
+    if frames is None:
+        return None
+    how = "squashed" if squash else "resized and cropped"
+    line = (
+        f"frames stored at {frames.height}x{frames.width} (the manifest's sampler.size, {frames.num_frames} "
+        f"per item) are {how} to {frame_size}x{frame_size} (--frame-size)"
+    )
+    if frame_size > frames.short_side:
+        return (
+            f"{line}: upscaled, which adds no detail; pass --frame-size {frames.short_side} or less, "
+            f"or ingest with --frame-size {frame_size}",
+            True,
+        )
+    return line, False
 
 
 def _read_table(root: str, manifest: dict, name: str, columns: list[str]) -> pa.Table:

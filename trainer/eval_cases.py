@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from dataformat.format import SEQUENCES_TABLE
 from trainer import storage
 from trainer.dataset import DatasetInfo, TablePart, part_problem
 from trainer.errors import REINGEST, DatasetError
-from transforms.format import SEQUENCES_TABLE
 
 SPLITS = {"valid": 2, "test": 1}
 """Split -> how many items from the end the target sits (leave-one-out)."""

@@ -20,6 +20,7 @@ import sys
 
 import torch
 
+from dataformat.format import MANIFEST_FILE
 from trainer import checkpoint, storage
 from trainer.config import DataConfig, TrainConfig
 from trainer.dataset import load_dataset
@@ -29,7 +30,6 @@ from trainer.item_store import add_item_cache_flags, item_store_for
 from trainer.models.videorec import build_model
 from trainer.progress import dumps_strict, summary_table
 from trainer.run_eval import check_items_lost
-from transforms.format import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
 

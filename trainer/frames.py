@@ -22,7 +22,7 @@ import torch
 import torchvision.transforms.v2.functional as F
 from PIL import Image
 
-from transforms.format import frame_field, frame_number
+from dataformat.format import frame_field, frame_number
 
 RESIZE_MARGIN = 8 / 7
 """Crops take ``S`` out of a shorter side of at most ``S * 8/7`` (the usual 256 -> 224)."""
@@ -189,7 +189,7 @@ def frames_of(sample: dict, prefix: str) -> list[bytes]:
     """The JPEG frames of a webdataset sample whose fields start with ``prefix``, in frame order.
 
     ``prefix``: ``ITEM_FRAME_PREFIX`` for an item sample, ``train_frame_prefix(item_index)`` for
-    one item of a train sample; the field names are the format's (``transforms.format.frame_field``).
+    one item of a train sample; the field names are the format's (``dataformat.format.frame_field``).
     """
     found = {}
     for name, value in sample.items():

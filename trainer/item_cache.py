@@ -30,8 +30,8 @@ import os
 import posixpath
 from pathlib import Path
 
+from dataformat.format import sanitize_key
 from trainer import storage
-from transforms.format import sanitize_key
 
 log = logging.getLogger(__name__)
 

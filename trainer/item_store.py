@@ -35,12 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainer import storage
-from trainer.config import DataConfig
-from trainer.dataset import DatasetInfo
-from trainer.errors import REINGEST, DatasetError, UsageError
-from trainer.item_cache import HeldShard, ShardCache, ShardUnavailable
-from transforms.format import (
+from dataformat.format import (
     ITEM_FRAME_PREFIX,
     ITEM_SHARDS,
     ITEMS_TABLE,
@@ -49,8 +44,13 @@ from transforms.format import (
     frame_number,
     is_earlier_version_path,
     split_member,
-    train_frames_of,
 )
+from dataformat.manifest import train_frames_of
+from trainer import storage
+from trainer.config import DataConfig
+from trainer.dataset import DatasetInfo
+from trainer.errors import REINGEST, DatasetError, UsageError
+from trainer.item_cache import HeldShard, ShardCache, ShardUnavailable
 
 INDEX_COLUMNS = ["item_index", "shard", "offset", "size"]
 OPEN_SHARDS = 64

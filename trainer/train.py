@@ -38,15 +38,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from dataformat.format import LATEST_FILE, version_manifest_path
 from trainer import checkpoint, storage
 from trainer.config import PRESETS, TrainConfig, preset
 from trainer.data import expand_shard_urls
-from trainer.dataset import DatasetInfo, load_dataset, read_manifest, resolve_manifest_url
+from trainer.dataset import DatasetInfo, explain_frame_size, load_dataset, read_manifest, resolve_manifest_url
 from trainer.errors import DatasetError, UsageError, run_command
 from trainer.models.encoder_registry import ENCODERS, resolve_weights
 from trainer.models.encoder_weights import MissingWeightsError
 from trainer.progress import METRICS_FILE
-from transforms.format import LATEST_FILE, version_manifest_path
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +313,10 @@ def train(args: argparse.Namespace) -> int:
             dataset = load_dataset(config.data.data)
             if args.no_resume and rank == 0:
                 start_over(run_dir)
+        frames_note = explain_frame_size(dataset, config.data.frame_size, config.data.squash)
+        if frames_note and config.model.encoder not in ("id", "frozen"):  # these read no frames
+            line, upscaled = frames_note
+            (log.warning if upscaled else log.info)(line)
         trainer = Trainer(
             config,
             dataset,

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from dataformat.format import TRAIN_FRAMES_EMBEDDED
+from dataformat.manifest import train_frames_of
 from trainer import checkpoint
 from trainer.config import SELECTION_METRICS, TrainConfig
 from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
@@ -32,7 +34,6 @@ from trainer.run_eval import RunEvaluation
 from trainer.run_state import RunState
 from trainer.sample_order import epoch_batches, steps_left
 from trainer.sequence_windows import SequenceWindowStream, training_windows
-from transforms.format import TRAIN_FRAMES_EMBEDDED, train_frames_of
 
 log = logging.getLogger(__name__)
 

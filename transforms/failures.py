@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from dataformat.format import FAILURE_PART_PATTERN
 from transforms import storage
 from transforms.buckets import bucket_of
-from transforms.format import FAILURE_PART_PATTERN
 
 KINDS = ("row", "item", "user")
 FAILURES_PER_PART = 20_000

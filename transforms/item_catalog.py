@@ -11,6 +11,14 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from dataformat.format import (
+    ITEM_SHARD_PATTERN,
+    ITEMS_TABLE,
+    is_earlier_version_path,
+    item_shard_number,
+    metadata_member,
+    sanitize_key,
+)
 from transforms.buckets import (
     CountBuckets,
     FirstShardNumbers,
@@ -18,14 +26,6 @@ from transforms.buckets import (
     bucket_of,
     id_order_key,
     shard_ranges,
-)
-from transforms.format import (
-    ITEM_SHARD_PATTERN,
-    ITEMS_TABLE,
-    is_earlier_version_path,
-    item_shard_number,
-    metadata_member,
-    sanitize_key,
 )
 from transforms.item_lookup import ItemLookup, placed_items_array
 from transforms.item_shards import (

@@ -23,11 +23,11 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataformat.format import ITEM_FAILURES_SCHEMA, ITEM_FAILURES_TABLE, ITEMS_TABLE
 from transforms import storage
 from transforms.buckets import bucket_of
 from transforms.failures import failure_part_count
 from transforms.fingerprint import OK, PreviousItem
-from transforms.format import ITEM_FAILURES_SCHEMA, ITEM_FAILURES_TABLE, ITEMS_TABLE
 from transforms.manifest import read_manifest
 from transforms.tables import write_table_part
 

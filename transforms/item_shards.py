@@ -18,8 +18,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from blobstore import ranged_reads
+from dataformat.format import is_frame_member, item_frame_member, metadata_member, sanitize_key
 from transforms import storage
-from transforms.format import is_frame_member, item_frame_member, metadata_member, sanitize_key
 from transforms.tar_shards import encode_members, read_members
 
 FAILED = "failed"

@@ -15,9 +15,9 @@ import posixpath
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from dataformat.format import sanitize_key
 from transforms import storage
 from transforms.failures import failure
-from transforms.format import sanitize_key
 from transforms.keyed_csv import REJECTED, VIDEO_MAP, ReadKeyedCsv, csv_folder
 
 FAILED = "failed"

@@ -6,15 +6,9 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+from dataformat import manifest as manifest_format
+from dataformat.format import FORMAT_VERSION, ITEM_SHARDS, TRAIN_SHARDS, train_shard_pattern
 from transforms import storage
-from transforms.format import (
-    FORMAT_VERSION,
-    ITEM_SHARDS,
-    MANIFEST_FILE,
-    TRAIN_SHARDS,
-    is_manifest_path,
-    train_shard_pattern,
-)
 from transforms.reconcile import ReconciliationError, check_summaries, reconcile
 
 __all__ = ["ReconciliationError", "build_manifest", "read_manifest", "reconcile", "write_manifest"]
@@ -87,12 +81,12 @@ def encode_manifest(manifest: Mapping) -> bytes:
 
 def write_manifest(dataset_dir: str, manifest: Mapping) -> str:
     """Atomically write ``dataset_dir/manifest.json``; return its path."""
-    path = storage.join(dataset_dir, MANIFEST_FILE)
+    path = manifest_format.manifest_location(dataset_dir)
     storage.write_bytes(path, encode_manifest(manifest))
     return path
 
 
 def read_manifest(dataset_dir: str) -> dict:
-    """The manifest of the dataset at ``dataset_dir`` (a folder, or the manifest.json itself)."""
-    path = dataset_dir if is_manifest_path(dataset_dir) else storage.join(dataset_dir, MANIFEST_FILE)
-    return json.loads(storage.read_whole_file(path).decode("utf-8"))
+    """The checked manifest of the dataset at ``dataset_dir`` (a folder, or the manifest.json itself),
+    read through Beam's file systems (:func:`dataformat.manifest.read_manifest`)."""
+    return manifest_format.read_manifest(dataset_dir, storage.read_whole_file)

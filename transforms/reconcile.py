@@ -26,9 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from transforms import storage
-from transforms.format import (
-    COUNT_CHECKS,
+from dataformat.format import (
     FAILURE_PART_PATTERN,
     ITEM_SHARD_PATTERN,
     ITEMS_TABLE,
@@ -39,6 +37,8 @@ from transforms.format import (
     TRAIN_SHARD_PATTERN,
     is_earlier_version_path,
 )
+from dataformat.manifest import COUNT_CHECKS
+from transforms import storage
 
 PLANNED_SHARDS = "shards"
 """Key of a table part summary: ``{shard path: samples}`` of the shards its bucket's cut planned."""
@@ -140,7 +140,7 @@ def check_summaries(
 ) -> None:
     """Raise :class:`ReconciliationError` unless the shard and part summaries describe each file once
     and the shards are exactly those their buckets planned (see the module docstring); train shards
-    are named like ``train_pattern`` (``transforms.format.train_shard_pattern`` of the layout)."""
+    are named like ``train_pattern`` (``dataformat.format.train_shard_pattern`` of the layout)."""
     problems = []
     groups = [item_shards, train_shards, *tables.values(), failures]
     twice = [path for path, n in Counter(p["path"] for group in groups for p in group).items() if n > 1]

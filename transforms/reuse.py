@@ -14,8 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from blobstore import ranged_reads
-from transforms.failures import failure
-from transforms.format import (
+from dataformat.format import (
     EARLIER_VERSION_PREFIX,
     ITEM_FAILURES_TABLE,
     ITEM_SHARDS,
@@ -23,6 +22,8 @@ from transforms.format import (
     is_frame_member,
     is_metadata_member,
 )
+from dataformat.manifest import format_version_of
+from transforms.failures import failure
 from transforms.item_facts import ItemFacts, previous_facts
 from transforms.item_shards import FAILED, EncodedItem
 from transforms.manifest import ReconciliationError, read_manifest
@@ -49,7 +50,7 @@ class ReuseFrom:
         if ITEM_FAILURES_TABLE in manifest["tables"]:
             return None
         return (
-            f"ingest: the base version {self.version} is format {manifest.get('format_version')}, which "
+            f"ingest: the base version {self.version} is format {format_version_of(manifest)}, which "
             "lists no failed videos apart: videos that failed there are decoded again as new (attempt 1)"
         )
 

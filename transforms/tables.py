@@ -12,13 +12,13 @@ from collections.abc import Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms import storage
-from transforms.format import (
+from dataformat.format import (
     ITEMS_SCHEMA,
     SCHEMAS,
     SEQUENCES_SCHEMA,
     table_part_path,
 )
+from transforms import storage
 
 
 def items_table(rows: Iterable) -> pa.Table:

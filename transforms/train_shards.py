@@ -24,16 +24,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from blobstore import ranged_reads
-from transforms import storage
-from transforms.buckets import (
-    CountBuckets,
-    FirstShardNumbers,
-    RankInBuckets,
-    bucket_of,
-    id_order_key,
-    shard_ranges,
-)
-from transforms.format import (
+from dataformat.format import (
     ITEM_SHARD_PATTERN,
     SEQUENCES_TABLE,
     TRAIN_FRAMES_EMBEDDED,
@@ -43,6 +34,15 @@ from transforms.format import (
     sanitize_key,
     train_frame_member,
     train_shard_pattern,
+)
+from transforms import storage
+from transforms.buckets import (
+    CountBuckets,
+    FirstShardNumbers,
+    RankInBuckets,
+    bucket_of,
+    id_order_key,
+    shard_ranges,
 )
 from transforms.item_lookup import ItemLookup
 from transforms.reconcile import PLANNED_SHARDS, TRAIN_SAMPLES
@@ -196,7 +196,7 @@ class WriteUserShards(beam.PTransform):
     dicts, "tables": sequences part infos}.
 
     ``items`` is the singleton PCollection of the ``ItemLookup``: each item's index and frames.
-    ``train_frames`` is the layout (``transforms.format.TRAIN_FRAMES_LAYOUTS``): ``embedded`` copies
+    ``train_frames`` is the layout (``dataformat.format.TRAIN_FRAMES_LAYOUTS``): ``embedded`` copies
     each window's frames into its sample, ``reference`` writes the JSON alone, gzip-compressed.
     """
 

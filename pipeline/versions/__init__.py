@@ -1,6 +1,6 @@
 """Dataset roots: immutable versions, the atomically published ``LATEST``, run leases and pruning.
 
-Imports ``blobstore.gcs`` (GCS client), ``transforms.format`` and the standard library only: no Beam, no torch.
+Imports ``blobstore.gcs`` (GCS client), ``dataformat`` and the standard library only: no Beam, no torch.
 """
 
 from pipeline.versions.errors import InvalidVersion, LeaseLost, PublishConflict, RootBusy, VersionError

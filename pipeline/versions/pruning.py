@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from dataformat.manifest import ManifestError, earlier_versions, read_folder_manifest
 from pipeline.versions.folders import folder_at
 from pipeline.versions.lease import read_lease
 from pipeline.versions.roots import MANIFEST, VERSIONS, is_version_id, latest_version_id, list_versions
@@ -31,11 +31,7 @@ def prune(root: str | Path, *, keep: int) -> list[str]:
     if lease is not None and lease.expires_at > time.time():
         protected |= {lease.version_id, lease.base_version} - {None}
     if latest is not None:
-        older_complete = [
-            v
-            for v in versions
-            if v < latest and folder.child(f"{VERSIONS}/{v}").read_bytes(MANIFEST) is not None
-        ]
+        older_complete = [v for v in versions if v < latest and _is_complete(folder, v)]
         protected |= {latest, *older_complete[-(keep - 1) :]} if keep > 1 else {latest}
     protected |= _referenced_versions(folder, protected & set(versions))
     doomed = [v for v in versions if v not in protected and is_version_id(v)]
@@ -46,17 +42,25 @@ def prune(root: str | Path, *, keep: int) -> list[str]:
     return doomed
 
 
+def _version_manifest(folder, version_id: str) -> dict | None:
+    """The (unchecked) manifest of version ``version_id``, None while it has none."""
+    version = folder.child(f"{VERSIONS}/{version_id}")
+    return read_folder_manifest(version.read_bytes, version.url, checked=False)
+
+
+def _is_complete(folder, version_id: str) -> bool:
+    """Whether the version has its manifest (written last): garbled or not, it was finished."""
+    try:
+        return _version_manifest(folder, version_id) is not None
+    except ManifestError:
+        return True
+
+
 def _referenced_versions(folder, kept: set[str]) -> set[str]:
     """Versions that the manifests of ``kept`` versions point into with ``../<id>/`` paths."""
     referenced = set()
     for version_id in kept:
-        raw = folder.child(f"{VERSIONS}/{version_id}").read_bytes(MANIFEST)
-        if raw is None:
-            continue
-        manifest = json.loads(raw)
-        for shards in (manifest.get("shards") or {}).values():
-            for shard in shards:
-                parts = shard.get("path", "").split("/")
-                if len(parts) > 2 and parts[0] == "..":
-                    referenced.add(parts[1])
+        manifest = _version_manifest(folder, version_id)
+        if manifest is not None:
+            referenced |= earlier_versions(manifest)
     return referenced

@@ -13,16 +13,23 @@ The pointer files change only by compare-and-swap (:mod:`pipeline.versions.folde
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
+from dataformat.format import LATEST_FILE, MANIFEST_FILE, VERSIONS_DIR
+from dataformat.manifest import (
+    ManifestError,
+    listed_files,
+    named_parts,
+    read_folder_manifest,
+    sha256_problem,
+    size_problem,
+)
 from pipeline.versions.errors import InvalidVersion
 from pipeline.versions.folders import folder_at
-from transforms.format import LATEST_FILE, MANIFEST_FILE, READABLE_FORMAT_VERSIONS, VERSIONS_DIR
 
 LATEST = LATEST_FILE
 VERSIONS = VERSIONS_DIR
@@ -74,52 +81,35 @@ def resolve_latest(root: str | Path) -> str | None:
 def validate_manifest(version: str | Path, *, verify_sha256: bool = True) -> dict:
     """Check a dataset version folder against its ``manifest.json``; return the parsed manifest.
 
-    Checks: the manifest exists and parses, ``format_version`` is readable, the tables and failure files it
-    names exist, and every file it records with a size (shards, ``table_files``, ``failure_files``)
-    exists with that byte size and (when ``verify_sha256``) sha256. Sizes come from one listing per
-    folder; hashing reads every such file. Deeper checks (tar sample counts, table row counts,
-    reconciled counts) are ``videorec inspect``'s.
+    Checks: the manifest exists and is sound (:func:`dataformat.manifest.read_folder_manifest`: format
+    version, shape, counts), the tables and failure files it names exist, and every file it records
+    with a size (shards, ``table_files``, ``failure_files``) exists with that byte size and (when
+    ``verify_sha256``) sha256. Sizes come from one listing per folder; hashing reads every such
+    file. Deeper checks (tar sample counts, table row counts) are ``videorec inspect``'s.
 
     Raises ``InvalidVersion`` listing every problem found.
     """
     folder = folder_at(version)
-    raw = folder.read_bytes(MANIFEST)
-    if raw is None:
-        raise InvalidVersion(folder.url, [f"{MANIFEST} is missing"])
     try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidVersion(folder.url, [f"{MANIFEST} is not JSON: {exc}"]) from None
-    if not isinstance(manifest, dict):
-        raise InvalidVersion(folder.url, [f"{MANIFEST} is not a JSON object"])
-    problems = []
-    if manifest.get("format_version") not in READABLE_FORMAT_VERSIONS:
-        problems.append(
-            f"format_version is {manifest.get('format_version')!r}, expected {READABLE_FORMAT_VERSIONS}"
-        )
+        manifest = read_folder_manifest(folder.read_bytes, folder.url)
+    except ManifestError as err:
+        raise InvalidVersion(folder.url, [str(err)]) from None
+    if manifest is None:
+        raise InvalidVersion(folder.url, [f"{MANIFEST} is missing"])
     files = _ManifestFiles(folder)
-    named = [path for parts in (manifest.get("tables") or {}).values() for path in parts]
-    named += list(manifest.get("failures") or [])
-    problems += [f"{path} is missing" for path in named if files.size(path) is None]
-    recorded = [
-        (f"{kind} shard", entry)
-        for kind, shards in (manifest.get("shards") or {}).items()
-        for entry in shards
-    ]
-    recorded += [
-        ("table", entry) for parts in (manifest.get("table_files") or {}).values() for entry in parts
-    ]
-    recorded += [("failures file", entry) for entry in manifest.get("failure_files") or []]
-    for what, entry in recorded:
-        path = entry.get("path", "")
-        size = files.size(path)
+    named = named_parts(manifest)
+    problems = [f"{path} is missing" for path in named if files.size(path) is None]
+    for listed in listed_files(manifest):
+        size = files.size(listed.path)
         if size is None:
-            if path not in named:
-                problems.append(f"{what} {path} is missing")
-        elif size != entry.get("bytes"):
-            problems.append(f"{what} {path} has {size} bytes, manifest says {entry.get('bytes')}")
-        elif verify_sha256 and files.sha256(path) != entry.get("sha256"):
-            problems.append(f"{what} {path} sha256 does not match the manifest")
+            if listed.path not in named:
+                problems.append(f"{listed.what} {listed.path} is missing")
+            continue
+        problem = size_problem(listed.path, size, listed.entry) or (
+            verify_sha256 and sha256_problem(listed.path, files.sha256(listed.path), listed.entry)
+        )
+        if problem:
+            problems.append(f"{listed.what} {problem}")
     if problems:
         raise InvalidVersion(folder.url, problems)
     return manifest

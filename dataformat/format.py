@@ -1,15 +1,13 @@
 """The dataset format contract (docs/FORMAT.md), shared by the writers, ``videorec inspect`` and the trainer.
 
-File names, sample keys and member names, table schemas and the manifest's shape live here and
-nowhere else. No Beam and no torch: ``trainer/`` imports this module and nothing else from
-ingest. ``tests/test_format.py`` checks that docs/FORMAT.md states what this module says.
+File names, sample keys and member names and table schemas live here and nowhere else; the
+manifest's reading and checks are :mod:`dataformat.manifest`. No Beam and no torch.
+``tests/test_format.py`` checks that docs/FORMAT.md states what this module says.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -224,120 +222,6 @@ def train_frame_of(field: str) -> tuple[int, int] | None:
     return None if frame is None else (int(index), frame)
 
 
-# --------------------------------------------------------------------------------------------------
-# The manifest
-# --------------------------------------------------------------------------------------------------
-
-COUNT_CHECKS = (
-    ("rows", "rows_read", "rows_used", "rows_dropped"),
-    ("items", "items_seen", "items_encoded", "items_failed"),
-    ("users", "users_seen", "users_kept", "users_dropped"),
-)
-
-
-def manifest_problems(manifest: Mapping) -> list[str]:
-    """Everything wrong with the shape and counts of a manifest document (empty: it is sound).
-
-    Files are not opened here: ``videorec inspect`` and the version checks verify sizes and hashes.
-    """
-    problems = _unreadable(manifest)
-    if problems:
-        return problems
-    problems = _part_problems(manifest)
-    counts = manifest["counts"]
-    for name, total, kept, dropped in COUNT_CHECKS:
-        try:
-            accounted = counts[kept] + sum(counts[dropped].values())
-        except (KeyError, AttributeError, TypeError):
-            problems.append(f"counts for {name} are incomplete")
-            continue
-        if counts[total] != accounted:
-            problems.append(f"{name}: {counts[total]} seen != {accounted} accounted for")
-    return problems
-
-
-def manifest_shape_problems(manifest) -> list[str]:
-    """What makes ``manifest`` not a manifest this code can read at all (its counts aside): not an
-    object, a format version not in :data:`READABLE_FORMAT_VERSIONS`, a version-3 manifest without a
-    known ``train_frames``, a field missing, or ``tables`` / ``shards`` / ``counts`` /
-    ``failures`` not of their type (``tables: []``, ``shards: null``...)."""
-    return _unreadable(manifest) or _part_problems(manifest)
-
-
 def train_shard_pattern(train_frames: str) -> str:
     """The train shard file pattern of a layout: ``reference`` shards are gzip-compressed tars."""
     return COMPRESSED_TRAIN_SHARD_PATTERN if train_frames == TRAIN_FRAMES_REFERENCE else TRAIN_SHARD_PATTERN
-
-
-def train_frames_of(manifest: Mapping) -> str:
-    """The train-sample layout of a readable manifest: its ``train_frames`` (version 3), or
-    :data:`TRAIN_FRAMES_EMBEDDED` for version 2, which had no other layout."""
-    if manifest.get("format_version") == 2:
-        return TRAIN_FRAMES_EMBEDDED
-    return manifest["train_frames"]
-
-
-def _unreadable(manifest) -> list[str]:
-    if not isinstance(manifest, Mapping):
-        return ["the manifest is not a JSON object"]
-    version = manifest.get("format_version")
-    if type(version) is not int or version not in READABLE_FORMAT_VERSIONS:
-        readable = " and ".join(map(str, READABLE_FORMAT_VERSIONS))
-        return [f"format_version is {version!r}, this code reads {readable}"]
-    if version >= 3 and manifest.get("train_frames") not in TRAIN_FRAMES_LAYOUTS:
-        return [
-            f"train_frames is {manifest.get('train_frames')!r}, not one of {', '.join(TRAIN_FRAMES_LAYOUTS)}"
-        ]
-    problems = [
-        f"{field} is missing"
-        for field in ("dataset_version", "num_items", "num_users", "tables", "shards", "counts", "failures")
-        if field not in manifest
-    ]
-    if problems:
-        return problems
-    for field in ("num_items", "num_users"):
-        value = manifest[field]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            problems.append(f"{field} is not a count ({value!r})")
-    for field, what in (
-        ("tables", "table names to part paths"),
-        ("shards", "shard kinds to lists"),
-        ("counts", ""),
-    ):
-        if not isinstance(manifest[field], Mapping):
-            kind = type(manifest[field]).__name__
-            problems.append(f"{field} is not an object{f' mapping {what}' if what else ''} ({kind})")
-    return problems
-
-
-def _part_problems(manifest: Mapping) -> list[str]:
-    problems = []
-    for table in TABLES:
-        if table == ITEM_FAILURES_TABLE and table not in manifest["tables"]:
-            continue  # version 2 kept no failed videos apart: read as none
-        parts = manifest["tables"].get(table)
-        if not isinstance(parts, list) or not all(isinstance(p, str) for p in parts):
-            problems.append(f"tables.{table} is not a list of part paths")
-    for kind in SHARD_KINDS:
-        shards = manifest["shards"].get(kind)
-        if not isinstance(shards, list):
-            problems.append(f"shards.{kind} is not a list")
-        elif not all(isinstance(s, Mapping) for s in shards):
-            problems.append(f"shards.{kind} holds an entry that is not an object")
-    if not isinstance(manifest["failures"], list) or not all(
-        isinstance(p, str) for p in manifest["failures"]
-    ):
-        problems.append("failures is not a list of part paths")
-    return problems
-
-
-def parse_manifest(data: bytes, where: str) -> dict:
-    """The manifest in ``data`` (read from ``where``); ``ValueError`` naming every problem if it is unsound."""
-    try:
-        manifest = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{where}: not a JSON manifest ({err})") from None
-    problems = manifest_problems(manifest)
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
-    return manifest
