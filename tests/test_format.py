@@ -4,6 +4,7 @@ only dataformat/manifest.py opens a manifest or parses its fields."""
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 from pathlib import Path
 
@@ -118,6 +119,37 @@ def test_manifest_checks_name_every_problem():
     without_users = {key: value for key, value in good_manifest().items() if key != "num_users"}
     with pytest.raises(ValueError, match="num_users is missing"):
         manifest_format.parse_manifest(json.dumps(without_users).encode(), "m")
+
+
+def test_the_manifest_reader_locates_reads_and_verifies(tmp_path):
+    folder = tmp_path / "ds"
+    with pytest.raises(manifest_format.ManifestError, match="manifest.json is missing"):
+        manifest_format.read_manifest(str(folder), lambda location: None)
+    folder.mkdir()
+    shard = b"tar bytes"
+    manifest = good_manifest()
+    entry = {"path": "../v0/items/items-000000.tar", "samples": 1, "bytes": len(shard)}
+    manifest["shards"]["items"] = [{**entry, "sha256": hashlib.sha256(shard).hexdigest()}]
+    manifest["sampler"] = {"num_frames": 5, "size": [128, 96], "config": {"resize": "pad"}}
+    (folder / fmt.MANIFEST_FILE).write_text(json.dumps(manifest))
+    for where in (str(folder), str(folder / fmt.MANIFEST_FILE)):  # a folder or the manifest itself
+        assert manifest_format.read_manifest(where) == manifest
+    assert manifest_format.read_folder_manifest(lambda path: None, str(folder)) is None
+    (listed,) = manifest_format.listed_files(manifest)
+    assert (listed.what, listed.path) == ("items shard", entry["path"])
+    assert manifest_format.content_problems(listed.path, shard, listed.entry) == []
+    assert manifest_format.content_problems(listed.path, b"tar bytez", listed.entry) == [
+        "../v0/items/items-000000.tar: sha256 differs from the manifest"
+    ]
+    assert manifest_format.content_problems(listed.path, b"tar", listed.entry) == [
+        "../v0/items/items-000000.tar: 3 bytes, manifest says 9",
+        "../v0/items/items-000000.tar: sha256 differs from the manifest",
+    ]
+    assert manifest_format.earlier_versions(manifest) == {"v0"}
+    assert manifest_format.frame_settings(manifest) == manifest_format.FrameSettings(5, 128, 96, "pad")
+    assert manifest_format.frame_settings({**manifest, "sampler": {"num_frames": 0}}) is None
+    with pytest.raises(manifest_format.ManifestError, match="does not give num_frames and size"):
+        manifest_format.frame_settings({**manifest, "sampler": {"num_frames": 5}})
 
 
 def test_member_and_path_helpers_read_back_what_the_writers_spell():

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import http.server
 import json
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import torch
 
 from tests.fixtures_dataset import rewrite_shard, solid_frames, write_dataset
+from trainer.dataset import explain_frame_size, load_dataset
 from trainer.evaluate_cli import main as evaluate_main
 from trainer.train import main as train_main
 
@@ -154,6 +156,33 @@ def test_a_missing_or_unsound_manifest_is_refused(id_data, tmp_path, capsys, dam
     line = error_line(err)
     assert expected in line and "write it again with videorec ingest" in line
     assert not run.exists()
+
+
+def test_a_sampler_with_frames_but_no_size_is_refused(frames_data, tmp_path, capsys):
+    data = copy(frames_data, tmp_path, "ds")
+    manifest = json.loads((data / "manifest.json").read_text())
+    del manifest["sampler"]["size"]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    status, _, err = train(capsys, "--data", str(data), "--output", str(tmp_path / "run"), *VIDEO_RUN.split())
+    assert status == 2
+    assert "does not give num_frames and size [height, width]" in error_line(err)
+
+
+def test_the_stored_frame_size_comes_from_the_manifest_and_an_upscaling_frame_size_is_warned(
+    frames_data, tmp_path, capsys, caplog
+):
+    dataset = load_dataset(str(frames_data))  # frames stored at 12 x 12, 2 per item
+    assert (dataset.frames.height, dataset.frames.width, dataset.num_frames) == (12, 12, 2)
+    line, upscaled = explain_frame_size(dataset, 8, squash=False)
+    assert not upscaled and line.startswith("frames stored at 12x12") and "cropped to 8x8" in line
+    line, upscaled = explain_frame_size(dataset, 16, squash=True)
+    assert upscaled and "squashed to 16x16" in line and "pass --frame-size 12 or less" in line
+    caplog.set_level(logging.INFO)
+    argv = ["--data", str(frames_data), "--output", str(tmp_path / "run"), *VIDEO_RUN.split()]
+    status, _, _ = train(capsys, *argv, "--frame-size", "16")
+    assert status == 0  # kept: the encoder's input side is a model choice, only said
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("upscaled, which adds no detail" in message for message in warned)
 
 
 # ---------------------------------------------------------------------------------------------- shards
