@@ -125,7 +125,7 @@ def evaluate_rank(rank: int, world_size: int, store: str, data: str, dim: int, o
     from trainer.config import ModelConfig
     from trainer.dataset import load_dataset
     from trainer.evaluate import encode_item_table, popularity_baseline, score_split
-    from trainer.models.videorec import build_model
+    from trainer.models.videorec import build_videorec
 
     torch.set_num_threads(max(1, 2 // world_size))
     start = time.perf_counter()
@@ -134,7 +134,7 @@ def evaluate_rank(rank: int, world_size: int, store: str, data: str, dim: int, o
     device = torch.device("cpu")
     dataset = load_dataset(data)
     torch.manual_seed(0)
-    model = build_model(
+    model = build_videorec(
         ModelConfig(encoder="id", dim=dim, ffn_dim=2 * dim, max_seq_len=10), dataset.num_items
     )
     items = encode_item_table(model, dataset, 8, False, 1024, device, rank, world_size)

@@ -88,12 +88,12 @@ def test_items_that_are_not_candidates_are_never_ranked():
 def test_scores_are_fp32_even_inside_an_autocast_region(tmp_path):
     from trainer.config import ModelConfig
     from trainer.evaluate import ItemTable, score_split
-    from trainer.models.videorec import build_model
+    from trainer.models.videorec import build_videorec
 
     sequences = {str(u): [str((u + t) % 7 + 1) for t in range(4)] for u in range(3)}
     cases = load_dataset(str(write_dataset(tmp_path / "ds", sequences, max_seq_len=4)))
     torch.manual_seed(0)
-    model = build_model(ModelConfig(encoder="id", dim=16, ffn_dim=32, max_seq_len=4), num_items=7)
+    model = build_videorec(ModelConfig(encoder="id", dim=16, ffn_dim=32, max_seq_len=4), num_items=7)
     encoded = torch.ones(8, dtype=torch.bool)
     encoded[0] = False
     items = ItemTable(torch.randn(8, 16), encoded)

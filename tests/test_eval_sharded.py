@@ -23,7 +23,7 @@ from trainer.evaluate import (
     ranks_of_targets,
     score_split,
 )
-from trainer.models.videorec import build_model
+from trainer.models.videorec import build_videorec
 from trainer.ranking import MISS, PopularityRanker, block_ranks
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
@@ -136,7 +136,7 @@ def test_each_rank_reads_only_the_parts_holding_its_users(ingested, tmp_path):
 def _evaluate(data: str, rank: int, world_size: int) -> dict:
     torch.manual_seed(0)
     dataset = load_dataset(data)
-    model = build_model(
+    model = build_videorec(
         ModelConfig(encoder="id", dim=8, ffn_dim=16, max_seq_len=5), num_items=dataset.num_items
     )
     items = encode_item_table(model, dataset, 8, False, 16, torch.device("cpu"), rank, world_size)

@@ -16,7 +16,7 @@ from trainer.extract import main as extract_main
 from trainer.loss import full_softmax_loss, in_batch_softmax_loss, log_popularity
 from trainer.models.encoder_registry import ENCODERS, build_backbone
 from trainer.models.video_item_encoder import VideoItemEncoder, apply_freezing
-from trainer.models.videorec import build_model
+from trainer.models.videorec import build_videorec
 from trainer.train import build_parser, config_from_args
 from trainer.train import main as train_main
 
@@ -239,7 +239,7 @@ def test_frozen_baseline_uses_extracted_features(tmp_path):
     )
     table = np.load(features, allow_pickle=False)
     assert table.shape == (11, 64) and not table[0].any() and table[1:].any(axis=1).all()
-    model = build_model(
+    model = build_videorec(
         ModelConfig(encoder="frozen", features=str(features), dim=8, ffn_dim=16), num_items=10
     )
     assert torch.equal(model.item_encoder.features, torch.from_numpy(table))

@@ -12,7 +12,7 @@ from tests.fixtures_dataset import rewrite_shard, solid_frames, write_dataset
 from trainer.config import ModelConfig
 from trainer.dataset import load_dataset
 from trainer.evaluate import MISS, encode_item_table, evaluation_cases, score_split
-from trainer.models.videorec import build_model
+from trainer.models.videorec import build_videorec
 from trainer.train import main as train_main
 
 NUM_ITEMS = 12
@@ -43,7 +43,7 @@ def broken_dataset(tmp_path_factory) -> Path:
 def _model(seed: int = 0):
     torch.manual_seed(seed)
     config = ModelConfig(encoder="tiny", freeze="all", dim=16, ffn_dim=32, max_seq_len=5)
-    return build_model(config, NUM_ITEMS, num_frames=2, frame_size=8).eval()
+    return build_videorec(config, NUM_ITEMS, num_frames=2, frame_size=8).eval()
 
 
 def _score(model, dataset, items, split="test"):

@@ -23,7 +23,7 @@ from trainer.models.backbone import TinyVideoNet
 from trainer.models.encoder_registry import build_backbone
 from trainer.models.encoder_weights import MissingWeightsError, hub_checkpoint_dir
 from trainer.models.video_item_encoder import VideoItemEncoder
-from trainer.models.videorec import build_model
+from trainer.models.videorec import build_videorec
 from trainer.train import main as train_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -116,14 +116,14 @@ def test_a_videomae_folder_loads_and_the_checkpoint_spec_rebuilds_it_without_the
     folder = tmp_path / "videomae-tiny"
     encoder_tensors = _videomae_folder(folder)
     config = ModelConfig(encoder="videomae", encoder_weights=str(folder), freeze="top-k", dim=8)
-    model = build_model(config, num_items=3, num_frames=5, frame_size=32)
+    model = build_videorec(config, num_items=3, num_frames=5, frame_size=32)
     _assert_holds(model.item_encoder.backbone, encoder_tensors)
     assert "decoder" in capsys.readouterr().out  # the pre-training decoder is dropped, and said so
     spec = model.encoder_spec()
     assert spec["hf_config"]["num_frames"] == 6 and spec["hf_config"]["image_size"] == 32
 
     shutil.rmtree(folder)
-    rebuilt = build_model(config, num_items=3, encoder_spec=json.loads(json.dumps(spec)))
+    rebuilt = build_videorec(config, num_items=3, encoder_spec=json.loads(json.dumps(spec)))
     rebuilt.load_state_dict(model.state_dict())
     clips = torch.randint(0, 255, (2, 5, 3, 32, 32), dtype=torch.uint8)
     items = torch.tensor([1, 2])
@@ -156,11 +156,11 @@ def test_missing_weights_stop_the_paper_preset_before_any_data_is_read(torch_hom
 def test_a_random_backbone_is_never_frozen_by_accident():
     for freeze in ("frozen", "top-k"):
         with pytest.raises(ValueError, match="randomly initialised tiny backbone"):
-            build_model(ModelConfig(encoder="tiny", freeze=freeze, dim=8), num_items=3)
-        build_model(
+            build_videorec(ModelConfig(encoder="tiny", freeze=freeze, dim=8), num_items=3)
+        build_videorec(
             ModelConfig(encoder="tiny", freeze=freeze, allow_random_backbone=True, dim=8), num_items=3
         )
-    build_model(ModelConfig(encoder="tiny", freeze="all", dim=8), num_items=3)
+    build_videorec(ModelConfig(encoder="tiny", freeze="all", dim=8), num_items=3)
 
 
 def test_a_checkpoint_evaluates_without_the_weights_it_started_from(tmp_path):

@@ -9,7 +9,10 @@ single fields.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+
+from trainer.errors import UsageError
 
 SELECTION_METRICS = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 
@@ -172,6 +175,71 @@ class TrainConfig:
             loss=LossConfig(**values["loss"]),
             **{k: v for k, v in values.items() if k not in ("data", "model", "optim", "loss")},
         )
+
+    def validate(self) -> None:
+        """Refuse flags that cannot train or do not fit together, before anything is read: no epochs
+        or steps, a learning rate that is not a finite positive number, an empty batch, heads that do
+        not divide the width, a choice that names nothing, a video encoder with a source or loss that
+        has no frames. (The encoder's name and the paths are checked by ``trainer.train``.)
+
+        Raises:
+            UsageError: the first such setting, with the flag that sets it.
+        """
+        optim, data, model = self.optim, self.data, self.model
+        counts = [
+            ("--epochs", optim.epochs),
+            ("--batch-size", data.batch_size),
+            ("--frame-size", data.frame_size),
+            ("--eval-batch-size", self.eval_batch_size),
+            ("--grad-accumulation", optim.grad_accumulation),
+            ("--num-heads", model.num_heads),
+            ("--dim", model.dim),
+        ]
+        counts += [("--max-steps", optim.max_steps)] if optim.max_steps is not None else []
+        counts += [("--steps-per-epoch", optim.steps_per_epoch)] if optim.steps_per_epoch is not None else []
+        for flag, value in counts:
+            if value < 1:
+                raise UsageError(f"{flag} must be at least 1, got {value}; a run with it trains nothing")
+        for flag, value in (("--lr", optim.lr), ("--encoder-lr", optim.encoder_lr)):
+            if not math.isfinite(value) or value <= 0:
+                raise UsageError(f"{flag} must be a finite number above 0, got {value}")
+        for flag, value in (
+            ("--weight-decay", optim.weight_decay),
+            ("--encoder-weight-decay", optim.encoder_weight_decay),
+            ("--grad-clip", optim.grad_clip),
+            ("--dropout", model.dropout),
+            ("--max-lost-fraction", data.max_lost_fraction),
+            ("--item-cache-max-gb", data.item_cache_max_gb),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise UsageError(f"{flag} must be a finite number of at least 0, got {value}")
+        if model.dim % model.num_heads:
+            raise UsageError(
+                f"--num-heads {model.num_heads} does not divide the width --dim {model.dim}; choose a divisor "
+                f"of {model.dim}"
+            )
+        self._validate_choices()
+
+    def _validate_choices(self) -> None:
+        """Refuse a ``--schedule``, ``--source`` or ``--selection-metric`` that names nothing, and a
+        video encoder (``--encoder`` other than ``id`` / ``frozen``) with ``--source sequences`` or
+        ``--candidates full``."""
+        if self.optim.schedule not in ("cosine", "constant"):
+            raise UsageError(f"unknown --schedule {self.optim.schedule!r}; choose cosine or constant")
+        if self.data.source not in ("shards", "sequences"):
+            raise UsageError(f"unknown --source {self.data.source!r}; choose shards or sequences")
+        if self.selection_metric not in SELECTION_METRICS:
+            raise UsageError(
+                f"unknown --selection-metric {self.selection_metric!r}; choose one of "
+                f"{', '.join(SELECTION_METRICS)}"
+            )
+        video_encoder = self.model.encoder not in ("id", "frozen")
+        if self.loss.candidates == "full" and video_encoder:
+            raise UsageError(
+                "--candidates full needs an id or frozen encoder (video items are encoded per batch)"
+            )
+        if self.data.source == "sequences" and video_encoder:
+            raise UsageError("--source sequences has no frames; use it with the id or frozen encoder")
 
 
 def _tiny() -> TrainConfig:

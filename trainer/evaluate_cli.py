@@ -27,7 +27,7 @@ from trainer.dataset import load_dataset
 from trainer.errors import DatasetError, UsageError, run_command
 from trainer.evaluate import encode_item_table, score_split
 from trainer.item_store import add_item_cache_flags, item_store_for
-from trainer.models.videorec import build_model
+from trainer.models.videorec import build_videorec
 from trainer.progress import dumps_strict, summary_table
 from trainer.run_eval import check_items_lost
 
@@ -61,7 +61,7 @@ def load_model(state: dict, config: TrainConfig, dataset, device: torch.device):
         UsageError: a frames model on an ID-only dataset.
         DatasetError: the dataset's item count does not fit the checkpoint.
     """
-    model = build_model(config.model, dataset.num_items, encoder_spec=state["encoder_spec"])
+    model = build_videorec(config.model, dataset.num_items, encoder_spec=state["encoder_spec"])
     if model.needs_frames and not dataset.has_frames:
         raise UsageError(
             f"the checkpoint's encoder {config.model.encoder!r} needs frames but --data {dataset.root} has "

@@ -1,8 +1,9 @@
 """One optimizer step of a :class:`trainer.trainer.Trainer`: the loss of each micro-batch, the backward
 passes and the update; a step without samples; a rank without samples under DDP.
 
-:class:`OptimizerStep` is mixed into the trainer: it uses the model, DDP module, optimizer,
-scheduler, grad scaler, config, device, rank and world size made in ``Trainer.__init__``.
+:class:`OptimizerStep` is a part the trainer holds: it is given the model, the module that trains it
+(DDP on several ranks), the optimizer and scheduler made by ``trainer.builders``, and owns the grad
+scaler, the log-popularity correction and the train-time frame transform.
 """
 
 from __future__ import annotations
@@ -15,15 +16,42 @@ from contextlib import nullcontext
 import torch
 import torch.distributed as dist
 
+from trainer.config import TrainConfig
+from trainer.dataset import DatasetInfo
 from trainer.errors import TrainingDiverged
-from trainer.frames import decode_clip_on_device
-from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss
+from trainer.frames import FrameTransform, decode_clip_on_device
+from trainer.loss import full_softmax_loss, gather_candidates, in_batch_softmax_loss, log_popularity
+from trainer.models.videorec import VideoRec
 
 log = logging.getLogger(__name__)
 
 
 class OptimizerStep:
-    """The optimizer step of a :class:`~trainer.trainer.Trainer`."""
+    """The optimizer step of a run on ``dataset``, as seen from one rank of ``world_size``; ``autocast``:
+    the forward passes run in bf16."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: DatasetInfo,
+        model: VideoRec,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        *,
+        device: torch.device,
+        world_size: int = 1,
+        autocast: bool = False,
+    ):
+        self.config, self.dataset, self.model, self.module = config, dataset, model, module
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.device, self.world_size, self.autocast = device, world_size, autocast
+        self.use_frames = model.needs_frames
+        self.scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs no loss scaling
+        self.log_q = log_popularity(torch.from_numpy(dataset.popularity)).to(device)
+        self.train_transform = FrameTransform(
+            config.data.frame_size, config.data.squash, train=True, augment=config.data.augment
+        )
 
     def _frames(self, batch: dict) -> torch.Tensor | None:
         if not self.use_frames:
@@ -71,8 +99,8 @@ class OptimizerStep:
             self.model.train()
         return (states.float().sum() + embeddings.float().sum()) * 0.0
 
-    def train_step(self, micro_batches: list[dict], per_rank: float | None = None) -> float:
-        """One optimizer step over gradient-accumulation micro-batches; returns the mean loss.
+    def run(self, micro_batches: list[dict], per_rank: float | None = None, step: int = 0) -> float:
+        """Optimizer step ``step + 1`` over gradient-accumulation micro-batches; returns the mean loss.
 
         ``per_rank``: the step's micro-batches that hold samples, over all ranks, divided by the
         world size (default: ``len(micro_batches)``). Each micro-batch's loss is divided by it, so the
@@ -90,17 +118,16 @@ class OptimizerStep:
                 loss = (self._loss(batch) if len(batch["items"]) else self._idle_loss()) / per_rank
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
-        self._check_finite(total)
+        self._check_finite(total, step)
         self.scaler.unscale_(self.optimizer)
         if self.config.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        self.step += 1
         return total
 
-    def _check_finite(self, loss: float) -> None:
+    def _check_finite(self, loss: float, step: int) -> None:
         """Stop the run when the step's loss is NaN or infinite on any rank, before the optimizer
         writes it into the weights (``TrainingDiverged``, exit 4)."""
         bad = torch.tensor([0.0 if math.isfinite(loss) else 1.0])
@@ -109,15 +136,14 @@ class OptimizerStep:
             dist.all_reduce(bad)
         if float(bad.sum()):
             raise TrainingDiverged(
-                f"the loss became {loss} at step {self.step + 1} (--lr {self.config.optim.lr:g}); the run "
+                f"the loss became {loss} at step {step + 1} (--lr {self.config.optim.lr:g}); the run "
                 "stopped before updating the weights with it: lower --lr or check the data"
             )
 
-    def _empty_step(self) -> float:
-        """A step whose samples were all lost: no update, the schedule moves on; the loss is NaN."""
-        log.warning("step %d: every sample of the step was lost; no update", self.step + 1)
+    def skip(self, step: int) -> float:
+        """Step ``step + 1``, whose samples were all lost: no update, the schedule moves on; the loss is NaN."""
+        log.warning("step %d: every sample of the step was lost; no update", step + 1)
         with warnings.catch_warnings():  # the schedule moves on although the optimizer did not step
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)`")
             self.scheduler.step()
-        self.step += 1
         return math.nan

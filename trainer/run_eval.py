@@ -1,19 +1,25 @@
 """A run's evaluations: validation each epoch (choosing ``best.pt``) and the final test (``results.json``).
 
-:class:`RunEvaluation` is a part of :class:`trainer.trainer.Trainer` (mixed in): it evaluates the
-trainer's model on its dataset (``trainer.evaluate``: every item encoded once, full ranking) and
-writes what it finds to the run's metrics and results.
+:class:`RunEvaluator` is a part a :class:`trainer.trainer.Trainer` holds: it evaluates the trainer's
+model on its dataset (``trainer.evaluate``: every item encoded once, full ranking) and writes what it
+finds to the run's metrics, ``best.pt`` (through the run's checkpoint manager) and results.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-from trainer import checkpoint
+import torch
+
+from trainer.checkpoint_manager import CheckpointManager, barrier
+from trainer.config import TrainConfig
+from trainer.dataset import DatasetInfo
 from trainer.errors import DataLossError
 from trainer.evaluate import ItemTable, encode_item_table, popularity_baseline, score_split
+from trainer.item_store import ItemStore
+from trainer.models.videorec import VideoRec
 from trainer.progress import ProgressReporter, dumps_strict, summary_table
-from trainer.run_state import barrier
 
 RESULTS_FILE = "results.json"
 
@@ -36,10 +42,31 @@ def check_items_lost(items: ItemTable, num_items: int, max_lost_fraction: float)
         )
 
 
-class RunEvaluation:
-    """Validation and test of a :class:`~trainer.trainer.Trainer`."""
+class RunEvaluator:
+    """Validation and test of a run's ``model`` on ``dataset``, as seen from ``rank`` of ``world_size``.
 
-    def _evaluate(self, split: str) -> tuple[dict[str, float], ItemTable]:
+    ``item_store`` serves item frames (video encoders); ``autocast``: encode items in bf16 (training
+    uses it). ``best`` is the best validation so far (``step``, ``score``: a checkpoint keeps it)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: DatasetInfo,
+        model: VideoRec,
+        checkpoints: CheckpointManager,
+        item_store: ItemStore | None,
+        *,
+        device: torch.device,
+        rank: int = 0,
+        world_size: int = 1,
+        autocast: bool = False,
+    ):
+        self.config, self.dataset, self.model, self.checkpoints = config, dataset, model, checkpoints
+        self.item_store, self.device, self.autocast = item_store, device, autocast
+        self.rank, self.world_size = rank, world_size
+        self.best = {"step": -1, "score": -1.0}
+
+    def evaluate(self, split: str) -> tuple[dict[str, float], ItemTable]:
         """Encode every item once (loader workers, bf16 autocast when training uses it), check that no
         more than ``--max-lost-fraction`` of them were lost, then score ``split`` in fp32."""
         self.model.eval()
@@ -70,38 +97,30 @@ class RunEvaluation:
         )
         return metrics, items
 
-    def _loss_report(self) -> dict:
-        """The samples this run lost to damaged data, against what it allows (``results.json``)."""
-        return {
-            "skipped_samples": self.skipped_samples,
-            "failed_reads": self.failed_reads,
-            "planned_samples": self.planned_samples,
-            "max_lost_fraction": self.config.data.max_lost_fraction,
-        }
-
-    def _validate(self, reporter: ProgressReporter) -> None:
-        metrics, items = self._evaluate("valid")
+    def validate(
+        self, reporter: ProgressReporter, step: int, epoch: int, best_state: Callable[[], dict]
+    ) -> None:
+        """Score the validation split at ``step`` and report it; a better ``--selection-metric`` than
+        :attr:`best` writes ``best.pt``: ``best_state()`` (the weights and what ``evaluate`` needs)
+        with the step and its metrics."""
+        metrics, items = self.evaluate("valid")
         reporter.write(
-            {
-                "type": "eval",
-                "split": "valid",
-                "step": self.step,
-                "epoch": self.position.epoch,
-                **metrics,
-                **items.stats(),
-            }
+            {"type": "eval", "split": "valid", "step": step, "epoch": epoch, **metrics, **items.stats()}
         )
         selected = metrics[self.config.selection_metric]
         score = 0.0 if math.isnan(selected) else selected  # no valid users
         if score > self.best["score"]:  # starts at -1: the first validation always saves best.pt
-            self.best = {"step": self.step, "score": score}
-            self.save_best(metrics)
+            self.best = {"step": step, "score": score}
+            if self.rank == 0:
+                self.checkpoints.save_best({**best_state(), "step": step, "valid": metrics})
         barrier(self.world_size)
 
-    def _test(self, reporter: ProgressReporter) -> dict[str, dict[str, float]]:
-        best = checkpoint.load(self.run_dir / "checkpoints" / checkpoint.BEST)
+    def test(self, reporter: ProgressReporter, step: int, lost: dict) -> dict[str, dict[str, float]]:
+        """Score the test split with ``best.pt``'s weights; rank 0 writes ``results.json`` (with the
+        samples the run ``lost``) and prints the summary table. Returns valid, test and popularity metrics."""
+        best = self.checkpoints.load_best()
         self.model.load_state_dict(best["model"])
-        test, items = self._evaluate("test")
+        test, items = self.evaluate("test")
         results = {
             "valid": best["valid"],
             "test": test,
@@ -113,7 +132,7 @@ class RunEvaluation:
             {
                 "type": "eval",
                 "split": "test",
-                "step": self.step,
+                "step": step,
                 "best_step": best["step"],
                 **results["test"],
                 **items.stats(),
@@ -123,15 +142,16 @@ class RunEvaluation:
             summary = {
                 "best_step": best["step"],
                 "selection_metric": self.config.selection_metric,
-                "steps": self.step,
+                "steps": step,
                 "dataset_version": self.dataset.version,
                 "dataset_root": self.dataset.root,
                 "encoder": self.config.model.encoder,
                 "encoder_weights": self.config.model.encoder_weights,
                 "items": items.stats(),
-                "lost": self._loss_report(),
+                "lost": lost,
                 **results,
             }
-            (self.run_dir / RESULTS_FILE).write_text(dumps_strict(summary, indent=2, sort_keys=True) + "\n")
+            run_dir = self.checkpoints.folder.parent
+            (run_dir / RESULTS_FILE).write_text(dumps_strict(summary, indent=2, sort_keys=True) + "\n")
             print(summary_table(results))
         return results

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -170,46 +169,14 @@ def check_names(config: TrainConfig) -> None:
         raise UsageError(f"unknown --encoder {config.model.encoder!r}; choose one of {', '.join(known)}")
 
 
-def check_settings(config: TrainConfig) -> None:
-    """Refuse settings that cannot train, before anything is read: no epochs or steps, a learning
-    rate that is not a finite positive number, an empty batch, heads that do not divide the width.
+def check_paths(config: TrainConfig) -> None:
+    """Refuse an ``--output`` that is a file and ``--train-shards`` that are not there, before anything
+    is read (the other flags are checked by :meth:`TrainConfig.validate`).
 
     Raises:
-        UsageError: the first such setting, with the flag that sets it.
+        UsageError: the first such flag.
     """
-    optim, data, model = config.optim, config.data, config.model
-    counts = [
-        ("--epochs", optim.epochs),
-        ("--batch-size", data.batch_size),
-        ("--frame-size", data.frame_size),
-        ("--eval-batch-size", config.eval_batch_size),
-        ("--grad-accumulation", optim.grad_accumulation),
-        ("--num-heads", model.num_heads),
-        ("--dim", model.dim),
-    ]
-    counts += [(flag, value) for flag, value in (("--max-steps", optim.max_steps),) if value is not None]
-    counts += [("--steps-per-epoch", optim.steps_per_epoch)] if optim.steps_per_epoch is not None else []
-    for flag, value in counts:
-        if value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}; a run with it trains nothing")
-    for flag, value in (("--lr", optim.lr), ("--encoder-lr", optim.encoder_lr)):
-        if not math.isfinite(value) or value <= 0:
-            raise UsageError(f"{flag} must be a finite number above 0, got {value}")
-    for flag, value in (
-        ("--weight-decay", optim.weight_decay),
-        ("--encoder-weight-decay", optim.encoder_weight_decay),
-        ("--grad-clip", optim.grad_clip),
-        ("--dropout", model.dropout),
-        ("--max-lost-fraction", data.max_lost_fraction),
-        ("--item-cache-max-gb", data.item_cache_max_gb),
-    ):
-        if not math.isfinite(value) or value < 0:
-            raise UsageError(f"{flag} must be a finite number of at least 0, got {value}")
-    if model.dim % model.num_heads:
-        raise UsageError(
-            f"--num-heads {model.num_heads} does not divide the width --dim {model.dim}; choose a divisor "
-            f"of {model.dim}"
-        )
+    data = config.data
     if Path(config.output).is_file():
         raise UsageError(f"--output {config.output} is a file; give a run folder")
     if data.train_shards:
@@ -288,7 +255,8 @@ def train(args: argparse.Namespace) -> int:
     """Train as ``args`` say (see the module docstring); raises ``trainer.errors`` refusals."""
     config = config_from_args(args)
     check_names(config)
-    check_settings(config)
+    config.validate()
+    check_paths(config)
     from trainer.run_eval import RESULTS_FILE
     from trainer.trainer import Trainer  # after logging is configured
 

@@ -1,67 +1,43 @@
 """The training loop: optimizer steps over the shard stream, lost-sample accounting, the epochs.
 
-Checkpoints and resume live in :mod:`trainer.run_state`, validation and test in
-:mod:`trainer.run_eval`, the optimizer step in :mod:`trainer.optimizer_step`; :class:`Trainer`
-brings them together. Epochs are counted in global batches (``trainer.sample_order``), so the
-position a checkpoint holds means the same on any world size.
+A :class:`Trainer` is built from parts (``trainer.builders``: the model, optimizer, scheduler and
+train source) and holds the parts that act on them: the optimizer step
+(:class:`~trainer.optimizer_step.OptimizerStep`), the checkpoint files
+(:class:`~trainer.checkpoint_manager.CheckpointManager`) and validation and test
+(:class:`~trainer.run_eval.RunEvaluator`). ``train_step``, ``train``, ``state_dict`` and
+``load_state_dict`` are its entry points. Epochs are counted in global batches
+(``trainer.sample_order``), so the position a checkpoint holds means the same on any world size.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from dataformat.format import TRAIN_FRAMES_EMBEDDED
-from dataformat.manifest import train_frames_of
 from trainer import checkpoint
-from trainer.config import SELECTION_METRICS, TrainConfig
-from trainer.data import StreamPosition, TrainStream, expand_shard_urls, train_loader
-from trainer.dataset import DatasetInfo, check_local_shards
-from trainer.errors import DataLossError, DatasetError, UsageError
-from trainer.frames import FrameTransform
-from trainer.item_store import item_store_for, train_frames_from_store
-from trainer.loss import log_popularity
-from trainer.models.videorec import build_model
+from trainer.builders import build_model, build_optimizer, build_scheduler, build_source
+from trainer.checkpoint_manager import CheckpointManager, check_world_size, saved_position
+from trainer.config import TrainConfig
+from trainer.data import StreamPosition
+from trainer.dataset import DatasetInfo
+from trainer.errors import DataLossError, DatasetError
 from trainer.optimizer_step import OptimizerStep
 from trainer.progress import METRICS_FILE, ProgressReporter, truncate_metrics
-from trainer.run_eval import RunEvaluation
-from trainer.run_state import RunState
+from trainer.run_eval import RunEvaluator
 from trainer.sample_order import epoch_batches, steps_left
-from trainer.sequence_windows import SequenceWindowStream, training_windows
 
 log = logging.getLogger(__name__)
 
 
-def lr_schedule(schedule: str, warmup_steps: int, total_steps: int, min_ratio: float):
-    """LR multiplier: linear warmup to 1, then ``cosine`` decay to ``min_ratio`` at ``total_steps``
-    or ``constant`` 1."""
-    if schedule not in ("cosine", "constant"):
-        raise UsageError(f"unknown --schedule {schedule!r}; choose cosine or constant")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
-
-
-class Trainer(RunState, RunEvaluation, OptimizerStep):
+class Trainer:
     """Trains one VideoRec on one dataset version, on one rank of a (possibly 1-process) group.
 
-    Checkpoints and resume are :class:`~trainer.run_state.RunState`'s, validation, test and
-    ``results.json`` :class:`~trainer.run_eval.RunEvaluation`'s, the optimizer step
-    :class:`~trainer.optimizer_step.OptimizerStep`'s. ``on_batch``, when set, is called with each
-    batch this rank reads for a step (``sample_keys`` say which samples: an audit hook)."""
+    ``on_batch``, when set, is called with each batch this rank reads for a step (``sample_keys``
+    say which samples: an audit hook)."""
 
     def __init__(
         self,
@@ -75,130 +51,38 @@ class Trainer(RunState, RunEvaluation, OptimizerStep):
     ):
         """``encoder_spec``: the ``encoder_spec`` of a checkpoint this run resumes from (the backbone
         is then rebuilt from it, without its pretrained weights, which the checkpoint holds)."""
-        self.config, self.dataset = config, dataset
-        self.device, self.rank, self.world_size = torch.device(device), rank, world_size
-        self.run_dir = Path(config.output)
-        torch.manual_seed(config.seed)
-        try:
-            model = build_model(
-                config.model,
-                dataset.num_items,
-                num_frames=dataset.num_frames or 5,
-                frame_size=config.data.frame_size,
-                encoder_spec=encoder_spec,
-            )
-        except ValueError as err:  # the model's flags do not fit (the message names them)
-            raise UsageError(str(err)) from None
-        self.model = model.to(self.device)
-        self.module = (
-            DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-            if world_size > 1
-            else self.model
-        )
+        config.validate()
+        self.config, self.dataset, self.rank, self.world_size = config, dataset, rank, world_size
+        self.device, self.run_dir = torch.device(device), Path(config.output)
+        self.autocast = config.optim.amp and self.device.type == "cuda"
+        self.model, module = build_model(config, dataset, self.device, world_size, encoder_spec)
         torch.manual_seed(config.seed * 1000 + rank)
-        self.use_frames = self.model.needs_frames
-        if self.use_frames and not dataset.has_frames:
-            raise UsageError(
-                f"encoder {config.model.encoder!r} needs frames but dataset {dataset.root} has none (ID-only); "
-                "train --encoder id on it, or ingest the videos with --videos"
-            )
-        if config.loss.candidates == "full" and self.use_frames:
-            raise UsageError(
-                "--candidates full needs an id or frozen encoder (video items are encoded per batch)"
-            )
-        optim = config.optim
-        groups = [
-            {
-                "params": self.model.recommender_parameters(),
-                "lr": optim.lr,
-                "weight_decay": optim.weight_decay,
-            }
-        ]
-        if self.model.encoder_parameters():
-            groups.append(
-                {
-                    "params": self.model.encoder_parameters(),
-                    "lr": optim.encoder_lr,
-                    "weight_decay": optim.encoder_weight_decay,
-                }
-            )
-        self.optimizer = torch.optim.AdamW(groups)
-        self.urls = (
-            expand_shard_urls(config.data.train_shards)
-            if config.data.train_shards
-            else dataset.shard_urls("train")
-        )
-        if config.data.source not in ("shards", "sequences"):
-            raise UsageError(f"unknown --source {config.data.source!r}; choose shards or sequences")
-        if config.data.source == "sequences" and self.use_frames:
-            raise UsageError("--source sequences has no frames; use it with the id or frozen encoder")
-        self.shard_entries = {} if config.data.train_shards else dataset.shard_entries("train")
-        if config.data.source == "shards":
-            if not self.urls:
-                raise DatasetError(
-                    f"{dataset.root} has no train shards (no user has more than 3 interactions); "
-                    "ingest more interactions per user"
-                )
-            if not config.data.train_shards:
-                check_local_shards(dataset, "train")
-        # frames come from the item store (item shards, by offset): for evaluation always, for training
-        # on a reference-layout dataset or with --frames-from store; lost items are counted (_account)
-        self.item_store = item_store_for(dataset, config.data) if self.use_frames else None
-        self.train_store = (
-            self.item_store
-            if self.use_frames and train_frames_from_store(dataset.manifest, config.data.frames_from)
-            else None
-        )
-        self.windows = (
-            training_windows(dataset.sequences, config.model.max_seq_len)
-            if config.data.source == "sequences"
-            else None
-        )
-        samples = len(self.windows) if self.windows is not None else dataset.shard_samples("train")
-        self.embedded_frames = (
-            dataset.has_frames and train_frames_of(dataset.manifest) == TRAIN_FRAMES_EMBEDDED
-        )
-        self.global_order = self.global_order_on(world_size, config.data.num_workers)
-        self.step_batches = world_size * optim.grad_accumulation
-        self.batches_per_epoch = epoch_batches(
-            samples, config.data.batch_size, self.step_batches, optim.steps_per_epoch, self.global_order
-        )
-        self.step = 0
-        self.position = StreamPosition(num_workers=config.data.num_workers, world_size=world_size)
-        self._plan_steps()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(  # total_steps changes on an elastic resume
-            self.optimizer,
-            lambda step: lr_schedule(
-                optim.schedule, optim.warmup_steps, self.total_steps, optim.min_lr_ratio
-            )(step),
-        )
-        if config.selection_metric not in SELECTION_METRICS:
-            raise UsageError(
-                f"unknown --selection-metric {config.selection_metric!r}; choose one of "
-                f"{', '.join(SELECTION_METRICS)}"
-            )
-        self.autocast = optim.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 needs no loss scaling
-        self.log_q = log_popularity(torch.from_numpy(dataset.popularity)).to(self.device)
-        self.train_transform = FrameTransform(
-            config.data.frame_size, config.data.squash, train=True, augment=config.data.augment
+        self.source = build_source(config, dataset, self.model.needs_frames)
+        self._plan_run()
+        optimizer = build_optimizer(config.optim, self.model)
+        scheduler = build_scheduler(config.optim, optimizer, lambda: self.total_steps)
+        where = {"device": self.device, "world_size": world_size, "autocast": self.autocast}
+        self.stepper = OptimizerStep(config, dataset, self.model, module, optimizer, scheduler, **where)
+        self.checkpoints = CheckpointManager(self.run_dir, rank, world_size)
+        self.evaluator = RunEvaluator(
+            config, dataset, self.model, self.checkpoints, self.source.item_store, rank=rank, **where
         )
         self.on_batch: Callable[[dict], None] | None = None
-        self.best = {"step": -1, "score": -1.0}
-        self.skipped_samples = 0
-        self.failed_reads = 0
+        self.skipped_samples = self.failed_reads = self.metrics_lines = 0
         self.first_lost_item = ""
-        self.metrics_lines = 0
         self.reporter: ProgressReporter | None = None
 
-    def global_order_on(self, world_size: int, num_workers: int) -> bool:
-        """Whether a run of ``world_size`` ranks x ``num_workers`` loader workers reads the global order:
-        always, unless the train shards embed frames and more than one reader would each read all of
-        them (the order is then split between readers)."""
-        single_reader = world_size * max(1, num_workers) == 1
-        return self.windows is not None or not self.embedded_frames or single_reader
+    def _plan_run(self) -> None:
+        """A fresh run's plan: whether it reads the global order, the global batches of a step and of an
+        epoch, the position (the start) and the steps (:meth:`_plan_steps`)."""
+        data, optim = self.config.data, self.config.optim
+        self.global_order = self.source.global_order_on(self.world_size, data.num_workers)
+        self.step_batches = self.world_size * optim.grad_accumulation
+        self.batches_per_epoch = epoch_batches(
+            self.source.samples, data.batch_size, self.step_batches, optim.steps_per_epoch, self.global_order
+        )
+        self.step, self.position = 0, StreamPosition(num_workers=data.num_workers, world_size=self.world_size)
+        self._plan_steps()
 
     def _plan_steps(self) -> None:
         """``steps_per_epoch``, ``total_steps`` and ``planned_samples`` on this world size, from the
@@ -214,39 +98,32 @@ class Trainer(RunState, RunEvaluation, OptimizerStep):
 
     # --- the loop -----------------------------------------------------------------------------
 
-    def _batches(self):
+    def _batches(self) -> Iterator[dict]:
         """This epoch's remaining batches (the stream starts after the batches already trained)."""
-        batches_per_epoch, per_step = self.batches_per_epoch, self.config.optim.grad_accumulation
-        if self.windows is not None:
-            stream = SequenceWindowStream(
-                self.windows,
-                batch_size=self.config.data.batch_size,
-                seed=self.config.seed,
-                shuffle=self.config.data.shuffle_buffer > 1,
-                max_seq_len=self.config.model.max_seq_len,
-                batches_per_epoch=batches_per_epoch,
-                position=StreamPosition(**self.position.to_dict()),
-                rank=self.rank,
-                world_size=self.world_size,
-                batches_per_step=per_step,
-            )
-            return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
-        stream = TrainStream(
-            self.urls,
-            self.config.data,
+        return self.source.batches(
+            self.position,
             seed=self.config.seed,
             max_seq_len=self.config.model.max_seq_len,
-            batches_per_epoch=batches_per_epoch,
-            with_frames=self.use_frames,
-            position=StreamPosition(**self.position.to_dict()),
+            batches_per_epoch=self.batches_per_epoch,
             rank=self.rank,
             world_size=self.world_size,
-            shard_entries=self.shard_entries,
-            item_store=self.train_store,
+            batches_per_step=self.config.optim.grad_accumulation,
             global_order=self.global_order,
-            batches_per_step=per_step,
+            pin_memory=self.device.type == "cuda",
         )
-        return iter(train_loader(stream, self.config.data, pin_memory=self.device.type == "cuda"))
+
+    def train_step(self, micro_batches: list[dict], per_rank: float | None = None) -> float:
+        """One optimizer step over gradient-accumulation micro-batches; returns the mean loss
+        (``per_rank``: see :meth:`OptimizerStep.run <trainer.optimizer_step.OptimizerStep.run>`)."""
+        loss = self.stepper.run(micro_batches, per_rank, self.step)
+        self.step += 1
+        return loss
+
+    def _skip_step(self) -> float:
+        """A step whose samples were all lost: no update, the schedule moves on; the loss is NaN."""
+        loss = self.stepper.skip(self.step)
+        self.step += 1
+        return loss
 
     def train(self) -> dict[str, dict[str, float]]:
         """Train to ``total_steps``, evaluating each epoch; returns validation and test metrics."""
@@ -277,7 +154,7 @@ class Trainer(RunState, RunEvaluation, OptimizerStep):
                 for batch in micro if self.on_batch else ():
                     self.on_batch(batch)
                 usable, per_rank = self._account(micro)
-                loss = self.train_step(usable, per_rank) if usable else self._empty_step()
+                loss = self.train_step(usable, per_rank) if usable else self._skip_step()
                 self.position.batches = min(self.batches_per_epoch, self.position.batches + self.step_batches)
                 record = reporter.step(
                     {
@@ -285,7 +162,7 @@ class Trainer(RunState, RunEvaluation, OptimizerStep):
                         "step": self.step,
                         "epoch": self.position.epoch,
                         "loss": loss,
-                        "lr": self.scheduler.get_last_lr()[0],
+                        "lr": self.stepper.scheduler.get_last_lr()[0],
                         "skipped_samples": self.skipped_samples,
                         "failed_reads": self.failed_reads,
                     },
@@ -309,7 +186,7 @@ class Trainer(RunState, RunEvaluation, OptimizerStep):
         if last_eval_step != self.step:
             self._validate(reporter)
         self.save(checkpoint.LAST)
-        results = self._test(reporter)
+        results = self.evaluator.test(reporter, self.step, self._loss_report())
         reporter.close()
         return results
 
@@ -365,3 +242,95 @@ class Trainer(RunState, RunEvaluation, OptimizerStep):
     def _first_lost(self) -> str:
         """``; first lost item: <line naming it and its shard>`` once an item was lost, else ``""``."""
         return f"; first lost item: {self.first_lost_item}" if self.first_lost_item else ""
+
+    def _loss_report(self) -> dict:
+        """The samples this run lost to damaged data, against what it allows (``results.json``)."""
+        return {
+            "skipped_samples": self.skipped_samples,
+            "failed_reads": self.failed_reads,
+            "planned_samples": self.planned_samples,
+            "max_lost_fraction": self.config.data.max_lost_fraction,
+        }
+
+    def _validate(self, reporter: ProgressReporter) -> None:
+        self.evaluator.validate(reporter, self.step, self.position.epoch, self._best_state)
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def checkpoint_extras(self) -> dict:
+        """What ``videorec evaluate`` needs besides the weights: config, dataset and encoder spec."""
+        return {
+            "config": self.config.to_dict(),
+            "dataset_root": self.dataset.root,
+            "dataset_version": self.dataset.version,
+            "encoder_spec": self.model.encoder_spec(),
+        }
+
+    def _best_state(self) -> dict:
+        """What ``best.pt`` holds besides the step and its validation metrics."""
+        return {"model": self.model.state_dict(), **self.checkpoint_extras()}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run exactly (this rank's RNG state included)."""
+        stepper = self.stepper
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": stepper.optimizer.state_dict(),
+            "scheduler": stepper.scheduler.state_dict(),
+            "scaler": stepper.scaler.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "step": self.step,
+            "position": self.position.to_dict(),
+            "best": dict(self.evaluator.best),
+            "skipped_samples": self.skipped_samples,
+            "failed_reads": self.failed_reads,
+            "metrics_lines": self.reporter.lines_written if self.reporter else self.metrics_lines,
+            **self.checkpoint_extras(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` (``rng`` None: keep this rank's seed). A position of another
+        world size is continued mid-epoch only where both read the global order.
+
+        Raises:
+            DatasetError: the state is of another dataset version.
+            UsageError: see :func:`~trainer.checkpoint_manager.check_world_size`.
+        """
+        if state["dataset_version"] != self.dataset.version:
+            raise DatasetError(
+                f"the checkpoint is of dataset version {state['dataset_version']!r}, not "
+                f"{self.dataset.version!r}; pass --no-resume to start over"
+            )
+        self.model.load_state_dict(state["model"])
+        self.stepper.optimizer.load_state_dict(state["optimizer"])
+        self.stepper.scheduler.load_state_dict(state["scheduler"])
+        self.stepper.scaler.load_state_dict(state["scaler"])
+        if state["rng"] is not None:
+            checkpoint.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.position = saved_position(state["position"], self.world_size)
+        elastic = self.global_order and self.source.global_order_on(
+            self.position.world_size, self.position.num_workers
+        )
+        check_world_size(self.position, self.world_size, elastic)
+        if self.position.num_workers != self.config.data.num_workers and not elastic:
+            log.warning(
+                "resuming with %d loader workers instead of %d: batch order after resume differs",
+                self.config.data.num_workers,
+                self.position.num_workers,
+            )
+        self.position.num_workers = self.config.data.num_workers
+        self.position.world_size = self.world_size
+        self._plan_steps()
+        self.evaluator.best = dict(state["best"])
+        self.skipped_samples = int(state["skipped_samples"])
+        self.failed_reads = int(state["failed_reads"])
+        self.metrics_lines = int(state["metrics_lines"])
+
+    def save(self, name: str) -> None:
+        """Checkpoint the run as ``name`` (rank 0 writes; every rank's RNG state is gathered into it)."""
+        self.checkpoints.save(self.state_dict(), name)
+
+    def resume(self, state: str | Path | dict) -> None:
+        """Continue from a checkpoint written by :meth:`save` (its path, or its loaded state)."""
+        self.load_state_dict(self.checkpoints.resume_state(state))

@@ -95,7 +95,7 @@ def build_item_encoder(
     return VideoItemEncoder(backbone, config.dim, config.activation_checkpointing)
 
 
-def build_model(
+def build_videorec(
     config: ModelConfig,
     num_items: int,
     *,
