@@ -302,6 +302,25 @@ def test_an_experiment_folder_refuses_another_dataset_version_or_settings_unless
     assert json.loads((out / EXPERIMENT_FILE).read_text())["dataset_version"] == "bbb"
 
 
+def test_an_experiment_restart_deletes_only_the_arm_files_it_wrote(tmp_path):
+    out = tmp_path / "exp"
+    record = {"dataset_version": "aaa", "settings": {}}
+    claim_folder(out, record, restart=False)
+    arm = out / "arms" / "full-tiny"
+    (arm / "checkpoints").mkdir(parents=True)
+    for name in ("arm.json", "step.json", "results.json", "metrics.jsonl", "checkpoints/best.pt"):
+        (arm / name).write_text("{}")
+    (out / "arms" / "id").mkdir()
+    (out / "arms" / "id" / "arm.json").write_text("{}")
+    (arm / "checkpoints" / "my-backup.pt").write_text("the user's")
+    (out / "arms" / "README.txt").write_text("the user's")
+
+    claim_folder(out, {**record, "dataset_version": "bbb"}, restart=True)
+
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert left == ["arms/README.txt", "arms/full-tiny/checkpoints/my-backup.pt", EXPERIMENT_FILE]
+
+
 def synth_argv(out: Path) -> list[str]:
     sizes = ["--users", "4", "--items", "6", "--categories", "2", "--min-interactions", "3"]
     return ["synth", "--out", str(out), "--overwrite", *sizes, "--max-interactions", "4", "--workers", "1"]

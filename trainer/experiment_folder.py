@@ -11,15 +11,20 @@ dataset version or other settings (its finished arms would be mixed into the new
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
+import re
 from pathlib import Path
 
 from trainer.errors import UsageError
 
 EXPERIMENT_FILE = "experiment.json"
 OWN_FILES = (EXPERIMENT_FILE, "results.csv", "results.md", "results.png")
-OWN_FOLDERS = ("arms",)
+ARMS = "arms"
+ARM_FILES = re.compile(
+    r"[^/]+/(arm\.json|step\.json|results\.json|metrics\.jsonl|features\.npy|checkpoints/(best|last)\.pt)"
+)
+"""What an arm's run writes in ``arms/`` (relative paths): ``--restart`` deletes these and no other file."""
 
 
 def claim_folder(out: Path, record: dict, restart: bool) -> None:
@@ -73,11 +78,19 @@ def _describe(earlier: dict, now: dict) -> str:
 
 
 def _empty(out: Path) -> None:
-    """Delete what the experiment wrote in ``out`` (and nothing else)."""
+    """Delete what the experiment wrote in ``out`` (and nothing else: a file of another name stays, and
+    so do the folders that hold one)."""
     for name in OWN_FILES:
         (out / name).unlink(missing_ok=True)
-    for name in OWN_FOLDERS:
-        shutil.rmtree(out / name, ignore_errors=True)
+    arms = out / ARMS
+    for path in sorted(arms.rglob("*"), reverse=True):  # a folder's files before the folder
+        if path.is_dir():
+            with contextlib.suppress(OSError):  # not empty: it holds someone else's file
+                path.rmdir()
+        elif ARM_FILES.fullmatch(path.relative_to(arms).as_posix()):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        arms.rmdir()
 
 
 def arm_matches(record: dict, dataset_version: str, steps: list[list[str]]) -> bool:
