@@ -75,7 +75,7 @@ def sequence_table_users(output: Path) -> np.ndarray | None:
 def train_shard_users(output: Path) -> np.ndarray | None:
     """User IDs (as int) of the samples in the train shards under ``output`` (their ``{key}.json``
     members); None when there are no train shards."""
-    shards = sorted((output / "train").glob("*.tar")) if (output / "train").is_dir() else []
+    shards = sorted((output / "train").glob("*.tar*")) if (output / "train").is_dir() else []  # .tar.gz too
     if not shards:
         return None
     users = []
