@@ -21,6 +21,7 @@ import time
 import pytest
 
 from pipeline.output_lease import OutputBusy, lease_location, take_lease
+from pipeline.ownership import listed_files
 from tests.test_bad_input import LOCAL, good_rows, ingest, one_error_line, write_csv
 
 pytestmark = pytest.mark.gcs
@@ -77,25 +78,27 @@ def test_a_run_releases_its_gs_lease_and_takes_over_a_dead_holders(gcs_emulator,
     assert "dead/ds/manifest.json" in names and "dead/.ds.ingest.lock" not in names
 
 
-def _race(output: str, start: multiprocessing.Event, results: multiprocessing.Queue) -> None:
+def _race(output: str, start, done, results) -> None:
     start.wait()
     try:
         take_lease(output)
         results.put("held")
     except OutputBusy as busy:
         results.put(str(busy))
+    done.wait()  # a holder that exits is dead, and its lease is taken over: all stay until the end
 
 
 @pytest.mark.parametrize("attempt", range(3))
 def test_of_racing_runs_exactly_one_takes_the_lease(tmp_path, attempt):
     output = str(tmp_path / "out")
     context = multiprocessing.get_context("fork")
-    start, results = context.Event(), context.Queue()
-    racers = [context.Process(target=_race, args=(output, start, results)) for _ in range(4)]
+    start, done, results = context.Event(), context.Event(), context.Queue()
+    racers = [context.Process(target=_race, args=(output, start, done, results)) for _ in range(4)]
     for racer in racers:
         racer.start()
     start.set()
     outcomes = [results.get(timeout=60) for _ in racers]
+    done.set()
     for racer in racers:
         racer.join()
 
@@ -126,9 +129,9 @@ def test_overwrite_replaces_a_gs_dataset_ingest_wrote_but_not_one_with_an_added_
     assert status == 0, err
     manifest = json.loads(bucket.blob("ours/ds/manifest.json").download_as_bytes())
     assert manifest["num_users"] == 8
-    listed = {s["path"] for kind in manifest["shards"].values() for s in kind}
-    shards = {n.removeprefix("ours/ds/") for n in _objects(gcs_emulator, "ours/ds/") if n.endswith(".tar")}
-    assert shards == listed  # the first run's shards are gone
+    names = {n.removeprefix("ours/ds/") for n in _objects(gcs_emulator, "ours/ds/")}
+    shards = {s["path"] for kind in manifest["shards"].values() for s in kind}
+    assert shards <= names <= listed_files(manifest)  # nothing of the first run is left
 
     bucket.blob("ours/ds/notes.txt").upload_from_string(b"mine")
     status, err = _ingest_id_only(capsys, tmp_path, output, "--overwrite", users=6)
