@@ -27,7 +27,7 @@ from pipeline import job_watchdog, ownership
 from pipeline.gates import check_gates
 from pipeline.interrupts import Interrupted, interrupts_raise
 from pipeline.options import IngestConfig
-from pipeline.preflight import check_inputs
+from pipeline.preflight import check_gcs_access, check_inputs
 from pipeline.versions.folders import process_is_dead
 from transforms import storage
 from transforms.reconcile import remove_leftovers_after_job
@@ -50,8 +50,9 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
     there is no rename: the job writes the output prefix directly (with ``--overwrite`` the old
     objects are deleted first, manifest first, so no old manifest ever sits beside new shards).
 
-    A local ``--output`` is locked for the whole run (``ownership.output_lock``), and a ``--work-dir``
-    keeps only what was there before (``ownership.own_work_dir``).
+    ``--output`` is locked for the whole run (``ownership.output_lock``: a ``flock`` locally, a lease
+    object on ``gs://``, whose bucket is checked first so an unreachable one is refused in seconds),
+    and a ``--work-dir`` keeps only what was there before (``ownership.own_work_dir``).
 
     Raises:
         preflight.BadInput: before the job, when an input or the output cannot be used.
@@ -60,6 +61,8 @@ def run_on_output(config: IngestConfig, run_job, quiet: bool):
         Interrupted: Ctrl-C or SIGTERM; the staging folder is gone, the output as it was.
     """
     announce(config, quiet)
+    if storage.is_remote(config.output):
+        check_gcs_access(config.output)  # bounded; the lease's own writes retry for minutes
     with ownership.output_lock(config.output), ownership.own_work_dir(config):
         check_inputs(config)
         return _run_into_staging(config, run_job, quiet)
