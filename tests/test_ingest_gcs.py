@@ -51,9 +51,13 @@ def test_ingest_reads_and_writes_gcs(gcs_emulator, tmp_path):
     assert manifest["counts"]["items_failed"] == {"not_found": 1}
     assert verify_dataset("gs://videorec-ingest/out/v1") == []
 
-    local = tmp_path / "train.tar"
-    local.write_bytes(
-        storage.read_whole_file("gs://videorec-ingest/out/v1/" + manifest["shards"]["train"][0]["path"])
-    )
-    samples = list(wds.WebDataset(str(local), shardshuffle=False))
-    assert samples and all(any(k.endswith(".jpg") for k in s) for s in samples)
+    def first_shard(kind: str) -> list[dict]:
+        path = manifest["shards"][kind][0]["path"]
+        local = tmp_path / path.replace("/", "-")  # keeps .tar or .tar.gz
+        local.write_bytes(storage.read_whole_file("gs://videorec-ingest/out/v1/" + path))
+        return list(wds.WebDataset(str(local), shardshuffle=False))
+
+    windows = first_shard("train")  # the default layout: JSON windows; frames in the item shards
+    assert windows and all(set(s) - {"__key__", "__url__", "__local_path__"} == {"json"} for s in windows)
+    items = first_shard("items")
+    assert items and all(any(k.endswith(".jpg") for k in s) for s in items)
