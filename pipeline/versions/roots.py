@@ -16,7 +16,7 @@ from __future__ import annotations
 import posixpath
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dataformat.format import LATEST_FILE, MANIFEST_FILE, VERSIONS_DIR
@@ -38,7 +38,7 @@ MANIFEST = MANIFEST_FILE
 
 def new_version_id() -> str:
     """A unique id that sorts by creation time: UTC timestamp to the microsecond + random suffix."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     return f"{stamp}-{secrets.token_hex(4)}"
 
 
