@@ -240,8 +240,12 @@ def test_a_version_2_manifest_still_reads_as_embedded(embedded):
     assert manifest_format.parse_manifest(json.dumps(old).encode(), "m") == old
     assert manifest_format.train_frames_of(old) == fmt.TRAIN_FRAMES_EMBEDDED
     unknown = {**embedded.manifest, "train_frames": "linked"}
-    assert manifest_format.manifest_problems(unknown) == ["train_frames is 'linked', not one of reference, embedded"]
-    assert manifest_format.manifest_problems({**old, "format_version": 4})[0].startswith("format_version is 4")
+    assert manifest_format.manifest_problems(unknown) == [
+        "train_frames is 'linked', not one of reference, embedded"
+    ]
+    assert manifest_format.manifest_problems({**old, "format_version": 4})[0].startswith(
+        "format_version is 4"
+    )
 
 
 def test_inspect_finds_a_reference_dataset_whole(nightly, capsys):
