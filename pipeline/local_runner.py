@@ -37,7 +37,7 @@ malloc arena and the mmap threshold grows with the largest buffer freed, so free
 the heap: at 1M rows the runner held 876 MB while Python itself had about 65 MB allocated
 (tracemalloc). Two arenas, a fixed 256 KiB mmap threshold (big buffers go back to the system when
 freed) and a 1 MiB trim threshold bring the largest process to 391 MB on the same run
-(docs/SCALE.md). The settings apply to this process through ``mallopt`` and to the workers it
+(docs/SCALE_EVIDENCE.md). The settings apply to this process through ``mallopt`` and to the workers it
 starts through the ``MALLOC_*`` environment variables glibc reads; a variable the user set wins.
 Each local SDK worker also bounds its data-plane queues and drops each stage once its bundle is
 done (``bound_worker_memory``, applied by ``pipeline/worker_site``); the runner's own buffers are
@@ -314,7 +314,7 @@ def bound_worker_memory() -> None:
       next bundle of its stage. The local runner runs each stage as one bundle per worker, so the
       cache is never used, while each cached processor keeps its DoFns and its output streams,
       whose buffers (C memory) have grown to the message size: at 2M rows the largest worker
-      peaked at 384 MB with the cache and 310 MB without (docs/SCALE.md). DoFns get ``teardown``
+      peaked at 384 MB with the cache and 310 MB without (docs/SCALE_EVIDENCE.md). DoFns get ``teardown``
       at that point, as Beam allows at any time after a bundle.
     """
     import inspect

@@ -5,7 +5,7 @@ The FnApiRunner behind the DirectRunner keeps each PCollection that crosses a fu
 the last consumer has run, and sends a worker its whole part of a stage's input as one gRPC
 message. A local ingest must pass O(rows) through such buffers (interactions grouped by user), so
 with Beam's classes the runner's memory grows with the input: about 190-240 MB per million rows
-(docs/SCALE.md).
+(docs/SCALE_EVIDENCE.md).
 
 :func:`install` swaps in two subclasses:
 
