@@ -171,12 +171,12 @@ def write_recbole_atomic(dataset: Path, folder: Path) -> int:
     """Write ``folder/RECBOLE_DATASET.inter`` (tab-separated ``user_id:token item_id:token
     timestamp:float``) from our dataset's sequences table: one row per interaction, the timestamp being
     its position in our ordered sequence. Returns the number of interactions written."""
-    from transforms.manifest import read_manifest
+    from transforms.manifest import read_version_manifest
     from transforms.tables import read_table
 
     folder.mkdir(parents=True, exist_ok=True)
     table = read_table(
-        str(dataset), read_manifest(str(dataset)), "sequences", ["user_id", "item_ids"]
+        str(dataset), read_version_manifest(str(dataset)), "sequences", ["user_id", "item_ids"]
     ).to_pylist()
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
     for row in table:

@@ -33,7 +33,7 @@ from pipeline.summary import format_summary, video_stats
 from transforms import storage
 from transforms.interactions import resolve_inputs
 from transforms.keyed_csv import rejected_rows
-from transforms.manifest import read_manifest
+from transforms.manifest import read_version_manifest
 from transforms.reuse import ReuseFrom
 
 PROGRESS_EVERY = 50
@@ -175,7 +175,7 @@ def run_job(
     with inside_the_job():
         outcome.wait_until_finish()
     wall = time.monotonic() - started
-    manifest = read_manifest(config.output)
+    manifest = read_version_manifest(config.output)
     counters = job_counters(outcome)
     stats = {
         "wall_s": round(wall, 3),

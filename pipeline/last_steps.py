@@ -18,7 +18,7 @@ from pipeline.options import IngestConfig
 from pipeline.ownership import scratch_folder
 from transforms import storage
 from transforms.failures import failure_counts
-from transforms.manifest import build_manifest, read_manifest, write_manifest
+from transforms.manifest import build_manifest, read_version_manifest, write_manifest
 from transforms.reconcile import REFERENCED_SHARDS, reconcile_dataset_files
 from transforms.reuse import earlier_shard_entries
 from transforms.sequences import users_in_batch
@@ -187,7 +187,8 @@ def publish_version(_, lease_json: str, keep: int | None, max_dropped_fraction: 
         versions.release_run_lease(lease)
         return []
     problems = gate_problems(
-        read_manifest(versions.version_url(lease.root, lease.version_id))["counts"], max_dropped_fraction
+        read_version_manifest(versions.version_url(lease.root, lease.version_id))["counts"],
+        max_dropped_fraction,
     )
     if problems:
         versions.abandon_run(lease)

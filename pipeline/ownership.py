@@ -58,7 +58,7 @@ def _refuse(message: str) -> Exception:
 # ---------------------------------------------------------------------------------------------- datasets
 
 
-def listed_files(manifest: dict) -> set[str]:
+def owned_paths(manifest: dict) -> set[str]:
     """Paths (relative to the dataset folder) of every file a manifest names, plus itself and run stats."""
     listed = {MANIFEST_FILE, RUN_STATS_FILE}
     for key in ("failures",):
@@ -101,7 +101,7 @@ def foreign_files(folder: str) -> tuple[str, list[str]]:
     if manifest is None:
         files = _files_under(folder)
         return "holds no manifest.json written by videorec ingest, so it is not a dataset", files
-    listed = listed_files(manifest)
+    listed = owned_paths(manifest)
     foreign = [path for path in _files_under(folder) if path not in listed and not _OWN_NAMES.match(path)]
     if foreign:
         return "holds files that videorec ingest did not write", foreign

@@ -20,7 +20,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from dataformat.format import FAILURE_PART_PATTERN, ITEM_FAILURES_TABLE, ITEMS_TABLE
+from dataformat.format import FAILURE_PART_PATTERN, ITEM_FAILURES_TABLE, ITEMS_TABLE, SEQUENCES_TABLE
 from pipeline import versions
 from pipeline.cli import main as videorec
 from pipeline.inspect import verify_dataset
@@ -55,9 +55,18 @@ def write_version(folder: Path) -> str:
     }
     (folder / FAILURE_PART_PATTERN.format(0)).parent.mkdir()
     (folder / FAILURE_PART_PATTERN.format(0)).write_bytes(b"per-row records: never read back\n")
-    (folder / "manifest.json").write_text(
-        json.dumps({"format_version": 3, "tables": tables, "failures": [FAILURE_PART_PATTERN.format(0)]})
-    )
+    counts = {
+        **{"rows_read": 0, "rows_used": 0, "rows_dropped": {}, "users_seen": 0, "users_kept": 0},
+        **{"users_dropped": {}, "items_seen": 4, "items_encoded": 2},
+        "items_failed": {"corrupt": 1, "timeout": 1},
+    }
+    manifest = {
+        **{"format_version": 3, "train_frames": "reference", "dataset_version": "v1"},
+        **{"num_items": 2, "num_users": 0, "shards": {"items": [], "train": []}, "counts": counts},
+        "tables": {**tables, SEQUENCES_TABLE: []},
+        "failures": [FAILURE_PART_PATTERN.format(0)],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))  # sound: a base version is checked
     return version
 
 

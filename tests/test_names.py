@@ -25,8 +25,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("blobstore", "dataformat", "logsetup", "pipeline", "transforms", "trainer")
 COMMAND_PROTOCOL = {"main", "build_parser", "config_from_args"}
 """Names every command module may define: its entry point, its flags, the config they make."""
-BEING_MERGED = {"read_manifest", "listed_files"}
-"""Names another change is merging into one reader of the manifest (docs/ARCHITECTURE.md, Format)."""
 
 
 def module_functions(root: Path, packages=PACKAGES) -> dict[str, list[tuple[str, str]]]:
@@ -69,7 +67,7 @@ def name_problems(root: Path, packages=PACKAGES, allowed=frozenset()) -> list[st
 
 
 def test_each_module_level_function_name_is_defined_once():
-    assert name_problems(REPO_ROOT, allowed=COMMAND_PROTOCOL | BEING_MERGED) == []
+    assert name_problems(REPO_ROOT, allowed=COMMAND_PROTOCOL) == []
 
 
 def test_the_checker_finds_two_meanings_copies_and_module_names(tmp_path):

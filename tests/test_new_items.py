@@ -81,9 +81,9 @@ def test_synth_new_items_default_off_and_validated():
 
 
 def test_new_items_are_only_test_targets_and_every_interaction_is_accounted_for(logs, split):
-    from transforms.manifest import read_manifest
+    from transforms.manifest import read_version_manifest
 
-    manifest = read_manifest(str(split))
+    manifest = read_version_manifest(str(split))
     counts = manifest["counts"]
     new = expected_new_items(logs / "pairs.csv", 0.1)
     planted = {str(i + 1) for i in new_item_mask(NEW_CONFIG).nonzero()[0]}
@@ -141,9 +141,9 @@ def test_evaluation_reports_new_targets_apart_and_popularity_cannot_rank_them(sp
     from trainer.dataset import load_dataset
     from trainer.evaluate import popularity_baseline
     from trainer.train import main as train_main
-    from transforms.manifest import read_manifest
+    from transforms.manifest import read_version_manifest
 
-    counts = read_manifest(str(split))["counts"]
+    counts = read_version_manifest(str(split))["counts"]
     dataset = load_dataset(str(split))
     baseline = popularity_baseline(dataset, "test")
     assert baseline["users/new"] == counts["users_new_target"]

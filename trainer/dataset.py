@@ -119,7 +119,7 @@ class DatasetInfo:
     @property
     def frames(self) -> FrameSettings | None:
         """How the ingest stored each item's frames (count and size), None without frames."""
-        return frame_settings(self.manifest)  # checked by read_manifest: no error here
+        return frame_settings(self.manifest)  # checked by load_manifest: no error here
 
     @property
     def num_frames(self) -> int:
@@ -192,7 +192,7 @@ def _exists_at_all(data: str) -> bool:
     return bool(storage.scheme_of(data)) or os.path.exists(data)
 
 
-def read_manifest(manifest_url: str) -> dict:
+def load_manifest(manifest_url: str) -> dict:
     """The parsed, sound manifest at ``manifest_url``.
 
     Raises:
@@ -275,7 +275,7 @@ def load_dataset(data: str) -> DatasetInfo:
         DatasetError: the dataset cannot be used (see the module docstring).
     """
     manifest_url = resolve_manifest_url(data)
-    manifest = read_manifest(manifest_url)
+    manifest = load_manifest(manifest_url)
     root = storage.parent_url(manifest_url)
     num_items = int(manifest["num_items"])
 

@@ -41,7 +41,7 @@ from dataformat.format import LATEST_FILE, version_manifest_path
 from trainer import checkpoint, storage
 from trainer.config import PRESETS, TrainConfig, preset
 from trainer.data import expand_shard_urls
-from trainer.dataset import DatasetInfo, explain_frame_size, load_dataset, read_manifest, resolve_manifest_url
+from trainer.dataset import DatasetInfo, explain_frame_size, load_dataset, load_manifest, resolve_manifest_url
 from trainer.errors import DatasetError, UsageError, run_command
 from trainer.models.encoder_registry import ENCODERS, resolve_weights
 from trainer.models.encoder_weights import MissingWeightsError
@@ -215,7 +215,7 @@ def dataset_to_resume(data: str, state: dict, run_dir: Path) -> DatasetInfo:
     """
     version = str(state["dataset_version"])
     manifest_url = resolve_manifest_url(data)
-    current = str(read_manifest(manifest_url).get("dataset_version", ""))
+    current = str(load_manifest(manifest_url).get("dataset_version", ""))
     if current == version:
         return load_dataset(manifest_url)
     pinned = storage.join_url(data, version_manifest_path(version))

@@ -28,7 +28,7 @@ from transforms import storage
 from transforms.buckets import bucket_of
 from transforms.failures import failure_part_count
 from transforms.fingerprint import OK, PreviousItem
-from transforms.manifest import read_manifest
+from transforms.manifest import read_version_manifest
 from transforms.tables import write_table_part
 
 ITEMS_COLUMNS = ["item_id", "fingerprint", "shard", "offset", "size"]
@@ -67,7 +67,7 @@ def failed_facts(row: dict) -> tuple[str, ItemFacts]:
 def table_part_urls(version: str) -> Iterable[tuple[str, str]]:
     """``(table, part URL)`` of every part of the items and ``item_failures`` tables of ``version``
     (a version-2 manifest lists no ``item_failures``: its failed videos count as never tried)."""
-    tables = read_manifest(version)["tables"]
+    tables = read_version_manifest(version)["tables"]
     for table in (ITEMS_TABLE, ITEM_FAILURES_TABLE):
         for path in tables.get(table, []):
             yield table, storage.join(version, path)

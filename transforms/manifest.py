@@ -11,7 +11,7 @@ from dataformat.format import FORMAT_VERSION, ITEM_SHARDS, TRAIN_SHARDS, train_s
 from transforms import storage
 from transforms.reconcile import ReconciliationError, check_summaries, reconcile
 
-__all__ = ["ReconciliationError", "build_manifest", "read_manifest", "reconcile", "write_manifest"]
+__all__ = ["ReconciliationError", "build_manifest", "read_version_manifest", "reconcile", "write_manifest"]
 
 CREATED_BY = "videorec-pipeline 0.1.0"
 
@@ -86,7 +86,7 @@ def write_manifest(dataset_dir: str, manifest: Mapping) -> str:
     return path
 
 
-def read_manifest(dataset_dir: str) -> dict:
+def read_version_manifest(dataset_dir: str) -> dict:
     """The checked manifest of the dataset at ``dataset_dir`` (a folder, or the manifest.json itself),
     read through Beam's file systems (:func:`dataformat.manifest.read_manifest`)."""
     return manifest_format.read_manifest(dataset_dir, storage.read_whole_file)

@@ -26,7 +26,7 @@ from dataformat.manifest import format_version_of
 from transforms.failures import failure
 from transforms.item_facts import ItemFacts, previous_facts
 from transforms.item_shards import FAILED, EncodedItem
-from transforms.manifest import ReconciliationError, read_manifest
+from transforms.manifest import ReconciliationError, read_version_manifest
 from transforms.tar_shards import read_members
 
 
@@ -46,7 +46,7 @@ class ReuseFrom:
         ``item_failures`` table): the videos that failed there are decoded again as new (attempt 1)."""
         if self.version is None:
             return None
-        manifest = read_manifest(self.version)
+        manifest = read_version_manifest(self.version)
         if ITEM_FAILURES_TABLE in manifest["tables"]:
             return None
         return (
@@ -84,7 +84,7 @@ def earlier_shard_entries(base_version: str, refs: Iterable[str]) -> list[dict]:
     with paths seen from a sibling version folder. ``ReconciliationError`` if one is not listed there."""
     base_id = resolved_url(base_version).rstrip("/").rsplit("/", 1)[-1]
     listed = {}
-    for entry in read_manifest(base_version)["shards"][ITEM_SHARDS]:
+    for entry in read_version_manifest(base_version)["shards"][ITEM_SHARDS]:
         path = entry["path"]
         path = path if is_earlier_version_path(path) else f"{EARLIER_VERSION_PREFIX}{base_id}/{path}"
         listed[path] = {**entry, "path": path}
