@@ -21,7 +21,7 @@ import time
 import pytest
 
 from pipeline.output_lease import OutputBusy, lease_location, take_lease
-from pipeline.ownership import listed_files
+from pipeline.ownership import owned_paths
 from tests.test_bad_input import LOCAL, good_rows, ingest, one_error_line, write_csv
 
 pytestmark = pytest.mark.gcs
@@ -131,7 +131,7 @@ def test_overwrite_replaces_a_gs_dataset_ingest_wrote_but_not_one_with_an_added_
     assert manifest["num_users"] == 8
     names = {n.removeprefix("ours/ds/") for n in _objects(gcs_emulator, "ours/ds/")}
     shards = {s["path"] for kind in manifest["shards"].values() for s in kind}
-    assert shards <= names <= listed_files(manifest)  # nothing of the first run is left
+    assert shards <= names <= owned_paths(manifest)  # nothing of the first run is left
 
     bucket.blob("ours/ds/notes.txt").upload_from_string(b"mine")
     status, err = _ingest_id_only(capsys, tmp_path, output, "--overwrite", users=6)
