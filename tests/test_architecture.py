@@ -320,3 +320,25 @@ def test_no_module_is_longer_than_400_lines():
         if lines > MAX_MODULE_LINES:
             long[name] = lines
     assert long == {}
+
+
+def unnamed_modules(root: Path, doc: str) -> list[str]:
+    """Modules of the packages whose file name (``x.py``) or module name (``x``, in backticks) the
+    architecture document never mentions."""
+    missing = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            if path.name == "__init__.py":
+                continue
+            if path.name not in doc and f"`{path.stem}`" not in doc:
+                missing.append(path.relative_to(root).as_posix())
+    return missing
+
+
+def test_the_architecture_document_names_every_module(tmp_path):
+    doc = (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    assert unnamed_modules(REPO_ROOT, doc) == []
+    planted = tmp_path / "pipeline" / "unlisted_room.py"  # the check itself catches a new module
+    planted.parent.mkdir()
+    planted.write_text("")
+    assert unnamed_modules(tmp_path, doc) == ["pipeline/unlisted_room.py"]
