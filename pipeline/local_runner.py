@@ -17,7 +17,7 @@ failure, and starts the :mod:`pipeline.job_watchdog`. All but the malloc tuning 
 
 Data-plane race.
 
-Root cause of the intermittent "users seen != accounted for" at 2M rows (issue 9): the
+Root cause of the intermittent "users seen != accounted for" at 2M rows: the
 FnApiRunner behind the DirectRunner sends each stage's input to its SDK workers through
 ``TimeBasedBufferingClosableOutputStream`` (``worker_handlers.DATA_BUFFER_TIME_LIMIT_MS``,
 1000 ms). A periodic thread flushes that stream with ``callback(self.get())`` then

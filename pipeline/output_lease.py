@@ -1,4 +1,4 @@
-"""One run per ``gs://`` ``--output``: a lease object beside it, created atomically (issue 23).
+"""One run per ``gs://`` ``--output``: a lease object beside it, created atomically.
 
 A local ``--output`` is locked with ``flock`` (``pipeline.ownership.output_lock``); GCS has no locks.
 A run to ``gs://B/P/NAME`` creates ``gs://B/P/.NAME.ingest.lock`` with the compare-and-swap nightly

@@ -1,4 +1,4 @@
-"""What ``videorec ingest`` may write over or delete, and one run per ``--output`` at a time (issue 23).
+"""What ``videorec ingest`` may write over or delete, and one run per ``--output`` at a time.
 
 The project deletes only what it wrote:
 

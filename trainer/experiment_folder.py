@@ -1,5 +1,5 @@
 """The folder of ``videorec experiment``: it writes only into a folder it owns, and results stay tied
-to their inputs (issue 23).
+to their inputs.
 
 A folder is the experiment's when it holds ``experiment.json``, which names the dataset version and
 the settings every arm was trained with. :func:`claim_folder` takes a new or empty folder (writing
