@@ -108,7 +108,9 @@ def write_item_store(folder: Path, jpegs: dict[int, list[bytes]]) -> ItemStore:
     return ItemStore(str(folder), "gpu-check", entries, [path.name], shard_of, offsets, sizes, cache)
 
 
-def in_memory_dataset(urls: list[str], users: int, items: int, frames: int, window: int) -> DatasetInfo:
+def in_memory_dataset(
+    urls: list[str], users: int, items: int, frames: int, window: int, size: int
+) -> DatasetInfo:
     """The few facts a Trainer needs about a dataset, for the shards written by :func:`write_shards`."""
     manifest = {
         "format_version": 2,  # frames embedded in the train samples; no items table (evaluation is not run)
@@ -116,7 +118,7 @@ def in_memory_dataset(urls: list[str], users: int, items: int, frames: int, wind
         "dataset_version": "gpu-check",
         "num_items": items,
         "has_frames": True,
-        "sampler": {"num_frames": frames},
+        "sampler": {"num_frames": frames, "size": [size, size]},
         "max_seq_len": window - 1,
         "shards": {"train": [{"path": url, "samples": users // len(urls)} for url in urls]},
     }
@@ -302,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         urls, store = write_shards(
             Path(scratch), users, args.items, args.window, args.frames, args.frame_size
         )
-        dataset = in_memory_dataset(urls, users, args.items, args.frames, args.window)
+        dataset = in_memory_dataset(urls, users, args.items, args.frames, args.window, args.frame_size)
         loader, batches = loader_rate(urls, args.batch_size, args.frame_size, args.window, batches_needed)
         results = {
             "device": torch.cuda.get_device_name(device)
