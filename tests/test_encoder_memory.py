@@ -77,4 +77,5 @@ def test_encoder_trains_and_evaluates_within_4_gb_at_112_px(encoder, frames_112,
     results = json.loads((run / "results.json").read_text())
     assert results["steps"] == 1
     assert results["items"]["items_encoded"] == ITEMS  # every item encoded for the test split
+    print(f"{encoder}: peak RSS {peak / 2**20:.0f} MiB")  # shown with -s
     assert peak < PEAK_RSS_LIMIT, f"{encoder}: peak RSS {peak / 2**20:.0f} MiB"

@@ -151,7 +151,10 @@ class TrainConfig:
     seed: int = 0
     """Seeds model init, shard/sample shuffles and augmentation."""
     eval_batch_size: int = 256
-    """Users (and items, when encoding) per evaluation batch."""
+    """Users per evaluation batch (and items per batch of an ID or frozen-feature table)."""
+    item_batch_size: int = 32
+    """Clips per forward pass when evaluation encodes video items: bounds the encoder's activation
+    memory apart from ``eval_batch_size`` (the paper preset scores 1,024 users a batch)."""
     eval_every_epoch: bool = True
     """Evaluate on validation after every epoch (keeps the best checkpoint)."""
     selection_metric: str = "NDCG@10"
@@ -191,6 +194,7 @@ class TrainConfig:
             ("--batch-size", data.batch_size),
             ("--frame-size", data.frame_size),
             ("--eval-batch-size", self.eval_batch_size),
+            ("--item-batch-size", self.item_batch_size),
             ("--grad-accumulation", optim.grad_accumulation),
             ("--num-heads", model.num_heads),
             ("--dim", model.dim),

@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--split", choices=["valid", "test", "both"], default="test", help="leave-one-out split"
     )
-    parser.add_argument("--batch-size", type=int, help="users / items per evaluation batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="users per evaluation batch (video items are encoded --item-batch-size at a time, as in training)",
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="item-decoding loader workers")
     parser.add_argument("--amp", action="store_true", help="encode items under bf16 autocast (CUDA only)")
     parser.add_argument("--output", help="also write the metrics as JSON here")
@@ -107,7 +111,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
         dataset,
         config.data.frame_size,
         config.data.squash,
-        batch_size,
+        config.item_batch_size,
         device,
         store=item_store_for(dataset, cache) if model.needs_frames else None,
         num_workers=args.num_workers,

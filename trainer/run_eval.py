@@ -75,7 +75,7 @@ class RunEvaluator:
             self.dataset,
             self.config.data.frame_size,
             self.config.data.squash,
-            self.config.eval_batch_size,
+            self.config.item_batch_size,
             self.device,
             self.rank,
             self.world_size,

@@ -87,6 +87,7 @@ OVERRIDES: dict[str, tuple[str, str, type]] = {
     "--candidates": ("loss", "candidates", str),
     "--seed": ("", "seed", int),
     "--eval-batch-size": ("", "eval_batch_size", int),
+    "--item-batch-size": ("", "item_batch_size", int),
     "--selection-metric": ("", "selection_metric", str),
     "--checkpoint-every": ("", "checkpoint_every", int),
     "--log-every": ("", "log_every", int),
