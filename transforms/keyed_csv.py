@@ -20,7 +20,8 @@ from apache_beam.metrics import Metrics
 from transforms import storage
 from transforms.csv_records import records
 from transforms.input_splits import SPLIT_BYTES, InputSplit
-from transforms.text_splits import count_newlines, split_context, split_lines
+from transforms.read_interactions import spread_splits
+from transforms.text_splits import split_lines
 
 ITEM_NAMES = ("item", "item_id")
 REJECT_REASONS = ("bad_encoding", "bad_quoting", "missing_field", "empty_item")
@@ -154,16 +155,8 @@ class ReadKeyedCsv(beam.PTransform):
         ]
 
     def expand(self, pbegin):
-        splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()
-        context = (
-            splits
-            | "CountNewlines" >> beam.Map(count_newlines)
-            | "AllSplitCounts" >> beam.combiners.ToList()
-            | "LinesBeforeEachSplit" >> beam.Map(split_context)
-        )
-        return splits | "ReadRecords" >> beam.ParDo(
-            _ReadKeyedSplit(self.kind, self.columns), beam.pvalue.AsSingleton(context)
-        )
+        splits, context = spread_splits(pbegin, self.splits)
+        return splits | "ReadRecords" >> beam.ParDo(_ReadKeyedSplit(self.kind, self.columns), context)
 
 
 def rejected_rows(counters: dict[str, int]) -> dict[str, dict[str, int]]:

@@ -67,6 +67,20 @@ class ParseSplit(beam.DoFn):
         yield from pack_user_rows(by_user, self.buckets).items()
 
 
+def spread_splits(pbegin, splits: list[InputSplit]):
+    """``(splits, context)``: the planned splits as a PCollection spread over the workers, and the
+    singleton side input that tells each text split the lines before it (``split_context``). Applied
+    in the caller's ``expand``, so its steps keep the caller's labels."""
+    spread = pbegin | "ListSplits" >> beam.Create(splits) | "SpreadSplits" >> beam.Reshuffle()
+    context = (
+        spread
+        | "CountNewlines" >> beam.Map(count_newlines)
+        | "AllSplitCounts" >> beam.combiners.ToList()
+        | "LinesBeforeEachSplit" >> beam.Map(split_context)
+    )
+    return spread, beam.pvalue.AsSingleton(context)
+
+
 class ReadInteractions(beam.PTransform):
     """PBegin -> tagged outputs: main = ``(user bucket, blob)`` (see :func:`pack_user_rows`), ``failed`` =
     failure dicts, ``valid`` = valid rows per split. ``user_buckets`` is the bucket count used.
@@ -89,13 +103,7 @@ class ReadInteractions(beam.PTransform):
         self.user_buckets = history_bucket_count(text_bytes(self.splits))
 
     def expand(self, pbegin):
-        splits = pbegin | "ListSplits" >> beam.Create(self.splits) | "SpreadSplits" >> beam.Reshuffle()
-        context = (
-            splits
-            | "CountNewlines" >> beam.Map(count_newlines)
-            | "AllSplitCounts" >> beam.combiners.ToList()
-            | "LinesBeforeEachSplit" >> beam.Map(split_context)
+        splits, context = spread_splits(pbegin, self.splits)
+        return splits | "ParseRows" >> beam.ParDo(ParseSplit(self.user_buckets), context).with_outputs(
+            FAILED, VALID, main="rows"
         )
-        return splits | "ParseRows" >> beam.ParDo(
-            ParseSplit(self.user_buckets), beam.pvalue.AsSingleton(context)
-        ).with_outputs(FAILED, VALID, main="rows")
