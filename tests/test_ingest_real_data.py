@@ -52,8 +52,11 @@ def test_ml100k_id_only_keeps_every_interaction_in_file_order_on_ties(shared_dat
             assert set(sample) == {"__key__", "__url__", "__local_path__", "json"}
             windows.append(json.loads(sample["json"]))
     assert len(windows) == 943 and max(len(w["item_indices"]) for w in windows) == 51
-    item_of_index = {r["item_index"]: r["item_id"] for r in dataset_table(tmp_path / "ml", "items").to_pylist()}
-    for window in windows:  # a reference sample: the last 51 train items (validation, test held out), as indices
+    item_of_index = {
+        r["item_index"]: r["item_id"] for r in dataset_table(tmp_path / "ml", "items").to_pylist()
+    }
+    # A reference sample holds the last 51 train items (validation and test held out) as indices.
+    for window in windows:
         ordered = [item for _, _, item in sorted(expected[window["user_id"]])]
         assert [item_of_index[i] for i in window["item_indices"]] == ordered[:-2][-51:]
 

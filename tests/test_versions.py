@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -435,6 +436,28 @@ def test_racing_runs_get_one_lease(tmp_path):
     assert read_lease(tmp_path).version_id == winner
 
 
+def _count_under_the_swap_lock(root: str, dead_pid: int, start, results) -> None:
+    """Increment a counter 150 times under the swap lock; every 10th time "die" holding it (the lock is
+    left naming a dead process), so the others must break it while they race to create it."""
+    lock, counter = Path(root) / folders.SWAP_LOCK, Path(root) / "counter"
+    start.wait()
+    for i in range(150):
+        with folders._swap_lock(lock):
+            counter.write_text(str(int(counter.read_text()) + 1))
+            if i % 10 == 9:
+                lock.write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid, "token": f"{i}"}))
+    results.put(("done", None))
+
+
+def test_the_swap_lock_excludes_while_abandoned_locks_are_broken(tmp_path):
+    dead = multiprocessing.get_context("fork").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    (tmp_path / "counter").write_text("0")
+    _run_racers(_count_under_the_swap_lock, (str(tmp_path), dead.pid), count=4)
+    assert int((tmp_path / "counter").read_text()) == 4 * 150, "an update was lost: two processes held it"
+
+
 def _foreign_swap_lock(root: Path, age_s: float) -> Path:
     """A swap lock left by a process on another host (its pid cannot be checked), ``age_s`` old."""
     lock = root / folders.SWAP_LOCK
@@ -442,6 +465,15 @@ def _foreign_swap_lock(root: Path, age_s: float) -> Path:
     past = time.time() - age_s
     os.utime(lock, (past, past))
     return lock
+
+
+def test_swap_lock_of_a_live_process_here_is_never_broken_by_age(tmp_path):
+    lock = tmp_path / folders.SWAP_LOCK
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": "abc"}))
+    past = time.time() - 10 * folders.SWAP_LOCK_STALE_S  # as if the wall clock had jumped forward
+    os.utime(lock, (past, past))
+    folders._break_if_abandoned(lock)
+    assert lock.exists(), "a live process on this host still holds it"
 
 
 def test_swap_lock_of_another_host_is_broken_only_once_stale(tmp_path):

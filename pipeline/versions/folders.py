@@ -8,12 +8,14 @@ Every change to a pointer file (``LATEST``, ``RUN.lock``) is a compare-and-swap:
   ``O_CREAT | O_EXCL`` (only one process can create it), and the new content is written to a temporary
   file, fsync'ed and moved over the old one with ``os.replace`` (readers see the old or the new line,
   never a partial one). A lock left by a killed process is broken when its process is gone (same
-  host) or when it is older than ``SWAP_LOCK_STALE_S``.
+  host) or, for a lock of another host's process (or one still unwritten), when it is older than
+  ``SWAP_LOCK_STALE_S``. A live process on this host keeps its lock however old the file looks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -276,24 +278,55 @@ def _swap_lock(lock_path: Path, timeout_s: float = 2 * SWAP_LOCK_STALE_S) -> Ite
 
 
 def _break_if_abandoned(lock_path: Path) -> None:
-    """Remove a swap lock whose process is dead (same host) or that is older than ``SWAP_LOCK_STALE_S``."""
+    """Remove a swap lock whose process is dead (same host) or, unless its process lives on this host, that is
+    older than ``SWAP_LOCK_STALE_S``.
+
+    Breakers take turns (an ``flock`` on the folder, dropped by the kernel if a breaker dies) and look at the
+    lock again in their turn: a lock whose owner is dead changes only by being broken, so the lock removed is
+    the abandoned one they saw, never a fresh one another process created after an earlier breaker."""
+    seen = _observe(lock_path)
+    if seen is None or not _is_abandoned(*seen):
+        return
+    with _breakers_take_turns(lock_path.parent):
+        again = _observe(lock_path)
+        if again is None or again[0] != seen[0]:  # already broken, or released and taken again
+            return
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
+
+
+def _observe(lock_path: Path) -> tuple[str, float] | None:
+    """(text, age in seconds) of the lock, or None when there is none."""
     try:
-        observed = lock_path.read_text(encoding="utf-8")
-        age = time.time() - lock_path.stat().st_mtime
+        return lock_path.read_text(encoding="utf-8"), time.time() - lock_path.stat().st_mtime
     except FileNotFoundError:
-        return
-    if not (_owner_is_dead(observed) or age > SWAP_LOCK_STALE_S):
-        return
-    # Move it aside first (atomic), then make sure we moved the abandoned lock and not a fresh one.
-    aside = lock_path.with_name(f"{lock_path.name}.broken.{secrets.token_hex(6)}")
+        return None
+
+
+def _is_abandoned(text: str, age_s: float) -> bool:
+    if _owner_is_alive_here(text):
+        return False
+    return _owner_is_dead(text) or age_s > SWAP_LOCK_STALE_S
+
+
+@contextlib.contextmanager
+def _breakers_take_turns(folder: Path) -> Iterator[None]:
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        os.rename(lock_path, aside)
-    except FileNotFoundError:
-        return
-    if aside.read_text(encoding="utf-8") != observed:
-        with contextlib.suppress(FileExistsError):
-            os.link(aside, lock_path)
-    aside.unlink()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+def _owner_is_alive_here(lock_text: str) -> bool:
+    """True when the lock's owner is a live process on this host: its lock is never broken, however old
+    its file looks (a wall clock that jumps forward must not hand the lock to a second process)."""
+    try:
+        owner = json.loads(lock_text)
+    except json.JSONDecodeError:
+        return False
+    return owner.get("host") == socket.gethostname() and not process_is_dead(int(owner["pid"]))
 
 
 def _owner_is_dead(lock_text: str) -> bool:
