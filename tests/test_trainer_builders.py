@@ -13,7 +13,7 @@ import torch
 
 from tests.fixtures_dataset import solid_frames, write_dataset
 from trainer import checkpoint
-from trainer.builders import build_model, build_optimizer, build_scheduler, build_source
+from trainer.builders import ScheduleClock, build_model, build_optimizer, build_scheduler, build_source
 from trainer.config import TrainConfig, preset
 from trainer.data import StreamPosition
 from trainer.dataset import load_dataset
@@ -86,7 +86,8 @@ def test_build_optimizer_gives_the_encoder_its_own_group(tmp_path, id_dataset, v
 
 def _learning_rates(config: TrainConfig, total: list[int], steps: int) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = build_scheduler(config.optim, optimizer, lambda: total[0])
+    clock = ScheduleClock(step_batches=1, warmup_units=config.optim.warmup_steps, total_units=total[0])
+    scheduler = build_scheduler(config.optim, optimizer, clock)
     rates = []
     for _ in range(steps):
         rates.append(scheduler.get_last_lr()[0])
@@ -107,19 +108,40 @@ def test_build_scheduler_warms_up_then_decays_to_the_floor(tmp_path):
     assert _learning_rates(config, [10], 5) == pytest.approx([0.5, 1.0, 1.0, 1.0, 1.0])
 
 
-def test_build_scheduler_reads_the_total_steps_at_every_step(tmp_path):
-    """An elastic resume plans the steps left again: the schedule follows the new total."""
-    config = _config(tmp_path)
-    config.optim.warmup_steps, config.optim.min_lr_ratio, config.optim.schedule = 0, 0.0, "cosine"
-    total = [4]
+def _rates_of(config: TrainConfig, clock: ScheduleClock, start_step: int, end_step: int) -> list[float]:
+    """The learning rates of steps ``start_step + 1 .. end_step`` on ``clock``."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = build_scheduler(config.optim, optimizer, lambda: total[0])
-    optimizer.step()
-    scheduler.step()
-    total[0] = 100
-    optimizer.step()
-    scheduler.step()  # step 2 of 100, not of 4
-    assert scheduler.get_last_lr()[0] == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 100)))
+    scheduler = build_scheduler(config.optim, optimizer, clock)
+    rates = []
+    for step in range(end_step):
+        if step >= start_step:
+            rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_the_schedule_goes_on_along_its_curve_after_a_resume_on_another_world_size(tmp_path):
+    """2 ranks train 40 global batches in 20 steps; stopped after step 6 (12 batches), 1 rank trains the
+    28 left in 28 steps. The rates follow the 2-rank curve by global batches: no jump at the resume."""
+    config = _config(tmp_path)
+    config.optim.warmup_steps, config.optim.min_lr_ratio, config.optim.schedule = 2, 0.0, "cosine"
+    two = ScheduleClock(step_batches=2, warmup_units=4, total_units=40)
+    planned = _rates_of(config, two, 0, 20)
+    saved = two.state_dict(6)
+    assert saved == {"units": 12, "warmup_units": 4}
+
+    one = ScheduleClock(step_batches=1, warmup_units=0)
+    one.resume(6, saved)
+    one.total_units = one.units(6 + 28)
+    assert one.total_units == 40
+    resumed = _rates_of(config, one, 6, 6 + 28)
+    assert resumed[0] == pytest.approx(planned[6])  # step 7 trains batches 12-13 either way
+    assert resumed[::2] == pytest.approx(
+        planned[6:]
+    )  # every other 1-rank step starts a 2-rank step's batches
+    assert all(a >= b for a, b in zip(resumed, resumed[1:], strict=False))
+    assert resumed[-1] == pytest.approx(planned[-1], abs=0.02)  # both end at the floor
 
 
 def test_build_source_streams_the_manifests_train_shards(tmp_path, id_dataset):
@@ -191,7 +213,9 @@ def test_the_trainer_composes_its_parts_and_writes_the_checkpoint_keys_it_always
     assert trainer.checkpoints.folder == tmp_path / "run" / "checkpoints"
     assert trainer.evaluator.model is trainer.model is trainer.stepper.model
     state = copy.deepcopy(trainer.state_dict())  # the weights are the live tensors
-    assert sorted(state) == sorted(checkpoint.RESUME_KEYS)  # what last.pt held before the parts
+    # what last.pt held before the parts, and the learning-rate clock since
+    assert sorted(state) == sorted(checkpoint.RESUME_KEYS + checkpoint.NEWER_RESUME_KEYS)
+    older = {k: v for k, v in state.items() if k not in checkpoint.NEWER_RESUME_KEYS}
     batch = next(trainer._batches())
     before = [p.detach().clone() for p in trainer.model.parameters()]
     assert math.isfinite(trainer.train_step([batch])) and trainer.step == 1
@@ -199,3 +223,24 @@ def test_the_trainer_composes_its_parts_and_writes_the_checkpoint_keys_it_always
     trainer.load_state_dict(state)  # back to step 0, the weights it started from
     assert trainer.step == 0
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    trainer.load_state_dict(older)  # a checkpoint from before the clock: its steps were of its world size
+    assert trainer.schedule.state_dict(0) == state["schedule"]
+
+
+def test_a_trainer_resumed_from_two_ranks_goes_on_along_their_learning_rate_curve(tmp_path, id_dataset):
+    """A checkpoint of 2 ranks after 1 step (global batches 0-1 of 3 an epoch) resumed on 1 rank: the
+    schedule counts the 2 batches done and the batches left, so the rate is where the 2 ranks left it."""
+    config = _config(tmp_path, batch_size=4)
+    config.optim.epochs, config.optim.warmup_steps, config.optim.min_lr_ratio = 4, 0, 0.0
+    config.optim.schedule = "cosine"
+    trainer = Trainer(config, id_dataset)
+    state = copy.deepcopy(trainer.state_dict())
+    state["step"], state["schedule"] = 1, {"units": 2, "warmup_units": 0}
+    state["position"].update(world_size=2, batches=2)
+    trainer.load_state_dict(state)
+
+    assert trainer.batches_per_epoch == 3 and trainer.total_steps == 1 + 1 + 3 * 3
+    assert trainer.schedule.total_units == 12  # every global batch of the 4 epochs, counted once
+    rate = trainer.stepper.scheduler.lr_lambdas[0]
+    assert rate(1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 12)))  # the 2-rank curve at batch 2
+    assert rate(trainer.total_steps) == pytest.approx(0.0)

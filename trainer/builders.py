@@ -76,33 +76,69 @@ def build_optimizer(config: OptimConfig, model: VideoRec) -> torch.optim.AdamW:
 
 
 def lr_schedule(
-    schedule: str, warmup_steps: int, total_steps: int, min_ratio: float
-) -> Callable[[int], float]:
-    """LR multiplier: linear warmup to 1, then ``cosine`` decay to ``min_ratio`` at ``total_steps``
-    or ``constant`` 1."""
+    schedule: str, warmup: float, total: float, min_ratio: float, unit: float = 1
+) -> Callable[[float], float]:
+    """LR multiplier: linear warmup to 1, then ``cosine`` decay to ``min_ratio`` at ``total`` or
+    ``constant`` 1. ``warmup``, ``total`` and the argument count optimizer steps of ``unit`` each (1:
+    steps; a :class:`ScheduleClock` counts global batches, ``unit`` of them a step)."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
+    def factor(done: float) -> float:
+        if done < warmup:
+            return (done + unit) / warmup
         if schedule == "constant":
             return 1.0
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = min(1.0, (done - warmup) / max(unit, total - warmup))
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
 
+@dataclass
+class ScheduleClock:
+    """The learning-rate schedule's clock, in global batches rather than steps, so that a run resumed on
+    another world size (another number of global batches a step) goes on along the same curve instead of
+    jumping: ``units(step)`` is the global batches the schedule counts done after ``step`` steps.
+
+    On one world size it is the step schedule exactly (every step counts ``step_batches``)."""
+
+    step_batches: int
+    """Global batches an optimizer step trains on this world size (ranks x gradient accumulation)."""
+    warmup_units: int
+    """The warmup's length in global batches (``warmup_steps`` of the run's first world size)."""
+    start_step: int = 0
+    start_units: int = 0
+    """The step this process started from, and the units counted done by then (a checkpoint's)."""
+    total_units: int = 0
+    """The units counted done at the run's last step (set when the run plans its steps)."""
+
+    def units(self, step: int) -> int:
+        return self.start_units + (step - self.start_step) * self.step_batches
+
+    def state_dict(self, step: int) -> dict:
+        return {"units": self.units(step), "warmup_units": self.warmup_units}
+
+    def resume(self, step: int, saved: dict) -> None:
+        """Continue from a checkpoint's :meth:`state_dict` at ``step``."""
+        self.start_step, self.start_units, self.warmup_units = (
+            step,
+            int(saved["units"]),
+            int(saved["warmup_units"]),
+        )
+
+
 def build_scheduler(
-    config: OptimConfig, optimizer: torch.optim.Optimizer, total_steps: Callable[[], int]
+    config: OptimConfig, optimizer: torch.optim.Optimizer, clock: ScheduleClock
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The :func:`lr_schedule` of ``config`` on ``optimizer``; ``total_steps`` is asked at every step
-    (an elastic resume counts the steps left on its own world size)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_schedule(config.schedule, config.warmup_steps, total_steps(), config.min_lr_ratio)(
-            step
-        ),
-    )
+    """The :func:`lr_schedule` of ``config`` on ``optimizer``, read on ``clock`` at every step (an
+    elastic resume moves the clock's start and total)."""
+
+    def factor(step: int) -> float:
+        schedule = lr_schedule(
+            config.schedule, clock.warmup_units, clock.total_units, config.min_lr_ratio, clock.step_batches
+        )
+        return schedule(clock.units(step))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @dataclass

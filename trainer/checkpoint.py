@@ -52,6 +52,8 @@ RESUME_KEYS = (
     *("skipped_samples", "failed_reads", "metrics_lines"),
 )
 """What ``last.pt`` holds besides, to continue a run."""
+NEWER_RESUME_KEYS = ("schedule",)
+"""What ``last.pt`` holds since later releases (a resume reads an older checkpoint without them)."""
 
 
 def read(path: str | Path, needs: tuple[str, ...] = EVALUATE_KEYS, fix: str = "") -> dict:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from trainer import checkpoint
-from trainer.builders import build_model, build_optimizer, build_scheduler, build_source
+from trainer.builders import ScheduleClock, build_model, build_optimizer, build_scheduler, build_source
 from trainer.checkpoint_manager import CheckpointManager, check_world_size, saved_position
 from trainer.config import TrainConfig
 from trainer.data import StreamPosition
@@ -60,7 +60,7 @@ class Trainer:
         self.source = build_source(config, dataset, self.model.needs_frames)
         self._plan_run()
         optimizer = build_optimizer(config.optim, self.model)
-        scheduler = build_scheduler(config.optim, optimizer, lambda: self.total_steps)
+        scheduler = build_scheduler(config.optim, optimizer, self.schedule)
         where = {"device": self.device, "world_size": world_size, "autocast": self.autocast}
         self.stepper = OptimizerStep(config, dataset, self.model, module, optimizer, scheduler, **where)
         self.checkpoints = CheckpointManager(self.run_dir, rank, world_size)
@@ -82,6 +82,7 @@ class Trainer:
             self.source.samples, data.batch_size, self.step_batches, optim.steps_per_epoch, self.global_order
         )
         self.step, self.position = 0, StreamPosition(num_workers=data.num_workers, world_size=self.world_size)
+        self.schedule = ScheduleClock(self.step_batches, warmup_units=optim.warmup_steps * self.step_batches)
         self._plan_steps()
 
     def _plan_steps(self) -> None:
@@ -95,6 +96,7 @@ class Trainer:
         if optim.max_steps is not None:
             self.total_steps = min(self.total_steps, optim.max_steps)
         self.planned_samples = self.total_steps * self.step_batches * self.config.data.batch_size
+        self.schedule.total_units = self.schedule.units(self.total_steps)
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -281,6 +283,7 @@ class Trainer:
             "rng": checkpoint.rng_state(),
             "step": self.step,
             "position": self.position.to_dict(),
+            "schedule": self.schedule.state_dict(self.step),
             "best": dict(self.evaluator.best),
             "skipped_samples": self.skipped_samples,
             "failed_reads": self.failed_reads,
@@ -309,6 +312,15 @@ class Trainer:
             checkpoint.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.position = saved_position(state["position"], self.world_size)
+        saved_step_batches = self.position.world_size * self.config.optim.grad_accumulation
+        self.schedule.resume(  # a checkpoint from before the clock: its steps were all of its world size
+            self.step,
+            state.get("schedule")
+            or {
+                "units": self.step * saved_step_batches,
+                "warmup_units": self.config.optim.warmup_steps * saved_step_batches,
+            },
+        )
         elastic = self.global_order and self.source.global_order_on(
             self.position.world_size, self.position.num_workers
         )
