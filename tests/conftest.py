@@ -93,3 +93,17 @@ def gcs_emulator():
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def synth(tmp_path_factory) -> Path:
+    """12 users, 8 one-second videos, every video present and sound (read-only: tests copy what they change)."""
+    from pipeline.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(
+        out,
+        SynthConfig(users=12, items=8, seed=3, max_interactions=8, min_seconds=1, max_seconds=1),
+        workers=2,
+    )
+    return out

@@ -29,7 +29,6 @@ from pipeline import versions
 from pipeline.cli import main as videorec
 from pipeline.inspect import verify_dataset
 from pipeline.staged_output import remove_unlisted_files
-from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_failures, dataset_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -38,18 +37,6 @@ FRAMES = ["--frame-size", "32"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    """12 users, 8 one-second videos, every video present and sound."""
-    out = tmp_path_factory.mktemp("synth")
-    generate(
-        out,
-        SynthConfig(users=12, items=8, seed=3, max_interactions=8, min_seconds=1, max_seconds=1),
-        workers=2,
-    )
-    return out
 
 
 @pytest.fixture(scope="module")

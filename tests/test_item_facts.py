@@ -16,7 +16,6 @@ from pathlib import Path
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -24,7 +23,6 @@ from dataformat.format import FAILURE_PART_PATTERN, ITEM_FAILURES_TABLE, ITEMS_T
 from pipeline import versions
 from pipeline.cli import main as videorec
 from pipeline.inspect import verify_dataset
-from pipeline.synth import SynthConfig, generate
 from transforms.failures import failure
 from transforms.item_facts import ItemFacts, ReadPreviousItems, item_failures_table
 from transforms.item_shards import EncodedItem, ItemRow
@@ -119,17 +117,6 @@ def test_a_first_version_has_no_previous_items():
 
 
 # ---------------------------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(
-        out,
-        SynthConfig(users=12, items=8, seed=3, max_interactions=8, min_seconds=1, max_seconds=1),
-        workers=2,
-    )
-    return out
 
 
 def nightly(capsys, synth: Path, tmp_path: Path):

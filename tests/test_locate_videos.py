@@ -12,7 +12,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.dataset_files import dataset_failures, dataset_table
-from tests.test_bad_input import FRAMES, LOCAL, ingest, synth  # noqa: F401 (synth is a fixture)
+from tests.test_bad_input import FRAMES, LOCAL, ingest
 from transforms.decode.container import open_source
 from transforms.decode.types import VideoError
 from transforms.decode.video_source import not_a_file
@@ -95,7 +95,7 @@ def test_an_any_extension_pattern_in_a_subfolder_lists_that_folder(tmp_path):
     assert_located(["7"], tmp_path, "clips/{item}.*", [("7", str(tmp_path / "clips" / "7.mkv"))], [])
 
 
-def test_ingest_takes_a_folder_of_mixed_containers_with_an_any_extension_pattern(synth, tmp_path, capsys):  # noqa: F811
+def test_ingest_takes_a_folder_of_mixed_containers_with_an_any_extension_pattern(synth, tmp_path, capsys):
     videos = tmp_path / "videos"
     shutil.copytree(synth / "videos", videos)
     for item, extension in (("1", "mkv"), ("2", "mov"), ("3", "webm")):
@@ -117,7 +117,7 @@ def test_ingest_takes_a_folder_of_mixed_containers_with_an_any_extension_pattern
     assert failures["4"]["reason"] == "ambiguous_video" and "4.mkv" in failures["4"]["message"]
 
 
-def test_when_no_video_is_found_the_message_names_the_video_map(synth, tmp_path, capsys):  # noqa: F811
+def test_when_no_video_is_found_the_message_names_the_video_map(synth, tmp_path, capsys):
     argv = ["--interactions", str(synth / "pairs.csv"), "--videos", str(synth / "videos")]
     status, err = ingest(
         capsys, *argv, "--video-pattern", "{item}.mkv", "--output", str(tmp_path / "o"), *LOCAL
