@@ -14,6 +14,7 @@ from pipeline.cli import main as videorec
 from tests.dataset_files import dataset_table
 from transforms.buckets import (
     RankInBuckets,
+    WriteInParts,
     bucket_count,
     bucket_of,
     id_order_key,
@@ -153,3 +154,23 @@ def test_an_ingest_with_ids_like_double_dash_five_succeeds(tmp_path):
     assert manifest["counts"]["items_encoded"] == manifest["num_items"] == len(items)
     table = dataset_table(out, "items").to_pydict()
     assert sorted(table["item_id"]) == sorted(items)
+
+
+def test_write_in_parts_hands_every_record_to_one_part_of_ceil_n_over_per_part():
+    records = [{"id": f"r{i}", "n": i} for i in range(45)]
+
+    def summary(part, entries):
+        return part, sorted(e[1] for e in entries)
+
+    with BeamTestPipeline() as p:
+        parts = (
+            p
+            | beam.Create(records)
+            | WriteInParts(
+                20, key_of=lambda e: e[0], write_part=summary, as_entry=lambda r: (r["id"], r["n"])
+            )
+        )
+        expected = {}
+        for record in records:
+            expected.setdefault(bucket_of(record["id"], 3), []).append(record["n"])
+        assert_that(parts, equal_to([(part, sorted(ns)) for part, ns in expected.items()]))

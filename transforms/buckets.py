@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import apache_beam as beam
 
@@ -151,3 +151,46 @@ class FirstShardNumbers(beam.PTransform):
 
     def expand(self, cut):
         return cut | "ShardsPerBucket" >> beam.Map(lambda c: (c[0], len(c[-1]))) | "Prefix" >> PrefixSums()
+
+
+def _identity(record):
+    return record
+
+
+class WriteInParts(beam.PTransform):
+    """PCollection[record] -> one summary per part, as ``write_part(part, entries)`` returns it.
+
+    The records are spread over ``ceil(n / per_part)`` parts (``n`` counted first) by a hash of
+    ``key_of(entry)``, where ``entry = as_entry(record)`` is what crosses the shuffle; each part's
+    entries are handed to ``write_part`` together, so a part's files depend only on its records.
+    Memory: one part's entries per worker.
+    """
+
+    def __init__(
+        self,
+        per_part: int,
+        key_of: Callable[[object], str],
+        write_part: Callable[[int, Iterable], dict],
+        as_entry: Callable[[object], object] = _identity,
+    ):
+        super().__init__()
+        self.per_part, self.key_of, self.write_part, self.as_entry = per_part, key_of, write_part, as_entry
+
+    def expand(self, records):
+        per_part, key_of, as_entry = self.per_part, self.key_of, self.as_entry
+        parts = beam.pvalue.AsSingleton(
+            records
+            | "CountRecords" >> beam.combiners.Count.Globally()
+            | "Parts" >> beam.Map(lambda n: max(1, -(-n // per_part)))
+        )
+
+        def keyed_by_part(record, parts: int):
+            entry = as_entry(record)
+            return bucket_of(key_of(entry), parts), entry
+
+        return (
+            records
+            | "KeyByPart" >> beam.Map(keyed_by_part, parts)
+            | "GroupByPart" >> beam.GroupByKey()
+            | "WritePart" >> beam.MapTuple(self.write_part)
+        )

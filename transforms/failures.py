@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 
 from dataformat.format import FAILURE_PART_PATTERN
 from transforms import storage
-from transforms.buckets import bucket_of
+from transforms.buckets import WriteInParts
 
 KINDS = ("row", "item", "user")
 FAILURES_PER_PART = 20_000
@@ -93,10 +93,6 @@ def failure_counts(parts: Iterable[dict]) -> dict[str, dict[str, int]]:
     return {kind: dict(sorted(counter.items())) for kind, counter in totals.items()}
 
 
-def failure_part_count(records: int) -> int:
-    return max(1, -(-records // FAILURES_PER_PART))
-
-
 def write_failure_part(output_dir: str, bucket: int, entries: Iterable[tuple[str, str, str]]) -> dict:
     """Write one failures part from ``as_line`` entries; return ``{"path", "records", "bytes", "sha256",
     "counts"}``.
@@ -107,11 +103,6 @@ def write_failure_part(output_dir: str, bucket: int, entries: Iterable[tuple[str
     path = FAILURE_PART_PATTERN.format(bucket)
     sha = storage.write_bytes(storage.join(output_dir, path), data)
     return {"path": path, "records": records, "bytes": len(data), "sha256": sha, "counts": counts}
-
-
-def _keyed_by_part(record: dict, parts: int) -> tuple[int, tuple[str, str, str]]:
-    entry = as_line(record)
-    return bucket_of(entry[2], parts), entry
 
 
 class WriteFailures(beam.PTransform):
@@ -129,17 +120,11 @@ class WriteFailures(beam.PTransform):
 
     def expand(self, failures):
         output_dir = self.output_dir
-        parts = beam.pvalue.AsSingleton(
-            failures
-            | "CountRecords" >> beam.combiners.Count.Globally()
-            | "Parts" >> beam.Map(failure_part_count)
-        )
-        return (
-            failures
-            | "KeyByPart" >> beam.Map(_keyed_by_part, parts)
-            | "GroupByPart" >> beam.GroupByKey()
-            | "WritePart"
-            >> beam.MapTuple(lambda bucket, entries: write_failure_part(output_dir, bucket, entries))
+        return failures | WriteInParts(
+            FAILURES_PER_PART,
+            key_of=lambda entry: entry[2],
+            write_part=lambda bucket, entries: write_failure_part(output_dir, bucket, entries),
+            as_entry=as_line,
         )
 
 

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from dataformat.format import ITEM_FAILURES_SCHEMA, ITEM_FAILURES_TABLE, ITEMS_TABLE
 from transforms import storage
-from transforms.buckets import bucket_of
-from transforms.failures import failure_part_count
+from transforms.buckets import WriteInParts
+from transforms.failures import FAILURES_PER_PART
 from transforms.fingerprint import OK, PreviousItem
 from transforms.manifest import read_version_manifest
 from transforms.tables import write_table_part
@@ -147,20 +147,15 @@ class WriteItemFailures(beam.PTransform):
 
     def expand(self, item_failures):
         output_dir = self.output_dir
-        tried = item_failures | "TriedVideos" >> beam.Filter(lambda record: bool(record.get("fingerprint")))
-        parts = beam.pvalue.AsSingleton(
-            tried
-            | "CountFailedVideos" >> beam.combiners.Count.Globally()
-            | "Parts" >> beam.Map(failure_part_count)
-        )
         return (
-            tried
-            | "KeyByPart" >> beam.Map(lambda record, n: (bucket_of(record["item_id"], n), record), parts)
-            | "GroupByPart" >> beam.GroupByKey()
-            | "WritePart"
-            >> beam.MapTuple(
-                lambda bucket, records: write_table_part(
+            item_failures
+            | "TriedVideos" >> beam.Filter(lambda record: bool(record.get("fingerprint")))
+            | "WriteParts"
+            >> WriteInParts(
+                FAILURES_PER_PART,
+                key_of=lambda record: record["item_id"],
+                write_part=lambda bucket, records: write_table_part(
                     output_dir, ITEM_FAILURES_TABLE, bucket, item_failures_table(records)
-                )
+                ),
             )
         )
