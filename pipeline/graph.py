@@ -19,6 +19,7 @@ from pipeline.last_steps import ManifestInputs, PublishAsLatest, WriteManifestLa
 from pipeline.options import IngestConfig
 from pipeline.ownership import work_root
 from transforms.bundle_counts import CountKeys
+from transforms.compaction import CopyFromSparseVersions, earlier_version_bytes
 from transforms.encode_items import EncodeItems
 from transforms.failures import CountFailures, WriteFailures
 from transforms.item_catalog import ItemCatalog
@@ -118,13 +119,18 @@ def choose_and_encode_items(
     return ItemOutcomes(encoded, failures, excluded, item_counts)
 
 
-def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> WrittenFiles:
+def write_dataset_files(
+    encoded, sequences, excluded, config: IngestConfig, compaction: CopyFromSparseVersions | None = None
+) -> WrittenFiles:
     """Item shards, train shards and both tables, from encoded items and kept sequences.
 
     ``excluded`` is the PCollection of ``(item_id, reason)`` of removed items; the item lookup is
-    checked against it, so no kept item can be mistaken for an excluded one.
+    checked against it, so no kept item can be mistaken for an excluded one. ``compaction`` (nightly
+    runs of the ``reference`` layout) copies the items of mostly dead earlier versions.
     """
     pipeline = encoded.pipeline
+    if compaction is not None:
+        encoded = encoded | "CopyFromSparseVersions" >> compaction
     popularity = sequences | "Popularity" >> CountKeys(
         lambda batch: [item for s in batch_sequences(batch) for item in s.item_ids[:-2]]
     )
@@ -152,6 +158,15 @@ def write_dataset_files(encoded, sequences, excluded, config: IngestConfig) -> W
     )
     tables = (items["tables"], users["tables"]) | "AllTableParts" >> beam.Flatten()
     return WrittenFiles(items["shards"], users["shards"], tables)
+
+
+def compaction_of(config: IngestConfig, reuse: ReuseFrom | None) -> CopyFromSparseVersions | None:
+    """The compaction of a nightly ``reference``-layout run from a base version (reads the manifests of
+    the base and of the versions it points into), None where nothing is indexed in place."""
+    in_place = config.train_frames == TRAIN_FRAMES_REFERENCE
+    if reuse is None or reuse.version is None or not in_place or config.compact_below <= 0:
+        return None
+    return CopyFromSparseVersions(earlier_version_bytes(reuse.version), config.compact_below)
 
 
 def build_pipeline(
@@ -182,7 +197,9 @@ def build_pipeline(
     sequences = histories.histories | "BuildUserSequences" >> BuildUserSequences(
         items.excluded, effective_min_length(config.min_user_interactions), source_files, new_items
     )
-    written = write_dataset_files(items.encoded, sequences.sequences, items.excluded, config)
+    written = write_dataset_files(
+        items.encoded, sequences.sequences, items.excluded, config, compaction_of(config, reuse)
+    )
     table_parts = written.table_parts
     if reuse is not None:  # nightly with videos: the next run plans with the videos that failed
         failed_videos = items.failures | "ItemFailuresTable" >> WriteItemFailures(config.output)

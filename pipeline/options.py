@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 from dataclasses import dataclass, field
 
-from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
-
 from dataformat.format import DEFAULT_TRAIN_FRAMES, TRAIN_FRAMES_LAYOUTS
+from pipeline.beam_flags import beam_flag_problem
 from pipeline.flags import (
     INGEST_DECODE_THREADS,
     Parser,
@@ -18,6 +16,7 @@ from pipeline.flags import (
     sampler_settings,
 )
 from pipeline.versions import DEFAULT_LEASE_TTL_S
+from transforms.compaction import DEFAULT_COMPACT_BELOW
 from transforms.interactions import FORMATS
 from transforms.timestamps import DEFAULT_TIMESTAMP_FORMAT, TIMESTAMP_FORMATS
 
@@ -77,6 +76,9 @@ class IngestConfig:
             of the rows read were invalid, or of the videos tried failed (``pipeline.gates``).
         max_attempts: with ``dataset_root``, a video that failed this many times with the same
             fingerprint is not decoded again (its failure is carried over); None retries forever.
+        compact_below: with ``dataset_root`` and the ``reference`` layout, an earlier version whose item
+            shards this run would index less than this fraction of (by bytes) is copied from instead,
+            so it can be pruned (``transforms.compaction``); 0 never copies.
     """
 
     interactions: str
@@ -105,6 +107,7 @@ class IngestConfig:
     overwrite: bool = False
     max_dropped_fraction: float = DEFAULT_MAX_DROPPED_FRACTION
     max_attempts: int | None = DEFAULT_MAX_ATTEMPTS
+    compact_below: float = DEFAULT_COMPACT_BELOW
 
     @property
     def has_videos(self) -> bool:
@@ -252,6 +255,15 @@ def parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_MAX_ATTEMPTS})",
     )
     out.add_argument(
+        "--compact-below",
+        type=fraction,
+        default=None,
+        metavar="F",
+        help="with --dataset-root: copy the unchanged items of an earlier version into this one, instead "
+        "of pointing into it, when they are less than this fraction of its item shards' bytes, so old versions can be "
+        f"pruned (default: {DEFAULT_COMPACT_BELOW}; 0: never copy)",
+    )
+    out.add_argument(
         "--keep",
         type=positive_int,
         default=None,
@@ -314,7 +326,11 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
     if args.videos and args.video_map:
         p.error("give --videos or --video-map, not both")
     if args.dataset_root is None:
-        for flag, value in (("--keep", args.keep), ("--max-attempts", args.max_attempts)):
+        for flag, value in (
+            ("--keep", args.keep),
+            ("--max-attempts", args.max_attempts),
+            ("--compact-below", args.compact_below),
+        ):
             if value is not None:
                 p.error(f"{flag} needs --dataset-root")
     elif args.overwrite:
@@ -347,6 +363,7 @@ def parse(argv: list[str]) -> tuple[IngestConfig, list[str], bool]:
         overwrite=args.overwrite,
         max_dropped_fraction=args.max_dropped_fraction,
         max_attempts=args.max_attempts or DEFAULT_MAX_ATTEMPTS,
+        compact_below=DEFAULT_COMPACT_BELOW if args.compact_below is None else args.compact_below,
     )
     return config, beam_args, args.quiet
 
@@ -360,41 +377,3 @@ def fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
-
-
-class _BeamFlags(_BeamArgumentParser):
-    """Beam's own option parser, raising ``ValueError`` instead of exiting."""
-
-    def error(self, message: str):
-        if message.startswith("ambiguous option: "):
-            return
-        raise ValueError(message)
-
-
-def beam_flag_problem(beam_args: list[str], ours: argparse.ArgumentParser) -> str | None:
-    """What is wrong with the flags left over after ours, as one line; None when Beam knows them all.
-
-    A misspelled flag would otherwise reach Beam, which only warns and runs with defaults.
-    """
-    beam = _BeamFlags(allow_abbrev=False)
-    seen = set()
-    for cls in PipelineOptions.__subclasses__():
-        if str(cls) not in seen:
-            seen.add(str(cls))
-            cls._add_argparse_args(beam)
-    try:
-        _, unknown = beam.parse_known_args(beam_args)
-    except ValueError as err:
-        return f"Beam option: {err}"
-    if not unknown:
-        return None
-    first = unknown[0]
-    if not first.startswith("-"):
-        return f"unexpected argument {first!r} (every input is given with a flag, e.g. --interactions)"
-    name = first.split("=", 1)[0]
-    known = [o for parser_ in (ours, beam) for a in parser_._actions for o in a.option_strings]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-    hint = (
-        f"; did you mean {close[0]}?" if close else "; it is neither an ingest flag nor an Apache Beam option"
-    )
-    return f"unknown flag {name}{hint}"

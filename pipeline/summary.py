@@ -4,6 +4,7 @@ the run's video accounting (``run_stats.json``)."""
 from __future__ import annotations
 
 from pipeline.report_text import by_reason
+from transforms.compaction import ITEMS_COMPACTED
 from transforms.reconcile import LEFTOVERS_REMOVED
 
 INTERNAL_ERROR = "internal_error"
@@ -23,7 +24,8 @@ def video_stats(counters: dict[str, int], wall_s: float) -> dict:
 
     ``videos_decoded``: videos the decoder opened in this run (sampled or failed; a missing file is
     not counted); ``videos_reused``:
-    items whose frames came unchanged from the previous version; ``videos_retried``: decoded again
+    items whose frames came unchanged from the previous version (``videos_compacted`` of them copied out
+    of a mostly dead earlier version, ``transforms.compaction``); ``videos_retried``: decoded again
     after failing last time; ``videos_given_up``: failed ``--max-attempts`` times, not tried again;
     ``videos_per_s``: ``videos_decoded`` over the wall time (reused videos cost no decoding);
     ``leftover_files_removed``: temporary files of retried attempts removed from the dataset folder
@@ -37,6 +39,7 @@ def video_stats(counters: dict[str, int], wall_s: float) -> dict:
     return {
         "videos_decoded": decoded,
         "videos_reused": counters.get("items_reused", 0),
+        "videos_compacted": counters.get(ITEMS_COMPACTED, 0),
         "videos_retried": counters.get("videos_retried", 0),
         "videos_given_up": counters.get("videos_given_up", 0),
         "videos_per_s": round(decoded / wall_s, 3) if wall_s > 0 else 0.0,
@@ -78,6 +81,11 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
             f"{stats['videos_decoded']} decoded at {stats['videos_per_s']:.2f}/s, {stats['videos_reused']} reused, "
             f"{stats['videos_retried']} retried, {stats['videos_given_up']} given up"
         )
+        if stats.get("videos_compacted"):
+            lines.append(
+                f"  compacted   {stats['videos_compacted']} reused item(s) copied out of earlier versions "
+                "they were less than --compact-below of"
+            )
         if stats.get(LEFTOVERS_REMOVED):
             lines.append(
                 f"  leftovers   {stats[LEFTOVERS_REMOVED]} temporary file(s) of retried attempts removed "
