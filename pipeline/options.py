@@ -76,9 +76,9 @@ class IngestConfig:
             of the rows read were invalid, or of the videos tried failed (``pipeline.gates``).
         max_attempts: with ``dataset_root``, a video that failed this many times with the same
             fingerprint is not decoded again (its failure is carried over); None retries forever.
-        compact_below: with ``dataset_root`` and the ``reference`` layout, an earlier version whose item
-            shards this run would index less than this fraction of (by bytes) is copied from instead,
-            so it can be pruned (``transforms.compaction``); 0 never copies.
+        compact_below: with ``dataset_root`` and the ``reference`` layout, an earlier version whose files
+            this run would index less than this fraction of (by bytes) is copied from instead, so it
+            can be pruned (``transforms.compaction``); 0 never copies.
     """
 
     interactions: str
@@ -260,7 +260,7 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         metavar="F",
         help="with --dataset-root: copy the unchanged items of an earlier version into this one, instead "
-        "of pointing into it, when they are less than this fraction of its item shards' bytes, so old versions can be "
+        "of pointing into it, when they are less than this fraction of the bytes it wrote, so old versions can be "
         f"pruned (default: {DEFAULT_COMPACT_BELOW}; 0: never copy)",
     )
     out.add_argument(
