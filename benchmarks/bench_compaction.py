@@ -23,16 +23,14 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_nightly_bytes import make_inputs  # noqa: E402
+from benchmarks.bench_nightly_bytes import ingest_in_child, make_inputs  # noqa: E402
 
 ARMS = {"compact": "0.5", "never": "0"}
 
@@ -63,14 +61,7 @@ def ingest(inputs: Path, root: Path, compact_below: str) -> dict:
         "--direct_num_workers=1",
         "--quiet",
     ]
-    started = time.monotonic()
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    wall = time.monotonic() - started
-    if child.returncode:
-        raise RuntimeError(f"ingest failed ({child.returncode}):\n{child.stderr[-3000:]}")
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+    report, wall = ingest_in_child(CHILD, argv)
     stored = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     return {
         "wall_s": round(wall, 2),

@@ -87,14 +87,7 @@ def ingest(inputs: Path, root: Path, layout: str) -> dict:
         "--direct_num_workers=1",
         "--quiet",
     ]
-    started = time.monotonic()
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD, *argv], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    wall = time.monotonic() - started
-    if child.returncode:
-        raise RuntimeError(f"ingest failed ({child.returncode}):\n{child.stderr[-3000:]}")
-    report = json.loads(child.stdout.strip().splitlines()[-1])
+    report, wall = ingest_in_child(CHILD, argv)
     counters = report["counters"]
     return {
         "wall_s": round(wall, 2),
@@ -103,6 +96,19 @@ def ingest(inputs: Path, root: Path, layout: str) -> dict:
         "videos_decoded": counters.get("videos_decoded", 0),
         "items_reused": counters.get("items_reused", 0),
     }
+
+
+def ingest_in_child(child_code: str, argv: list[str]) -> tuple[dict, float]:
+    """Run ``child_code`` (an ingest that prints a JSON report as its last line) in a fresh Python with
+    ``argv``; returns the report and the child's wall seconds."""
+    started = time.monotonic()
+    child = subprocess.run(
+        [sys.executable, "-c", child_code, *argv], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    wall = time.monotonic() - started
+    if child.returncode:
+        raise RuntimeError(f"ingest failed ({child.returncode}):\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1]), wall
 
 
 def stored_bytes(version: Path) -> dict:

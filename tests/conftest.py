@@ -107,3 +107,33 @@ def synth(tmp_path_factory) -> Path:
         workers=2,
     )
     return out
+
+
+SMALL_VIDEOS = dict(
+    max_interactions=8, min_seconds=1.0, max_seconds=1.0, sizes=((64, 64),), hevc_fraction=0.0
+)
+"""One-second 64x64 H.264 synth videos: quick to decode."""
+
+
+@pytest.fixture(scope="session")
+def synth16(tmp_path_factory) -> Path:
+    """30 users, 16 items with one-second 64x64 videos (read-only: tests copy what they change)."""
+    from pipeline.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("synth16")
+    generate(out, SynthConfig(users=30, items=16, seed=21, **SMALL_VIDEOS), workers=2)
+    return out
+
+
+@pytest.fixture(scope="session")
+def donor_videos(tmp_path_factory) -> Path:
+    """Three more videos (``videos/1.mp4`` ... ``3.mp4``) for the items a nightly run adds or changes."""
+    from pipeline.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("donor")
+    generate(
+        out,
+        SynthConfig(users=3, items=3, categories=2, min_interactions=3, seed=5, **SMALL_VIDEOS),
+        workers=2,
+    )
+    return out

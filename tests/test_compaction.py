@@ -23,14 +23,12 @@ from pipeline import versions
 from pipeline.main import run
 from pipeline.options import parse
 from pipeline.summary import format_summary
-from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_table
 from transforms.compaction import reused_bytes, sparse_versions, version_of_ref
 from transforms.item_shards import EncodedItem
 from transforms.reconcile import ReconciliationError
 from transforms.tar_shards import END_OF_ARCHIVE
 
-SMALL = dict(max_interactions=8, min_seconds=1.0, max_seconds=1.0, sizes=((64, 64),), hevc_fraction=0.0)
 QUICK = ["--frame-size", "32", "--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 CHANGED = 10
 """Videos of the first version replaced before the second run (of 16 items)."""
@@ -67,24 +65,10 @@ def test_compact_below_needs_a_dataset_root_and_a_fraction(capsys):
     assert config.compact_below == 0.5
 
 
-@pytest.fixture(scope="module")
-def videos16(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("videos16")
-    generate(out, SynthConfig(users=30, items=16, seed=21, **SMALL), workers=2)
-    return out
-
-
-@pytest.fixture(scope="module")
-def donor(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("donor")
-    generate(out, SynthConfig(users=3, items=3, categories=2, min_interactions=3, seed=5, **SMALL), workers=2)
-    return out
-
-
-def two_nights(tmp_path: Path, videos16: Path, donor: Path, *flags: str):
+def two_nights(tmp_path: Path, synth16: Path, donor_videos: Path, *flags: str):
     """A first version, then ``CHANGED`` of its videos replaced and a second run with ``flags``."""
     inputs = tmp_path / "inputs"
-    shutil.copytree(videos16, inputs)
+    shutil.copytree(synth16, inputs)
     root = str(tmp_path / "root")
     args = [
         "--interactions",
@@ -99,7 +83,7 @@ def two_nights(tmp_path: Path, videos16: Path, donor: Path, *flags: str):
     items = sorted(dataset_table(first.output, "items").column("item_id").to_pylist())
     changed = items[:CHANGED]
     for n, item in enumerate(changed):
-        shutil.copyfile(donor / "videos" / f"{n % 3 + 1}.mp4", inputs / "videos" / f"{item}.mp4")
+        shutil.copyfile(donor_videos / "videos" / f"{n % 3 + 1}.mp4", inputs / "videos" / f"{item}.mp4")
     second = run([*args, *flags])
     return root, first, second, set(items) - set(changed), args
 
@@ -113,8 +97,8 @@ def sample_jpegs(dataset: str, row: dict) -> list[bytes]:
         return [archive.extractfile(m).read() for m in archive if fmt.is_frame_member(m.name)]
 
 
-def test_a_mostly_dead_earlier_version_is_copied_from_and_then_pruned(tmp_path, videos16, donor):
-    root, first, second, unchanged, _ = two_nights(tmp_path, videos16, donor)
+def test_a_mostly_dead_earlier_version_is_copied_from_and_then_pruned(tmp_path, synth16, donor_videos):
+    root, first, second, unchanged, _ = two_nights(tmp_path, synth16, donor_videos)
     assert first.manifest["num_items"] == 16 and len(unchanged) == 16 - CHANGED
     assert second.counters["items_reused"] == len(unchanged)
     assert second.counters["items_compacted"] == len(unchanged)
@@ -138,9 +122,9 @@ def test_a_mostly_dead_earlier_version_is_copied_from_and_then_pruned(tmp_path, 
 
 
 def test_with_compact_below_0_the_earlier_version_is_kept_until_a_later_run_compacts(
-    tmp_path, videos16, donor
+    tmp_path, synth16, donor_videos
 ):
-    root, first, second, unchanged, args = two_nights(tmp_path, videos16, donor, "--compact-below", "0")
+    root, first, second, unchanged, args = two_nights(tmp_path, synth16, donor_videos, "--compact-below", "0")
     first_id, second_id = Path(first.output).name, Path(second.output).name
     assert second.counters.get("items_compacted", 0) == 0
     assert earlier_versions(second.manifest) == {first_id}

@@ -26,7 +26,6 @@ from dataformat import manifest as manifest_format
 from pipeline import inspect as inspect_cli
 from pipeline import versions
 from pipeline.main import run
-from pipeline.synth import SynthConfig, generate
 from tests.dataset_files import dataset_table
 from tests.test_incremental import append_interactions
 from transforms import train_shards
@@ -35,22 +34,6 @@ from transforms.tar_shards import END_OF_ARCHIVE
 QUICK = ["--frame-size", "32", "--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 SHARD_MAX_BYTES = 16384
 """Less than one embedded train sample here, a dozen JSON-only ones."""
-SMALL = dict(max_interactions=8, min_seconds=1.0, max_seconds=1.0, sizes=((64, 64),), hevc_fraction=0.0)
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, SynthConfig(users=30, items=16, seed=21, **SMALL), workers=2)
-    return out
-
-
-@pytest.fixture(scope="module")
-def donor(tmp_path_factory) -> Path:
-    """Videos for the items a nightly run adds."""
-    out = tmp_path_factory.mktemp("donor")
-    generate(out, SynthConfig(users=3, items=3, categories=2, min_interactions=3, seed=5, **SMALL), workers=2)
-    return out
 
 
 def ingest_args(inputs: Path, layout: str) -> list[str]:
@@ -74,11 +57,11 @@ def never_read_item_frames(*_args, **_kwargs):
 
 
 @pytest.fixture(scope="module")
-def nightly(tmp_path_factory, synth, donor):
+def nightly(tmp_path_factory, synth16, donor_videos):
     """Two ``--dataset-root`` runs in the reference layout: a first version, then one with 2 new items
     and 10 % more interactions. Reading item frames back for a train shard fails the run."""
     inputs = tmp_path_factory.mktemp("inputs")
-    shutil.copytree(synth, inputs, dirs_exist_ok=True)
+    shutil.copytree(synth16, inputs, dirs_exist_ok=True)
     root = str(tmp_path_factory.mktemp("root"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(train_shards, "read_item_frames", never_read_item_frames)
@@ -86,16 +69,20 @@ def nightly(tmp_path_factory, synth, donor):
         old_items = sorted(dataset_table(first.output, "items").column("item_id").to_pylist())
         new_items = ["901", "902"]
         for item, donor_item in zip(new_items, ["1", "2"], strict=True):
-            shutil.copyfile(donor / "videos" / f"{donor_item}.mp4", inputs / "videos" / f"{item}.mp4")
+            shutil.copyfile(donor_videos / "videos" / f"{donor_item}.mp4", inputs / "videos" / f"{item}.mp4")
         append_interactions(inputs / "pairs.csv", new_items, old_items[3:], 0.10)
         second = run([*ingest_args(inputs, fmt.TRAIN_FRAMES_REFERENCE), "--dataset-root", root])
     return first, second, new_items
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory, synth):
+def embedded(tmp_path_factory, synth16):
     return run(
-        [*ingest_args(synth, fmt.TRAIN_FRAMES_EMBEDDED), "--output", str(tmp_path_factory.mktemp("e") / "d")]
+        [
+            *ingest_args(synth16, fmt.TRAIN_FRAMES_EMBEDDED),
+            "--output",
+            str(tmp_path_factory.mktemp("e") / "d"),
+        ]
     )
 
 
