@@ -14,7 +14,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import apache_beam as beam
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from dataformat import format as fmt
 from dataformat.manifest import earlier_versions
@@ -24,7 +27,7 @@ from pipeline.main import run
 from pipeline.options import parse
 from pipeline.summary import format_summary
 from tests.dataset_files import dataset_table
-from transforms.compaction import reused_bytes, sparse_versions, version_of_ref
+from transforms.compaction import CopyFromSparseVersions, reused_bytes, sparse_versions, version_of_ref
 from transforms.item_shards import EncodedItem
 from transforms.reconcile import ReconciliationError
 from transforms.tar_shards import END_OF_ARCHIVE
@@ -52,6 +55,34 @@ def test_a_reused_item_counts_its_sample_bytes_against_its_version():
     assert reused_bytes(item._replace(shard_ref=None)) == []
     with pytest.raises(ValueError, match="earlier version"):
         version_of_ref("items/items-000001.tar")
+
+
+def test_copy_from_sparse_versions_drops_the_refs_into_sparse_versions_only():
+    def item(item_id: str, ref: str | None, size: int) -> EncodedItem:
+        return EncodedItem(item_id, f"/r/{item_id}", (1,), {}, 0, size, "fp", ref)
+
+    items = [
+        item("a1", "../A/items/items-000000.tar", 100),  # A: 100 of 1,000 bytes in use
+        item("b1", "../B/items/items-000000.tar", 300),  # B: 600 of 1,000 bytes in use
+        item("b2", "../B/items/items-000001.tar", 300),
+        item("new", None, 50),
+    ]
+    with BeamTestPipeline() as p:
+        out = p | beam.Create(items) | CopyFromSparseVersions({"A": 1000, "B": 1000}, 0.5)
+        assert_that(
+            out | beam.Map(lambda i: (i.item_id, i.shard_ref)),
+            equal_to(
+                [
+                    ("a1", None),
+                    ("b1", "../B/items/items-000000.tar"),
+                    ("b2", "../B/items/items-000001.tar"),
+                    ("new", None),
+                ]
+            ),
+        )
+    with BeamTestPipeline() as p:  # no reused item at all: nothing to count, nothing copied
+        out = p | beam.Create([item("new", None, 50)]) | CopyFromSparseVersions({"A": 1000}, 0.5)
+        assert_that(out | beam.Map(lambda i: i.item_id), equal_to(["new"]))
 
 
 def test_compact_below_needs_a_dataset_root_and_a_fraction(capsys):
