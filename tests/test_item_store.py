@@ -32,8 +32,9 @@ from trainer.item_cache import ShardCache
 from trainer.item_store import ItemLost, item_store_for, tar_members
 
 NUM_ITEMS = 12
-synth, donor, nightly = test_train_layout.synth, test_train_layout.donor, test_train_layout.nightly
-"""Fixtures: a first version and a reference-layout nightly version on one dataset root."""
+nightly = test_train_layout.nightly
+"""Fixture: a first version and a reference-layout nightly version on one dataset root (from the
+``synth16`` and ``donor_videos`` fixtures of conftest.py)."""
 
 
 def _sequences() -> dict[str, list[str]]:

@@ -24,9 +24,8 @@ import pytest
 
 from dataformat import format as fmt
 from pipeline.main import run
-from pipeline.synth import SynthConfig, generate
 from tests.fixtures_dataset import TABLE_PART, solid_frames, write_dataset
-from tests.test_train_layout import SMALL, ingest_args
+from tests.test_train_layout import ingest_args
 from tests.test_trainer_bad_input import error_line, train
 
 RUN = "--preset tiny --encoder tiny --epochs 2 --batch-size 6 --frame-size 8 --no-progress --augment"
@@ -115,10 +114,9 @@ def test_a_lost_item_is_counted_and_the_gate_stops_the_run_with_one_line(
 
 
 @pytest.fixture(scope="module")
-def layouts(tmp_path_factory) -> dict[str, Path]:
+def layouts(tmp_path_factory, synth16) -> dict[str, Path]:
     """The same synth input ingested in both train layouts (real Beam ingests)."""
-    inputs = tmp_path_factory.mktemp("synth")
-    generate(inputs, SynthConfig(users=30, items=16, seed=21, **SMALL), workers=2)
+    inputs = synth16
     out = tmp_path_factory.mktemp("layouts")
     folders = {}
     for layout in fmt.TRAIN_FRAMES_LAYOUTS:
