@@ -30,19 +30,18 @@ machine's memory."""
 QUICK = {"tiny"}
 
 
-ITEMS = 64
-"""Two full batches of evaluation's item encoding (``--item-batch-size`` 32)."""
+ITEMS = 65
+"""Three batches of evaluation's item encoding (``--item-batch-size`` 32)."""
 
 
 @pytest.fixture(scope="module")
 def frames_112(tmp_path_factory) -> Path:
-    """8 users of 8 interactions over the 64 items, 5 frames of 112 px per item: two users' training
-    windows (6 items each, none shared) make a step of 12 clips. Full fine-tuning's activations grow
-    with the clips of a step: with 16 clips ``r2plus1d_18`` peaked at 3,735-4,101 MiB from run to
-    run (allocator fragmentation), and the most ``--batch-size 2`` can hold, 22 clips, at about
-    4 GiB with ``mvit_v2_s``: a step that size is the model's own need, not a defect, and too close
-    to the limit for a test that must not flake (``--activation-checkpointing`` trades it for time)."""
-    sequences = {str(u): [str((8 * u + t) % ITEMS + 1) for t in range(8)] for u in range(8)}
+    """5 users of 13 interactions, no item shared, 5 frames of 112 px per item: each training window
+    holds 11 distinct items, so a step of ``--batch-size 2`` encodes 22 clips, the most it can (the
+    issue's command on windows of ``max_seq_len + 1``). Full fine-tuning would keep the activations
+    of all 22 (4.7-4.8 GB with ``r2plus1d_18``); the activation budget (1 GB on the CPU) encodes them
+    in checkpointed chunks (``tests/test_activation_budget.py``)."""
+    sequences = {str(u): [str(13 * u + t + 1) for t in range(13)] for u in range(5)}
     folder = tmp_path_factory.mktemp("frames112") / "ds"
     return write_dataset(folder, sequences, frames=solid_frames(size=112, num_frames=5), max_seq_len=10)
 

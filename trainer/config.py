@@ -77,6 +77,11 @@ class ModelConfig:
     """Number of top encoder blocks that train under ``top-k``."""
     activation_checkpointing: bool = False
     """Recompute encoder block activations in the backward pass to save memory."""
+    activation_budget_gb: float | None = None
+    """Training encodes a step's clips in chunks whose saved activations fit this many GB, each chunk
+    recomputed in the backward pass (one more encoder forward; batch-norm statistics per chunk); a
+    step within the budget runs whole, as without it. None: 1 GB on the CPU, 40 % of the GPU's memory
+    on CUDA. 0: never chunk."""
     dim: int = 512
     """Model width d: item embedding size and SASRec hidden size."""
     num_blocks: int = 2
@@ -214,6 +219,11 @@ class TrainConfig:
             ("--dropout", model.dropout),
             ("--max-lost-fraction", data.max_lost_fraction),
             ("--item-cache-max-gb", data.item_cache_max_gb),
+            *(
+                [("--activation-budget-gb", model.activation_budget_gb)]
+                if model.activation_budget_gb is not None
+                else []
+            ),
         ):
             if not math.isfinite(value) or value < 0:
                 raise UsageError(f"{flag} must be a finite number of at least 0, got {value}")

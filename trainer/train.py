@@ -67,6 +67,7 @@ OVERRIDES: dict[str, tuple[str, str, type]] = {
     "--features": ("model", "features", str),
     "--freeze": ("model", "freeze", str),
     "--trainable-blocks": ("model", "trainable_blocks", int),
+    "--activation-budget-gb": ("model", "activation_budget_gb", float),
     "--dim": ("model", "dim", int),
     "--num-blocks": ("model", "num_blocks", int),
     "--num-heads": ("model", "num_heads", int),

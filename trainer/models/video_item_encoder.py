@@ -2,15 +2,42 @@
 
 :class:`VideoItemEncoder` takes uint8 clips ``[n, T, 3, H, W]`` straight from the loader,
 normalises them for its backbone, and projects the features to the model's width.
+
+Memory: training a backbone keeps every layer's activations of every clip of the step until the
+backward pass, so a step's memory grows with its clips (about 150 MB a clip for ``r2plus1d_18`` at
+5 x 112 px). The encoder measures what one clip saves (a probe forward, once per clip shape) and,
+when a step's clips would save more than the activation budget, encodes them in chunks that fit,
+each under activation checkpointing: only the chunk's inputs and outputs stay, and its activations
+are recomputed, chunk by chunk, in the backward pass.
 """
 
 from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from trainer.models.backbone import Backbone
+
+log = logging.getLogger(__name__)
+
+CPU_ACTIVATION_BUDGET_GB = 1.0
+"""Default activation budget of a training step on the CPU (``--activation-budget-gb``)."""
+GPU_ACTIVATION_BUDGET_FRACTION = 0.4
+"""Default activation budget on CUDA, as a fraction of the GPU's total memory."""
+
+
+def activation_budget_bytes(budget_gb: float | None, device: torch.device) -> int:
+    """The budget in bytes on ``device``: ``budget_gb`` GB, or the device's default (None); 0: no limit."""
+    if budget_gb is not None:
+        return int(budget_gb * 1e9)
+    if device.type == "cuda":
+        return int(GPU_ACTIVATION_BUDGET_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+    return int(CPU_ACTIVATION_BUDGET_GB * 1e9)
 
 
 def apply_freezing(backbone: Backbone, policy: str, trainable_blocks: int) -> None:
@@ -25,22 +52,44 @@ def apply_freezing(backbone: Backbone, policy: str, trainable_blocks: int) -> No
             backbone.module.get_submodule(name).requires_grad_(True)
 
 
-class _Checkpointed(nn.Module):
-    """Runs ``block`` under activation checkpointing while training."""
+@contextlib.contextmanager
+def _running_stats_kept(module: nn.Module) -> Iterator[None]:
+    """Batch norms of ``module`` leave their running statistics as they are (momentum 0): a checkpointed
+    forward run again in the backward pass must not count its batch a second time."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.momentum = 0.0
+    try:
+        yield
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
 
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
 
-    def forward(self, *args, **kwargs):
-        if self.training and torch.is_grad_enabled():
-            return checkpoint(self.block, *args, use_reentrant=False, **kwargs)
-        return self.block(*args, **kwargs)
+def checkpointed(function: Callable, module: nn.Module, *args, **kwargs):
+    """``function(*args, **kwargs)`` under activation checkpointing; the recomputation in the backward
+    pass leaves ``module``'s batch-norm running statistics alone."""
+    return checkpoint(
+        function,
+        *args,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _running_stats_kept(module)),
+        **kwargs,
+    )
 
 
-def _replace(module: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent, _, name = dotted.rpartition(".")
-    setattr(module.get_submodule(parent) if parent else module, name, new)
+def checkpoint_block(block: nn.Module) -> None:
+    """Run ``block`` under activation checkpointing while training. Its forward is wrapped in place, so
+    its parameter names (and a checkpoint's keys) are the same with or without it."""
+    plain = block.forward
+
+    def forward(*args, **kwargs):
+        if block.training and torch.is_grad_enabled():
+            return checkpointed(plain, block, *args, **kwargs)
+        return plain(*args, **kwargs)
+
+    block.forward = forward
 
 
 class VideoItemEncoder(nn.Module):
@@ -48,12 +97,21 @@ class VideoItemEncoder(nn.Module):
 
     needs_frames = True
 
-    def __init__(self, backbone: Backbone, dim: int, activation_checkpointing: bool = False):
+    def __init__(
+        self,
+        backbone: Backbone,
+        dim: int,
+        activation_checkpointing: bool = False,
+        activation_budget_gb: float | None = None,
+    ):
         super().__init__()
+        self.activation_budget_gb = activation_budget_gb
+        self._saved_per_clip: dict[tuple[int, ...], int] = {}
+        self._chunk_logged: set[tuple[int, ...]] = set()
         self.backbone = backbone.module
         if activation_checkpointing:
             for name in backbone.block_names:
-                _replace(self.backbone, name, _Checkpointed(self.backbone.get_submodule(name)))
+                checkpoint_block(self.backbone.get_submodule(name))
         self.block_names = list(backbone.block_names)
         self.backbone_spec = dict(backbone.spec)
         self._prepare, self._readout = backbone.prepare, backbone.readout
@@ -85,7 +143,66 @@ class VideoItemEncoder(nn.Module):
     def forward(self, items: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         if frames is None:
             raise ValueError("a video encoder needs frames; this dataset or batch has none")
+        chunk = self.training_chunk(frames)
+        if chunk >= len(frames):
+            return self._encode(frames)
+        return torch.cat([checkpointed(self._encode, self.backbone, part) for part in frames.split(chunk)])
+
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
         return self.projection(self.features(frames))
+
+    def training_chunk(self, frames: torch.Tensor) -> int:
+        """How many of ``frames``' clips a training step encodes at a time: all of them unless their
+        saved activations would exceed the budget (or nothing is trained through the backbone)."""
+        clips = len(frames)
+        trains_backbone = any(p.requires_grad for p in self.backbone.parameters())
+        if not (self.training and torch.is_grad_enabled() and trains_backbone):
+            return clips
+        budget = activation_budget_bytes(self.activation_budget_gb, frames.device)
+        if budget <= 0:
+            return clips
+        per_clip = self.saved_bytes_per_clip(frames)
+        chunk = max(1, budget // max(1, per_clip))
+        if chunk < clips and tuple(frames.shape[1:]) not in self._chunk_logged:
+            self._chunk_logged.add(tuple(frames.shape[1:]))
+            log.info(
+                "encoding at most %d clips at a time in training: a %s clip saves about %.0f MB of "
+                "activations, and the budget is %.1f GB (--activation-budget-gb)",
+                chunk,
+                "x".join(map(str, frames.shape[1:])),
+                per_clip / 1e6,
+                budget / 1e9,
+            )
+        return min(clips, chunk)
+
+    def saved_bytes_per_clip(self, frames: torch.Tensor) -> int:
+        """Bytes the backward pass keeps of one clip shaped like ``frames``': the distinct activation
+        tensors autograd saves, weights left out (measured once per shape by a one-clip probe forward in
+        eval mode, whose RNG draws and statistics are not kept)."""
+        shape = tuple(frames.shape[1:])
+        if shape not in self._saved_per_clip:
+            weights = {p.untyped_storage().data_ptr() for p in self.parameters()}
+            storages: dict[int, int] = {}
+
+            def pack(tensor: torch.Tensor) -> torch.Tensor:  # each activation once, weights not at all
+                storage = tensor.untyped_storage()
+                if storage.data_ptr() not in weights:
+                    storages[storage.data_ptr()] = storage.nbytes()
+                return tensor
+
+            was_training = self.training
+            devices = [frames.device] if frames.device.type == "cuda" else []
+            try:
+                self.eval()
+                with (
+                    torch.random.fork_rng(devices=devices),
+                    torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+                ):
+                    self._encode(torch.zeros((1, *shape), dtype=frames.dtype, device=frames.device))
+            finally:
+                self.train(was_training)
+            self._saved_per_clip[shape] = sum(storages.values())
+        return self._saved_per_clip[shape]
 
     def spec(self) -> dict:
         return self.backbone_spec

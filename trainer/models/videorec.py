@@ -92,7 +92,9 @@ def build_item_encoder(
             config.encoder, config.encoder_weights, num_frames=num_frames, frame_size=frame_size
         )
     apply_freezing(backbone, config.freeze, config.trainable_blocks)
-    return VideoItemEncoder(backbone, config.dim, config.activation_checkpointing)
+    return VideoItemEncoder(
+        backbone, config.dim, config.activation_checkpointing, config.activation_budget_gb
+    )
 
 
 def build_videorec(
