@@ -146,3 +146,45 @@ def test_block_checkpointing_keeps_the_parameter_names_so_checkpoints_load_eithe
     plain.eval()
     checkpointed.eval()
     torch.testing.assert_close(checkpointed(torch.arange(3), frames), plain(torch.arange(3), frames))
+
+
+def _ddp_rank(rank: int, store: str, out: str) -> None:
+    """One gloo rank: a DDP-wrapped encoder, chunked a clip at a time; saves its averaged gradients."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
+    torch.manual_seed(0)
+    encoder = VideoItemEncoder(_no_batch_statistics(), dim=8, activation_budget_gb=1e-9)
+    model = DistributedDataParallel(encoder)
+    model.train()
+    frames = _clips(6)[3 * rank : 3 * rank + 3]
+    (model(torch.arange(3), frames) * (rank + 1)).sum().backward()
+    torch.save({n: p.grad for n, p in encoder.named_parameters()}, f"{out}/grads-{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_chunked_encoding_under_ddp_gives_the_averaged_whole_batch_gradients(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    ranks = [
+        context.Process(target=_ddp_rank, args=(r, f"file://{tmp_path}/store", str(tmp_path))) for r in (0, 1)
+    ]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+    assert [p.exitcode for p in ranks] == [0, 0]
+
+    torch.manual_seed(0)
+    whole = VideoItemEncoder(_no_batch_statistics(), dim=8, activation_budget_gb=0)
+    whole.train()
+    frames = _clips(6)
+    out = whole(torch.arange(6), frames)
+    ((out[:3].sum() + 2 * out[3:].sum()) / 2).backward()  # DDP averages the ranks' gradients
+    for rank in (0, 1):
+        grads = torch.load(tmp_path / f"grads-{rank}.pt")
+        for name, parameter in whole.named_parameters():
+            torch.testing.assert_close(grads[name], parameter.grad, msg=f"rank {rank}: {name}")
