@@ -84,7 +84,7 @@ def format_summary(manifest: dict, stats: dict | None = None) -> str:
         if stats.get("videos_compacted"):
             lines.append(
                 f"  compacted   {stats['videos_compacted']} reused item(s) copied out of earlier versions "
-                "they were less than --compact-below of"
+                "less than --compact-below in use, so prune can delete those versions"
             )
         if stats.get(LEFTOVERS_REMOVED):
             lines.append(
